@@ -1,0 +1,91 @@
+"""Flags shared by the scripts, defined once, and the error-reporting entry point."""
+
+import argparse
+import os
+import sys
+
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.model import VARIANTS
+
+IGNORE_LABEL = 255
+MIN_INPUT_SIZE = 32
+
+
+def input_size(text):
+    """argparse type for --input-size "H,W"."""
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'H,W' (e.g. 321,321), got '{text}'") from None
+    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is too small: height and width must be at least {MIN_INPUT_SIZE}")
+    return h, w
+
+
+def scales(text):
+    """argparse type for --scales "1.0,0.75,0.5"."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive, got '{text}'")
+    return values
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def add_model_args(parser):
+    """--model and --num-classes; both default to what the checkpoint records."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", choices=sorted(VARIANTS), default=None,
+                       help="network variant (default: the checkpoint's, else resnet101)")
+    group.add_argument("--num-classes", type=positive_int, default=None,
+                       help="number of classes (default: the checkpoint's, else 21)")
+    group.add_argument("--prototxt", default=None,
+                       help="deploy prototxt for a .caffemodel (default: the project's own for --model)")
+    return group
+
+
+def add_data_args(parser, data_dir=None, data_list=None):
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-dir", default=data_dir,
+                       help="folder the paths of the list file are relative to")
+    group.add_argument("--data-list", default=data_list,
+                       help="list file: 'IMAGE_PATH LABEL_PATH' per line")
+    group.add_argument("--ignore-label", type=int, default=IGNORE_LABEL,
+                       help="label value that is not scored (default: 255)")
+    return group
+
+
+def check_writable_dir(path, flag):
+    """Creates `path` if needed; a one-line error naming the flag if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot create folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: folder is not writable")
+    return path
+
+
+def run(main, argv=None):
+    """Runs `main(argv)` and turns a UserError into `error: ...` on stderr, exit 2."""
+    try:
+        status = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)

@@ -1,0 +1,164 @@
+"""Caffe-exact building blocks on NHWC tensors.
+
+Every function here reproduces Caffe's arithmetic for any input size, odd or
+even: explicit convolution padding, ceil-mode pooling with Caffe's last-window
+rule, average pooling whose divisor counts the padded cells inside the pad
+region, and inference BatchNorm with an explicit epsilon. Shapes may be
+dynamic, so the same code serves a fixed-size training step and a serving
+signature that accepts images of any size.
+"""
+
+import math
+
+import tensorflow as tf
+
+CAFFE_BN_EPS = 1e-5
+
+
+def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
+    """Caffe's convolution output size: floor((in + 2p - (d(k-1)+1)) / s) + 1."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
+
+
+def pool_output_size(size, kernel, stride=1, pad=0, ceil_mode=True, any_pad=None):
+    """Caffe's pooling output size, ceil mode with the last-window rule.
+
+    The last window must start inside the image or its leading pad, never in
+    the trailing pad; Caffe drops it otherwise. Caffe applies that rule when
+    the layer has any padding (`any_pad`, default: this axis is padded).
+    """
+    if any_pad is None:
+        any_pad = pad > 0
+    if ceil_mode:
+        out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    else:
+        out = (size + 2 * pad - kernel) // stride + 1
+    if any_pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pair(value):
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1):
+    """Convolution with Caffe's explicit symmetric padding.
+
+    Args:
+        x: NHWC input.
+        weights: HWIO kernel, `I` being input channels per group.
+        biases: optional vector of output channels.
+        stride, pad, dilation: int or (h, w) pair.
+        group: number of channel groups.
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(pad)
+    dh, dw = _pair(dilation)
+    padding = [[0, 0], [ph, ph], [pw, pw], [0, 0]] if (ph or pw) else "VALID"
+    if group == 1 or weights.shape[2] * group != x.shape[-1]:
+        y = tf.nn.conv2d(x, weights, strides=[1, sh, sw, 1], padding=padding,
+                         dilations=[1, dh, dw, 1])
+    else:
+        # tf.nn.conv2d infers grouping from the channel counts; kept explicit
+        # through the split so every device kernel supports it.
+        xs = tf.split(x, group, axis=-1)
+        ws = tf.split(weights, group, axis=-1)
+        y = tf.concat([tf.nn.conv2d(a, b, strides=[1, sh, sw, 1], padding=padding,
+                                    dilations=[1, dh, dw, 1]) for a, b in zip(xs, ws)], -1)
+    if biases is not None:
+        y = tf.nn.bias_add(y, biases)
+    return y
+
+
+def _dynamic_hw(x):
+    shape = tf.shape(x)
+    static = x.shape
+    h = static[1] if static[1] is not None else shape[1]
+    w = static[2] if static[2] is not None else shape[2]
+    return h, w
+
+
+def _pool_geometry(size, kernel, stride, pad, ceil_mode, any_pad):
+    """Output size and trailing pad for one axis; python ints or scalar tensors."""
+    if isinstance(size, int):
+        out = pool_output_size(size, kernel, stride, pad, ceil_mode, any_pad)
+    else:
+        numer = size + 2 * pad - kernel
+        if ceil_mode:
+            out = -((-numer) // stride) + 1
+        else:
+            out = numer // stride + 1
+        if any_pad:
+            out = tf.where((out - 1) * stride >= size + pad, out - 1, out)
+    # Input extent the windows cover, measured from the start of the leading pad.
+    extent = (out - 1) * stride + kernel
+    after = extent - size - pad
+    return out, after
+
+
+def _pad_to_windows(x, kernel, stride, pad, ceil_mode, value):
+    """Pads (or crops) x so that VALID pooling yields Caffe's windows."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    h, w = _dynamic_hw(x)
+    any_pad = bool(ph or pw)
+    oh, after_h = _pool_geometry(h, kh, sh, ph, ceil_mode, any_pad)
+    ow, after_w = _pool_geometry(w, kw, sw, pw, ceil_mode, any_pad)
+    pad_h = tf.maximum(after_h, 0) if not isinstance(after_h, int) else max(after_h, 0)
+    pad_w = tf.maximum(after_w, 0) if not isinstance(after_w, int) else max(after_w, 0)
+    if isinstance(pad_h, int) and isinstance(pad_w, int) and not (ph or pw or pad_h or pad_w):
+        padded = x
+    else:
+        padded = tf.pad(x, [[0, 0], [ph, pad_h], [pw, pad_w], [0, 0]], constant_values=value)
+    # A negative trailing pad means the last rows/columns are never covered.
+    padded = padded[:, :(oh - 1) * sh + kh, :(ow - 1) * sw + kw, :]
+    return padded, (h, w), (oh, ow)
+
+
+def max_pool(x, kernel, stride=1, pad=0, ceil_mode=True):
+    """Caffe MAX pooling. Padded cells hold -inf, so they never win."""
+    kernel, stride, pad = _pair(kernel), _pair(stride), _pair(pad)
+    padded, _, _ = _pad_to_windows(x, kernel, stride, pad, ceil_mode, float("-inf"))
+    return tf.nn.max_pool2d(padded, kernel, stride, "VALID")
+
+
+def _window_sizes(size, out, kernel, stride, pad):
+    """Per-window divisor along one axis: min(start+k, size+pad) - start."""
+    start = tf.range(out) * stride - pad
+    end = tf.minimum(start + kernel, size + pad)
+    return tf.cast(end - start, tf.float32)
+
+
+def avg_pool(x, kernel, stride=1, pad=0, ceil_mode=True):
+    """Caffe AVE pooling: the divisor counts cells of the pad region but not
+    the cells that ceil mode adds past it."""
+    kernel, stride, pad = _pair(kernel), _pair(stride), _pair(pad)
+    padded, (h, w), (oh, ow) = _pad_to_windows(x, kernel, stride, pad, ceil_mode, 0.0)
+    window = kernel[0] * kernel[1]
+    sums = tf.nn.avg_pool2d(padded, kernel, stride, "VALID") * window
+    divisor = (_window_sizes(h, oh, kernel[0], stride[0], pad[0])[:, None]
+               * _window_sizes(w, ow, kernel[1], stride[1], pad[1])[None, :])
+    return sums / tf.cast(divisor[None, :, :, None], sums.dtype)
+
+
+def global_avg_pool(x):
+    """Caffe global AVE pooling (kernel = input size), keeping 1x1 spatial dims."""
+    return tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+
+
+def global_max_pool(x):
+    return tf.reduce_max(x, axis=[1, 2], keepdims=True)
+
+
+def batch_norm(x, mean, variance, scale=None, offset=None, eps=CAFFE_BN_EPS):
+    """Inference BatchNorm (+ Caffe Scale): (x - mean) / sqrt(var + eps) * scale + offset."""
+    inv = tf.math.rsqrt(variance + eps)
+    if scale is not None:
+        inv = inv * scale
+    shift = -mean * inv
+    if offset is not None:
+        shift = shift + offset
+    return x * tf.cast(inv, x.dtype) + tf.cast(shift, x.dtype)

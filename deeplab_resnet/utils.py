@@ -1,0 +1,121 @@
+"""Label palettes, image and label file IO, atomic writes."""
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from deeplab_resnet.errors import UserError
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+def voc_colormap(n=256):
+    """PASCAL VOC colour map: the bits of the index spread over R, G, B from the top bit down."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+VOC_PALETTE = voc_colormap()
+
+
+def class_names(num_classes):
+    """VOC names when the class count is VOC's, else `class_<i>`."""
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def colorize(labels):
+    """HxW class indices -> HxWx3 uint8 VOC colours."""
+    return VOC_PALETTE[np.asarray(labels, dtype=np.uint8)]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renamed onto it only if the block succeeds."""
+    path = str(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_label_png(labels, path):
+    """Writes class indices as a palette PNG (VOC colours, pixel value = class index)."""
+    image = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
+    image.putpalette(VOC_PALETTE.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_rgb_png(rgb, path):
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
+
+
+def save_npy(array, path):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def _open_image(path):
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "empty file" if os.path.exists(path) and os.path.getsize(path) == 0 else "not an image"
+        raise UserError(f"{path}: {reason} ({type(exc).__name__})") from None
+    return image
+
+
+def read_image(path):
+    """Any image file (grayscale, RGBA, palette, ...) -> HxWx3 uint8 RGB."""
+    return np.asarray(_open_image(path).convert("RGB"))
+
+
+def read_label(path):
+    """A label PNG -> HxW uint8 class indices.
+
+    VOC labels are palette ('P') images whose pixel values are the class
+    indices; the palette only colours them. Single-channel 8-bit images are
+    read the same way. RGB-coloured labels are refused: decoding colours as
+    classes gives wrong labels.
+    """
+    image = _open_image(path)
+    if image.mode in ("P", "L"):
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        values = np.asarray(image)
+        if values.max(initial=0) > 255:
+            raise UserError(f"{path}: label values above 255 in a 16-bit label image")
+        return values.astype(np.uint8)
+    raise UserError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
+                    "class indices; convert it first (python dataset/convert_rgb_labels.py)")
