@@ -119,3 +119,25 @@ def read_label(path):
         return values.astype(np.uint8)
     raise UserError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
                     "class indices; convert it first (python dataset/convert_rgb_labels.py)")
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
+
+
+def list_images(folder):
+    """Sorted paths of the files in `folder` whose extension is an image format's."""
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+    return [os.path.join(folder, n) for n in names]
+
+
+def overlay(image, labels, alpha=0.5):
+    """HxWx3 uint8: the VOC colours of `labels` blended over an RGB image.
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        labels: HxW class indices.
+        alpha: weight of the label colours (0 = image only, 1 = colours only).
+    """
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels).astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -1,0 +1,233 @@
+"""One image -> class probabilities and labels: the one prediction path of the project.
+
+RGB image -> `model.preprocess` -> network (one scale, or several fused by max
+through `msc.MultiScale`) -> logits resized to the image -> softmax ->
+(mirrored image averaged in) -> optional dense CRF -> argmax. evaluate.py,
+inference.py and export.py all go through `Predictor`.
+
+Two resizing protocols:
+
+* full (default, the 2017 TF port's): the image goes through the network at
+  its own size; the logits are resized bilinearly (half-pixel centres) to it.
+* DeepLab's (`deeplab_protocol=True`, behind the paper's numbers): the
+  preprocessed image is padded at the bottom/right with 0 (the mean colour) to
+  `pad_size` x `pad_size` (513), the logits are zoomed x8 bilinearly with
+  align-corners geometry ((n - 1) * 8 + 1, 65 -> 513) and cropped back to the
+  image. A larger image, or a pad size not of the form 8k + 1, is padded up to
+  the next 8k + 1 so that the zoomed logits cover the padded image exactly.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from deeplab_resnet import crf as crf_lib
+from deeplab_resnet import model as model_lib
+from deeplab_resnet import msc
+from deeplab_resnet.cli import positive_int, scales as scales_type
+from deeplab_resnet.errors import UserError
+
+OUTPUT_STRIDE = 8
+DEFAULT_PAD_SIZE = 513
+IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+
+Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
+Prediction.__doc__ = """What `Predictor` returns for one image.
+
+Attributes:
+    labels: HxW int32 class indices.
+    probabilities: HxWxC float32 class probabilities (after CRF when enabled).
+    logits: h'xw'xC float32 raw network output for the (unmirrored) image,
+        before any resizing: the model's output size for the input (for
+        several scales, the fused output at the first scale's size; with the
+        DeepLab protocol, the output for the padded image).
+"""
+
+
+def padded_size(size, pad_size):
+    """Side of the padded input under DeepLab's protocol (python int or int32 tensor).
+
+    Args:
+        size: image height or width.
+        pad_size: the requested side (513 for VOC).
+    Returns:
+        the smallest 8k + 1 that is at least max(size, pad_size); an input of
+        8k + 1 gives k + 1 logits, whose x8 align-corners zoom is 8k + 1 again.
+    """
+    target = tf.maximum(size, pad_size) if tf.is_tensor(size) else max(size, pad_size)
+    return (target - 1 + OUTPUT_STRIDE - 1) // OUTPUT_STRIDE * OUTPUT_STRIDE + 1
+
+
+class Predictor(tf.Module):
+    """Image -> probabilities/labels for one model and one test protocol.
+
+    The network part runs in one `tf.function` with a [None, None, 3] uint8
+    signature, so images of any size share one trace (no retracing per size).
+
+    Args:
+        model: a DeepLabResNet (or any callable preprocessed NHWC -> logits).
+        scales: input scales; more than one fuses the logits by max (MSC).
+        flip: also run the mirrored image and average the two probability maps.
+        deeplab_protocol: pad to `pad_size`, zoom x8 with align-corners, crop
+            (see the module docstring) instead of resizing logits to the image.
+        pad_size: padded side for `deeplab_protocol`.
+        crf: a `crf.CRFParams` to refine probabilities with a dense CRF, or None.
+
+    Example:
+        >>> predictor = Predictor(DeepLabResNet("tiny", 3), scales=(1.0, 0.5), flip=True)
+        >>> prediction = predictor(np.zeros((50, 60, 3), np.uint8))
+        >>> prediction.labels.shape, prediction.probabilities.shape
+        ((50, 60), (50, 60, 3))
+    """
+
+    def __init__(self, model, scales=(1.0,), flip=False, deeplab_protocol=False,
+                 pad_size=DEFAULT_PAD_SIZE, crf=None, name=None):
+        super().__init__(name=name or "predictor")
+        self.model = model
+        self.scales = tuple(float(s) for s in scales)
+        self.multi_scale = msc.MultiScale(model, self.scales) if self.scales != (1.0,) else None
+        self.flip = bool(flip)
+        self.deeplab_protocol = bool(deeplab_protocol)
+        self.pad_size = int(pad_size)
+        self.crf = crf
+
+    def _network(self, images):
+        if self.multi_scale is not None:
+            return self.multi_scale(images)[0]
+        return self.model(images)
+
+    def _probabilities(self, image):
+        """(raw logits [1,h',w',C], probabilities [H,W,C]) for one uint8 HxWx3 image."""
+        images = model_lib.preprocess(image[tf.newaxis])
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        if self.deeplab_protocol:
+            ph, pw = padded_size(h, self.pad_size), padded_size(w, self.pad_size)
+            # Zero after preprocessing is the mean colour, DeepLab's padding value.
+            images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+            logits = self._network(images)
+            lh, lw = tf.shape(logits)[1], tf.shape(logits)[2]
+            # Caffe's Interp geometry: corners aligned, no half-pixel centres.
+            zoomed = tf.raw_ops.ResizeBilinear(
+                images=logits, size=[(lh - 1) * OUTPUT_STRIDE + 1, (lw - 1) * OUTPUT_STRIDE + 1],
+                align_corners=True, half_pixel_centers=False)
+            resized = zoomed[:, :h, :w, :]
+        else:
+            logits = self._network(images)
+            resized = tf.image.resize(logits, [h, w], method="bilinear")
+        return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)[0]
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def forward(self, image):
+        """Raw logits [h',w',C] and probabilities [H,W,C] (no CRF) for one image.
+
+        Args:
+            image: HxWx3 uint8 RGB tensor, any size.
+        """
+        logits, probabilities = self._probabilities(image)
+        if self.flip:
+            _, mirrored = self._probabilities(image[:, ::-1])
+            probabilities = (probabilities + mirrored[:, ::-1]) / 2.0
+        return logits[0], probabilities
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def serve(self, image):
+        """Serving signature: class-index map [H,W] int32 and probabilities [H,W,C] float32.
+
+        Args:
+            image: HxWx3 uint8 RGB tensor, any size.
+        """
+        _, probabilities = self.forward(image)
+        return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
+                "probabilities": probabilities}
+
+    def __call__(self, image):
+        """Predicts one image.
+
+        Args:
+            image: HxWx3 uint8 RGB array (e.g. from `utils.read_image`).
+        Returns:
+            a Prediction.
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+        logits, probabilities = self.forward(tf.constant(image))
+        probabilities = probabilities.numpy()
+        if self.crf is not None:
+            probabilities = crf_lib.refine(image, probabilities, self.crf)
+        labels = probabilities.argmax(axis=-1).astype(np.int32)
+        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
+
+
+def add_prediction_args(parser, crf=True):
+    """The test-protocol flags shared by evaluate.py, inference.py and export.py.
+
+    Args:
+        parser: an argparse parser.
+        crf: also add the dense-CRF flags (not for export, which serves the
+            network only).
+    """
+    group = parser.add_argument_group("prediction")
+    group.add_argument("--scales", type=scales_type, default=(1.0,),
+                       help="input scales, comma-separated, first = reference, e.g. 1.0,0.75,0.5; "
+                            "logits of the other scales are resized to the first's and fused by "
+                            "element-wise max (default: 1.0)")
+    group.add_argument("--flip", action="store_true",
+                       help="also predict the mirrored image and average the two probability maps")
+    group.add_argument("--deeplab-protocol", action="store_true",
+                       help="DeepLab's test protocol (behind the paper's numbers): pad the image at "
+                            "the bottom/right with the mean colour to --pad-size, zoom the logits x8 "
+                            "with align-corners bilinear interpolation, crop back to the image. "
+                            "Default: the image at its own size, logits resized bilinearly to it")
+    group.add_argument("--pad-size", type=positive_int, default=DEFAULT_PAD_SIZE,
+                       help="padded side for --deeplab-protocol (default 513; rounded up to 8k+1 "
+                            "and to the image size for larger images)")
+    if not crf:
+        return group
+    defaults = crf_lib.CRFParams()
+    group.add_argument("--crf", action="store_true",
+                       help="refine with a dense CRF (needs the optional pydensecrf2: "
+                            "pip install '.[crf]'); defaults are DeepLab-v2's VOC settings")
+    group.add_argument("--crf-iterations", type=int, default=defaults.iterations,
+                       help=f"mean-field iterations (default {defaults.iterations})")
+    group.add_argument("--crf-gaussian-sxy", type=float, default=defaults.gaussian_sxy,
+                       help=f"smoothness kernel xy std (default {defaults.gaussian_sxy:g})")
+    group.add_argument("--crf-gaussian-weight", type=float, default=defaults.gaussian_weight,
+                       help=f"smoothness kernel weight (default {defaults.gaussian_weight:g})")
+    group.add_argument("--crf-bilateral-sxy", type=float, default=defaults.bilateral_sxy,
+                       help=f"appearance kernel xy std (default {defaults.bilateral_sxy:g})")
+    group.add_argument("--crf-bilateral-srgb", type=float, default=defaults.bilateral_srgb,
+                       help=f"appearance kernel rgb std (default {defaults.bilateral_srgb:g})")
+    group.add_argument("--crf-bilateral-weight", type=float, default=defaults.bilateral_weight,
+                       help=f"appearance kernel weight (default {defaults.bilateral_weight:g})")
+    return group
+
+
+def crf_from_args(args):
+    """CRFParams from the flags of `add_prediction_args`, or None without --crf.
+
+    Fails early (before any model is loaded) when pydensecrf2 is missing.
+    """
+    if not getattr(args, "crf", False):
+        return None
+    if args.crf_iterations < 0:
+        raise UserError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
+    if not crf_lib.available():
+        raise UserError(crf_lib.INSTALL_HINT)
+    return crf_lib.CRFParams(
+        iterations=args.crf_iterations, gaussian_sxy=args.crf_gaussian_sxy,
+        gaussian_weight=args.crf_gaussian_weight, bilateral_sxy=args.crf_bilateral_sxy,
+        bilateral_srgb=args.crf_bilateral_srgb, bilateral_weight=args.crf_bilateral_weight)
+
+
+def predictor_from_args(model, args, crf=None):
+    """A Predictor configured by the flags of `add_prediction_args`.
+
+    Args:
+        model: the loaded network.
+        args: parsed arguments.
+        crf: CRFParams from `crf_from_args`, or None.
+    """
+    return Predictor(model, scales=args.scales, flip=args.flip,
+                     deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size, crf=crf)
