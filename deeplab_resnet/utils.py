@@ -141,3 +141,37 @@ def overlay(image, labels, alpha=0.5):
     """
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels).astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def data_path(data_dir, path):
+    """A list-file path joined to --data-dir; a leading '/' is relative to it too (VOC lists)."""
+    if data_dir is None:
+        return path
+    return os.path.join(data_dir, path.lstrip("/"))
+
+
+def read_data_list(list_path, data_dir=None):
+    """Lines `IMAGE_PATH LABEL_PATH` of a list file -> [(image path, label path)].
+
+    Args:
+        list_path: the list file; blank lines are skipped.
+        data_dir: folder the paths are relative to (None: used as written).
+    """
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{list_path}: no such list file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{list_path}: cannot read list file ({exc})") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise UserError(f"{list_path}:{number}: expected 'IMAGE_PATH LABEL_PATH', got '{line.strip()}'")
+        pairs.append((data_path(data_dir, fields[0]), data_path(data_dir, fields[1])))
+    if not pairs:
+        raise UserError(f"{list_path}: list file is empty")
+    return pairs

@@ -1,0 +1,136 @@
+"""Evaluate a DeepLab-ResNet on a labelled list: per-class IoU and mean IoU.
+
+    python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
+        [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
+        [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
+        [--save-dir DIR] [--json-output FILE]
+
+Each image is predicted at full resolution, one at a time (any size), the
+logits resized bilinearly to the image, argmax; one confusion matrix is counted
+over the pixels whose label is not --ignore-label. The last line printed is
+`Mean IoU: 0.xxxx`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from deeplab_resnet import checkpoint, cli, metrics, predict, utils
+from deeplab_resnet.errors import UserError
+
+
+def get_arguments(argv=None):
+    parser = argparse.ArgumentParser(
+        description="DeepLab-ResNet evaluation: confusion matrix, per-class IoU, mean IoU.")
+    cli.add_data_args(parser)
+    parser.add_argument("--restore-from", required=True,
+                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+    cli.add_model_args(parser)
+    parser.add_argument("--num-steps", type=cli.positive_int, default=None,
+                        help="evaluate only the first N images of the list (default: all)")
+    parser.add_argument("--save-dir", default=None,
+                        help="also write the predicted labels as <stem>.png (palette PNG, "
+                             "pixel value = class index) into this folder")
+    parser.add_argument("--json-output", default=None,
+                        help="also write every score, the confusion matrix and the settings "
+                             "as JSON to this file")
+    predict.add_prediction_args(parser)
+    args = parser.parse_args(argv)
+    if args.data_list is None:
+        parser.error("--data-list is required")
+    return args
+
+
+def check_files(pairs, list_path):
+    """Fails before any work when a listed file is missing, naming it."""
+    for image_path, label_path in pairs:
+        for path in (image_path, label_path):
+            if not os.path.isfile(path):
+                raise UserError(f"{path}: no such file (listed in {list_path})")
+
+
+def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_dir=None):
+    """Predicts every listed image and sums the confusion matrix.
+
+    Args:
+        predictor: a `predict.Predictor`.
+        pairs: [(image path, label path)].
+        num_classes: number of classes of the model.
+        ignore_label: label value that is not scored.
+        save_dir: folder for the predicted label PNGs, or None.
+    Returns:
+        (num_classes, num_classes) int64 confusion matrix [true, predicted].
+    """
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for image_path, label_path in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr,
+                                       dynamic_ncols=True):
+        image = utils.read_image(image_path)
+        label = utils.read_label(label_path)
+        if label.shape != image.shape[:2]:
+            raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
+                            f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
+        try:
+            metrics.check_labels(label, num_classes, ignore_label)
+        except ValueError as exc:
+            raise UserError(f"{label_path}: {exc}") from None
+        prediction = predictor(image)
+        confusion += metrics.confusion_matrix(label, prediction.labels, num_classes, ignore_label)
+        if save_dir is not None:
+            stem = os.path.splitext(os.path.basename(image_path))[0]
+            utils.save_label_png(prediction.labels, os.path.join(save_dir, stem + ".png"))
+    return confusion
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def report(result):
+    """The printed report; its last line is `Mean IoU: ...`."""
+    width = max(len(name) for name in result["per_class_iou"])
+    lines = ["Per-class IoU:"]
+    for name, iou in result["per_class_iou"].items():
+        lines.append(f"  {name:<{width}}  {_fmt(iou)}" + ("  (absent)" if iou is None else ""))
+    lines += [f"Pixel accuracy: {_fmt(result['pixel_accuracy'])}",
+              f"Mean class accuracy: {_fmt(result['mean_class_accuracy'])}",
+              f"Frequency-weighted IoU: {_fmt(result['frequency_weighted_iou'])}",
+              f"Mean IoU: {_fmt(result['mean_iou'])}"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = get_arguments(argv)
+    pairs = utils.read_data_list(args.data_list, args.data_dir)[:args.num_steps]
+    check_files(pairs, args.data_list)
+    crf = predict.crf_from_args(args)
+    if args.save_dir is not None:
+        cli.check_writable_dir(args.save_dir, "--save-dir")
+    if args.json_output is not None:
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)), "--json-output")
+    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
+                                    prototxt=args.prototxt)
+    predictor = predict.predictor_from_args(model, args, crf)
+    confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
+    result = metrics.scores(confusion, utils.class_names(model.num_classes))
+    if args.json_output is not None:
+        settings = {"restore_from": args.restore_from, "model": model.variant,
+                    "num_classes": model.num_classes, "ignore_label": args.ignore_label,
+                    "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
+                    "deeplab_protocol": args.deeplab_protocol,
+                    "pad_size": args.pad_size if args.deeplab_protocol else None,
+                    "crf": dataclasses.asdict(crf) if crf is not None else None}
+        document = dict(result, settings=settings, confusion_matrix=confusion.tolist())
+        with utils.atomic_path(args.json_output) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(document, f, indent=2)
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

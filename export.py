@@ -1,0 +1,79 @@
+"""Export a DeepLab-ResNet checkpoint as a TensorFlow SavedModel for serving.
+
+    python export.py --restore-from CKPT --output-dir DIR [--model M] [--num-classes N]
+        [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol]
+
+The `serving_default` signature takes `image`: a uint8 RGB tensor [H, W, 3] of
+any size, and returns `labels` (int32 [H, W], class indices) and
+`probabilities` (float32 [H, W, num_classes]) at the image's resolution,
+computed exactly as inference.py computes them (dense CRF excepted: it is not
+a TensorFlow op). The SavedModel is written to a temporary folder beside
+--output-dir and renamed into place, so a failed export leaves nothing.
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from deeplab_resnet import checkpoint, cli, predict
+from deeplab_resnet.errors import UserError
+
+
+def get_arguments(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Export a DeepLab-ResNet checkpoint as a SavedModel (uint8 image in, "
+                    "class-index map and probabilities out).")
+    parser.add_argument("--restore-from", required=True,
+                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+    parser.add_argument("--output-dir", required=True,
+                        help="SavedModel folder to create (must not exist, or be empty)")
+    cli.add_model_args(parser)
+    predict.add_prediction_args(parser, crf=False)
+    return parser.parse_args(argv)
+
+
+def check_output_dir(path):
+    """The absolute output path; an error if it exists with content or its parent is not writable."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise UserError(f"--output-dir {path}: already exists and is not an empty folder")
+    cli.check_writable_dir(os.path.dirname(path), "--output-dir")
+    return path
+
+
+def export(predictor, output_dir):
+    """Saves `predictor` as a SavedModel at `output_dir`, atomically.
+
+    Args:
+        predictor: a `predict.Predictor`; its `serve` is the serving signature.
+        output_dir: absolute path of the folder to create.
+    """
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
+    try:
+        tf.saved_model.save(predictor, tmp,
+                            signatures={"serving_default": predictor.serve.get_concrete_function()})
+        if os.path.isdir(output_dir):
+            # An empty folder left by the user: rename() replaces it only when it is empty.
+            os.rmdir(output_dir)
+        os.replace(tmp, output_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def main(argv=None):
+    args = get_arguments(argv)
+    output_dir = check_output_dir(args.output_dir)
+    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
+                                    prototxt=args.prototxt)
+    export(predict.predictor_from_args(model, args), output_dir)
+    print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
+          f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, {model.num_classes}])")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
