@@ -1,0 +1,124 @@
+"""Helpers shared by the dataset preparation scripts in this folder.
+
+The scripts are standalone tools (`python dataset/convert_sbd.py ...`): they
+need numpy, Pillow and scipy but not TensorFlow, so they do not import
+`deeplab_resnet.cli` (which loads the model, hence TensorFlow: seconds of start
+up and log lines on stderr that would break the one-line error promise).
+`run` below keeps the same contract as `deeplab_resnet.cli.run`.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+# Running `python dataset/x.py` puts dataset/ on sys.path, not the repository
+# root; add the root so `deeplab_resnet` imports without `pip install -e .`.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from deeplab_resnet.errors import UserError  # noqa: E402
+from deeplab_resnet.utils import atomic_path  # noqa: E402
+
+DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
+NUM_VOC_CLASSES = 21
+IGNORE_LABEL = 255
+
+
+def run(main, argv=None):
+    """Runs `main(argv)`; a UserError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        status = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)
+
+
+def resolve_voc_root(path, flag="--voc-root"):
+    """The VOC2012 folder (holding JPEGImages/, ImageSets/); VOCdevkit/ above it is accepted too."""
+    if not os.path.isdir(path):
+        raise UserError(f"{flag} {path}: no such folder")
+    for candidate in (path, os.path.join(path, "VOC2012")):
+        if os.path.isdir(os.path.join(candidate, "ImageSets")) or \
+                os.path.isdir(os.path.join(candidate, "JPEGImages")):
+            return candidate
+    raise UserError(f"{flag} {path}: not a VOC2012 folder (no ImageSets/ or JPEGImages/ in it; "
+                    "pass VOCdevkit/VOC2012)")
+
+
+def resolve_sbd_root(path, flag="--sbd-root"):
+    """SBD's `benchmark_RELEASE/dataset` folder (holding cls/, img/, train.txt, val.txt).
+
+    The `benchmark_RELEASE` folder above it is accepted too, since that is what
+    the archive unpacks to and users often pass it.
+    """
+    if not os.path.isdir(path):
+        raise UserError(f"{flag} {path}: no such folder")
+    for candidate in (path, os.path.join(path, "dataset")):
+        if os.path.isdir(os.path.join(candidate, "cls")) or \
+                os.path.isfile(os.path.join(candidate, "train.txt")):
+            return candidate
+    raise UserError(f"{flag} {path}: not an SBD dataset folder (no cls/ or train.txt in it; "
+                    "pass benchmark_RELEASE/dataset)")
+
+
+def read_names(path, what):
+    """Image names from an ImageSets-style list: one name per line, blank lines skipped.
+
+    Returns them in file order; a line with more than one field (e.g. VOC's
+    per-class lists `NAME  1`) is refused, since it means the wrong file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path}: is a folder, not a list file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path}: not a text file") from None
+    names = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 1 or "/" in fields[0]:
+            raise UserError(f"{what} {path}:{number}: expected one image name per line, "
+                            f"got '{line.strip()}'")
+        names.append(fields[0])
+    if not names:
+        raise UserError(f"{what} {path}: no image names in it")
+    return names
+
+
+def check_writable_dir(path, flag):
+    """Creates `path` if needed; a one-line error naming the flag if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot create folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: folder is not writable")
+    return path
+
+
+def write_text(path, text):
+    """Writes a text file atomically: a crash never leaves a half-written list behind."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+
+def check_label_values(labels, path, num_classes):
+    """Refuses label values that are neither a class index nor the ignore label."""
+    values = set(int(v) for v in np.unique(labels))
+    bad = sorted(v for v in values if v >= num_classes and v != IGNORE_LABEL)
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise UserError(f"{path}: label values {shown} are not class indices "
+                        f"(0..{num_classes - 1}) or {IGNORE_LABEL} (ignore)")
