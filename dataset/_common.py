@@ -1,10 +1,8 @@
 """Helpers shared by the dataset preparation scripts in this folder.
 
 The scripts are standalone tools (`python dataset/convert_sbd.py ...`): they
-need numpy, Pillow and scipy but not TensorFlow, so they do not import
-`deeplab_resnet.cli` (which loads the model, hence TensorFlow: seconds of start
-up and log lines on stderr that would break the one-line error promise).
-`run` below keeps the same contract as `deeplab_resnet.cli.run`.
+need numpy, Pillow and scipy but not TensorFlow (`deeplab_resnet.cli` imports
+none at module level).
 """
 
 import os
@@ -18,6 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from deeplab_resnet.cli import check_writable_dir, run  # noqa: E402,F401 (re-exported)
 from deeplab_resnet.errors import UserError  # noqa: E402
 from deeplab_resnet.utils import atomic_path  # noqa: E402
 
@@ -25,18 +24,6 @@ DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
 NUM_VOC_CLASSES = 21
 IGNORE_LABEL = 255
 
-
-def run(main, argv=None):
-    """Runs `main(argv)`; a UserError becomes `error: ...` on stderr and exit status 2."""
-    try:
-        status = main(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(status or 0)
 
 
 def resolve_voc_root(path, flag="--voc-root"):
@@ -95,16 +82,6 @@ def read_names(path, what):
         raise UserError(f"{what} {path}: no image names in it")
     return names
 
-
-def check_writable_dir(path, flag):
-    """Creates `path` if needed; a one-line error naming the flag if it cannot be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot create folder ({exc.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: folder is not writable")
-    return path
 
 
 def write_text(path, text):

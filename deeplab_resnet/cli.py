@@ -1,11 +1,13 @@
-"""Flags shared by the scripts, defined once, and the error-reporting entry point."""
+"""Flags shared by the scripts, defined once, and the error-reporting entry point.
+
+Imports no TensorFlow at module level, so light tools (dataset/) start fast.
+"""
 
 import argparse
 import os
 import sys
 
 from deeplab_resnet.errors import UserError
-from deeplab_resnet.model import VARIANTS
 
 IGNORE_LABEL = 255
 MIN_INPUT_SIZE = 32
@@ -46,6 +48,7 @@ def positive_int(text):
 
 def add_model_args(parser):
     """--model and --num-classes; both default to what the checkpoint records."""
+    from deeplab_resnet.model import VARIANTS
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=sorted(VARIANTS), default=None,
                        help="network variant (default: the checkpoint's, else resnet101)")
