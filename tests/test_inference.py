@@ -1,0 +1,155 @@
+"""inference.py: masks, overlays and raw logits for an image or a folder; bad inputs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import inference
+from deeplab_resnet import checkpoint, cli, predict, utils
+from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = DeepLabResNet("tiny", NUM_CLASSES, seed=7)
+    for name, var in net.params.items():
+        if name.endswith("/biases"):
+            var.assign(np.linspace(-0.3, 0.3, NUM_CLASSES).astype(np.float32))
+    return net
+
+
+@pytest.fixture(scope="module")
+def ckpt(model, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("ckpt") / "model"
+    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix, "tiny",
+                           NUM_CLASSES)
+    return str(prefix)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (45, 61, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _run(argv, capsys):
+    """Runs inference.py in-process as the command line would; (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(inference.main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_single_image_writes_palette_mask_overlay_and_raw_logits(model, ckpt, image_file,
+                                                                  tmp_path, capsys):
+    code, _, _ = _run([image_file, ckpt, "--save-dir", str(tmp_path), "--save-logits"], capsys)
+    assert code == 0
+    assert sorted(os.listdir(tmp_path)) == ["street_logits.npy", "street_mask.png",
+                                            "street_overlay.png"]
+    image = utils.read_image(image_file)
+    mask = Image.open(tmp_path / "street_mask.png")
+    assert mask.mode == "P" and mask.size == (61, 45)
+    assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
+    np.testing.assert_array_equal(np.asarray(mask), predict.Predictor(model)(image).labels)
+    logits = np.load(tmp_path / "street_logits.npy", allow_pickle=False)
+    assert logits.dtype == np.float32
+    assert logits.shape == (output_size(45, "tiny"), output_size(61, "tiny"), NUM_CLASSES)
+    expected = model(preprocess(tf.constant(image)[tf.newaxis]))[0].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    overlay = np.asarray(Image.open(tmp_path / "street_overlay.png"))
+    np.testing.assert_array_equal(overlay, utils.overlay(image, np.asarray(mask)))
+
+
+def test_folder_of_images_in_any_mode(model, ckpt, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "a.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(folder / "b.png")  # grayscale
+    Image.fromarray(np.dstack([rgb, np.full((30, 40), 128, np.uint8)])).save(folder / "c.png")
+    Image.fromarray(rgb).save(folder / "d.bmp")
+    Image.fromarray(rgb).convert("P").save(folder / "e.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code, stdout, _ = _run([str(folder), ckpt, "--save-dir", str(out)], capsys)
+    assert code == 0 and stdout.count("_mask.png") == 5
+    predictor = predict.Predictor(model)
+    for name in ("a.jpg", "b.png", "c.png", "d.bmp", "e.png"):
+        mask = np.asarray(Image.open(out / f"{os.path.splitext(name)[0]}_mask.png"))
+        expected = predictor(utils.read_image(str(folder / name)))
+        np.testing.assert_array_equal(mask, expected.labels)
+    assert not (out / "notes_mask.png").exists()
+
+
+def test_flip_and_scales_flags_reach_the_predictor(model, ckpt, image_file, tmp_path, capsys):
+    code, _, _ = _run([image_file, ckpt, "--save-dir", str(tmp_path), "--flip",
+                       "--scales", "1.0,0.5"], capsys)
+    assert code == 0
+    expected = predict.Predictor(model, scales=(1.0, 0.5), flip=True)(utils.read_image(image_file))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "street_mask.png")),
+                                  expected.labels)
+
+
+def _one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_checkpoint(image_file, tmp_path, capsys):
+    code, _, err = _run([image_file, str(tmp_path / "nope"), "--save-dir", str(tmp_path / "o")],
+                        capsys)
+    _one_line_error(code, err, "nope", "no such checkpoint")
+
+
+def test_num_classes_contradicting_the_checkpoint(ckpt, image_file, tmp_path, capsys):
+    code, _, err = _run([image_file, ckpt, "--num-classes", "21", "--save-dir", str(tmp_path)],
+                        capsys)
+    _one_line_error(code, err, f"{NUM_CLASSES} classes", "--num-classes 21")
+    assert os.listdir(tmp_path) == []
+
+
+def test_non_image_file_leaves_no_output(ckpt, tmp_path, capsys):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this is text, not a JPEG")
+    out = tmp_path / "out"
+    code, _, err = _run([str(fake), ckpt, "--save-dir", str(out)], capsys)
+    _one_line_error(code, err, str(fake), "not an image")
+    assert os.listdir(out) == []
+
+
+def test_output_folder_not_writable(ckpt, image_file, tmp_path, capsys):
+    # A path below a regular file cannot be created, even by root.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = _run([image_file, ckpt, "--save-dir", str(blocker / "out")], capsys)
+    _one_line_error(code, err, "--save-dir", "cannot create folder")
+
+
+def test_crf_without_pydensecrf_is_a_one_line_error(ckpt, image_file, tmp_path, capsys,
+                                                    monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    code, _, err = _run([image_file, ckpt, "--crf", "--save-dir", str(tmp_path / "o")], capsys)
+    _one_line_error(code, err, "pip install")
+
+
+def test_command_line_error_has_no_traceback(image_file, tmp_path, root):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, str(root / "inference.py"), image_file,
+                             str(tmp_path / "missing"), "--save-dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -1,0 +1,117 @@
+"""The prediction path: logits, resizing, multi-scale fusion, flip, DeepLab's protocol."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_resnet import predict
+from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
+
+NUM_CLASSES = 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = DeepLabResNet("tiny", NUM_CLASSES, seed=3)
+    # Non-zero head biases so that the classes are not all tied at 0.
+    for name, var in net.params.items():
+        if name.endswith("/biases"):
+            var.assign(np.linspace(-0.5, 0.5, NUM_CLASSES).astype(np.float32))
+    return net
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+
+
+def _logits(model, image):
+    return model(preprocess(tf.constant(image)[tf.newaxis]))
+
+
+def _softmax_at(logits, h, w):
+    return tf.nn.softmax(tf.image.resize(logits, [h, w], method="bilinear"))[0].numpy()
+
+
+def test_single_scale_is_the_model_output_resized_to_the_image(model, image):
+    prediction = predict.Predictor(model)(image)
+    logits = _logits(model, image)
+    assert prediction.logits.shape == (output_size(37, "tiny"), output_size(50, "tiny"), NUM_CLASSES)
+    np.testing.assert_allclose(prediction.logits, logits[0].numpy(), rtol=1e-5, atol=1e-5)
+    probabilities = _softmax_at(logits, 37, 50)
+    np.testing.assert_allclose(prediction.probabilities, probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(prediction.labels, probabilities.argmax(-1))
+    assert prediction.labels.shape == (37, 50) and prediction.labels.dtype == np.int32
+
+
+def test_multi_scale_is_the_max_of_the_resized_scale_logits(model, image):
+    scales = (1.0, 0.75, 0.5)
+    prediction = predict.Predictor(model, scales=scales)(image)
+    reference = _logits(model, image)
+    fused = reference
+    for scale in scales[1:]:
+        size = [int(scale * 37), int(scale * 50)]
+        small = tf.image.resize(preprocess(tf.constant(image)[tf.newaxis]), size)
+        fused = tf.maximum(fused, tf.image.resize(model(small), tf.shape(reference)[1:3]))
+    np.testing.assert_allclose(prediction.logits, fused[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prediction.probabilities, _softmax_at(fused, 37, 50),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(prediction.logits, reference[0].numpy())
+
+
+def test_flip_averages_the_probabilities_of_the_mirrored_image(model, image):
+    plain = predict.Predictor(model)
+    flipped = predict.Predictor(model, flip=True)
+    expected = (plain(image).probabilities + plain(image[:, ::-1]).probabilities[:, ::-1]) / 2
+    prediction = flipped(image)
+    np.testing.assert_allclose(prediction.probabilities, expected, rtol=1e-5, atol=1e-6)
+    # Raw logits stay those of the image itself.
+    np.testing.assert_allclose(prediction.logits, plain(image).logits, rtol=1e-6, atol=1e-6)
+
+
+def test_flip_makes_the_prediction_mirror_symmetric(model, image):
+    # Caffe's padding is not symmetric, so the net alone is not mirror-equivariant;
+    # with --flip, predicting the mirrored image gives the mirrored prediction.
+    plain = predict.Predictor(model)
+    flipped = predict.Predictor(model, flip=True)
+    mirror = np.ascontiguousarray(image[:, ::-1])
+    assert not np.allclose(plain(mirror).probabilities, plain(image).probabilities[:, ::-1],
+                           atol=1e-6)
+    np.testing.assert_allclose(flipped(mirror).probabilities,
+                               flipped(image).probabilities[:, ::-1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,expected", [(1, 513), (500, 513), (513, 513), (514, 521),
+                                           (521, 521), (522, 529)])
+def test_padded_size_is_8k_plus_1(size, expected):
+    assert predict.padded_size(size, 513) == expected
+    assert int(predict.padded_size(tf.constant(size), 513)) == expected
+
+
+def test_deeplab_protocol_pads_zooms_with_aligned_corners_and_crops(model, image):
+    prediction = predict.Predictor(model, deeplab_protocol=True, pad_size=65)(image)
+    padded = tf.pad(preprocess(tf.constant(image)[tf.newaxis]), [[0, 0], [0, 65 - 37],
+                                                                  [0, 65 - 50], [0, 0]])
+    logits = model(padded)
+    assert logits.shape[1:3] == (9, 9)
+    zoomed = tf.compat.v1.image.resize_bilinear(logits, [65, 65], align_corners=True)
+    expected = tf.nn.softmax(zoomed[:, :37, :50])[0].numpy()
+    np.testing.assert_allclose(prediction.logits, logits[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prediction.probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert prediction.labels.shape == (37, 50)
+
+
+def test_any_image_size_runs_with_a_single_trace(model):
+    predictor = predict.Predictor(model, scales=(1.0, 0.5), flip=True)
+    rng = np.random.default_rng(1)
+    for h, w in [(1, 1), (7, 3), (33, 64), (64, 33), (65, 65)]:
+        prediction = predictor(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        assert prediction.labels.shape == (h, w)
+        assert prediction.probabilities.shape == (h, w, NUM_CLASSES)
+        np.testing.assert_allclose(prediction.probabilities.sum(-1), 1.0, rtol=1e-5)
+    assert predictor.forward.experimental_get_tracing_count() == 1
+
+
+def test_non_rgb_arrays_are_refused(model):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        predict.Predictor(model)(np.zeros((5, 5), np.uint8))
