@@ -1,0 +1,192 @@
+"""evaluate.py: mean IoU against an independent count, palette labels, flags, bad inputs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+from deeplab_resnet import checkpoint, cli, predict, utils
+from deeplab_resnet.model import DeepLabResNet
+
+NUM_CLASSES = 6
+SIZES = [(40, 50), (33, 47), (52, 36)]
+# Classes present per image: none has them all, class 4 is in no label (but predicted),
+# class 5 in no label and, by its very negative bias, never predicted.
+CLASSES = [(0, 1), (0, 2, 3), (1, 3)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = DeepLabResNet("tiny", NUM_CLASSES, seed=11)
+    for name, var in net.params.items():
+        if name.endswith("/biases"):
+            var.assign(np.array([0.2, 0.1, 0.0, -0.1, -0.2, -50.0], np.float32))
+    return net
+
+
+@pytest.fixture(scope="module")
+def ckpt(model, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("ckpt") / "model"
+    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix, "tiny",
+                           NUM_CLASSES)
+    return str(prefix)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A VOC-like folder: JPEG images, palette label PNGs with 255 borders, a list file."""
+    root = tmp_path_factory.mktemp("voc")
+    (root / "JPEGImages").mkdir()
+    (root / "SegmentationClassAug").mkdir()
+    rng = np.random.default_rng(5)
+    lines = []
+    for i, ((h, w), classes) in enumerate(zip(SIZES, CLASSES)):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            root / "JPEGImages" / f"img{i}.jpg")
+        label = np.asarray(classes)[rng.integers(0, len(classes), (h, w))]
+        label[:, :2] = 255  # an ignored border
+        label[h // 2, :] = 255
+        utils.save_label_png(label, root / "SegmentationClassAug" / f"img{i}.png")
+        lines.append(f"/JPEGImages/img{i}.jpg /SegmentationClassAug/img{i}.png")
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(evaluate.main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def _args(dataset, ckpt, *extra):
+    return ["--data-dir", str(dataset), "--data-list", str(dataset / "val.txt"),
+            "--restore-from", ckpt, *extra]
+
+
+def _independent_miou(label_paths, prediction_paths, num_classes, ignore=255):
+    """Mean IoU from PNG files with plain numpy: per class TP, FP, FN over all pixels."""
+    labels = np.concatenate([np.asarray(Image.open(p)).ravel() for p in label_paths])
+    predictions = np.concatenate([np.asarray(Image.open(p)).ravel() for p in prediction_paths])
+    valid = labels != ignore
+    ious = []
+    for c in range(num_classes):
+        tp = np.sum(valid & (labels == c) & (predictions == c))
+        fp = np.sum(valid & (labels != c) & (predictions == c))
+        fn = np.sum(valid & (labels == c) & (predictions != c))
+        if tp + fp + fn:
+            ious.append(tp / (tp + fp + fn))
+    return float(np.mean(ious)), np.sum(valid)
+
+
+def test_mean_iou_equals_an_independent_count_from_the_saved_pngs(dataset, ckpt, tmp_path,
+                                                                   capsys):
+    preds, report = tmp_path / "preds", tmp_path / "report.json"
+    code, out, err = _run(_args(dataset, ckpt, "--save-dir", str(preds), "--json-output",
+                                str(report)), capsys)
+    assert code == 0
+    labels = [dataset / "SegmentationClassAug" / f"img{i}.png" for i in range(3)]
+    predictions = [preds / f"img{i}.png" for i in range(3)]
+    for path, (h, w) in zip(predictions, SIZES):
+        image = Image.open(path)
+        assert image.mode == "P" and image.size == (w, h)
+    expected, scored = _independent_miou(labels, predictions, NUM_CLASSES)
+    last = out.strip().splitlines()[-1]
+    assert last == f"Mean IoU: {expected:.4f}"
+    result = json.loads(report.read_text())
+    assert result["mean_iou"] == pytest.approx(expected, abs=1e-12)
+    assert result["per_class_iou"]["class_5"] is None  # absent: not in the mean
+    assert result["per_class_iou"]["class_4"] == 0.0  # predicted only: in the mean
+    assert np.sum(result["confusion_matrix"]) == scored == result["num_pixels"]
+    assert result["settings"]["images"] == 3 and result["settings"]["flip"] is False
+    assert {"pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou",
+            "per_class_iou"} <= set(result)
+    assert "Pixel accuracy:" in out and "Mean class accuracy:" in out
+    assert "Frequency-weighted IoU:" in out
+    assert "evaluate" in err  # tqdm progress goes to stderr
+
+
+def test_palette_labels_are_read_as_class_indices(dataset, ckpt, tmp_path, capsys):
+    # The network's own predictions, stored as labels under a palette whose colours have
+    # nothing to do with the indices, must score a perfect 1.0.
+    preds = tmp_path / "preds"
+    assert _run(_args(dataset, ckpt, "--save-dir", str(preds)), capsys)[0] == 0
+    (tmp_path / "labels").mkdir()
+    palette = np.random.default_rng(0).integers(0, 256, 256 * 3)
+    lines = []
+    for i in range(3):
+        values = np.asarray(Image.open(preds / f"img{i}.png"))
+        assert len(np.unique(values)) > 1
+        label = Image.fromarray(values, mode="P")
+        label.putpalette(palette.tolist())
+        label.save(tmp_path / "labels" / f"img{i}.png")
+        assert not np.array_equal(np.asarray(label.convert("RGB"))[..., 0], values)
+        lines.append(f"/JPEGImages/img{i}.jpg /labels/img{i}.png")
+    (tmp_path / "JPEGImages").symlink_to(dataset / "JPEGImages")
+    (tmp_path / "list.txt").write_text("\n".join(lines))
+    code, out, _ = _run(["--data-list", str(tmp_path / "list.txt"), "--restore-from", ckpt,
+                         "--data-dir", str(tmp_path)], capsys)
+    assert code == 0 and "Pixel accuracy: 1.0000" in out
+    assert out.strip().splitlines()[-1] == "Mean IoU: 1.0000"
+
+
+def test_protocol_flags_reach_the_predictor_and_num_steps_limits(model, dataset, ckpt,
+                                                                 tmp_path, capsys):
+    preds = tmp_path / "preds"
+    code, _, _ = _run(_args(dataset, ckpt, "--save-dir", str(preds), "--num-steps", "2",
+                            "--flip", "--scales", "1.0,0.5", "--deeplab-protocol",
+                            "--pad-size", "57"), capsys)
+    assert code == 0
+    assert sorted(os.listdir(preds)) == ["img0.png", "img1.png"]
+    predictor = predict.Predictor(model, scales=(1.0, 0.5), flip=True, deeplab_protocol=True,
+                                  pad_size=57)
+    for i in range(2):
+        expected = predictor(utils.read_image(dataset / "JPEGImages" / f"img{i}.jpg")).labels
+        np.testing.assert_array_equal(np.asarray(Image.open(preds / f"img{i}.png")), expected)
+
+
+def _one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_label_value_out_of_range_names_the_file(dataset, ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    label = np.zeros(SIZES[0], np.uint8)
+    label[3, 3] = 7
+    utils.save_label_png(label, bad)
+    (tmp_path / "JPEGImages").symlink_to(dataset / "JPEGImages")
+    (tmp_path / "list.txt").write_text("/JPEGImages/img0.jpg /bad.png\n")
+    code, _, err = _run(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "list.txt"),
+                         "--restore-from", ckpt], capsys)
+    _one_line_error(code, err, str(bad), "label values 7", "ignore label 255")
+
+
+def test_bad_inputs_are_one_line_errors(dataset, ckpt, tmp_path, capsys):
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("/JPEGImages/img0.jpg /SegmentationClassAug/img1.png\n")
+    code, _, err = _run(["--data-dir", str(dataset), "--data-list", str(list_file),
+                         "--restore-from", ckpt], capsys)
+    _one_line_error(code, err, "img1.png", "50x40")
+
+    list_file.write_text("/JPEGImages/img0.jpg /SegmentationClassAug/missing.png\n")
+    code, _, err = _run(["--data-dir", str(dataset), "--data-list", str(list_file),
+                         "--restore-from", ckpt], capsys)
+    _one_line_error(code, err, "missing.png", "no such file")
+
+    code, _, err = _run(_args(dataset, str(tmp_path / "nockpt")), capsys)
+    _one_line_error(code, err, "nockpt", "no such checkpoint")
+
+    code, _, err = _run(_args(dataset, ckpt, "--num-classes", "21"), capsys)
+    _one_line_error(code, err, f"{NUM_CLASSES} classes", "--num-classes 21")
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = _run(_args(dataset, ckpt, "--json-output", str(blocker / "r.json")), capsys)
+    _one_line_error(code, err, "--json-output")
