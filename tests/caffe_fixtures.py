@@ -1,0 +1,147 @@
+"""Test helpers: random caffemodels for a prototxt, Caffe-semantics numpy references."""
+
+import numpy as np
+
+from kaffe import caffe_pb
+from kaffe.convert import load_net
+
+
+def random_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6):
+    """{layer name: [Caffe-layout arrays]} with seeded random values for every weighted layer.
+
+    BatchNorm blobs are stored the Caffe way (mean*f, var*f, [f]) with
+    f = `bn_factor`; a few channels get variance `tiny_variance`, so eps matters.
+    Convolutions use He-normal weights and gammas below 1, which keeps deep
+    residual nets in a sane range.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in converted.graph.layers:
+        if not layer.blob_shapes:
+            continue
+        shapes = layer.blob_shapes
+        if layer.type == "Convolution":
+            fan_in = int(np.prod(shapes[0][1:]))
+            blobs = [rng.normal(0, np.sqrt(2.0 / fan_in), shapes[0])]
+            blobs += [rng.normal(0, 0.1, s) for s in shapes[1:]]
+        elif layer.type == "InnerProduct":
+            blobs = [rng.normal(0, 1.0 / np.sqrt(max(shapes[0])), shapes[0])]
+            blobs += [rng.normal(0, 0.1, s) for s in shapes[1:]]
+        elif layer.type == "BatchNorm":
+            c = shapes[0][0]
+            mean = rng.normal(0, 0.5, c)
+            var = rng.uniform(0.5, 2.0, c)
+            var[rng.random(c) < 0.05] = tiny_variance
+            blobs = [mean * bn_factor, var * bn_factor, np.array([bn_factor])]
+        elif layer.type == "Scale":
+            blobs = [rng.uniform(0.2, 0.8, shapes[0])] + [rng.normal(0, 0.2, s) for s in shapes[1:]]
+        else:
+            raise AssertionError(layer.type)
+        out[layer.name] = [np.asarray(b, np.float32) for b in blobs]
+    return out
+
+
+def load_emitted(converted, folded_eps=None, name="kaffe_emitted"):
+    """Imports the code `kaffe.emit` writes for a net, from memory; returns the module."""
+    import types
+
+    from kaffe.emit import emit_code
+    module = types.ModuleType(name)
+    exec(compile(emit_code(converted.graph, converted.steps, folded_eps), f"<{name}>", "exec"),
+         module.__dict__)
+    return module
+
+
+def calibrated_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6, size=65):
+    """Random blobs whose BatchNorm statistics match the activations of a random image.
+
+    Random statistics make a deep residual net overflow; here one forward pass
+    sets each BatchNorm's mean/variance from the actual batch (perturbed a
+    little). A few channels per BatchNorm get variance `tiny_variance` and a
+    small gamma, so the result depends on eps without blowing up.
+    """
+    import tensorflow as tf
+
+    from kaffe.transforms import make_params
+    rng = np.random.default_rng(seed)
+    blobs = random_blobs(converted, seed=seed, bn_factor=1.0)
+    module = load_emitted(converted)
+    net = module.Net()
+    net.assign(make_params(converted.steps, blobs))
+    stats = {}
+
+    def calibrating_batch_norm(x, name):
+        mean = tf.reduce_mean(x, axis=list(range(len(x.shape) - 1)))
+        var = tf.math.reduce_variance(x, axis=list(range(len(x.shape) - 1)))
+        c = int(mean.shape[0])
+        mean = mean.numpy() + rng.normal(0, 0.05, c) * np.sqrt(var.numpy())
+        var = var.numpy() * rng.uniform(0.8, 1.25, c) + 1e-3
+        tiny = rng.random(c) < 0.05
+        var[tiny] = tiny_variance
+        p = net.params
+        scale = p[name + "/scale"].numpy()
+        scale[tiny] = 1e-3
+        p[name + "/scale"].assign(scale)
+        p[name + "/mean"].assign(mean.astype(np.float32))
+        p[name + "/variance"].assign(var.astype(np.float32))
+        stats[name] = (mean, var, scale)
+        return module.layers.batch_norm(x, p[name + "/mean"], p[name + "/variance"],
+                                        p[name + "/scale"], p[name + "/offset"], module.BN_EPS[name])
+
+    net._batch_norm = calibrating_batch_norm
+    shapes = {k: (v[0], size, size, v[3]) if len(v) == 4 else v
+              for k, v in module.INPUT_SHAPES.items()}
+    net({k: rng.normal(0, 60, s).astype(np.float32) for k, s in shapes.items()})
+    from kaffe.graph import bn_layer
+    for step in converted.steps:
+        bn = bn_layer(step)
+        if bn is None:
+            continue
+        mean, var, scale = stats[bn.name]
+        blobs[bn.name] = [np.float32(mean * bn_factor), np.float32(var * bn_factor),
+                          np.array([bn_factor], np.float32)]
+        if step.scale is not None:
+            blobs[step.scale.name][0] = scale.astype(np.float32)
+    return blobs
+
+
+def caffemodel_bytes(converted, blobs, v1=False, legacy_shapes=False):
+    """Serialises blobs as a binary caffemodel (current `layer` or V1 `layers` format)."""
+    net = caffe_pb.NetParameter(name=converted.graph.name)
+    for layer in converted.graph.layers:
+        if v1:
+            proto = net.layers.add(name=layer.name)
+            enum = caffe_pb.V1LayerParameter.DESCRIPTOR.enum_types_by_name["LayerType"]
+            names = {v: k for k, v in caffe_pb.V1_TYPE_NAMES.items()}
+            if layer.type in names:
+                proto.type = enum.values_by_name[names[layer.type]].number
+        else:
+            proto = net.layer.add(name=layer.name, type=layer.type)
+        proto.bottom.extend(layer.bottoms)
+        proto.top.extend(layer.tops)
+        for array in blobs.get(layer.name, []):
+            blob = proto.blobs.add()
+            if legacy_shapes:
+                dims = (1,) * (4 - array.ndim) + array.shape
+                blob.num, blob.channels, blob.height, blob.width = dims
+            else:
+                blob.shape.dim.extend(array.shape)
+            blob.data.extend(array.reshape(-1).tolist())
+    return net.SerializeToString()
+
+
+def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, calibrate=False,
+                            **kwargs):
+    """Writes a random caffemodel for a prototxt file (or text); returns the blobs.
+
+    `calibrate` (for deep nets): BatchNorm statistics from a forward pass, see
+    `calibrated_blobs`.
+    """
+    converted = load_net(prototxt, text=text)
+    if calibrate:
+        blobs = calibrated_blobs(converted, seed=seed, bn_factor=bn_factor)
+    else:
+        blobs = random_blobs(converted, seed=seed, bn_factor=bn_factor)
+    with open(path, "wb") as f:
+        f.write(caffemodel_bytes(converted, blobs, **kwargs))
+    return blobs
