@@ -1,5 +1,6 @@
 """Dense CRF post-processing; the tests that run it skip cleanly without pydensecrf2."""
 
+import argparse
 import sys
 
 import numpy as np
@@ -70,3 +71,14 @@ def test_missing_library_gives_the_install_hint(monkeypatch):
     assert not crf.available()
     with pytest.raises(UserError, match=r"pip install"):
         crf.refine(np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 2), 0.5, np.float32))
+
+
+def test_crf_flags_build_the_params(densecrf):
+    parser = argparse.ArgumentParser()
+    predict.add_prediction_args(parser)
+    assert predict.crf_from_args(parser.parse_args([])) is None
+    args = parser.parse_args(["--crf", "--crf-iterations", "5", "--crf-gaussian-sxy", "2",
+                              "--crf-gaussian-weight", "1", "--crf-bilateral-sxy", "49",
+                              "--crf-bilateral-srgb", "13", "--crf-bilateral-weight", "5"])
+    assert predict.crf_from_args(args) == crf.CRFParams(5, 2, 1, 49, 13, 5)
+    assert predict.crf_from_args(parser.parse_args(["--crf"])) == crf.CRFParams()
