@@ -1,0 +1,52 @@
+"""A `.caffemodel` as DeepLab parameters, converted in memory (no files written).
+
+Used by `deeplab_resnet.checkpoint.load_weights`, so a caffemodel is accepted
+anywhere a checkpoint is.
+"""
+
+from deeplab_resnet.errors import UserError
+
+
+def read_caffemodel(path, variant, prototxt=None):
+    """Converts a caffemodel to {parameter name: array} in the model's naming scheme.
+
+    Args:
+        path: the `.caffemodel`.
+        variant: DeepLab variant the weights are for (picks the generated
+            deploy prototxt when `prototxt` is None).
+        prototxt: deploy prototxt of the caffemodel; default: the one
+            `deeplab_resnet.deploy` generates for `variant`, with the class
+            count read from the caffemodel's `fc1_voc12_c0` weights.
+    Returns:
+        (params, num_classes); num_classes is None for a net without the
+        DeepLab head (e.g. an ImageNet ResNet given with its own prototxt).
+    Raises:
+        UserError: unreadable file, or a caffemodel that does not fit the prototxt.
+    """
+    # Imported here: only caffemodel users need the converter.
+    from deeplab_resnet import deploy
+    from kaffe import convert, deeplab, reader
+
+    model = reader.read_caffemodel(path)
+    if prototxt is None:
+        num_classes = _head_classes(model, path)
+        converted = convert.load_net(text=deploy.deploy_prototxt(variant, num_classes),
+                                     source=f"<generated {variant} deploy prototxt>")
+    else:
+        converted = convert.load_net(prototxt)
+    params = convert.read_weights(converted, path, model=model)
+    if converted.deeplab is not None:
+        return params, converted.deeplab[1]
+    head = params.get(f"{deeplab.HEAD_LAYER}/weights")
+    return params, (int(head.shape[3]) if head is not None else None)
+
+
+def _head_classes(model, path):
+    from kaffe import deeplab, transforms
+
+    for proto in list(model.layer) + list(model.layers):
+        if proto.name == deeplab.HEAD_LAYER and len(proto.blobs):
+            weights, _ = transforms.blob_array(proto.blobs[0], f"{path}: layer '{proto.name}' blob 0")
+            return int(weights.shape[0])
+    raise UserError(f"{path}: caffemodel has no '{deeplab.HEAD_LAYER}' layer, so it is not a "
+                    "DeepLab model; give its deploy prototxt with --prototxt")
