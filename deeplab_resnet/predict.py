@@ -27,6 +27,7 @@ from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
 from deeplab_resnet.cli import positive_int, scales as scales_type
 from deeplab_resnet.errors import UserError
+from deeplab_resnet.fused import FusedDeepLab
 
 OUTPUT_STRIDE = 8
 DEFAULT_PAD_SIZE = 513
@@ -224,10 +225,13 @@ def crf_from_args(args):
 def predictor_from_args(model, args, crf=None):
     """A Predictor configured by the flags of `add_prediction_args`.
 
+    The network runs in its inference form, BatchNorm folded into the
+    convolutions (`fused.FusedDeepLab`): same outputs, fewer passes.
+
     Args:
-        model: the loaded network.
+        model: the loaded DeepLabResNet.
         args: parsed arguments.
         crf: CRFParams from `crf_from_args`, or None.
     """
-    return Predictor(model, scales=args.scales, flip=args.flip,
+    return Predictor(FusedDeepLab(model), scales=args.scales, flip=args.flip,
                      deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size, crf=crf)

@@ -63,7 +63,8 @@ def test_single_image_writes_palette_mask_overlay_and_raw_logits(model, ckpt, im
     assert logits.dtype == np.float32
     assert logits.shape == (output_size(45, "tiny"), output_size(61, "tiny"), NUM_CLASSES)
     expected = model(preprocess(tf.constant(image)[tf.newaxis]))[0].numpy()
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    # inference.py runs the BN-folded network: same function, other rounding.
+    assert np.abs(logits - expected).max() <= 1e-5 * np.abs(expected).max()
     overlay = np.asarray(Image.open(tmp_path / "street_overlay.png"))
     np.testing.assert_array_equal(overlay, utils.overlay(image, np.asarray(mask)))
 
