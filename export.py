@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import checkpoint, cli, predict
 from deeplab_resnet.errors import UserError

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 import numpy as np
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.model import DeepLabResNet, is_head_variable

@@ -8,7 +8,7 @@ no padded copy of any activation is made except for pool1.
 """
 
 import numpy as np
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import layers
 

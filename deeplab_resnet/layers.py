@@ -10,7 +10,7 @@ signature that accepts images of any size.
 
 import math
 
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 CAFFE_BN_EPS = 1e-5
 

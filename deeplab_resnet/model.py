@@ -18,7 +18,7 @@ Variable naming scheme (checkpoint keys `params/<name>`):
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import layers
 

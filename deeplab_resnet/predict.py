@@ -20,7 +20,7 @@ Two resizing protocols:
 import collections
 
 import numpy as np
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import crf as crf_lib
 from deeplab_resnet import model as model_lib
