@@ -139,15 +139,15 @@ def caffemodel_bytes(converted, blobs, v1=False, legacy_shapes=False):
 
 
 def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, calibrate=False,
-                            **kwargs):
+                            calibration=None, **kwargs):
     """Writes a random caffemodel for a prototxt file (or text); returns the blobs.
 
     `calibrate` (for deep nets): BatchNorm statistics from a forward pass, see
-    `calibrated_blobs`.
+    `calibrated_blobs` (`calibration`: its keyword arguments).
     """
     converted = load_net(prototxt, text=text)
     if calibrate:
-        blobs = calibrated_blobs(converted, seed=seed, bn_factor=bn_factor)
+        blobs = calibrated_blobs(converted, seed=seed, bn_factor=bn_factor, **(calibration or {}))
     else:
         blobs = random_blobs(converted, seed=seed, bn_factor=bn_factor)
     with open(path, "wb") as f:
