@@ -18,7 +18,8 @@ def read_caffemodel(path, variant, prototxt=None):
             `deeplab_resnet.deploy` generates for `variant`, with the class
             count read from the caffemodel's `fc1_voc12_c0` weights.
     Returns:
-        (params, num_classes); num_classes is None for a net without the
+        (params, num_classes); BatchNorm variances hold var + eps - 1e-5 (the
+        model's eps is 1e-5); num_classes is None for a net without the
         DeepLab head (e.g. an ImageNet ResNet given with its own prototxt).
     Raises:
         UserError: unreadable file, or a caffemodel that does not fit the prototxt.
@@ -34,7 +35,9 @@ def read_caffemodel(path, variant, prototxt=None):
                                      source=f"<generated {variant} deploy prototxt>")
     else:
         converted = convert.load_net(prototxt)
-    params = convert.read_weights(converted, path, model=model)
+    # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
+    # fold any other eps into the variances, whatever net the prototxt is.
+    params = convert.read_weights(converted, path, model=model, fold_eps=deeplab.DEEPLAB_BN_EPS)
     if converted.deeplab is not None:
         return params, converted.deeplab[1]
     head = params.get(f"{deeplab.HEAD_LAYER}/weights")

@@ -49,17 +49,24 @@ def load_net(def_path=None, text=None, source=None):
     return Converted(graph=g, steps=steps, deeplab=deeplab.match(g, graph_mod.param_shapes(steps)))
 
 
-def read_weights(converted, model_path, model=None):
+_AUTO = object()
+
+
+def read_weights(converted, model_path, model=None, fold_eps=_AUTO):
     """{name: TF-layout array} for a net from its caffemodel.
 
     Args:
         converted: `load_net(...)`.
         model_path: the caffemodel (read unless `model`, its parsed form, is given).
+        fold_eps: epsilon to fold BatchNorm variances to (None: keep them);
+            default: 1e-5 for DeepLab nets, None otherwise.
     """
+    if fold_eps is _AUTO:
+        fold_eps = converted.folded_eps
     if model is None:
         model = reader.read_caffemodel(model_path)
     blobs = transforms.layer_blobs(converted.graph, model, str(model_path))
-    return transforms.make_params(converted.steps, blobs, fold_eps=converted.folded_eps)
+    return transforms.make_params(converted.steps, blobs, fold_eps=fold_eps)
 
 
 def save_npz(params, path):

@@ -204,3 +204,19 @@ def test_error_missing_prototxt_and_bad_shapes(tmp_path):
         load_net(text=GOOD + 'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "data" top: "e" }')
     with pytest.raises(KaffeError, match="'z'.*'nothing'"):
         load_net(text=GOOD + 'layer { name: "z" type: "ReLU" bottom: "nothing" top: "z" }')
+
+
+def test_read_caffemodel_with_own_prototxt_folds_eps(tmp_path):
+    """A non-DeepLab prototxt: no class count, variances folded for the DeepLab model's eps."""
+    from deeplab_resnet import caffe_weights
+    proto = tmp_path / "p.prototxt"
+    proto.write_text(GOOD + 'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" '
+                            'batch_norm_param { eps: 0.01 } }\n')
+    blobs = write_random_caffemodel(proto, tmp_path / "m.caffemodel", bn_factor=2.0)
+    params, classes = caffe_weights.read_caffemodel(tmp_path / "m.caffemodel", "resnet50", prototxt=proto)
+    assert classes is None
+    np.testing.assert_allclose(params["bn/variance"], blobs["bn"][1] / 2.0 + 0.01 - 1e-5, rtol=1e-6)
+    # convert.py keeps the true variance for a non-DeepLab net (its code uses the true eps).
+    convert(proto, tmp_path / "m.caffemodel", data_output_path=tmp_path / "w.npz")
+    with np.load(tmp_path / "w.npz") as data:
+        np.testing.assert_allclose(data["bn/variance"], blobs["bn"][1] / 2.0, rtol=1e-6)
