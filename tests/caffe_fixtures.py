@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from kaffe import caffe_pb
 from kaffe.convert import load_net
+from kaffe.writer import caffemodel_bytes
 
 
 def random_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6):
@@ -112,30 +112,6 @@ def calibrated_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6, size=
             blobs[step.scale.name][0] = scale.astype(np.float32)
     return blobs
 
-
-def caffemodel_bytes(converted, blobs, v1=False, legacy_shapes=False):
-    """Serialises blobs as a binary caffemodel (current `layer` or V1 `layers` format)."""
-    net = caffe_pb.NetParameter(name=converted.graph.name)
-    for layer in converted.graph.layers:
-        if v1:
-            proto = net.layers.add(name=layer.name)
-            enum = caffe_pb.V1LayerParameter.DESCRIPTOR.enum_types_by_name["LayerType"]
-            names = {v: k for k, v in caffe_pb.V1_TYPE_NAMES.items()}
-            if layer.type in names:
-                proto.type = enum.values_by_name[names[layer.type]].number
-        else:
-            proto = net.layer.add(name=layer.name, type=layer.type)
-        proto.bottom.extend(layer.bottoms)
-        proto.top.extend(layer.tops)
-        for array in blobs.get(layer.name, []):
-            blob = proto.blobs.add()
-            if legacy_shapes:
-                dims = (1,) * (4 - array.ndim) + array.shape
-                blob.num, blob.channels, blob.height, blob.width = dims
-            else:
-                blob.shape.dim.extend(array.shape)
-            blob.data.extend(array.reshape(-1).tolist())
-    return net.SerializeToString()
 
 
 def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, calibrate=False,
