@@ -9,11 +9,11 @@ Examples:
 
 import argparse
 
-from deeplab_resnet.cli import run
+from deeplab_resnet.cli import ArgumentParser, run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("def_path", help="deploy .prototxt of the net")
     parser.add_argument("--caffemodel", default=None, help="binary .caffemodel with the weights")

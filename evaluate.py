@@ -11,7 +11,6 @@ over the pixels whose label is not --ignore-label. The last line printed is
 `Mean IoU: 0.xxxx`.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -25,7 +24,7 @@ from deeplab_resnet.errors import UserError
 
 
 def get_arguments(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="DeepLab-ResNet evaluation: confusion matrix, per-class IoU, mean IoU.")
     cli.add_data_args(parser)
     parser.add_argument("--restore-from", required=True,

@@ -11,7 +11,6 @@ a TensorFlow op). The SavedModel is written to a temporary folder beside
 --output-dir and renamed into place, so a failed export leaves nothing.
 """
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ from deeplab_resnet.errors import UserError
 
 
 def get_arguments(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Export a DeepLab-ResNet checkpoint as a SavedModel (uint8 image in, "
                     "class-index map and probabilities out).")
     parser.add_argument("--restore-from", required=True,

@@ -10,7 +10,6 @@ Writes, per image, into --save-dir:
                         network's raw output before any resizing
 """
 
-import argparse
 import os
 
 from deeplab_resnet import checkpoint, cli, predict, utils
@@ -18,7 +17,7 @@ from deeplab_resnet.errors import UserError
 
 
 def get_arguments(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="DeepLab-ResNet inference: label masks (and logits) for images.")
     parser.add_argument("img_path", metavar="IMG_PATH",
                         help="an image file (JPEG, PNG, BMP, ... any mode) or a folder of them")

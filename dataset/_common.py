@@ -16,7 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from deeplab_resnet.cli import check_writable_dir, run  # noqa: E402,F401 (re-exported)
+from deeplab_resnet.cli import ArgumentParser, check_writable_dir, run  # noqa: E402,F401 (re-exported)
 from deeplab_resnet.errors import UserError  # noqa: E402
 from deeplab_resnet.utils import atomic_path  # noqa: E402
 

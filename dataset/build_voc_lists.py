@@ -16,10 +16,9 @@ Names are sorted, so the same inputs always give byte-identical lists.
         --sbd-root benchmark_RELEASE/dataset
 """
 
-import argparse
 import os
 
-from _common import (DATASET_DIR, UserError, check_writable_dir, read_names, resolve_sbd_root,
+from _common import (ArgumentParser, DATASET_DIR, UserError, check_writable_dir, read_names, resolve_sbd_root,
                      resolve_voc_root, run, write_text)
 
 AUG_LABEL_DIR = "SegmentationClassAug"
@@ -31,7 +30,7 @@ STANDARD_VAL = 1449
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Build VOC2012 list files: train.txt (train_aug, needs SBD) or "
                     "train_voc.txt (no SBD), and val.txt.")
     parser.add_argument("--voc-root", required=True,

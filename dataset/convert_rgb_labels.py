@@ -13,7 +13,6 @@ their values unchanged.
     python dataset/convert_rgb_labels.py my_rgb_labels/ --output-dir my_labels/
 """
 
-import argparse
 import glob
 import os
 
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from _common import (IGNORE_LABEL, NUM_VOC_CLASSES, UserError, check_label_values,
+from _common import (ArgumentParser, IGNORE_LABEL, NUM_VOC_CLASSES, UserError, check_label_values,
                      check_writable_dir, run)
 from deeplab_resnet.utils import VOC_PALETTE, read_label, save_label_png
 
@@ -30,7 +29,7 @@ FOLDER_EXTENSIONS = (".png", ".bmp", ".ppm", ".tif", ".tiff")
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert RGB-coloured VOC label images to palette PNGs (value = class index).")
     parser.add_argument("inputs", nargs="+",
                         help="label images, or folders of them (their .png/.bmp/.ppm/.tif files)")

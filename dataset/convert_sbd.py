@@ -15,7 +15,6 @@ is the one the val set is scored against.
         --sbd-root benchmark_RELEASE/dataset
 """
 
-import argparse
 import glob
 import os
 
@@ -23,7 +22,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from _common import (NUM_VOC_CLASSES, UserError, check_label_values, check_writable_dir,
+from _common import (ArgumentParser, NUM_VOC_CLASSES, UserError, check_label_values, check_writable_dir,
                      resolve_sbd_root, resolve_voc_root, run)
 from deeplab_resnet.utils import read_label, save_label_png
 
@@ -31,7 +30,7 @@ OUTPUT_NAME = "SegmentationClassAug"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert SBD cls/*.mat labels and copy VOC2012 SegmentationClass/*.png into "
                     "one folder of palette PNGs (VOC's label kept where both exist).")
     parser.add_argument("--voc-root", required=True, help="the VOCdevkit/VOC2012 folder")

@@ -13,6 +13,16 @@ IGNORE_LABEL = 255
 MIN_INPUT_SIZE = 32
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line `error: ...`, exit status 2.
+
+    (argparse's own prints the usage block first; `--help` still shows it.)
+    """
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def input_size(text):
     """argparse type for --input-size "H,W"."""
     try:

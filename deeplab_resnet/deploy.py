@@ -10,8 +10,8 @@ Regenerate the committed files with
     python -m deeplab_resnet.deploy --model resnet101 --num-classes 21 --output misc/deploy.prototxt
 """
 
-import argparse
 
+from deeplab_resnet.cli import ArgumentParser
 from deeplab_resnet.model import DEFAULT_VARIANT, HEAD_PREFIX, VARIANTS, architecture
 
 DEFAULT_INPUT_SIZE = 321
@@ -85,7 +85,7 @@ MISC_FILES = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Writes the Caffe deploy prototxt of a DeepLab variant.")
+    parser = ArgumentParser(description="Writes the Caffe deploy prototxt of a DeepLab variant.")
     parser.add_argument("--model", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE)
