@@ -66,8 +66,9 @@ def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    # The bar is drawn on a terminal only: piped stderr keeps just the messages.
     for image_path, label_path in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr,
-                                       dynamic_ncols=True):
+                                       dynamic_ncols=True, disable=None):
         image = utils.read_image(image_path)
         label = utils.read_label(label_path)
         if label.shape != image.shape[:2]:
