@@ -59,7 +59,14 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1):
     ph, pw = _pair(pad)
     dh, dw = _pair(dilation)
     padding = [[0, 0], [ph, ph], [pw, pw], [0, 0]] if (ph or pw) else "VALID"
-    if group == 1 or weights.shape[2] * group != x.shape[-1]:
+    if dh == dw > 1 and sh == sw == 1 and group == 1:
+        # TF's CPU kernels cannot backpropagate through a dilated Conv2D (only
+        # oneDNN's can, and grappler does not always substitute them), so
+        # dilation goes through space_to_batch, which differentiates anywhere.
+        if padding != "VALID":
+            x = tf.pad(x, padding)
+        y = tf.nn.atrous_conv2d(x, weights, dh, "VALID")
+    elif group == 1 or weights.shape[2] * group != x.shape[-1]:
         y = tf.nn.conv2d(x, weights, strides=[1, sh, sw, 1], padding=padding,
                          dilations=[1, dh, dw, 1])
     else:
