@@ -45,13 +45,6 @@ def get_arguments(argv=None):
     return args
 
 
-def check_files(pairs, list_path):
-    """Fails before any work when a listed file is missing, naming it."""
-    for image_path, label_path in pairs:
-        for path in (image_path, label_path):
-            if not os.path.isfile(path):
-                raise UserError(f"{path}: no such file (listed in {list_path})")
-
 
 def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_dir=None):
     """Predicts every listed image and sums the confusion matrix.
@@ -105,8 +98,8 @@ def report(result):
 
 def main(argv=None):
     args = get_arguments(argv)
-    pairs = utils.read_data_list(args.data_list, args.data_dir)[:args.num_steps]
-    check_files(pairs, args.data_list)
+    images, labels = utils.read_list(args.data_dir, args.data_list)
+    pairs = list(zip(images, labels))[:args.num_steps]
     crf = predict.crf_from_args(args)
     if args.save_dir is not None:
         cli.check_writable_dir(args.save_dir, "--save-dir")

@@ -11,9 +11,8 @@ expands palette PNGs to RGB colours, which would turn VOC class indices into
 wrong labels.
 """
 
-import os
 
-import tensorflow as tf
+from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import utils
 from deeplab_resnet.errors import UserError
@@ -29,58 +28,6 @@ _STREAMS = 4
 _ENDLESS = 2 ** 62
 
 
-def _join(data_dir, path):
-    """VOC lists start paths with '/', meaning relative to the data folder."""
-    if data_dir is None:
-        return path
-    return os.path.join(data_dir, path.lstrip("/"))
-
-
-def read_list(data_dir, data_list, with_labels=True):
-    """Parses and checks a list file.
-
-    Args:
-        data_dir: folder the listed paths are relative to (None: as written).
-        data_list: list file, one 'IMAGE_PATH LABEL_PATH' per line (or just
-            'IMAGE_PATH' when `with_labels` is False); blank lines are skipped.
-        with_labels: whether each line must name a label file.
-    Returns:
-        (image paths, label paths) as lists of strings; label paths is empty
-        when `with_labels` is False.
-    Raises:
-        UserError naming the list file and line for an unreadable list, a
-        malformed line, a missing file or an empty list.
-    """
-    if data_list is None:
-        raise UserError("--data-list is required")
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise UserError(f"--data-dir {data_dir}: no such folder")
-    try:
-        with open(data_list) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"--data-list {data_list}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--data-list {data_list}: cannot read ({exc})") from None
-    allowed, form = ((2,), "'IMAGE_PATH LABEL_PATH'") if with_labels else \
-        ((1, 2), "'IMAGE_PATH [LABEL_PATH]'")
-    images, labels = [], []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) not in allowed:
-            raise UserError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'")
-        paths = [_join(data_dir, p) for p in fields[:2 if with_labels else 1]]
-        for path in paths:
-            if not os.path.isfile(path):
-                raise UserError(f"{data_list}:{number}: {path}: no such file")
-        images.append(paths[0])
-        if with_labels:
-            labels.append(paths[1])
-    if not images:
-        raise UserError(f"--data-list {data_list}: the list is empty")
-    return images, labels
 
 
 def draw_scale(seed, mode):
@@ -96,7 +43,7 @@ class ImageReader:
     """Reads a segmentation list file as an endless, deterministic stream of crops.
 
     Args:
-        data_dir, data_list: see `read_list`.
+        data_dir, data_list: see `utils.read_list`.
         input_size: (height, width) of the crops.
         random_scale: rescale each pair by a random factor (image bilinear,
             label nearest neighbour).
@@ -115,7 +62,7 @@ class ImageReader:
                  ignore_label=255, seed=1234, scale_mode="uniform", shuffle=True):
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got '{scale_mode}'")
-        self.images, self.labels = read_list(data_dir, data_list)
+        self.images, self.labels = utils.read_list(data_dir, data_list)
         self.input_size = tuple(int(v) for v in input_size)
         self.random_scale = random_scale
         self.random_mirror = random_mirror

@@ -144,34 +144,54 @@ def overlay(image, labels, alpha=0.5):
 
 
 def data_path(data_dir, path):
-    """A list-file path joined to --data-dir; a leading '/' is relative to it too (VOC lists)."""
+    """VOC lists start paths with '/', meaning relative to the data folder."""
     if data_dir is None:
         return path
     return os.path.join(data_dir, path.lstrip("/"))
 
 
-def read_data_list(list_path, data_dir=None):
-    """Lines `IMAGE_PATH LABEL_PATH` of a list file -> [(image path, label path)].
+def read_list(data_dir, data_list, with_labels=True):
+    """Parses and checks a list file.
 
     Args:
-        list_path: the list file; blank lines are skipped.
-        data_dir: folder the paths are relative to (None: used as written).
+        data_dir: folder the listed paths are relative to (None: as written).
+        data_list: list file, one 'IMAGE_PATH LABEL_PATH' per line (or just
+            'IMAGE_PATH' when `with_labels` is False); blank lines are skipped.
+        with_labels: whether each line must name a label file.
+    Returns:
+        (image paths, label paths) as lists of strings; label paths is empty
+        when `with_labels` is False.
+    Raises:
+        UserError naming the list file and line for an unreadable list, a
+        malformed line, a missing file or an empty list.
     """
+    if data_list is None:
+        raise UserError("--data-list is required")
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise UserError(f"--data-dir {data_dir}: no such folder")
     try:
-        with open(list_path, encoding="utf-8") as f:
+        with open(data_list) as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise UserError(f"{list_path}: no such list file") from None
+        raise UserError(f"--data-list {data_list}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{list_path}: cannot read list file ({exc})") from None
-    pairs = []
-    for number, line in enumerate(lines, 1):
+        raise UserError(f"--data-list {data_list}: cannot read ({exc})") from None
+    allowed, form = ((2,), "'IMAGE_PATH LABEL_PATH'") if with_labels else \
+        ((1, 2), "'IMAGE_PATH [LABEL_PATH]'")
+    images, labels = [], []
+    for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2:
-            raise UserError(f"{list_path}:{number}: expected 'IMAGE_PATH LABEL_PATH', got '{line.strip()}'")
-        pairs.append((data_path(data_dir, fields[0]), data_path(data_dir, fields[1])))
-    if not pairs:
-        raise UserError(f"{list_path}: list file is empty")
-    return pairs
+        if len(fields) not in allowed:
+            raise UserError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'")
+        paths = [data_path(data_dir, p) for p in fields[:2 if with_labels else 1]]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise UserError(f"{data_list}:{number}: {path}: no such file")
+        images.append(paths[0])
+        if with_labels:
+            labels.append(paths[1])
+    if not images:
+        raise UserError(f"--data-list {data_list}: the list is empty")
+    return images, labels
