@@ -1,0 +1,629 @@
+"""The one training loop behind train.py, train_msc.py and fine_tune.py.
+
+A `Recipe` says what differs between the scripts: the optimizer (Caffe SGD
+with the poly schedule, or Adam), single- or multi-scale loss, whether only
+the head trains, and flag defaults. Everything else (flags, model building,
+restore and resume, the input pipeline, the compiled step, checkpoints,
+summaries, progress, NaN handling) is written once here.
+
+One update = `micro_batches` forward/backward passes whose gradients are
+averaged (Caffe's `iter_size`; 1 for train.py), then one optimizer step. The
+loss of a mini-batch is the mean over its valid pixels.
+
+Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
+update count and the number of examples consumed, and the input pipeline is a
+stateless function of (seed, example number).
+
+Distribution: the model, optimizer and step are built by `train()` in one
+place, so a `tf.distribute` strategy can wrap them (`strategy.scope()` around
+construction, `strategy.run` around `Trainer.step`, losses divided by the
+global batch) without touching the scripts.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import sys
+
+import numpy as np
+from deeplab_resnet.tf_quiet import tf
+from tensorflow.core.framework import summary_pb2
+from tqdm import tqdm
+
+from deeplab_resnet import checkpoint as ckpt_lib
+from deeplab_resnet import cli
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
+from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
+                                  is_head_variable)
+from deeplab_resnet.msc import MultiScale
+from deeplab_resnet.utils import colorize
+
+CHECKPOINT_NAME = "model.ckpt"
+
+# Flag defaults of the 2017 port's train.py; a Recipe overrides some.
+DEFAULTS = {
+    "batch_size": 10,
+    "data_dir": "/home/VOCdevkit",
+    "data_list": "./dataset/train.txt",
+    "input_size": (321, 321),
+    "learning_rate": 2.5e-4,
+    "momentum": 0.9,
+    "power": 0.9,
+    "weight_decay": 5e-4,
+    "num_steps": 20001,
+    "save_num_images": 2,
+    "save_pred_every": 1000,
+    "snapshot_dir": "./snapshots/",
+    "random_seed": 1234,
+    "grad_update_every": 10,
+    "scales": (1.0, 0.75, 0.5),
+    "keep_checkpoints": 5,
+}
+
+# Caffe DeepLab's lr_mult for the head (fc1_voc12_*): weights 10x, biases 20x.
+HEAD_WEIGHT_LR_MULT = 10.0
+HEAD_BIAS_LR_MULT = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What one training script changes in the shared loop.
+
+    Attributes:
+        name: script name, for messages.
+        optimizer: "sgd" (Caffe SGD, poly learning rate) or "adam" (constant rate).
+        multi_scale: train through `msc.MultiScale` with --scales and
+            accumulate gradients over --grad-update-every mini-batches.
+        head_only: train only the ASPP head (fc1_voc12_*).
+        defaults: flag defaults that differ from `DEFAULTS`.
+    """
+    name: str
+    optimizer: str = "sgd"
+    multi_scale: bool = False
+    head_only: bool = False
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+
+TRAIN = Recipe("train.py")
+TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
+                   defaults={"batch_size": 1, "save_num_images": 1})
+FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
+                   defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
+                             "snapshot_dir": "./snapshots_finetune/"})
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got '{text}'")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got '{text}'")
+    return value
+
+
+def build_parser(recipe, description=None):
+    """The argument parser of a training script: model, data and training flags.
+
+    Args:
+        recipe: the script's `Recipe` (selects optimizer flags and defaults).
+        description: the script's help text.
+    """
+    d = {**DEFAULTS, **recipe.defaults}
+    parser = cli.ArgumentParser(description=description)
+    cli.add_model_args(parser)
+    cli.add_data_args(parser, data_dir=d["data_dir"], data_list=d["data_list"])
+    g = parser.add_argument_group("training")
+    g.add_argument("--batch-size", type=cli.positive_int, default=d["batch_size"],
+                   help=f"images per mini-batch (default: {d['batch_size']})")
+    g.add_argument("--input-size", type=cli.input_size, default=d["input_size"],
+                   help="crop size 'H,W' (default: %(default)s)")
+    g.add_argument("--learning-rate", type=_positive_float, default=d["learning_rate"],
+                   help="base learning rate (default: %(default)s)")
+    if recipe.optimizer == "sgd":
+        g.add_argument("--momentum", type=_non_negative_float, default=d["momentum"],
+                       help="SGD momentum (default: %(default)s)")
+        g.add_argument("--power", type=_non_negative_float, default=d["power"],
+                       help="power of the poly learning-rate schedule (default: %(default)s)")
+        g.add_argument("--weight-decay", type=_non_negative_float, default=d["weight_decay"],
+                       help="L2 decay of convolution weights (default: %(default)s)")
+    g.add_argument("--num-steps", type=cli.positive_int, default=d["num_steps"],
+                   help="number of updates (default: %(default)s)")
+    if recipe.multi_scale:
+        g.add_argument("--grad-update-every", type=cli.positive_int,
+                       default=d["grad_update_every"],
+                       help="mini-batches whose gradients are accumulated per update "
+                            "(Caffe's iter_size; default: %(default)s)")
+        g.add_argument("--scales", type=cli.scales, default=d["scales"],
+                       help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
+    g.add_argument("--random-mirror", action="store_true",
+                   help="flip images and labels horizontally at random")
+    g.add_argument("--random-scale", action="store_true",
+                   help="rescale images and labels by a random factor")
+    g.add_argument("--scale-mode", choices=SCALE_MODES, default="uniform",
+                   help="random scale: 'uniform' in [0.5, 1.5] (the 2017 TF port, default) or "
+                        "'caffe' from {0.5, 0.75, 1, 1.25, 1.5} (DeepLab's Caffe)")
+    g.add_argument("--random-seed", type=int, default=d["random_seed"],
+                   help="seed of data order, augmentation and new weights (default: %(default)s)")
+    g.add_argument("--restore-from", default=None,
+                   help="starting weights: checkpoint prefix or folder, or .caffemodel "
+                        "(default: random initialisation); a checkpoint in --snapshot-dir "
+                        "takes precedence (resume)")
+    g.add_argument("--not-restore-last", action="store_true",
+                   help="do not restore the head (fc1_voc12_*): start a new one, e.g. from an "
+                        "ImageNet ResNet or for another class count")
+    if not recipe.head_only:
+        g.add_argument("--is-training", action="store_true",
+                       help="train BatchNorm (batch statistics, moving averages, scale and "
+                            "offset); default: frozen")
+    g.add_argument("--save-num-images", type=_non_negative_int, default=d["save_num_images"],
+                   help="images in each TensorBoard image summary (default: %(default)s)")
+    g.add_argument("--save-pred-every", type=cli.positive_int, default=d["save_pred_every"],
+                   help="save a checkpoint and image summaries every N updates "
+                        "(default: %(default)s)")
+    g.add_argument("--snapshot-dir", default=d["snapshot_dir"],
+                   help="checkpoints and TensorBoard logs; rerunning the same command resumes "
+                        "from the latest checkpoint here (default: %(default)s)")
+    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=d["keep_checkpoints"],
+                   help="checkpoints kept in --snapshot-dir (default: %(default)s)")
+    g.add_argument("--stop-after", type=cli.positive_int, default=None,
+                   help="end this run after N updates (a checkpoint is saved); rerun to go on")
+    g.add_argument("--deterministic", action="store_true",
+                   help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
+    g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    return parser
+
+
+# -- losses ------------------------------------------------------------------------------------
+
+
+def resize_labels(labels, size):
+    """[B, H, W] integer labels -> [B, h, w] by nearest neighbour (values kept exactly)."""
+    return tf.image.resize(labels[..., None], size, method="nearest")[..., 0]
+
+
+def _spatial_size(logits):
+    static = logits.shape[1:3]
+    if static.is_fully_defined():
+        return static.as_list()
+    return tf.shape(logits)[1:3]
+
+
+def cross_entropy(logits, labels, ignore_label):
+    """Softmax cross-entropy at logit resolution, averaged over the valid pixels.
+
+    Labels are resized to the logits by nearest neighbour. Pixels equal to
+    `ignore_label`, or outside [0, num_classes), contribute nothing (the 2017
+    port kept only labels below the class count).
+
+    Returns:
+        (mean loss, correctly classified valid pixels, valid pixels).
+    """
+    num_classes = logits.shape[-1]
+    labels = resize_labels(labels, _spatial_size(logits))
+    valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+    logits = tf.cast(logits, tf.float32)
+    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(valid, labels, 0), logits=logits)
+    weight = tf.cast(valid, tf.float32)
+    count = tf.reduce_sum(weight)
+    loss = tf.reduce_sum(per_pixel * weight) / tf.maximum(count, 1.0)
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
+    return loss, tf.reduce_sum(hits * weight), count
+
+
+class Objective:
+    """Forward pass and loss: one scale, or MSC (fused + every scale).
+
+    Args:
+        model: the DeepLabResNet.
+        ignore_label: label value not scored.
+        scales: None for single-scale; else the MSC scales, the first the reference.
+    """
+
+    def __init__(self, model, ignore_label, scales=None):
+        self.model = model
+        self.ignore_label = ignore_label
+        self.msc = MultiScale(model, scales) if scales is not None else None
+
+    def logits(self, images, training=False):
+        """Logits (MSC: fused) for preprocessed images."""
+        if self.msc is None:
+            return self.model(images, training=training)
+        return self.msc(images, training=training)[0]
+
+    def __call__(self, images, labels, training=True):
+        """(loss, correct pixels, valid pixels) of one mini-batch.
+
+        MSC: CE(fused) + sum over scales of CE(scale), each against the labels
+        resized to its own logits; accuracy is measured on the fused logits.
+        """
+        if self.msc is None:
+            outputs = [self.model(images, training=training)]
+        else:
+            fused, per_scale = self.msc(images, training=training)
+            outputs = [fused] + list(per_scale)
+        terms = [cross_entropy(out, labels, self.ignore_label) for out in outputs]
+        loss = tf.add_n([t[0] for t in terms])
+        return loss, terms[0][1], terms[0][2]
+
+
+# -- optimizers --------------------------------------------------------------------------------
+
+
+class CaffeSGD(tf.Module):
+    """Caffe's SGD: v <- m*v + lr*lr_mult*(g + wd*decay_mult*w); w <- w - v.
+
+    The learning rate sits inside the velocity, as in Caffe (TF1's
+    MomentumOptimizer put it outside, which differs once the rate changes).
+
+    Args:
+        params: {name: (variable, lr_mult, decay_mult)}; slots are created
+            now, so a checkpoint restores into them directly.
+        momentum: m.
+        weight_decay: wd.
+    """
+
+    def __init__(self, params, momentum=0.9, weight_decay=5e-4, name=None):
+        super().__init__(name=name or "caffe_sgd")
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.lr_mult = {k: float(lr) for k, (_, lr, _) in params.items()}
+        self.decay_mult = {k: float(dm) for k, (_, _, dm) in params.items()}
+        self.velocity = {k: tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                                        name=f"velocity/{k}")
+                         for k, (v, _, _) in params.items()}
+
+    def apply(self, updates, learning_rate):
+        """One update. `updates`: [(name, gradient, variable)]."""
+        for key, grad, var in updates:
+            velocity = self.velocity[key]
+            step = grad
+            decay = self.weight_decay * self.decay_mult[key]
+            if decay:
+                step = step + decay * var
+            velocity.assign(self.momentum * velocity + learning_rate * self.lr_mult[key] * step)
+            var.assign_sub(velocity)
+
+
+class Adam(tf.Module):
+    """Adam as TF1's AdamOptimizer (what the 2017 port's fine_tune.py used).
+
+    Args:
+        params: {name: variable}; slots are created now.
+        beta1, beta2, epsilon: Adam's constants.
+    """
+
+    def __init__(self, params, beta1=0.9, beta2=0.999, epsilon=1e-8, name=None):
+        super().__init__(name=name or "adam")
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self.m = {k: tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"m/{k}")
+                  for k, v in params.items()}
+        self.v = {k: tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"v/{k}")
+                  for k, v in params.items()}
+
+    def apply(self, updates, learning_rate):
+        """One update. `updates`: [(name, gradient, variable)]."""
+        t = tf.cast(self.iterations + 1, tf.float32)
+        rate = learning_rate * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        for key, grad, var in updates:
+            m, v = self.m[key], self.v[key]
+            m.assign(self.beta1 * m + (1.0 - self.beta1) * grad)
+            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(grad))
+            var.assign_sub(rate * m / (tf.sqrt(v) + self.epsilon))
+        self.iterations.assign_add(1)
+
+
+def sgd_params(model):
+    """{name: (variable, lr_mult, decay_mult)} with DeepLab's multipliers.
+
+    Backbone weights 1x, head weights 10x, head biases 20x, trained BatchNorm
+    scale/offset 1x; weight decay on convolution weights only.
+    """
+    names = {id(v): k for k, v in model.params.items()}
+    decayed = {id(v) for v in model.weight_decay_variables()}
+    groups = ((model.backbone_weights(), 1.0), (model.head_weights(), HEAD_WEIGHT_LR_MULT),
+              (model.head_biases(), HEAD_BIAS_LR_MULT), (model.bn_trainables(), 1.0))
+    return {names[id(v)]: (v, lr_mult, 1.0 if id(v) in decayed else 0.0)
+            for variables, lr_mult in groups for v in variables}
+
+
+def poly_learning_rate(base, step, num_steps, power):
+    """Caffe's poly policy: base * (1 - step / num_steps) ** power."""
+    return base * max(0.0, 1.0 - step / num_steps) ** power
+
+
+# -- the compiled step -------------------------------------------------------------------------
+
+
+class Trainer:
+    """The update step: gradients of one or more micro-batches, averaged, applied once.
+
+    With one micro-batch the gradient goes straight into the optimizer; with
+    more, each micro-batch's gradient is added to accumulator variables (not
+    checkpointed: an update never spans a checkpoint) and the mean is applied.
+    Each piece is a tf.function traced once.
+
+    Args:
+        objective: an `Objective`.
+        optimizer: `CaffeSGD` or `Adam`.
+        variables: {name: variable} to train (the optimizer's keys).
+        jit: compile the step functions with XLA.
+    """
+
+    def __init__(self, objective, optimizer, variables, jit=False):
+        self.objective = objective
+        self.optimizer = optimizer
+        self.names = list(variables)
+        self.variables = [variables[k] for k in self.names]
+        self._accumulators = None
+        self._single = tf.function(self._single_step, jit_compile=jit)
+        self._accumulate = tf.function(self._accumulate_step, jit_compile=jit)
+        self._apply_mean = tf.function(self._apply_accumulated, jit_compile=jit)
+        self.predict = tf.function(self._predict)
+
+    def _gradients(self, images, labels):
+        with tf.GradientTape() as tape:
+            loss, hits, pixels = self.objective(images, labels, training=True)
+        return tape.gradient(loss, self.variables), loss, hits, pixels
+
+    def _apply(self, grads, learning_rate, loss_finite):
+        """Applies `grads` unless they or the loss are not finite; returns the finite flag."""
+        finite = loss_finite & tf.math.is_finite(tf.linalg.global_norm(grads))
+        if finite:
+            self.optimizer.apply(list(zip(self.names, grads, self.variables)), learning_rate)
+        return finite
+
+    def _single_step(self, images, labels, learning_rate):
+        grads, loss, hits, pixels = self._gradients(images, labels)
+        finite = self._apply(grads, learning_rate, tf.math.is_finite(loss))
+        return loss, hits, pixels, finite
+
+    def _accumulate_step(self, images, labels):
+        grads, loss, hits, pixels = self._gradients(images, labels)
+        for acc, grad in zip(self._accumulators, grads):
+            acc.assign_add(grad)
+        return loss, hits, pixels
+
+    def _apply_accumulated(self, learning_rate, count, loss_finite):
+        grads = [acc / count for acc in self._accumulators]
+        finite = self._apply(grads, learning_rate, loss_finite)
+        for acc in self._accumulators:
+            acc.assign(tf.zeros_like(acc))
+        return finite
+
+    def step(self, images, labels, learning_rate):
+        """One update from N micro-batches.
+
+        Args:
+            images: [N, B, H, W, 3] preprocessed crops.
+            labels: [N, B, H, W] labels.
+            learning_rate: float.
+        Returns:
+            (mean loss of the micro-batches, pixel accuracy, finite): python
+            values; the update was applied only if `finite`.
+        """
+        learning_rate = tf.constant(learning_rate, tf.float32)
+        count = int(images.shape[0])
+        if count == 1:
+            loss, hits, pixels, finite = self._single(images[0], labels[0], learning_rate)
+            return float(loss), float(hits) / max(float(pixels), 1.0), bool(finite)
+        if self._accumulators is None:
+            self._accumulators = [tf.Variable(tf.zeros_like(v), trainable=False)
+                                  for v in self.variables]
+        losses, hits, pixels = [], 0.0, 0.0
+        for i in range(count):
+            loss, correct, valid = self._accumulate(images[i], labels[i])
+            losses.append(float(loss))
+            hits += float(correct)
+            pixels += float(valid)
+        loss = float(np.mean(losses))
+        finite = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
+                                  tf.constant(math.isfinite(loss)))
+        return loss, hits / max(pixels, 1.0), bool(finite)
+
+    def _predict(self, images):
+        """Class map at the input size (nearest neighbour) for summaries."""
+        logits = self.objective.logits(images, training=False)
+        labels = tf.argmax(logits, -1, output_type=tf.int32)
+        return resize_labels(labels, tf.shape(images)[1:3])
+
+
+# -- model and checkpoints ---------------------------------------------------------------------
+
+
+def _check_head(path, skip_head):
+    """A checkpoint without the DeepLab head (an ImageNet ResNet) needs --not-restore-last."""
+    if skip_head or ckpt_lib.is_caffemodel(path):
+        return
+    prefix = ckpt_lib.resolve(path)
+    try:
+        names = [name for name, _ in tf.train.list_variables(prefix)]
+    except (tf.errors.OpError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+    if not any(name.startswith(f"params/{HEAD_PREFIX}") for name in names):
+        raise UserError(f"{path}: holds no DeepLab head ({HEAD_PREFIX}_*), e.g. an ImageNet "
+                        "ResNet: add --not-restore-last to start a new head")
+
+
+def build_model(args, latest):
+    """The model to train: shaped like the snapshot to resume, else --restore-from, else new."""
+    kwargs = {"train_bn": bool(getattr(args, "is_training", False)), "seed": args.random_seed}
+    if latest is not None:
+        variant, classes = ckpt_lib.check_meta(latest, args.model, args.num_classes)
+        return DeepLabResNet(variant or DEFAULT_VARIANT, classes or 21, **kwargs)
+    if args.restore_from:
+        _check_head(args.restore_from, args.not_restore_last)
+        return ckpt_lib.load_weights(args.restore_from, args.model, args.num_classes,
+                                     skip_head=args.not_restore_last, prototxt=args.prototxt,
+                                     **kwargs)
+    return DeepLabResNet(args.model or DEFAULT_VARIANT, args.num_classes or 21, **kwargs)
+
+
+def _resume(checkpoint, latest):
+    status = checkpoint.restore(latest)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise UserError(f"--snapshot-dir: {latest} was not written by this kind of training "
+                        f"(another script or optimizer?); use a new --snapshot-dir "
+                        f"({str(exc).splitlines()[0][:120]})") from None
+
+
+def _image_summary(images, labels, predictions, ignore_label, count):
+    """image | label | prediction strips as uint8 [count, H, 3W, 3]."""
+    rgb = np.clip(images[:count] + IMG_MEAN, 0, 255)[..., ::-1].astype(np.uint8)
+
+    def paint(values):
+        values = np.where(values == ignore_label, 255, np.clip(values, 0, 255))
+        return colorize(values)
+
+    return np.concatenate([rgb, paint(labels[:count]), paint(predictions[:count])], axis=2)
+
+
+def _metadata(plugin):
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin
+    return metadata
+
+
+# TensorBoard reads these; written with TensorFlow's own summary ops so that
+# training does not need the tensorboard package (which tf.summary.scalar and
+# tf.summary.image require).
+_SCALAR_METADATA = _metadata("scalars")
+_IMAGE_METADATA = _metadata("images")
+
+
+def write_scalar(tag, value, step):
+    """A TensorBoard scalar on the default summary writer."""
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
+                     metadata=_SCALAR_METADATA)
+
+
+def write_images(tag, images, step):
+    """TensorBoard images (uint8 [N, H, W, 3]) on the default summary writer."""
+    h, w = images.shape[1:3]
+    encoded = [tf.io.encode_png(image) for image in images]
+    tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h))] + encoded)
+    tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
+
+
+def _log(message):
+    tqdm.write(message, file=sys.stderr)
+
+
+def train(args, recipe):
+    """Trains (or resumes training) as the flags say; returns the exit status.
+
+    Args:
+        args: parsed flags of `build_parser(recipe)`.
+        recipe: the calling script's `Recipe`.
+    """
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    tf.random.set_seed(args.random_seed)
+    snapshot_dir = cli.check_writable_dir(args.snapshot_dir, "--snapshot-dir")
+    reader = ImageReader(args.data_dir, args.data_list, args.input_size,
+                         random_scale=args.random_scale, random_mirror=args.random_mirror,
+                         ignore_label=args.ignore_label, seed=args.random_seed,
+                         scale_mode=args.scale_mode)
+    latest = tf.train.latest_checkpoint(snapshot_dir)
+    model = build_model(args, latest)
+    variables = {k: v for k, v in model.params.items()
+                 if v.trainable and (is_head_variable(k) or not recipe.head_only)}
+    if recipe.optimizer == "sgd":
+        params = {k: p for k, p in sgd_params(model).items() if k in variables}
+        optimizer = CaffeSGD(params, args.momentum, args.weight_decay)
+    else:
+        optimizer = Adam(variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+    checkpoint = tf.train.Checkpoint(params=model.params, meta=model.meta, optimizer=optimizer,
+                                     step=step, data_position=position)
+    manager = tf.train.CheckpointManager(checkpoint, snapshot_dir,
+                                         max_to_keep=args.keep_checkpoints,
+                                         checkpoint_name=CHECKPOINT_NAME)
+    if latest is not None:
+        _resume(checkpoint, latest)
+        ignored = f"; --restore-from {args.restore_from} ignored" if args.restore_from else ""
+        _log(f"resuming from {latest} (update {int(step)}){ignored}")
+    start = int(step)
+    if start >= args.num_steps:
+        _log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} updates")
+        return 0
+    end = args.num_steps if args.stop_after is None else min(args.num_steps,
+                                                              start + args.stop_after)
+    micro = args.grad_update_every if recipe.multi_scale else 1
+    objective = Objective(model, args.ignore_label,
+                          scales=args.scales if recipe.multi_scale else None)
+    trainer = Trainer(objective, optimizer, variables, jit=args.jit)
+    writer = tf.summary.create_file_writer(snapshot_dir)
+
+    def learning_rate(update):
+        if recipe.optimizer == "sgd":
+            return poly_learning_rate(args.learning_rate, update, args.num_steps, args.power)
+        return args.learning_rate
+
+    batches = reader.batches(args.batch_size, micro, start=int(position))
+    with contextlib.closing(batches), writer.as_default(), \
+            tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
+                 desc=recipe.name) as bar:
+        for images, labels in batches:
+            update = int(step)
+            lr = learning_rate(update)
+            loss, accuracy, finite = trainer.step(images, labels, lr)
+            if not finite:
+                writer.flush()
+                raise UserError(f"loss became {loss} at update {update + 1}: training stopped "
+                                f"without applying it; last checkpoint: "
+                                f"{manager.latest_checkpoint or 'none'} "
+                                "(a lower --learning-rate may help)")
+            step.assign_add(1)
+            position.assign_add(micro * args.batch_size)
+            done = update + 1
+            write_scalar("loss", loss, done)
+            write_scalar("learning_rate", lr, done)
+            write_scalar("pixel_accuracy", accuracy, done)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
+            bar.update(1)
+            if done % args.save_pred_every == 0 or done == end:
+                if args.save_num_images:
+                    shown = images[0, :args.save_num_images]
+                    strips = _image_summary(shown.numpy(), labels[0].numpy(),
+                                            trainer.predict(shown).numpy(), args.ignore_label,
+                                            args.save_num_images)
+                    write_images("image_label_prediction", strips, done)
+                manager.save(checkpoint_number=done)
+            if done >= end:
+                break
+    writer.flush()
+    _log(f"saved {manager.latest_checkpoint} (update {int(step)} of {args.num_steps})")
+    return 0
+
+
+def main(recipe, argv=None, description=None):
+    """Entry point of a training script: parse the flags, train."""
+    return train(build_parser(recipe, description).parse_args(argv), recipe)
