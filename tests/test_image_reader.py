@@ -1,0 +1,111 @@
+"""Input pipeline: palette labels, padding/cropping, determinism, resume offsets, errors."""
+
+import contextlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab_resnet import shapes, utils
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.image_reader import CAFFE_SCALES, ImageReader, draw_scale
+from deeplab_resnet.model import preprocess
+from deeplab_resnet.tf_quiet import tf
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return shapes.make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=12,
+                                      num_val=2, size=(40, 56), seed=3)
+
+
+def take(reader, count, batch_size=2, start=0):
+    """`count` batches as numpy, closing the iterator (see ImageReader.batches)."""
+    with contextlib.closing(reader.batches(batch_size, start=start)) as batches:
+        return [tuple(t.numpy() for t in next(batches)) for _ in range(count)]
+
+
+def test_palette_labels_and_padding(data):
+    reader = ImageReader(data["root"], data["train"], (64, 64), shuffle=False)
+    (images, labels), = take(reader, 1, batch_size=1)
+    image = utils.read_image(reader.images[0])
+    label = utils.read_label(reader.labels[0])
+    h, w = label.shape
+    # Palette PNG: pixel values are class indices (decode_png would give colours).
+    assert set(np.unique(label)) <= {0, 1, 2, 3, 255} and (label > 0).any()
+    np.testing.assert_array_equal(labels[0, :h, :w], label)
+    np.testing.assert_allclose(images[0, :h, :w], preprocess(image).numpy())
+    # Bottom/right padding: the mean colour (0 after preprocessing), the ignore label.
+    assert np.all(images[0, h:] == 0) and np.all(images[0, :, w:] == 0)
+    assert np.all(labels[0, h:] == 255) and np.all(labels[0, :, w:] == 255)
+
+
+def test_deterministic_and_resumable(data):
+    make = lambda seed: ImageReader(data["root"], data["train"], (32, 32), random_scale=True,
+                                    random_mirror=True, seed=seed)
+    first = take(make(7), 8)
+    again = take(make(7), 8)
+    for (a, b), (c, d) in zip(first, again):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    # Starting at example 10 continues the same stream (resume), across an epoch boundary.
+    resumed = take(make(7), 3, start=10)
+    for (a, b), (c, d) in zip(first[5:], resumed):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    other = take(make(8), 1)
+    assert not np.array_equal(other[0][0], first[0][0])
+    # Nearest-neighbour label scaling never invents class values.
+    assert set(np.unique(np.concatenate([b for _, b in first]))) <= {0, 1, 2, 3, 255}
+
+
+def test_every_file_once_per_epoch(data):
+    reader = ImageReader(data["root"], data["train"], (32, 32), seed=5)
+    n = len(reader)
+    files = [int(reader._file_index(tf.constant(i, tf.int64))) for i in range(2 * n)]
+    assert sorted(files[:n]) == list(range(n)) and sorted(files[n:]) == list(range(n))
+    assert files[:n] != files[n:]
+
+
+def test_scale_modes():
+    caffe = {float(draw_scale(tf.constant([1, i], tf.int64), "caffe")) for i in range(200)}
+    assert caffe == set(CAFFE_SCALES)
+    uniform = [float(draw_scale(tf.constant([1, i], tf.int64), "uniform")) for i in range(200)]
+    assert 0.5 <= min(uniform) and max(uniform) < 1.5 and len(set(uniform)) == 200
+
+
+def _one_line_list(tmp_path, image, label):
+    path = tmp_path / "list.txt"
+    path.write_text(f"{image} {label}\n")
+    return str(path)
+
+
+def test_rgb_label_refused_with_advice(data, tmp_path):
+    rgb = tmp_path / "rgb.png"
+    label = utils.read_label(data["root"] + "/SegmentationClass/shape_0000.png")
+    Image.fromarray(utils.colorize(label)).save(rgb)
+    image = data["root"] + "/JPEGImages/shape_0000.jpg"
+    reader = ImageReader(None, _one_line_list(tmp_path, image, rgb), (32, 32))
+    with pytest.raises(UserError, match="convert"):
+        take(reader, 1, batch_size=1)
+
+
+def test_size_mismatch_names_files(data, tmp_path):
+    small = tmp_path / "small.png"
+    utils.save_label_png(np.zeros((5, 7), np.uint8), small)
+    image = data["root"] + "/JPEGImages/shape_0000.jpg"
+    reader = ImageReader(None, _one_line_list(tmp_path, image, small), (32, 32))
+    with pytest.raises(UserError, match="small.png: label is 7x5 but image"):
+        take(reader, 1, batch_size=1)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the list is empty"),
+    ("/JPEGImages/shape_0000.jpg\n", ":1: expected 'IMAGE_PATH LABEL_PATH'"),
+    ("\n/JPEGImages/missing.jpg /SegmentationClass/shape_0000.png\n", ":2: .*missing.jpg: no such file"),
+])
+def test_list_errors(data, tmp_path, content, message):
+    path = tmp_path / "list.txt"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        ImageReader(data["root"], str(path), (32, 32))
