@@ -60,6 +60,7 @@ DEFAULTS = {
     "grad_update_every": 10,
     "scales": (1.0, 0.75, 0.5),
     "keep_checkpoints": 5,
+    "bn_momentum": 0.999,
 }
 
 # Caffe DeepLab's lr_mult for the head (fc1_voc12_*): weights 10x, biases 20x.
@@ -124,6 +125,13 @@ def _non_negative_float(text):
     return value
 
 
+def _unit_interval(text):
+    value = _non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got '{text}'")
+    return value
+
+
 def build_parser(recipe, description=None):
     """The argument parser of a training script: model, data and training flags.
 
@@ -178,6 +186,10 @@ def build_parser(recipe, description=None):
         g.add_argument("--is-training", action="store_true",
                        help="train BatchNorm (batch statistics, moving averages, scale and "
                             "offset); default: frozen")
+        g.add_argument("--bn-momentum", type=_unit_interval, default=d["bn_momentum"],
+                       help="moving-average fraction of the BatchNorm statistics with "
+                            "--is-training (Caffe's %(default)s; lower for short runs from "
+                            "scratch)")
     g.add_argument("--save-num-images", type=_non_negative_int, default=d["save_num_images"],
                    help="images in each TensorBoard image summary (default: %(default)s)")
     g.add_argument("--save-pred-every", type=cli.positive_int, default=d["save_pred_every"],
@@ -471,7 +483,8 @@ def _check_head(path, skip_head):
 
 def build_model(args, latest):
     """The model to train: shaped like the snapshot to resume, else --restore-from, else new."""
-    kwargs = {"train_bn": bool(getattr(args, "is_training", False)), "seed": args.random_seed}
+    kwargs = {"train_bn": bool(getattr(args, "is_training", False)), "seed": args.random_seed,
+              "bn_momentum": getattr(args, "bn_momentum", DEFAULTS["bn_momentum"])}
     if latest is not None:
         variant, classes = ckpt_lib.check_meta(latest, args.model, args.num_classes)
         return DeepLabResNet(variant or DEFAULT_VARIANT, classes or 21, **kwargs)
