@@ -194,4 +194,5 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
         params = read_params(path)
     model = DeepLabResNet(variant or "resnet101", num_classes or 21, **model_kwargs)
     assign_params(model, params, skip_head=skip_head, source=str(path))
+    model.mark_statistics_trained()
     return model

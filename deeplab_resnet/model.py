@@ -184,6 +184,9 @@ class DeepLabResNet(tf.Module):
             its moving statistics and trains scale/offset. Default: frozen.
         bn_eps: BatchNorm epsilon (Caffe's default 1e-5).
         bn_momentum: moving-average fraction when `train_bn` (Caffe's 0.999).
+            The moving statistics are Caffe's normalised averages (weighted sum
+            / sum of weights, `meta["bn_factor"]`), so they are unbiased from
+            the first batch on, with the unbiased (m / (m - 1)) batch variance.
         seed: seed of the initial weights (He-normal backbone, N(0, 0.01) head).
 
     Example:
@@ -221,8 +224,18 @@ class DeepLabResNet(tf.Module):
                         tf.fill([n], init), trainable=trainable, name=f"{conv.bn}/{key}")
         # A dict keyed by the Caffe names: checkpoint keys read `params/<name>`.
         self.params = params
+        # bn_factor: Caffe's moving-average normaliser; 0 = no batch seen yet.
         self.meta = {"model": tf.Variable(variant, trainable=False, name="model"),
-                     "num_classes": tf.Variable(num_classes, trainable=False, name="num_classes")}
+                     "num_classes": tf.Variable(num_classes, trainable=False, name="num_classes"),
+                     "bn_factor": tf.Variable(0.0, trainable=False, name="bn_factor")}
+
+    def mark_statistics_trained(self):
+        """Moving statistics came from a trained model: weight them as a long history.
+
+        Caffe keeps the normaliser of a long-trained net near 1 / (1 - momentum);
+        continuing from there makes new batches update the statistics as Caffe would.
+        """
+        self.meta["bn_factor"].assign(1.0 / (1.0 - self.bn_momentum))
 
     # -- variable groups (LR multipliers, weight decay) -------------------------------------
 
@@ -264,9 +277,12 @@ class DeepLabResNet(tf.Module):
         mean, var = p[f"{bn}/mean"], p[f"{bn}/variance"]
         if training and self.train_bn:
             batch_mean, batch_var = tf.nn.moments(tf.cast(x, tf.float32), axes=[0, 1, 2])
-            m = self.bn_momentum
-            mean.assign(m * mean + (1.0 - m) * batch_mean)
-            var.assign(m * var + (1.0 - m) * batch_var)
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+            unbiased = batch_var * count / tf.maximum(count - 1.0, 1.0)
+            history = self.bn_momentum * self.meta["bn_factor"]
+            total = history + 1.0
+            mean.assign((history * mean + batch_mean) / total)
+            var.assign((history * var + unbiased) / total)
             mean, var = batch_mean, batch_var
         return layers.batch_norm(x, mean, var, p[f"{bn}/scale"], p[f"{bn}/offset"], self.bn_eps)
 
@@ -289,4 +305,9 @@ class DeepLabResNet(tf.Module):
 
     def __call__(self, images, training=False):
         """Logits at output stride 8 (Caffe sizes) for preprocessed NHWC images."""
-        return self.head(self.features(images, training))
+        logits = self.head(self.features(images, training))
+        if training and self.train_bn:
+            # After every layer has read the old normaliser.
+            factor = self.meta["bn_factor"]
+            factor.assign(self.bn_momentum * factor + 1.0)
+        return logits

@@ -33,3 +33,5 @@ def _import_tensorflow():
 
 
 tf = _import_tensorflow()
+# Python-side notices (e.g. retracing hints) are for developers, not users.
+tf.get_logger().setLevel("ERROR")

@@ -100,3 +100,28 @@ def test_preprocess_is_bgr_minus_mean():
     rgb = tf.constant([[[[10.0, 20.0, 30.0]]]])
     bgr = preprocess(rgb).numpy().ravel()
     np.testing.assert_allclose(bgr, np.array([30.0, 20.0, 10.0]) - model_lib.IMG_MEAN, rtol=1e-6)
+
+
+def test_trainable_batchnorm_moving_average_is_caffes_normalised_one():
+    model = DeepLabResNet("tiny", 3, train_bn=True, bn_momentum=0.9)
+    batches = [tf.random.stateless_normal([2, 33, 33, 3], seed=[i, 7]) * (i + 1) for i in range(3)]
+    weighted_means, weights = [], []
+    for i, x in enumerate(batches):
+        # What bn_conv1 sees: the stem convolution's output.
+        conv = model.arch.stem
+        y = tf.nn.conv2d(x, model.params["conv1/weights"], 2, [[0, 0], [3, 3], [3, 3], [0, 0]])
+        weighted_means = [m * 0.9 for m in weighted_means] + [tf.reduce_mean(y, [0, 1, 2]).numpy()]
+        weights = [w * 0.9 for w in weights] + [1.0]
+        model(x, training=True)
+        expected = sum(weighted_means) / sum(weights)
+        np.testing.assert_allclose(model.params[f"{conv.bn}/mean"].numpy(), expected, rtol=1e-4,
+                                   atol=1e-4)
+    assert model.meta["bn_factor"].numpy() == pytest.approx(1 + 0.9 + 0.81)
+
+
+def test_loaded_statistics_count_as_a_long_history(tmp_path):
+    from deeplab_resnet import checkpoint
+    model = DeepLabResNet("tiny", 3)
+    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, tmp_path / "c", "tiny", 3)
+    loaded = checkpoint.load_weights(tmp_path / "c", train_bn=True, bn_momentum=0.99)
+    assert loaded.meta["bn_factor"].numpy() == pytest.approx(100.0)
