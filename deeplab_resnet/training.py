@@ -544,6 +544,12 @@ def write_images(tag, images, step):
     tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
 
 
+@tf.function
+def all_finite(variables):
+    """Whether no variable holds inf or nan: checked before every save."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+
 def _log(message):
     tqdm.write(message, file=sys.stderr)
 
@@ -629,6 +635,11 @@ def train(args, recipe):
                                             trainer.predict(shown).numpy(), args.ignore_label,
                                             args.save_num_images)
                     write_images("image_label_prediction", strips, done)
+                if not all_finite(list(model.params.values())):
+                    raise UserError(f"weights became inf or nan by update {done}: training "
+                                    f"stopped; last checkpoint: "
+                                    f"{manager.latest_checkpoint or 'none'} "
+                                    "(a lower --learning-rate may help)")
                 manager.save(checkpoint_number=done)
             if done >= end:
                 break
