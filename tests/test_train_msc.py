@@ -1,0 +1,102 @@
+"""Multi-scale training: the MSC loss, exact gradient accumulation, train_msc.py's flags."""
+
+import numpy as np
+import pytest
+
+from deeplab_resnet import shapes, training
+from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.tf_quiet import tf
+
+SCALES = (1.0, 0.75, 0.5)
+
+
+def nearest(labels, size):
+    """TF2 nearest-neighbour geometry (half-pixel centres), by hand: [H, W] -> size."""
+    h, w = labels.shape
+    ys = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    xs = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return labels[ys][:, xs]
+
+
+def numpy_ce(logits, labels, ignore=255):
+    small = np.stack([nearest(lab, logits.shape[1:3]) for lab in labels])
+    valid = small != ignore
+    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    picked = np.take_along_axis(log_p, np.where(valid, small, 0)[..., None], -1)[..., 0]
+    return -picked[valid].mean()
+
+
+def test_label_resizing_is_nearest_neighbour():
+    labels = np.random.default_rng(0).integers(0, 255, (2, 33, 47)).astype(np.int32)
+    resized = training.resize_labels(tf.constant(labels), [5, 6]).numpy()
+    for got, lab in zip(resized, labels):
+        np.testing.assert_array_equal(got, nearest(lab, (5, 6)))
+
+
+def test_msc_loss_is_fused_plus_every_scale():
+    rng = np.random.default_rng(1)
+    model = DeepLabResNet("tiny", 3, seed=1)
+    images = tf.constant(rng.normal(0, 40, (2, 49, 49, 3)), tf.float32)
+    labels = rng.integers(0, 3, (2, 49, 49)).astype(np.int32)
+    labels[:, :5] = 255
+    loss, _, _ = training.Objective(model, 255, SCALES)(images, tf.constant(labels))
+    outputs = []
+    for s in SCALES:
+        size = [int(s * 49)] * 2
+        scaled = images if s == 1.0 else tf.image.resize(images, size, method="bilinear")
+        outputs.append(model(scaled).numpy())
+    fused = outputs[0]
+    for out in outputs[1:]:
+        fused = np.maximum(fused, tf.image.resize(out, fused.shape[1:3]).numpy())
+    expected = numpy_ce(fused, labels) + sum(numpy_ce(out, labels) for out in outputs)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+
+
+def make_trainer(scales):
+    model = DeepLabResNet("tiny", 3, seed=2)
+    params = training.sgd_params(model)
+    optimizer = training.CaffeSGD(params, momentum=0.9, weight_decay=5e-4)
+    objective = training.Objective(model, 255, scales)
+    return model, training.Trainer(objective, optimizer, {k: p[0] for k, p in params.items()})
+
+
+@pytest.mark.parametrize("scales", [SCALES, None])
+def test_accumulated_batches_equal_one_big_batch(scales):
+    """4 accumulated mini-batches of 1 image == one mini-batch of 4 (per-image mean loss)."""
+    rng = np.random.default_rng(3)
+    n, size = 4, 41
+    images = rng.normal(0, 40, (n, size, size, 3)).astype(np.float32)
+    # No ignored pixels: every image weighs the same in the batch mean.
+    labels = rng.integers(0, 3, (n, size, size)).astype(np.int32)
+    deltas = []
+    for shape in ((n, 1), (1, n)):
+        model, trainer = make_trainer(scales)
+        before = {k: v.numpy() for k, v in model.params.items()}
+        loss, _, finite = trainer.step(images.reshape(*shape, size, size, 3),
+                                       labels.reshape(*shape, size, size), 0.01)
+        assert finite and np.isfinite(loss)
+        deltas.append({k: v.numpy() - before[k] for k, v in model.params.items()})
+    accumulated, batched = deltas
+    for key, delta in batched.items():
+        scale = max(np.abs(delta).max(), 1e-12)
+        np.testing.assert_allclose(accumulated[key], delta, rtol=1e-5, atol=1e-5 * scale,
+                                   err_msg=key)
+    assert np.abs(batched["fc1_voc12_c0/weights"]).max() > 0
+
+
+def test_train_msc_flags_and_update_counting(tmp_path):
+    parser = training.build_parser(training.TRAIN_MSC)
+    defaults = parser.parse_args([])
+    assert (defaults.batch_size, defaults.save_num_images, defaults.grad_update_every,
+            defaults.scales, defaults.num_steps) == (1, 1, 10, SCALES, 20001)
+    data = shapes.make_shapes_dataset(tmp_path / "data", num_train=6, num_val=1, seed=4)
+    snapshots = tmp_path / "snap"
+    args = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],
+            "--data-list", data["train"], "--input-size", "48,48", "--grad-update-every", "3",
+            "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale"]
+    assert training.main(training.TRAIN_MSC, args) == 0
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
+    # Two updates, each from 3 mini-batches of 1 image.
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert reader.get_tensor("data_position/.ATTRIBUTES/VARIABLE_VALUE") == 6
