@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import sys
+import time
 
 import numpy as np
 from deeplab_resnet.tf_quiet import tf
@@ -550,6 +551,23 @@ def all_finite(variables):
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
 
 
+def _write_image_summary(trainer, images, labels, args, step):
+    """image | label | prediction strips of the first --save-num-images crops."""
+    shown = images[:args.save_num_images]
+    strips = _image_summary(shown.numpy(), labels.numpy(), trainer.predict(shown).numpy(),
+                            args.ignore_label, args.save_num_images)
+    write_images("image_label_prediction", strips, step)
+
+
+def _save(manager, model, step):
+    """Saves a checkpoint unless the weights hold inf or nan; returns its path."""
+    if not all_finite(list(model.params.values())):
+        raise UserError(f"weights became inf or nan by update {step}: training stopped; last "
+                        f"checkpoint: {manager.latest_checkpoint or 'none'} "
+                        "(a lower --learning-rate may help)")
+    return manager.save(checkpoint_number=step)
+
+
 def _log(message):
     tqdm.write(message, file=sys.stderr)
 
@@ -609,7 +627,8 @@ def train(args, recipe):
     batches = reader.batches(args.batch_size, micro, start=int(position))
     with contextlib.closing(batches), writer.as_default(), \
             tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                 desc=recipe.name) as bar:
+                 desc=recipe.name, disable=not sys.stderr.isatty()) as bar:
+        started = time.perf_counter()
         for images, labels in batches:
             update = int(step)
             lr = learning_rate(update)
@@ -630,21 +649,21 @@ def train(args, recipe):
             bar.update(1)
             if done % args.save_pred_every == 0 or done == end:
                 if args.save_num_images:
-                    shown = images[0, :args.save_num_images]
-                    strips = _image_summary(shown.numpy(), labels[0].numpy(),
-                                            trainer.predict(shown).numpy(), args.ignore_label,
-                                            args.save_num_images)
-                    write_images("image_label_prediction", strips, done)
-                if not all_finite(list(model.params.values())):
-                    raise UserError(f"weights became inf or nan by update {done}: training "
-                                    f"stopped; last checkpoint: "
-                                    f"{manager.latest_checkpoint or 'none'} "
-                                    "(a lower --learning-rate may help)")
-                manager.save(checkpoint_number=done)
+                    _write_image_summary(trainer, images[0], labels[0], args, done)
+                saved = _save(manager, model, done)
+                if bar.disable:  # no progress bar: one line per checkpoint instead
+                    rate = (done - start) / max(time.perf_counter() - started, 1e-9)
+                    _log(f"update {done}/{args.num_steps}: loss {loss:.4f}, pixel accuracy "
+                         f"{accuracy:.3f}, {rate:.2f} updates/s, "
+                         f"ETA {(args.num_steps - done) / rate / 60:.1f} min; saved {saved}")
             if done >= end:
                 break
     writer.flush()
-    _log(f"saved {manager.latest_checkpoint} (update {int(step)} of {args.num_steps})")
+    if int(step) < args.num_steps:
+        _log(f"stopped at update {int(step)} of {args.num_steps}: {manager.latest_checkpoint}; "
+             "rerun the same command to go on")
+    else:
+        _log(f"finished: {manager.latest_checkpoint}")
     return 0
 
 
