@@ -106,22 +106,26 @@ def _non_negative_int(text):
     return value
 
 
-def _positive_float(text):
+def _finite_float(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0 or not math.isfinite(value):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def _positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
     return value
 
 
 def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value >= 0 or not math.isfinite(value):
+    value = _finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got '{text}'")
     return value
 

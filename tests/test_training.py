@@ -42,6 +42,16 @@ def checkpoint_tensors(prefix):
             if not k.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
 
 
+def summary_tags(folder):
+    """Tags of the TensorBoard events written in `folder`."""
+    tags = set()
+    for name in os.listdir(folder):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+                tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
 # -- optimizer and loss against hand computation -----------------------------------------------
 
 
@@ -143,7 +153,8 @@ def test_tiny_model_learns_shapes(data, tmp_path):
     model = checkpoint.load_weights(snapshots)
     # Chance (uniform guesses) is about 0.15; predicting background everywhere about 0.2.
     assert mean_iou(model, data) > 0.6
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(snapshots))
+    assert summary_tags(snapshots) == {"loss", "learning_rate", "pixel_accuracy",
+                                       "image_label_prediction"}
     assert tf.train.latest_checkpoint(str(snapshots)).endswith("model.ckpt-200")
 
 
