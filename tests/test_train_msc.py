@@ -94,7 +94,8 @@ def test_train_msc_flags_and_update_counting(tmp_path):
     snapshots = tmp_path / "snap"
     args = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],
             "--data-list", data["train"], "--input-size", "48,48", "--grad-update-every", "3",
-            "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale"]
+            "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale",
+            "--jit"]  # the XLA-compiled step (the plain one is tested above)
     assert training.main(training.TRAIN_MSC, args) == 0
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
     # Two updates, each from 3 mini-batches of 1 image.
