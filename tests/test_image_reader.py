@@ -102,7 +102,8 @@ def test_size_mismatch_names_files(data, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("", "the list is empty"),
     ("/JPEGImages/shape_0000.jpg\n", ":1: expected 'IMAGE_PATH LABEL_PATH'"),
-    ("\n/JPEGImages/missing.jpg /SegmentationClass/shape_0000.png\n", ":2: .*missing.jpg: no such file"),
+    ("\n/JPEGImages/missing.jpg /SegmentationClass/shape_0000.png\n",
+     ":2: .*missing.jpg: no such file"),
 ])
 def test_list_errors(data, tmp_path, content, message):
     path = tmp_path / "list.txt"
