@@ -218,5 +218,5 @@ def test_read_caffemodel_with_own_prototxt_folds_eps(tmp_path):
     np.testing.assert_allclose(params["bn/variance"], blobs["bn"][1] / 2.0 + 0.01 - 1e-5, rtol=1e-6)
     # convert.py keeps the true variance for a non-DeepLab net (its code uses the true eps).
     convert(proto, tmp_path / "m.caffemodel", data_output_path=tmp_path / "w.npz")
-    with np.load(tmp_path / "w.npz") as data:
+    with np.load(tmp_path / "w.npz", allow_pickle=False) as data:
         np.testing.assert_allclose(data["bn/variance"], blobs["bn"][1] / 2.0, rtol=1e-6)

@@ -34,6 +34,8 @@ def call_arguments(text, start):
 def test_every_np_load_disallows_pickles():
     unsafe = []
     for path in python_sources():
+        if path.name == "test_no_pickle.py":
+            continue
         text = path.read_text()
         for match in re.finditer(r"\bnp\.load\(", text):
             arguments = call_arguments(text, match.end() - 1)

@@ -74,7 +74,7 @@ def test_deeplab_inference_matches_opencv(tmp_path, deeplab_deploy_prototxt):
                "--save-logits")
     net = opencv_net(deeplab_deploy_prototxt, model)
     for stem, image in rgb.items():
-        ours = np.load(out / f"{stem}_logits.npy")
+        ours = np.load(out / f"{stem}_logits.npy", allow_pickle=False)
         blob = image[None, :, :, ::-1].astype(np.float32) - IMG_MEAN
         theirs = opencv_forward(net, blob, "fc1_voc12")[0].transpose(1, 2, 0)
         assert_parity(ours, theirs)
