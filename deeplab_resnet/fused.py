@@ -50,7 +50,7 @@ class FusedDeepLab(tf.Module):
     def _conv(self, x, conv):
         w, b = self.kernels[conv.name]
         y = layers.conv2d(x, tf.cast(w, x.dtype), tf.cast(b, x.dtype), stride=conv.stride,
-                          pad=conv.pad, dilation=conv.dilation)
+                          pad=conv.pad, dilation=conv.dilation, differentiable=False)
         return tf.nn.relu(y) if conv.relu else y
 
     def __call__(self, images, training=False):

@@ -45,7 +45,7 @@ def _pair(value):
     return int(value), int(value)
 
 
-def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1):
+def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differentiable=True):
     """Convolution with Caffe's explicit symmetric padding.
 
     Args:
@@ -54,12 +54,15 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1):
         biases: optional vector of output channels.
         stride, pad, dilation: int or (h, w) pair.
         group: number of channel groups.
+        differentiable: keep dilated convolutions differentiable on every
+            device (through space_to_batch); False runs the native dilated
+            kernel with its padding built in, for inference.
     """
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
     dh, dw = _pair(dilation)
     padding = [[0, 0], [ph, ph], [pw, pw], [0, 0]] if (ph or pw) else "VALID"
-    if dh == dw > 1 and sh == sw == 1 and group == 1:
+    if differentiable and dh == dw > 1 and sh == sw == 1 and group == 1:
         # TF's CPU kernels cannot backpropagate through a dilated Conv2D (only
         # oneDNN's can, and grappler does not always substitute them), so
         # dilation goes through space_to_batch, which differentiates anywhere.
