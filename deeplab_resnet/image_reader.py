@@ -138,31 +138,60 @@ class ImageReader:
         label.set_shape([crop_h, crop_w, 1])
         return image, label
 
-    def dataset(self, batch_size, micro_batches=None, start=0):
+    def dataset(self, batch_size, micro_batches=None, start=0, shard=None):
         """Endless dataset of (images, labels) batches.
 
         Args:
-            batch_size: examples per batch.
+            batch_size: examples per batch (per replica).
             micro_batches: if given, batches are grouped by this many into
                 elements of shape [micro_batches, batch_size, ...] (gradient
                 accumulation).
-            start: number of the first example (examples already consumed).
+            start: number of the first example of the global stream
+                (examples already consumed by all replicas together).
+            shard: a `tf.distribute.InputContext`: this pipeline feeds
+                `num_replicas_in_sync / num_input_pipelines` consecutive replicas
+                of its worker, one element per replica in turn. Default: one
+                pipeline, one replica.
+
+        Micro-batch m of update u is the global batch of examples
+        `start + (u * micro_batches + m) * G + [0, G)`, G = batch_size x replicas,
+        and replica r reads its slice `r * batch_size + [0, batch_size)`: the
+        replicas together read what one process with a batch of G would.
         """
-        data = tf.data.Dataset.range(int(start), _ENDLESS)
+        shard = shard or tf.distribute.InputContext()
+        group = micro_batches or 1
+        local = shard.num_replicas_in_sync // shard.num_input_pipelines
+        first_replica = shard.input_pipeline_id * local
+        global_batch = batch_size * shard.num_replicas_in_sync
+
+        def example_number(k):
+            """Global example number of the k-th example this pipeline reads."""
+            element, offset = k // (group * batch_size), k % (group * batch_size)
+            update, replica = element // local, first_replica + element % local
+            micro, index = offset // batch_size, offset % batch_size
+            return start + (update * group + micro) * global_batch + replica * batch_size + index
+
+        data = tf.data.Dataset.range(_ENDLESS).map(example_number)
         data = data.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         data = data.batch(batch_size, drop_remainder=True)
         if micro_batches is not None:
             data = data.batch(micro_batches, drop_remainder=True)
         return data.prefetch(tf.data.AUTOTUNE)
 
-    def batches(self, batch_size, micro_batches=None, start=0):
+    def batches(self, batch_size, micro_batches=None, start=0, strategy=None):
         """Iterates over `dataset(...)`, turning a decoding failure into a UserError.
+
+        With a `tf.distribute` strategy (default: the current one), each
+        worker reads only its replicas' shard and the batches are distributed
+        values holding `batch_size` examples per replica.
 
         Close the generator when done (`contextlib.closing`): a tf.data
         iterator still running Python decoders when the interpreter exits
         can deadlock its shutdown.
         """
-        iterator = iter(self.dataset(batch_size, micro_batches, start))
+        strategy = strategy or tf.distribute.get_strategy()
+        iterator = iter(strategy.distribute_datasets_from_function(
+            lambda shard: self.dataset(batch_size, micro_batches, start, shard)))
         while True:
             try:
                 yield next(iterator)
@@ -171,4 +200,3 @@ class ImageReader:
                     raise UserError(self.error) from None
                 raise UserError(f"reading {len(self)} files of the list failed: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
-

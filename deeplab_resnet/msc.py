@@ -43,7 +43,8 @@ class MultiScale(tf.Module):
                 scaled = images
             else:
                 size = self._size(h, w, scale)
-                scaled = tf.image.resize(images, size, method="bilinear")
+                # tf.image.resize returns float32: keep the input's (mixed-precision) dtype.
+                scaled = tf.cast(tf.image.resize(images, size, method="bilinear"), images.dtype)
             outputs.append(self.model(scaled, training=training))
         reference = outputs[0]
         target = tf.shape(reference)[1:3]

@@ -14,17 +14,26 @@ Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
 stateless function of (seed, example number).
 
-Distribution: the model, optimizer and step are built by `train()` in one
-place, so a `tf.distribute` strategy can wrap them (`strategy.scope()` around
-construction, `strategy.run` around `Trainer.step`, losses divided by the
-global batch) without touching the scripts.
+Distribution (--strategy, `deeplab_resnet.distribute`): the model's variables,
+the optimizer slots and the step counters are created under the strategy's
+scope; each replica reads --batch-size examples of the global batch, its loss
+is its share of the mean over the global batch's valid pixels, and the
+gradients are summed over replicas before the optimizer runs, in replica
+context, the same update on every replica. Only the chief writes checkpoints
+and summaries.
+
+Mixed precision (--mixed-precision): the network computes in bfloat16 or
+float16 on float32 variables; logits, loss and updates are float32. float16
+uses dynamic loss scaling (`LossScale`).
 """
 
 import argparse
 import contextlib
 import dataclasses
 import math
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -34,6 +43,7 @@ from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
+from deeplab_resnet import distribute
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
@@ -63,6 +73,9 @@ DEFAULTS = {
     "keep_checkpoints": 5,
     "bn_momentum": 0.999,
 }
+
+# --mixed-precision: the dtype the network computes in.
+COMPUTE_DTYPES = {"none": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 
 # Caffe DeepLab's lr_mult for the head (fc1_voc12_*): weights 10x, biases 20x.
 HEAD_WEIGHT_LR_MULT = 10.0
@@ -210,6 +223,14 @@ def build_parser(recipe, description=None):
     g.add_argument("--deterministic", action="store_true",
                    help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    g.add_argument("--mixed-precision", choices=sorted(COMPUTE_DTYPES), default="none",
+                   help="compute in bfloat16 ('bf16') or float16 ('fp16', with dynamic loss "
+                        "scaling) on float32 weights; logits and loss stay float32 "
+                        "(default: none)")
+    g.add_argument("--strategy", choices=distribute.STRATEGIES, default="default",
+                   help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
+                        "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
+                        "global batch is --batch-size x replicas (default: default, one device)")
     return parser
 
 
@@ -228,15 +249,15 @@ def _spatial_size(logits):
     return tf.shape(logits)[1:3]
 
 
-def cross_entropy(logits, labels, ignore_label):
-    """Softmax cross-entropy at logit resolution, averaged over the valid pixels.
+def cross_entropy_sums(logits, labels, ignore_label):
+    """Softmax cross-entropy at logit resolution, summed over the valid pixels.
 
     Labels are resized to the logits by nearest neighbour. Pixels equal to
     `ignore_label`, or outside [0, num_classes), contribute nothing (the 2017
-    port kept only labels below the class count).
+    port kept only labels below the class count). Computed in float32.
 
     Returns:
-        (mean loss, correctly classified valid pixels, valid pixels).
+        (summed loss, correctly classified valid pixels, valid pixels).
     """
     num_classes = logits.shape[-1]
     labels = resize_labels(labels, _spatial_size(logits))
@@ -245,10 +266,18 @@ def cross_entropy(logits, labels, ignore_label):
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.where(valid, labels, 0), logits=logits)
     weight = tf.cast(valid, tf.float32)
-    count = tf.reduce_sum(weight)
-    loss = tf.reduce_sum(per_pixel * weight) / tf.maximum(count, 1.0)
     hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
-    return loss, tf.reduce_sum(hits * weight), count
+    return tf.reduce_sum(per_pixel * weight), tf.reduce_sum(hits * weight), tf.reduce_sum(weight)
+
+
+def cross_entropy(logits, labels, ignore_label):
+    """`cross_entropy_sums` with the loss averaged over the valid pixels.
+
+    Returns:
+        (mean loss, correctly classified valid pixels, valid pixels).
+    """
+    loss, hits, count = cross_entropy_sums(logits, labels, ignore_label)
+    return loss / tf.maximum(count, 1.0), hits, count
 
 
 class Objective:
@@ -258,32 +287,42 @@ class Objective:
         model: the DeepLabResNet.
         ignore_label: label value not scored.
         scales: None for single-scale; else the MSC scales, the first the reference.
+        compute_dtype: dtype the network computes in (images are cast to it);
+            the loss is float32 either way.
     """
 
-    def __init__(self, model, ignore_label, scales=None):
+    def __init__(self, model, ignore_label, scales=None, compute_dtype=tf.float32):
         self.model = model
         self.ignore_label = ignore_label
         self.msc = MultiScale(model, scales) if scales is not None else None
+        self.compute_dtype = compute_dtype
 
     def logits(self, images, training=False):
-        """Logits (MSC: fused) for preprocessed images."""
+        """Logits (MSC: fused) for preprocessed images, in the compute dtype."""
+        images = tf.cast(images, self.compute_dtype)
         if self.msc is None:
             return self.model(images, training=training)
         return self.msc(images, training=training)[0]
 
     def __call__(self, images, labels, training=True):
-        """(loss, correct pixels, valid pixels) of one mini-batch.
+        """(loss, correct pixels, valid pixels) of this replica's part of a mini-batch.
 
         MSC: CE(fused) + sum over scales of CE(scale), each against the labels
         resized to its own logits; accuracy is measured on the fused logits.
+        Each term is divided by its valid pixels in the whole global batch
+        (all replicas), so the loss summed over replicas is the mean over
+        the global batch; with one replica, the mini-batch's mean.
         """
+        images = tf.cast(images, self.compute_dtype)
         if self.msc is None:
             outputs = [self.model(images, training=training)]
         else:
             fused, per_scale = self.msc(images, training=training)
             outputs = [fused] + list(per_scale)
-        terms = [cross_entropy(out, labels, self.ignore_label) for out in outputs]
-        loss = tf.add_n([t[0] for t in terms])
+        terms = [cross_entropy_sums(out, labels, self.ignore_label) for out in outputs]
+        counts = distribute.sum_over_replicas(tf.stack([count for _, _, count in terms]))
+        loss = tf.add_n([total / tf.maximum(counts[i], 1.0)
+                         for i, (total, _, _) in enumerate(terms)])
         return loss, terms[0][1], terms[0][2]
 
 
@@ -376,91 +415,162 @@ def poly_learning_rate(base, step, num_steps, power):
 # -- the compiled step -------------------------------------------------------------------------
 
 
+class LossScale(tf.Module):
+    """Dynamic loss scaling for float16 training (checkpointed with the optimizer).
+
+    The loss is multiplied by `scale` before differentiation and the
+    gradients divided by it, so that small float16 gradients do not flush
+    to zero. An update whose gradients overflow (inf or nan) is skipped and
+    the scale halved; after `growth_interval` finite updates in a row the
+    scale doubles.
+
+    Args:
+        initial: the first scale (a power of two).
+        growth_interval: finite updates before the scale grows.
+    """
+
+    def __init__(self, initial=2.0 ** 15, growth_interval=2000, name=None):
+        super().__init__(name=name or "loss_scale")
+        self.growth_interval = int(growth_interval)
+        self.scale = tf.Variable(float(initial), trainable=False, name="scale")
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+
+    def update(self, finite):
+        """Adjusts the scale after an update whose gradients were `finite` (bool tensor)."""
+        good = tf.where(finite, self.good_steps + 1, tf.constant(0, tf.int64))
+        grow = good >= self.growth_interval
+        self.scale.assign(self.scale * tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5))
+        self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+
+
 class Trainer:
     """The update step: gradients of one or more micro-batches, averaged, applied once.
 
     With one micro-batch the gradient goes straight into the optimizer; with
     more, each micro-batch's gradient is added to accumulator variables (not
     checkpointed: an update never spans a checkpoint) and the mean is applied.
-    Each piece is a tf.function traced once.
+    Under a strategy each piece runs on every replica (`strategy.run`); the
+    gradients are summed over replicas just before the optimizer, which then
+    makes the same update on every replica. Each piece is a tf.function
+    traced once; `jit` compiles the per-replica function with XLA.
 
     Args:
         objective: an `Objective`.
         optimizer: `CaffeSGD` or `Adam`.
         variables: {name: variable} to train (the optimizer's keys).
         jit: compile the step functions with XLA.
+        strategy: the tf.distribute strategy the variables were created
+            under (default: the current one).
+        loss_scale: a `LossScale` for float16, or None.
     """
 
-    def __init__(self, objective, optimizer, variables, jit=False):
+    def __init__(self, objective, optimizer, variables, jit=False, strategy=None,
+                 loss_scale=None):
         self.objective = objective
         self.optimizer = optimizer
         self.names = list(variables)
         self.variables = [variables[k] for k in self.names]
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.loss_scale = loss_scale
         self._accumulators = None
-        self._single = tf.function(self._single_step, jit_compile=jit)
-        self._accumulate = tf.function(self._accumulate_step, jit_compile=jit)
-        self._apply_mean = tf.function(self._apply_accumulated, jit_compile=jit)
+        self._single = self._on_replicas(self._single_step, jit)
+        self._accumulate = self._on_replicas(self._accumulate_step, jit)
+        self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
         self.predict = tf.function(self._predict)
 
+    def _on_replicas(self, fn, jit):
+        """A tf.function running `fn` on every replica; returns the first local replica's result.
+
+        The results of the step functions are sums over replicas, the same on each.
+        """
+        replica_fn = tf.function(fn, jit_compile=jit)
+
+        @tf.function
+        def run(*args):
+            results = self.strategy.run(replica_fn, args=args)
+            return tf.nest.map_structure(
+                lambda value: self.strategy.experimental_local_results(value)[0], results)
+        return run
+
     def _gradients(self, images, labels):
+        """Gradients of this replica's loss share (times the loss scale, if any) and the
+        loss, correct and valid pixels summed over replicas."""
         with tf.GradientTape() as tape:
             loss, hits, pixels = self.objective(images, labels, training=True)
-        return tape.gradient(loss, self.variables), loss, hits, pixels
+            scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
+        grads = tape.gradient(scaled, self.variables)
+        return grads, distribute.sum_over_replicas((loss, hits, pixels))
 
     def _apply(self, grads, learning_rate, loss_finite):
-        """Applies `grads` unless they or the loss are not finite; returns the finite flag."""
-        finite = loss_finite & tf.math.is_finite(tf.linalg.global_norm(grads))
-        if finite:
+        """Sums `grads` over replicas and applies them unless they or the loss are not finite.
+
+        Returns:
+            False when training must stop (the loss, or without loss scaling
+            the gradients, not finite). With loss scaling, overflowing
+            gradients only skip this update and halve the scale.
+        """
+        grads = distribute.sum_over_replicas(grads)
+        if self.loss_scale is not None:
+            grads = [g / self.loss_scale.scale for g in grads]
+        finite = tf.math.is_finite(tf.linalg.global_norm(grads))
+        if loss_finite & finite:
             self.optimizer.apply(list(zip(self.names, grads, self.variables)), learning_rate)
-        return finite
+        if self.loss_scale is None:
+            return loss_finite & finite
+        self.loss_scale.update(finite)
+        return loss_finite
 
     def _single_step(self, images, labels, learning_rate):
-        grads, loss, hits, pixels = self._gradients(images, labels)
-        finite = self._apply(grads, learning_rate, tf.math.is_finite(loss))
-        return loss, hits, pixels, finite
+        grads, (loss, hits, pixels) = self._gradients(images[0], labels[0])
+        ok = self._apply(grads, learning_rate, tf.math.is_finite(loss))
+        return loss, hits, pixels, ok
 
-    def _accumulate_step(self, images, labels):
-        grads, loss, hits, pixels = self._gradients(images, labels)
+    def _accumulate_step(self, images, labels, index):
+        grads, (loss, hits, pixels) = self._gradients(images[index], labels[index])
         for acc, grad in zip(self._accumulators, grads):
             acc.assign_add(grad)
         return loss, hits, pixels
 
     def _apply_accumulated(self, learning_rate, count, loss_finite):
         grads = [acc / count for acc in self._accumulators]
-        finite = self._apply(grads, learning_rate, loss_finite)
+        ok = self._apply(grads, learning_rate, loss_finite)
         for acc in self._accumulators:
             acc.assign(tf.zeros_like(acc))
-        return finite
+        return ok
 
     def step(self, images, labels, learning_rate):
         """One update from N micro-batches.
 
         Args:
-            images: [N, B, H, W, 3] preprocessed crops.
-            labels: [N, B, H, W] labels.
+            images: [N, B, H, W, 3] preprocessed crops (per replica: a
+                distributed value of `ImageReader.batches`, or one tensor).
+            labels: [N, B, H, W] labels, likewise.
             learning_rate: float.
         Returns:
-            (mean loss of the micro-batches, pixel accuracy, finite): python
-            values; the update was applied only if `finite`.
+            (mean loss of the micro-batches, pixel accuracy, ok): python
+            values over the global batch; `ok` is False when the loss or the
+            gradients were not finite and nothing was applied (with loss
+            scaling, an overflow skips the update and leaves `ok` True).
         """
         learning_rate = tf.constant(learning_rate, tf.float32)
-        count = int(images.shape[0])
+        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
         if count == 1:
-            loss, hits, pixels, finite = self._single(images[0], labels[0], learning_rate)
-            return float(loss), float(hits) / max(float(pixels), 1.0), bool(finite)
+            loss, hits, pixels, ok = self._single(images, labels, learning_rate)
+            return float(loss), float(hits) / max(float(pixels), 1.0), bool(ok)
         if self._accumulators is None:
-            self._accumulators = [tf.Variable(tf.zeros_like(v), trainable=False)
-                                  for v in self.variables]
+            with self.strategy.scope():
+                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                                      for v in self.variables]
         losses, hits, pixels = [], 0.0, 0.0
         for i in range(count):
-            loss, correct, valid = self._accumulate(images[i], labels[i])
+            loss, correct, valid = self._accumulate(images, labels, tf.constant(i))
             losses.append(float(loss))
             hits += float(correct)
             pixels += float(valid)
         loss = float(np.mean(losses))
-        finite = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
-                                  tf.constant(math.isfinite(loss)))
-        return loss, hits / max(pixels, 1.0), bool(finite)
+        ok = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
+                              tf.constant(math.isfinite(loss)))
+        return loss, hits / max(pixels, 1.0), bool(ok)
 
     def _predict(self, images):
         """Class map at the input size (nearest neighbour) for summaries."""
@@ -556,7 +666,10 @@ def all_finite(variables):
 
 
 def _write_image_summary(trainer, images, labels, args, step):
-    """image | label | prediction strips of the first --save-num-images crops."""
+    """image | label | prediction strips of the first --save-num-images crops of the
+    first micro-batch (of this worker's first replica)."""
+    images, labels = (trainer.strategy.experimental_local_results(t)[0][0]
+                      for t in (images, labels))
     shown = images[:args.save_num_images]
     strips = _image_summary(shown.numpy(), labels.numpy(), trainer.predict(shown).numpy(),
                             args.ignore_label, args.save_num_images)
@@ -576,6 +689,24 @@ def _log(message):
     tqdm.write(message, file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _save_dir(snapshot_dir, chief):
+    """Where this process saves checkpoints: --snapshot-dir on the chief.
+
+    Every worker must save (saving may involve collective operations), so
+    the others save to a temporary folder that is removed afterwards, as
+    TensorFlow recommends for MultiWorkerMirroredStrategy.
+    """
+    if chief:
+        yield snapshot_dir
+        return
+    folder = tempfile.mkdtemp(prefix="deeplab-worker-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def train(args, recipe):
     """Trains (or resumes training) as the flags say; returns the exit status.
 
@@ -583,6 +714,9 @@ def train(args, recipe):
         args: parsed flags of `build_parser(recipe)`.
         recipe: the calling script's `Recipe`.
     """
+    strategy = distribute.make_strategy(args.strategy)
+    chief = distribute.is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(args.random_seed)
@@ -593,45 +727,60 @@ def train(args, recipe):
                          scale_mode=args.scale_mode)
     latest = tf.train.latest_checkpoint(snapshot_dir)
     model = build_model(args, latest)
+    distribute.replicate(strategy, model.params)
+    distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
                  if v.trainable and (is_head_variable(k) or not recipe.head_only)}
-    if recipe.optimizer == "sgd":
-        params = {k: p for k, p in sgd_params(model).items() if k in variables}
-        optimizer = CaffeSGD(params, args.momentum, args.weight_decay)
-    else:
-        optimizer = Adam(variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+    with strategy.scope():
+        if recipe.optimizer == "sgd":
+            params = {k: p for k, p in sgd_params(model).items() if k in variables}
+            optimizer = CaffeSGD(params, args.momentum, args.weight_decay)
+        else:
+            optimizer = Adam(variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+        loss_scale = LossScale() if args.mixed_precision == "fp16" else None
+    # Checkpoints without --mixed-precision fp16 keep the layout they always had.
+    scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     checkpoint = tf.train.Checkpoint(params=model.params, meta=model.meta, optimizer=optimizer,
-                                     step=step, data_position=position)
-    manager = tf.train.CheckpointManager(checkpoint, snapshot_dir,
-                                         max_to_keep=args.keep_checkpoints,
-                                         checkpoint_name=CHECKPOINT_NAME)
+                                     step=step, data_position=position, **scaling)
+
+    def log(message):
+        if chief:
+            _log(message)
+
     if latest is not None:
         _resume(checkpoint, latest)
         ignored = f"; --restore-from {args.restore_from} ignored" if args.restore_from else ""
-        _log(f"resuming from {latest} (update {int(step)}){ignored}")
+        log(f"resuming from {latest} (update {int(step)}){ignored}")
     start = int(step)
     if start >= args.num_steps:
-        _log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} updates")
+        log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} updates")
         return 0
     end = args.num_steps if args.stop_after is None else min(args.num_steps,
                                                               start + args.stop_after)
     micro = args.grad_update_every if recipe.multi_scale else 1
     objective = Objective(model, args.ignore_label,
-                          scales=args.scales if recipe.multi_scale else None)
-    trainer = Trainer(objective, optimizer, variables, jit=args.jit)
-    writer = tf.summary.create_file_writer(snapshot_dir)
+                          scales=args.scales if recipe.multi_scale else None,
+                          compute_dtype=COMPUTE_DTYPES[args.mixed_precision])
+    trainer = Trainer(objective, optimizer, variables, jit=args.jit, strategy=strategy,
+                      loss_scale=loss_scale)
+    writer = (tf.summary.create_file_writer(snapshot_dir) if chief
+              else tf.summary.create_noop_writer())
 
     def learning_rate(update):
         if recipe.optimizer == "sgd":
             return poly_learning_rate(args.learning_rate, update, args.num_steps, args.power)
         return args.learning_rate
 
-    batches = reader.batches(args.batch_size, micro, start=int(position))
+    batches = reader.batches(args.batch_size, micro, start=int(position), strategy=strategy)
     with contextlib.closing(batches), writer.as_default(), \
+            _save_dir(snapshot_dir, chief) as save_dir, \
             tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                 desc=recipe.name, disable=not sys.stderr.isatty()) as bar:
+                 desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
+        manager = tf.train.CheckpointManager(checkpoint, save_dir,
+                                             max_to_keep=args.keep_checkpoints,
+                                             checkpoint_name=CHECKPOINT_NAME)
         started = time.perf_counter()
         for images, labels in batches:
             update = int(step)
@@ -644,18 +793,20 @@ def train(args, recipe):
                                 f"{manager.latest_checkpoint or 'none'} "
                                 "(a lower --learning-rate may help)")
             step.assign_add(1)
-            position.assign_add(micro * args.batch_size)
+            position.assign_add(micro * args.batch_size * replicas)
             done = update + 1
             write_scalar("loss", loss, done)
             write_scalar("learning_rate", lr, done)
             write_scalar("pixel_accuracy", accuracy, done)
+            if loss_scale is not None:
+                write_scalar("loss_scale", float(loss_scale.scale.numpy()), done)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
             bar.update(1)
             if done % args.save_pred_every == 0 or done == end:
-                if args.save_num_images:
-                    _write_image_summary(trainer, images[0], labels[0], args, done)
+                if chief and args.save_num_images:
+                    _write_image_summary(trainer, images, labels, args, done)
                 saved = _save(manager, model, done)
-                if bar.disable:  # no progress bar: one line per checkpoint instead
+                if chief and bar.disable:  # no progress bar: one line per checkpoint instead
                     rate = (done - start) / max(time.perf_counter() - started, 1e-9)
                     _log(f"update {done}/{args.num_steps}: loss {loss:.4f}, pixel accuracy "
                          f"{accuracy:.3f}, {rate:.2f} updates/s, "
@@ -664,10 +815,10 @@ def train(args, recipe):
                 break
     writer.flush()
     if int(step) < args.num_steps:
-        _log(f"stopped at update {int(step)} of {args.num_steps}: {manager.latest_checkpoint}; "
-             "rerun the same command to go on")
+        log(f"stopped at update {int(step)} of {args.num_steps}: {manager.latest_checkpoint}; "
+            "rerun the same command to go on")
     else:
-        _log(f"finished: {manager.latest_checkpoint}")
+        log(f"finished: {manager.latest_checkpoint}")
     return 0
 
 

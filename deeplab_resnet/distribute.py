@@ -1,0 +1,116 @@
+"""tf.distribute for the training loop: --strategy, the chief, replicated variables, sums.
+
+Three strategies:
+
+- `default`: one process, one device (TensorFlow's default strategy).
+- `mirrored`: `tf.distribute.MirroredStrategy` over the local GPUs (the CPU
+  when there is none); one process.
+- `multi-worker`: `tf.distribute.MultiWorkerMirroredStrategy`, one process per
+  machine, the cluster described by the `TF_CONFIG` environment variable as
+  TensorFlow documents it, e.g. on the first of two machines:
+
+      TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                  "task": {"type": "worker", "index": 0}}'
+
+Every replica reads `--batch-size` examples, so the global batch is
+`--batch-size` x replicas; losses are normalised by the valid pixels of the
+whole global batch (`sum_over_replicas`) and gradients summed over replicas,
+so one update equals the single-process update on the global batch.
+"""
+
+import json
+import os
+
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.tf_quiet import tf
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+def check_tf_config(text):
+    """Validates a TF_CONFIG value for multi-worker training; a one-line UserError if bad.
+
+    Returns:
+        the parsed {"cluster": {...}, "task": {...}}.
+    """
+    if not text:
+        raise UserError("--strategy multi-worker: set TF_CONFIG, e.g. "
+                        '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                        '"task": {"type": "worker", "index": 0}}\'')
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"TF_CONFIG is not JSON ({exc})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker") and not cluster.get("chief"):
+        raise UserError("TF_CONFIG: 'cluster' must list the 'worker' addresses (host:port)")
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+                isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses):
+            raise UserError(f"TF_CONFIG: cluster '{job}' must be a list of 'host:port' strings")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise UserError(f"TF_CONFIG: 'task' must name a 'type' of the cluster "
+                        f"({', '.join(cluster)}) and an 'index'")
+    index = task.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise UserError(f"TF_CONFIG: task index {index!r} is not in 0..."
+                        f"{len(cluster[task['type']]) - 1} of cluster '{task['type']}'")
+    return config
+
+
+def make_strategy(name):
+    """The tf.distribute strategy of --strategy `name`.
+
+    Create it before anything else touches TensorFlow's runtime: the
+    multi-worker strategy configures the runtime for the cluster.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
+
+
+def is_chief(strategy):
+    """Whether this process writes checkpoints and summaries (TensorFlow's rule).
+
+    The chief is the task of type 'chief', else worker 0; a single-process
+    strategy is always the chief.
+    """
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def replicate(strategy, table):
+    """Replaces the numeric variables of the dict `table` by copies made under `strategy`.
+
+    Variables a strategy must mirror are created in its scope; the model is
+    built first (numpy initialisation, checkpoint or caffemodel loading) and
+    copied here. String variables (the model's `meta["model"]`) stay as
+    they are: a multi-worker strategy cannot broadcast strings, and they are
+    read-only metadata.
+    """
+    with strategy.scope():
+        for key, variable in list(table.items()):
+            if variable.dtype != tf.string:
+                table[key] = tf.Variable(variable, trainable=variable.trainable,
+                                         name=variable.name.split(":")[0])
+
+
+def sum_over_replicas(value):
+    """Sum of `value` (a tensor or nested structure) over all replicas.
+
+    Call in replica context (inside `strategy.run`); with one replica, or
+    outside any strategy, `value` itself.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
