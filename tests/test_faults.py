@@ -8,6 +8,7 @@ output file behind.
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -119,6 +120,19 @@ CASES = [
      "tiny.caffemodel"),
     ("export-over-existing-folder", "export.py", ["--restore-from", "{root}/ckpt/tiny",
                                                   "--output-dir", "{root}/data"], "data"),
+    ("input-size-not-h-w", "train.py", ["--data-dir", "{root}/data", "--data-list",
+                                        "{root}/data/good.txt", "--input-size", "321x321",
+                                        "--snapshot-dir", "{out}"], "321x321"),
+    ("input-size-too-small", "train.py", ["--data-dir", "{root}/data", "--data-list",
+                                          "{root}/data/good.txt", "--input-size", "8,8",
+                                          "--snapshot-dir", "{out}"], "8,8"),
+    ("training-rgb-label", "train.py", ["--model", "tiny", "--num-classes", "3", "--data-dir",
+                                        "{root}/data", "--data-list", "{root}/data/rgb.txt",
+                                        "--input-size", "33,33", "--batch-size", "1",
+                                        "--snapshot-dir", "{out}"], "rgb.png"),
+    ("training-empty-list", "train.py", ["--model", "tiny", "--data-dir", "{root}/data",
+                                         "--data-list", "{root}/data/empty.txt",
+                                         "--snapshot-dir", "{out}"], "empty.txt"),
     ("unknown-model-name", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny",
                                             "--model", "resnet18", "--save-dir", "{out}"], "resnet18"),
 ]
@@ -160,3 +174,50 @@ def test_bad_input_is_one_line_error(env, tmp_path, case, script_name, args, cul
 
 def test_suite_has_at_least_twenty_distinct_cases():
     assert len({c[0] for c in CASES}) >= 20
+
+
+TRAIN_TINY = ["--model", "tiny", "--num-classes", str(NUM_CLASSES), "--data-dir", "{root}/data",
+              "--data-list", "{root}/data/good.txt", "--input-size", "33,33", "--batch-size", "2",
+              "--save-pred-every", "1", "--save-num-images", "0", "--snapshot-dir", "{out}"]
+
+
+def test_nan_loss_is_one_line_error_and_no_bad_checkpoint(env, tmp_path):
+    result, out = run_case(env, tmp_path, "train.py",
+                           TRAIN_TINY + ["--num-steps", "40", "--learning-rate", "1e9"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    # Progress lines may come first (stderr is not a terminal); one error line, last.
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], result.stderr
+    assert lines[-1].startswith("error: loss became") and "--learning-rate" in lines[-1]
+    latest = checkpoint.resolve(out) if any(out.glob("*.index")) else None
+    if latest is not None:  # every checkpoint left behind holds finite weights
+        assert all(np.isfinite(v).all() for v in checkpoint.read_params(latest).values())
+
+
+def test_kill_during_checkpoint_saves_leaves_a_loadable_checkpoint(env, tmp_path):
+    """SIGKILL at many moments of a run that saves after every update (so most kills
+    land in or near a save): the latest checkpoint always loads, and a rerun resumes."""
+    out = tmp_path / "out"
+    argv = [a.format(root=env, out=out) for a in TRAIN_TINY + ["--num-steps", "100000"]]
+    command = [sys.executable, script("train.py"), *argv]
+    rng = np.random.default_rng(0)
+    kills = 0
+    while kills < 4:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   cwd=tmp_path)
+        deadline = time.time() + 120
+        # Wait for the first save of this run, then kill at a random moment.
+        start = len(list(out.glob("*.index"))) if out.exists() else 0
+        while time.time() < deadline and (not out.exists() or
+                                          len(list(out.glob("*.index"))) <= start):
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 0.5)))
+        process.kill()
+        process.wait()
+        kills += 1
+        latest = checkpoint.resolve(out)
+        model = checkpoint.load_weights(latest)
+        assert model.variant == "tiny"
+    steps = [int(p.name.split("-")[-1].split(".")[0]) for p in out.glob("*.index")]
+    assert max(steps) >= 2
+
