@@ -752,8 +752,8 @@ def train(args, recipe):
     if latest is not None:
         _resume(checkpoint, latest)
         ignored = f"; --restore-from {args.restore_from} ignored" if args.restore_from else ""
-        log(f"resuming from {latest} (update {int(step)}){ignored}")
-    start = int(step)
+        log(f"resuming from {latest} (update {int(step.numpy())}){ignored}")
+    start = int(step.numpy())
     if start >= args.num_steps:
         log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} updates")
         return 0
@@ -773,7 +773,8 @@ def train(args, recipe):
             return poly_learning_rate(args.learning_rate, update, args.num_steps, args.power)
         return args.learning_rate
 
-    batches = reader.batches(args.batch_size, micro, start=int(position), strategy=strategy)
+    batches = reader.batches(args.batch_size, micro, start=int(position.numpy()),
+                             strategy=strategy)
     with contextlib.closing(batches), writer.as_default(), \
             _save_dir(snapshot_dir, chief) as save_dir, \
             tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
@@ -783,7 +784,7 @@ def train(args, recipe):
                                              checkpoint_name=CHECKPOINT_NAME)
         started = time.perf_counter()
         for images, labels in batches:
-            update = int(step)
+            update = int(step.numpy())
             lr = learning_rate(update)
             loss, accuracy, finite = trainer.step(images, labels, lr)
             if not finite:
@@ -814,9 +815,9 @@ def train(args, recipe):
             if done >= end:
                 break
     writer.flush()
-    if int(step) < args.num_steps:
-        log(f"stopped at update {int(step)} of {args.num_steps}: {manager.latest_checkpoint}; "
-            "rerun the same command to go on")
+    if int(step.numpy()) < args.num_steps:
+        log(f"stopped at update {int(step.numpy())} of {args.num_steps}: "
+            f"{manager.latest_checkpoint}; rerun the same command to go on")
     else:
         log(f"finished: {manager.latest_checkpoint}")
     return 0
