@@ -106,6 +106,12 @@ def save_params(params, prefix, variant=None, num_classes=None):
     return prefix
 
 
+def save_model(model, prefix):
+    """Writes a DeepLabResNet's weights, variant and class count at `prefix` (atomically)."""
+    return save_params({k: v.numpy() for k, v in model.params.items()}, prefix, model.variant,
+                       model.num_classes)
+
+
 def check_meta(path, variant, num_classes, new_head=False):
     """Returns the (variant, num_classes) to build for `path`, flags filled from the file.
 

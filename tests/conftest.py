@@ -23,6 +23,19 @@ def shared_fixture(name):
     return path
 
 
+def tiny_model(num_classes, seed=0, head_biases=None):
+    """A `tiny` DeepLabResNet; `head_biases` (one per class) breaks ties between classes."""
+    import numpy as np
+
+    from deeplab_resnet.model import DeepLabResNet
+    net = DeepLabResNet("tiny", num_classes, seed=seed)
+    if head_biases is not None:
+        for name, var in net.params.items():
+            if name.endswith("/biases"):
+                var.assign(np.asarray(head_biases, np.float32))
+    return net
+
+
 @pytest.fixture
 def deeplab_deploy_prototxt():
     return shared_fixture("deeplab_resnet101_deploy.prototxt")

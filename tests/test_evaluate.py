@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import evaluate
+from conftest import tiny_model
 from deeplab_resnet import checkpoint, cli, predict, utils
-from deeplab_resnet.model import DeepLabResNet
 
 NUM_CLASSES = 6
 SIZES = [(40, 50), (33, 47), (52, 36)]
@@ -20,19 +20,12 @@ CLASSES = [(0, 1), (0, 2, 3), (1, 3)]
 
 @pytest.fixture(scope="module")
 def model():
-    net = DeepLabResNet("tiny", NUM_CLASSES, seed=11)
-    for name, var in net.params.items():
-        if name.endswith("/biases"):
-            var.assign(np.array([0.2, 0.1, 0.0, -0.1, -0.2, -50.0], np.float32))
-    return net
+    return tiny_model(NUM_CLASSES, seed=11, head_biases=[0.2, 0.1, 0.0, -0.1, -0.2, -50.0])
 
 
 @pytest.fixture(scope="module")
 def ckpt(model, tmp_path_factory):
-    prefix = tmp_path_factory.mktemp("ckpt") / "model"
-    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix, "tiny",
-                           NUM_CLASSES)
-    return str(prefix)
+    return checkpoint.save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from PIL import Image
 
 import export
 import inference
+from conftest import tiny_model
 from deeplab_resnet import checkpoint, cli
-from deeplab_resnet.model import DeepLabResNet
 
 NUM_CLASSES = 3
 
@@ -32,14 +32,8 @@ _SERVE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    net = DeepLabResNet("tiny", NUM_CLASSES, seed=13)
-    for name, var in net.params.items():
-        if name.endswith("/biases"):
-            var.assign(np.array([0.1, 0.0, -0.1], np.float32))
-    prefix = tmp_path_factory.mktemp("ckpt") / "model"
-    checkpoint.save_params({k: v.numpy() for k, v in net.params.items()}, prefix, "tiny",
-                           NUM_CLASSES)
-    return str(prefix)
+    net = tiny_model(NUM_CLASSES, seed=13, head_biases=[0.1, 0.0, -0.1])
+    return checkpoint.save_model(net, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 def _run(main, argv, capsys):

@@ -10,27 +10,21 @@ import tensorflow as tf
 from PIL import Image
 
 import inference
+from conftest import tiny_model
 from deeplab_resnet import checkpoint, cli, predict, utils
-from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
+from deeplab_resnet.model import output_size, preprocess
 
 NUM_CLASSES = 4
 
 
 @pytest.fixture(scope="module")
 def model():
-    net = DeepLabResNet("tiny", NUM_CLASSES, seed=7)
-    for name, var in net.params.items():
-        if name.endswith("/biases"):
-            var.assign(np.linspace(-0.3, 0.3, NUM_CLASSES).astype(np.float32))
-    return net
+    return tiny_model(NUM_CLASSES, seed=7, head_biases=np.linspace(-0.3, 0.3, NUM_CLASSES))
 
 
 @pytest.fixture(scope="module")
 def ckpt(model, tmp_path_factory):
-    prefix = tmp_path_factory.mktemp("ckpt") / "model"
-    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix, "tiny",
-                           NUM_CLASSES)
-    return str(prefix)
+    return checkpoint.save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 @pytest.fixture(scope="module")

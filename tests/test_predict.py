@@ -4,20 +4,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_model
 from deeplab_resnet import predict
-from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
+from deeplab_resnet.model import output_size, preprocess
 
 NUM_CLASSES = 5
 
 
 @pytest.fixture(scope="module")
 def model():
-    net = DeepLabResNet("tiny", NUM_CLASSES, seed=3)
-    # Non-zero head biases so that the classes are not all tied at 0.
-    for name, var in net.params.items():
-        if name.endswith("/biases"):
-            var.assign(np.linspace(-0.5, 0.5, NUM_CLASSES).astype(np.float32))
-    return net
+    return tiny_model(NUM_CLASSES, seed=3, head_biases=np.linspace(-0.5, 0.5, NUM_CLASSES))
 
 
 @pytest.fixture(scope="module")
