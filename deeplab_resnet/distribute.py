@@ -114,3 +114,13 @@ def sum_over_replicas(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def barrier(strategy):
+    """Returns once every replica of every worker has reached it (a sum over replicas).
+
+    At the end of training, so that the chief, which hosts the cluster's
+    coordination service, does not exit while other workers still talk to it.
+    """
+    ones = strategy.run(tf.function(lambda: tf.constant(1.0)))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)

@@ -717,6 +717,12 @@ def train(args, recipe):
     strategy = distribute.make_strategy(args.strategy)
     chief = distribute.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and getattr(args, "is_training", False):
+        raise UserError(f"--is-training with {replicas} replicas: BatchNorm statistics are not "
+                        "synchronised across replicas yet; train BatchNorm on one device")
+    if replicas > 1 and args.jit and not tf.config.list_logical_devices("GPU"):
+        raise UserError(f"--jit with {replicas} replicas needs GPUs: XLA cannot compile the "
+                        "cross-replica sums on CPU")
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(args.random_seed)
@@ -815,6 +821,7 @@ def train(args, recipe):
             if done >= end:
                 break
     writer.flush()
+    distribute.barrier(strategy)
     if int(step.numpy()) < args.num_steps:
         log(f"stopped at update {int(step.numpy())} of {args.num_steps}: "
             f"{manager.latest_checkpoint}; rerun the same command to go on")
