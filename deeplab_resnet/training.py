@@ -163,7 +163,9 @@ def build_parser(recipe, description=None):
     cli.add_data_args(parser, data_dir=d["data_dir"], data_list=d["data_list"])
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=cli.positive_int, default=d["batch_size"],
-                   help=f"images per mini-batch (default: {d['batch_size']})")
+                   help=f"images per mini-batch on each replica; with --strategy mirrored or "
+                        f"multi-worker the global batch is this x replicas "
+                        f"(default: {d['batch_size']})")
     g.add_argument("--input-size", type=cli.input_size, default=d["input_size"],
                    help="crop size 'H,W' (default: %(default)s)")
     g.add_argument("--learning-rate", type=_positive_float, default=d["learning_rate"],
