@@ -4,6 +4,7 @@ Imports no TensorFlow at module level, so light tools (dataset/) start fast.
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -46,14 +47,27 @@ def scales(text):
     return values
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
+def _number(cast, accept, wanted):
+    """An argparse type: `cast` the text, then require `accept(value)` ("expected <wanted>")."""
+    noun = "an integer" if cast is int else "a number"
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{text}'")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+non_negative_float = _number(float, lambda v: v >= 0, "0 or a positive number")
+unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def add_model_args(parser):

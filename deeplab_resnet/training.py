@@ -27,7 +27,6 @@ float16 on float32 variables; logits, loss and updates are float32. float16
 uses dynamic loss scaling (`LossScale`).
 """
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -109,47 +108,6 @@ FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                              "snapshot_dir": "./snapshots_finetune/"})
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got '{text}'")
-    return value
-
-
-def _finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
-    return value
-
-
-def _positive_float(text):
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-    return value
-
-
-def _non_negative_float(text):
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got '{text}'")
-    return value
-
-
-def _unit_interval(text):
-    value = _non_negative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got '{text}'")
-    return value
-
-
 def build_parser(recipe, description=None):
     """The argument parser of a training script: model, data and training flags.
 
@@ -168,14 +126,14 @@ def build_parser(recipe, description=None):
                         f"(default: {d['batch_size']})")
     g.add_argument("--input-size", type=cli.input_size, default=d["input_size"],
                    help="crop size 'H,W' (default: %(default)s)")
-    g.add_argument("--learning-rate", type=_positive_float, default=d["learning_rate"],
+    g.add_argument("--learning-rate", type=cli.positive_float, default=d["learning_rate"],
                    help="base learning rate (default: %(default)s)")
     if recipe.optimizer == "sgd":
-        g.add_argument("--momentum", type=_non_negative_float, default=d["momentum"],
+        g.add_argument("--momentum", type=cli.non_negative_float, default=d["momentum"],
                        help="SGD momentum (default: %(default)s)")
-        g.add_argument("--power", type=_non_negative_float, default=d["power"],
+        g.add_argument("--power", type=cli.non_negative_float, default=d["power"],
                        help="power of the poly learning-rate schedule (default: %(default)s)")
-        g.add_argument("--weight-decay", type=_non_negative_float, default=d["weight_decay"],
+        g.add_argument("--weight-decay", type=cli.non_negative_float, default=d["weight_decay"],
                        help="L2 decay of convolution weights (default: %(default)s)")
     g.add_argument("--num-steps", type=cli.positive_int, default=d["num_steps"],
                    help="number of updates (default: %(default)s)")
@@ -206,11 +164,11 @@ def build_parser(recipe, description=None):
         g.add_argument("--is-training", action="store_true",
                        help="train BatchNorm (batch statistics, moving averages, scale and "
                             "offset); default: frozen")
-        g.add_argument("--bn-momentum", type=_unit_interval, default=d["bn_momentum"],
+        g.add_argument("--bn-momentum", type=cli.unit_interval, default=d["bn_momentum"],
                        help="moving-average fraction of the BatchNorm statistics with "
                             "--is-training (Caffe's %(default)s; lower for short runs from "
                             "scratch)")
-    g.add_argument("--save-num-images", type=_non_negative_int, default=d["save_num_images"],
+    g.add_argument("--save-num-images", type=cli.non_negative_int, default=d["save_num_images"],
                    help="images in each TensorBoard image summary (default: %(default)s)")
     g.add_argument("--save-pred-every", type=cli.positive_int, default=d["save_pred_every"],
                    help="save a checkpoint and image summaries every N updates "
@@ -773,8 +731,9 @@ def train(args, recipe):
                           compute_dtype=COMPUTE_DTYPES[args.mixed_precision])
     trainer = Trainer(objective, optimizer, variables, jit=args.jit, strategy=strategy,
                       loss_scale=loss_scale)
-    writer = (tf.summary.create_file_writer(snapshot_dir) if chief
-              else tf.summary.create_noop_writer())
+    # Created after the first good update: bad data or a diverging first step
+    # leaves no event file behind.
+    writer = None
 
     def learning_rate(update):
         if recipe.optimizer == "sgd":
@@ -783,8 +742,7 @@ def train(args, recipe):
 
     batches = reader.batches(args.batch_size, micro, start=int(position.numpy()),
                              strategy=strategy)
-    with contextlib.closing(batches), writer.as_default(), \
-            _save_dir(snapshot_dir, chief) as save_dir, \
+    with contextlib.closing(batches), _save_dir(snapshot_dir, chief) as save_dir, \
             tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
                  desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
         manager = tf.train.CheckpointManager(checkpoint, save_dir,
@@ -796,7 +754,8 @@ def train(args, recipe):
             lr = learning_rate(update)
             loss, accuracy, finite = trainer.step(images, labels, lr)
             if not finite:
-                writer.flush()
+                if writer is not None:
+                    writer.flush()
                 raise UserError(f"loss became {loss} at update {update + 1}: training stopped "
                                 f"without applying it; last checkpoint: "
                                 f"{manager.latest_checkpoint or 'none'} "
@@ -804,16 +763,21 @@ def train(args, recipe):
             step.assign_add(1)
             position.assign_add(micro * args.batch_size * replicas)
             done = update + 1
-            write_scalar("loss", loss, done)
-            write_scalar("learning_rate", lr, done)
-            write_scalar("pixel_accuracy", accuracy, done)
-            if loss_scale is not None:
-                write_scalar("loss_scale", float(loss_scale.scale.numpy()), done)
+            if writer is None:
+                writer = (tf.summary.create_file_writer(snapshot_dir) if chief
+                          else tf.summary.create_noop_writer())
+            with writer.as_default():
+                write_scalar("loss", loss, done)
+                write_scalar("learning_rate", lr, done)
+                write_scalar("pixel_accuracy", accuracy, done)
+                if loss_scale is not None:
+                    write_scalar("loss_scale", float(loss_scale.scale.numpy()), done)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
             bar.update(1)
             if done % args.save_pred_every == 0 or done == end:
                 if chief and args.save_num_images:
-                    _write_image_summary(trainer, images, labels, args, done)
+                    with writer.as_default():
+                        _write_image_summary(trainer, images, labels, args, done)
                 saved = _save(manager, model, done)
                 if chief and bar.disable:  # no progress bar: one line per checkpoint instead
                     rate = (done - start) / max(time.perf_counter() - started, 1e-9)
@@ -822,7 +786,8 @@ def train(args, recipe):
                          f"ETA {(args.num_steps - done) / rate / 60:.1f} min; saved {saved}")
             if done >= end:
                 break
-    writer.flush()
+    if writer is not None:
+        writer.flush()
     distribute.barrier(strategy)
     if int(step.numpy()) < args.num_steps:
         log(f"stopped at update {int(step.numpy())} of {args.num_steps}: "
