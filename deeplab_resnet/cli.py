@@ -106,12 +106,29 @@ def check_writable_dir(path, flag):
 
 
 def run(main, argv=None):
-    """Runs `main(argv)` and turns a UserError into `error: ...` on stderr, exit 2."""
+    """Runs `main(argv)`; bad input and environment failures become one line on stderr.
+
+    UserError (bad input): `error: ...`, exit 2. Operating-system errors (disk
+    full, permissions) and running out of host or device memory: `error: ...`,
+    exit 1. Anything else is a bug and keeps its traceback.
+    """
     try:
         status = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # disk full, permissions, ... met while reading or writing
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        tf = sys.modules.get("tensorflow")  # only when the script loaded it
+        out_of_memory = isinstance(exc, MemoryError) or (
+            tf is not None and isinstance(exc, tf.errors.ResourceExhaustedError))
+        if not out_of_memory:
+            raise
+        print("error: out of memory (try a smaller --batch-size or --input-size)", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
