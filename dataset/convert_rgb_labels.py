@@ -17,12 +17,11 @@ import glob
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from _common import (ArgumentParser, IGNORE_LABEL, NUM_VOC_CLASSES, UserError, check_label_values,
                      check_writable_dir, run)
-from deeplab_resnet.utils import VOC_PALETTE, read_label, save_label_png
+from deeplab_resnet.utils import VOC_PALETTE, open_image, read_label, save_label_png
 
 # Lossless formats only: a JPEG label has blended colours at every edge.
 FOLDER_EXTENSIONS = (".png", ".bmp", ".ppm", ".tif", ".tiff")
@@ -73,16 +72,6 @@ def rgb_to_indices(rgb, table, path):
         lookup[i] = index
     return lookup[inverse.reshape(keys.shape)]
 
-
-def open_image(path):
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: not an image ({type(exc).__name__})") from None
-    return image
 
 
 def convert(path, table, num_classes):

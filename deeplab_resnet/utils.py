@@ -82,7 +82,8 @@ def save_npy(array, path):
             np.save(f, array, allow_pickle=False)
 
 
-def _open_image(path):
+def open_image(path):
+    """Opens and decodes an image file; a missing, empty or non-image file is a UserError."""
     try:
         image = Image.open(path)
         image.load()
@@ -98,7 +99,7 @@ def _open_image(path):
 
 def read_image(path):
     """Any image file (grayscale, RGBA, palette, ...) -> HxWx3 uint8 RGB."""
-    return np.asarray(_open_image(path).convert("RGB"))
+    return np.asarray(open_image(path).convert("RGB"))
 
 
 def read_label(path):
@@ -109,7 +110,7 @@ def read_label(path):
     read the same way. RGB-coloured labels are refused: decoding colours as
     classes gives wrong labels.
     """
-    image = _open_image(path)
+    image = open_image(path)
     if image.mode in ("P", "L"):
         return np.asarray(image, dtype=np.uint8)
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
