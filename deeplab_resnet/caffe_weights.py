@@ -7,7 +7,7 @@ anywhere a checkpoint is.
 from deeplab_resnet.errors import UserError
 
 
-def read_caffemodel(path, variant, prototxt=None):
+def read_caffemodel(path, variant, prototxt=None, new_head=False):
     """Converts a caffemodel to {parameter name: array} in the model's naming scheme.
 
     Args:
@@ -17,6 +17,9 @@ def read_caffemodel(path, variant, prototxt=None):
         prototxt: deploy prototxt of the caffemodel; default: the one
             `deeplab_resnet.deploy` generates for `variant`, with the class
             count read from the caffemodel's `fc1_voc12_c0` weights.
+        new_head: the head will not be restored (`--not-restore-last`): a
+            caffemodel without DeepLab's VOC head (e.g. a COCO-trained one with
+            other head layers) is read for its backbone only.
     Returns:
         (params, num_classes); BatchNorm variances hold var + eps - 1e-5 (the
         model's eps is 1e-5); num_classes is None for a net without the
@@ -30,9 +33,9 @@ def read_caffemodel(path, variant, prototxt=None):
 
     model = reader.read_caffemodel(path)
     if prototxt is None:
-        num_classes = _head_classes(model, path)
-        converted = convert.load_net(text=deploy.deploy_prototxt(variant, num_classes),
-                                     source=f"<generated {variant} deploy prototxt>")
+        num_classes = _head_classes(model, path, required=not new_head)
+        text = deploy.deploy_prototxt(variant, num_classes or 1, head=num_classes is not None)
+        converted = convert.load_net(text=text, source=f"<generated {variant} deploy prototxt>")
     else:
         converted = convert.load_net(prototxt)
     # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
@@ -44,12 +47,16 @@ def read_caffemodel(path, variant, prototxt=None):
     return params, (int(head.shape[3]) if head is not None else None)
 
 
-def _head_classes(model, path):
+def _head_classes(model, path, required=True):
+    """Output channels of the caffemodel's `fc1_voc12_c0`; None if absent and not `required`."""
     from kaffe import deeplab, transforms
 
     for proto in list(model.layer) + list(model.layers):
         if proto.name == deeplab.HEAD_LAYER and len(proto.blobs):
             weights, _ = transforms.blob_array(proto.blobs[0], f"{path}: layer '{proto.name}' blob 0")
             return int(weights.shape[0])
+    if not required:
+        return None
     raise UserError(f"{path}: caffemodel has no '{deeplab.HEAD_LAYER}' layer, so it is not a "
-                    "DeepLab model; give its deploy prototxt with --prototxt")
+                    "DeepLab model; give its deploy prototxt with --prototxt, or add "
+                    "--not-restore-last to read its backbone only")

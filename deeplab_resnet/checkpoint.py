@@ -15,6 +15,8 @@ from deeplab_resnet.tf_quiet import tf
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.model import DeepLabResNet, is_head_variable
 
+DEFAULT_NUM_CLASSES = 21  # PASCAL VOC
+
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
 _PARAM_PREFIX = "params/"
 _PARAM_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -180,17 +182,22 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
         path: checkpoint prefix, folder of checkpoints, or `.caffemodel`.
         variant, num_classes: the user's flags, None when not given; taken
             from the checkpoint when it records them.
-        skip_head: keep the freshly initialised head (`--not-restore-last`).
+        skip_head: keep the freshly initialised head (`--not-restore-last`);
+            it has `num_classes` classes, 21 when not given (not the count of
+            the restored weights' head, which is dropped).
         prototxt: deploy prototxt for a `.caffemodel` (default: the project's
             `misc/` prototxt of the variant).
     Returns:
         the model.
     """
+    if skip_head and num_classes is None:
+        num_classes = DEFAULT_NUM_CLASSES
     if is_caffemodel(path):
         # Imported here: the converter is needed only for caffemodels.
         from deeplab_resnet import caffe_weights
         variant = variant or "resnet101"
-        params, found_classes = caffe_weights.read_caffemodel(path, variant, prototxt)
+        params, found_classes = caffe_weights.read_caffemodel(path, variant, prototxt,
+                                                              new_head=skip_head)
         if num_classes is not None and found_classes != num_classes and not skip_head:
             raise UserError(f"{path}: caffemodel has {found_classes} classes, "
                             f"but --num-classes {num_classes} was given")
@@ -198,7 +205,7 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
     else:
         variant, num_classes = check_meta(path, variant, num_classes, new_head=skip_head)
         params = read_params(path)
-    model = DeepLabResNet(variant or "resnet101", num_classes or 21, **model_kwargs)
+    model = DeepLabResNet(variant or "resnet101", num_classes or DEFAULT_NUM_CLASSES, **model_kwargs)
     assign_params(model, params, skip_head=skip_head, source=str(path))
     model.mark_statistics_trained()
     return model

@@ -43,13 +43,16 @@ def _conv_layers(conv):
     return out
 
 
-def deploy_prototxt(variant=DEFAULT_VARIANT, num_classes=21, input_size=DEFAULT_INPUT_SIZE):
+def deploy_prototxt(variant=DEFAULT_VARIANT, num_classes=21, input_size=DEFAULT_INPUT_SIZE,
+                    head=True):
     """The deploy prototxt text of `architecture(variant, num_classes)`.
 
     Args:
         variant: a key of `model.VARIANTS`.
         num_classes: output channels of the head.
         input_size: height and width written in `input_dim` (Caffe reshapes to any size).
+        head: include the ASPP head; without it the net ends at `res5c` (the
+            backbone, for reading caffemodels whose head is not DeepLab's VOC one).
     """
     arch = architecture(variant, num_classes)
     header = (f'name: "DeepLab-v2 {variant}"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\n'
@@ -70,10 +73,11 @@ def deploy_prototxt(variant=DEFAULT_VARIANT, num_classes=21, input_size=DEFAULT_
         layers.append(_layer(block.name, "Eltwise", [shortcut, block.branch2[-1].name], [block.name],
                              ["eltwise_param {", "  operation: SUM", "}"]))
         layers.append(_layer(f"{block.name}_relu", "ReLU", [block.name], [block.name]))
-    for conv in arch.head:
-        layers += _conv_layers(conv)
-    layers.append(_layer(HEAD_PREFIX, "Eltwise", [c.name for c in arch.head], [HEAD_PREFIX],
-                         ["eltwise_param {", "  operation: SUM", "}"]))
+    if head:
+        for conv in arch.head:
+            layers += _conv_layers(conv)
+        layers.append(_layer(HEAD_PREFIX, "Eltwise", [c.name for c in arch.head], [HEAD_PREFIX],
+                             ["eltwise_param {", "  operation: SUM", "}"]))
     return header + "\n\n" + "\n\n".join(layers) + "\n"
 
 

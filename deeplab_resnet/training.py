@@ -158,8 +158,9 @@ def build_parser(recipe, description=None):
                         "(default: random initialisation); a checkpoint in --snapshot-dir "
                         "takes precedence (resume)")
     g.add_argument("--not-restore-last", action="store_true",
-                   help="do not restore the head (fc1_voc12_*): start a new one, e.g. from an "
-                        "ImageNet ResNet or for another class count")
+                   help="do not restore the head (fc1_voc12_*): start a new one with "
+                        "--num-classes classes (default 21), e.g. from an ImageNet ResNet, "
+                        "DeepLab's COCO-pretrained init.caffemodel or for another class count")
     if not recipe.head_only:
         g.add_argument("--is-training", action="store_true",
                        help="train BatchNorm (batch statistics, moving averages, scale and "

@@ -34,3 +34,30 @@ def test_inner_product_round_trip(tmp_path, resnet50_deploy_prototxt):
     for name in ("fc1000/weights", "fc1000/biases", "conv1/weights", "conv1/biases",
                  "bn_conv1/scale", "res5c_branch2c/weights"):
         np.testing.assert_allclose(back[name], params[name], rtol=1e-6, err_msg=name)
+
+
+def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_path):
+    """Like DeepLab's COCO-pretrained init.caffemodel: another head, other class count."""
+    from deeplab_resnet import checkpoint
+    from deeplab_resnet.errors import UserError
+    text = deploy.deploy_prototxt("tiny", 91).replace("fc1_voc12", "fc1_coco")
+    source = DeepLabResNet("tiny", 91, seed=2)
+    params = {k.replace("fc1_voc12", "fc1_coco"): v.numpy() for k, v in source.params.items()}
+    path = write_caffemodel(None, params, tmp_path / "init.caffemodel", text=text)
+    with pytest.raises(UserError, match="--not-restore-last"):
+        checkpoint.load_weights(path, "tiny")
+    model = checkpoint.load_weights(path, "tiny", skip_head=True)
+    assert model.num_classes == 21
+    for name, value in params.items():
+        if not name.startswith("fc1_"):
+            np.testing.assert_allclose(model.params[name].numpy(), value, rtol=1e-6, err_msg=name)
+
+
+def test_new_head_takes_the_class_flag_not_the_restored_count(tmp_path):
+    from deeplab_resnet import checkpoint
+    text = deploy.deploy_prototxt("tiny", 91)
+    params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 91).params.items()}
+    path = write_caffemodel(None, params, tmp_path / "coco.caffemodel", text=text)
+    assert checkpoint.load_weights(path, "tiny").num_classes == 91
+    assert checkpoint.load_weights(path, "tiny", skip_head=True).num_classes == 21
+    assert checkpoint.load_weights(path, "tiny", num_classes=4, skip_head=True).num_classes == 4
