@@ -45,7 +45,6 @@ def get_arguments(argv=None):
     return args
 
 
-
 def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_dir=None):
     """Predicts every listed image and sums the confusion matrix.
 

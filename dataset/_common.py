@@ -25,7 +25,6 @@ NUM_VOC_CLASSES = 21
 IGNORE_LABEL = 255
 
 
-
 def resolve_voc_root(path, flag="--voc-root"):
     """The VOC2012 folder (holding JPEGImages/, ImageSets/); VOCdevkit/ above it is accepted too."""
     if not os.path.isdir(path):
@@ -81,7 +80,6 @@ def read_names(path, what):
     if not names:
         raise UserError(f"{what} {path}: no image names in it")
     return names
-
 
 
 def write_text(path, text):

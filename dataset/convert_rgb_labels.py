@@ -73,7 +73,6 @@ def rgb_to_indices(rgb, table, path):
     return lookup[inverse.reshape(keys.shape)]
 
 
-
 def convert(path, table, num_classes):
     """One label image -> (HxW uint8 indices, whether it was colour-coded)."""
     image = open_image(path)

@@ -28,8 +28,6 @@ _STREAMS = 4
 _ENDLESS = 2 ** 62
 
 
-
-
 def draw_scale(seed, mode):
     """A random scale factor from a stateless seed (shape [2]) for a scale mode."""
     if mode == "caffe":

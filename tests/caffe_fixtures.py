@@ -113,7 +113,6 @@ def calibrated_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6, size=
     return blobs
 
 
-
 def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, calibrate=False,
                             calibration=None, **kwargs):
     """Writes a random caffemodel for a prototxt file (or text); returns the blobs.
