@@ -97,7 +97,7 @@ def save_params(params, prefix, variant=None, num_classes=None):
         root = {"params": variables}
         if variant is not None:
             root["meta"] = {"model": tf.Variable(variant), "num_classes": tf.Variable(int(num_classes))}
-        tmp_prefix = tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
+        tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
         for name in files:
             os.replace(os.path.join(tmp_dir, name), prefix + name[len("ckpt"):])

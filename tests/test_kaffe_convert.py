@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from caffe_fixtures import caffemodel_bytes, load_emitted, random_blobs, write_random_caffemodel
+from caffe_fixtures import caffemodel_bytes, random_blobs, write_random_caffemodel
 from deeplab_resnet import checkpoint, deploy
 from kaffe.convert import convert, load_net
 from kaffe.errors import KaffeError
