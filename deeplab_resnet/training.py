@@ -678,9 +678,6 @@ def train(args, recipe):
     strategy = distribute.make_strategy(args.strategy)
     chief = distribute.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
-    if replicas > 1 and getattr(args, "is_training", False):
-        raise UserError(f"--is-training with {replicas} replicas: BatchNorm statistics are not "
-                        "synchronised across replicas yet; train BatchNorm on one device")
     if replicas > 1 and args.jit and not tf.config.list_logical_devices("GPU"):
         raise UserError(f"--jit with {replicas} replicas needs GPUs: XLA cannot compile the "
                         "cross-replica sums on CPU")

@@ -73,7 +73,11 @@ def load(path):
         return {k.replace("|", "/"): saved[k] for k in saved.files}
 
 
-def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
+@pytest.mark.parametrize("batchnorm", [[], ["--is-training", "--bn-momentum", "0.9"]],
+                         ids=["frozen-bn", "synchronised-bn"])
+def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path, batchnorm):
+    """With --is-training, BatchNorm normalises by the global batch's statistics on every
+    worker, so its moving statistics and every weight match one process too."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     per_worker = 2
@@ -81,12 +85,12 @@ def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
     ports = free_ports(2)
     workers = [subprocess.Popen(
         [sys.executable, str(driver), str(tmp_path / f"worker{i}.npz"),
-         *tiny_args(data, snapshots, per_worker, "--strategy", "multi-worker")],
+         *tiny_args(data, snapshots, per_worker, "--strategy", "multi-worker", *batchnorm)],
         cwd=ROOT, env=worker_env(ports, i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
     single = subprocess.run(
         [sys.executable, str(driver), str(tmp_path / "single.npz"),
-         *tiny_args(data, tmp_path / "single", 2 * per_worker)],
+         *tiny_args(data, tmp_path / "single", 2 * per_worker, *batchnorm)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     outputs = [w.communicate(timeout=120) for w in workers]
     for worker, (_, err) in zip(workers, outputs):
@@ -101,9 +105,14 @@ def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
         np.testing.assert_array_equal(chief[key], other[key], err_msg=key)
         # Compare the change from the initial weights: the weights themselves barely move.
         delta, expected = chief[key] - start[key].numpy(), value - start[key].numpy()
+        # Below a few float32 steps of the weights themselves, changes cannot be compared.
+        resolution = 4 * np.spacing(np.abs(value).max().astype(np.float32))
         np.testing.assert_allclose(delta, expected, rtol=1e-4,
-                                   atol=1e-4 * max(np.abs(expected).max(), 1e-12), err_msg=key)
+                                   atol=max(1e-4 * np.abs(expected).max(), resolution),
+                                   err_msg=key)
     assert np.abs(reference["fc1_voc12_c0/weights"] - start["fc1_voc12_c0/weights"]).max() > 0
+    if batchnorm:  # the moving statistics were updated (from the global batches)
+        assert np.abs(reference["bn_conv1/mean"]).max() > 0
 
     # The chief alone wrote the checkpoints (global positions) and the summaries.
     saved = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
