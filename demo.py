@@ -72,6 +72,7 @@ def train_step(data, out, num_steps, seed):
 def evaluate_step(data, out, snapshots):
     report = os.path.join(out, "evaluation.json")
     evaluate.main(["--data-dir", data["root"], "--data-list", data["val"],
+                   "--class-names", ",".join(shapes.CLASSES),
                    "--restore-from", snapshots, "--save-dir", os.path.join(out, "val_predictions"),
                    "--json-output", report])
     with open(report) as f:

@@ -35,6 +35,10 @@ def get_arguments(argv=None):
     parser.add_argument("--save-dir", default=None,
                         help="also write the predicted labels as <stem>.png (palette PNG, "
                              "pixel value = class index) into this folder")
+    parser.add_argument("--class-names", type=lambda text: [n.strip() for n in text.split(",")],
+                        default=None,
+                        help="comma-separated class names for the report (default: VOC's for "
+                             "21 classes, else class_0, class_1, ...)")
     parser.add_argument("--json-output", default=None,
                         help="also write every score, the confusion matrix and the settings "
                              "as JSON to this file")
@@ -106,9 +110,10 @@ def main(argv=None):
         cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)), "--json-output")
     model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
                                     prototxt=args.prototxt)
+    names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
     predictor = predict.predictor_from_args(model, args, crf)
     confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
-    result = metrics.scores(confusion, utils.class_names(model.num_classes))
+    result = metrics.scores(confusion, names)
     if args.json_output is not None:
         settings = {"restore_from": args.restore_from, "model": model.variant,
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,

@@ -32,8 +32,18 @@ def voc_colormap(n=256):
 VOC_PALETTE = voc_colormap()
 
 
-def class_names(num_classes):
-    """VOC names when the class count is VOC's, else `class_<i>`."""
+def class_names(num_classes, names=None):
+    """Names of the classes: `names` (checked), else VOC's for 21 classes, else `class_<i>`.
+
+    Args:
+        num_classes: the model's class count.
+        names: the user's names (e.g. from --class-names), or None.
+    """
+    if names is not None:
+        if len(names) != num_classes:
+            raise UserError(f"--class-names gives {len(names)} names for a model with "
+                            f"{num_classes} classes")
+        return list(names)
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return [f"class_{i}" for i in range(num_classes)]

@@ -183,3 +183,11 @@ def test_bad_inputs_are_one_line_errors(dataset, ckpt, tmp_path, capsys):
     blocker.write_text("")
     code, _, err = _run(_args(dataset, ckpt, "--json-output", str(blocker / "r.json")), capsys)
     _one_line_error(code, err, "--json-output")
+
+
+def test_class_names_label_the_report(dataset, ckpt, capsys):
+    names = ",".join(f"thing{i}" for i in range(NUM_CLASSES))
+    code, out, _ = _run(_args(dataset, ckpt, "--class-names", names), capsys)
+    assert code == 0 and "thing3" in out and "class_3" not in out
+    code, _, err = _run(_args(dataset, ckpt, "--class-names", "a,b"), capsys)
+    _one_line_error(code, err, "--class-names", f"{NUM_CLASSES} classes")
