@@ -11,12 +11,10 @@ expands palette PNGs to RGB colours, which would turn VOC class indices into
 wrong labels.
 """
 
-
-from deeplab_resnet.tf_quiet import tf
-
 from deeplab_resnet import utils
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.model import preprocess
+from deeplab_resnet.tf_quiet import tf
 
 SCALE_MODES = ("uniform", "caffe")
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
