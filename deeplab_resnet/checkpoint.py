@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 from deeplab_resnet.tf_quiet import tf
 
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.model import DeepLabResNet, is_head_variable
 
 DEFAULT_NUM_CLASSES = 21  # PASCAL VOC
@@ -49,12 +49,7 @@ def _reader(prefix):
     try:
         return tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as exc:
-        raise UserError(f"{prefix}: not a readable checkpoint ({_first_line(exc)})") from None
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise UserError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 def read_meta(path):
@@ -67,14 +62,27 @@ def read_meta(path):
     return variant, int(reader.get_tensor(_META_KEY.format("num_classes")))
 
 
+def param_names(path):
+    """The caffe names of a checkpoint's `params/*` tensors, without reading their values."""
+    keys = _reader(resolve(path)).get_variable_to_shape_map()
+    return [_param_name(k) for k in keys if _is_param_key(k)]
+
+
+def _is_param_key(key):
+    return key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)
+
+
+def _param_name(key):
+    return key[len(_PARAM_PREFIX): -len(_PARAM_SUFFIX)].replace(".S", "/")
+
+
 def read_params(path):
     """All `params/*` tensors of a checkpoint as {caffe name: numpy array}."""
     reader = _reader(resolve(path))
     out = {}
     for key in reader.get_variable_to_shape_map():
-        if key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX):
-            name = key[len(_PARAM_PREFIX): -len(_PARAM_SUFFIX)].replace(".S", "/")
-            out[name] = reader.get_tensor(key)
+        if _is_param_key(key):
+            out[_param_name(key)] = reader.get_tensor(key)
     return out
 
 

@@ -12,7 +12,7 @@ wrong labels.
 """
 
 from deeplab_resnet import utils
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.model import preprocess
 from deeplab_resnet.tf_quiet import tf
 
@@ -195,4 +195,4 @@ class ImageReader:
                 if self.error is not None:
                     raise UserError(self.error) from None
                 raise UserError(f"reading {len(self)} files of the list failed: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+                                f"{first_line(exc)}") from None

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
 from deeplab_resnet import distribute
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
                                   is_head_variable)
@@ -547,12 +547,7 @@ def _check_head(path, skip_head):
     """A checkpoint without the DeepLab head (an ImageNet ResNet) needs --not-restore-last."""
     if skip_head or ckpt_lib.is_caffemodel(path):
         return
-    prefix = ckpt_lib.resolve(path)
-    try:
-        names = [name for name, _ in tf.train.list_variables(prefix)]
-    except (tf.errors.OpError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
-    if not any(name.startswith(f"params/{HEAD_PREFIX}") for name in names):
+    if not any(name.startswith(HEAD_PREFIX) for name in ckpt_lib.param_names(path)):
         raise UserError(f"{path}: holds no DeepLab head ({HEAD_PREFIX}_*), e.g. an ImageNet "
                         "ResNet: add --not-restore-last to start a new head")
 
@@ -563,13 +558,15 @@ def build_model(args, latest):
               "bn_momentum": getattr(args, "bn_momentum", DEFAULTS["bn_momentum"])}
     if latest is not None:
         variant, classes = ckpt_lib.check_meta(latest, args.model, args.num_classes)
-        return DeepLabResNet(variant or DEFAULT_VARIANT, classes or 21, **kwargs)
+        return DeepLabResNet(variant or DEFAULT_VARIANT,
+                             classes or ckpt_lib.DEFAULT_NUM_CLASSES, **kwargs)
     if args.restore_from:
         _check_head(args.restore_from, args.not_restore_last)
         return ckpt_lib.load_weights(args.restore_from, args.model, args.num_classes,
                                      skip_head=args.not_restore_last, prototxt=args.prototxt,
                                      **kwargs)
-    return DeepLabResNet(args.model or DEFAULT_VARIANT, args.num_classes or 21, **kwargs)
+    return DeepLabResNet(args.model or DEFAULT_VARIANT,
+                         args.num_classes or ckpt_lib.DEFAULT_NUM_CLASSES, **kwargs)
 
 
 def _resume(checkpoint, latest):
@@ -579,7 +576,7 @@ def _resume(checkpoint, latest):
     except AssertionError as exc:
         raise UserError(f"--snapshot-dir: {latest} was not written by this kind of training "
                         f"(another script or optimizer?); use a new --snapshot-dir "
-                        f"({str(exc).splitlines()[0][:120]})") from None
+                        f"({first_line(exc)[:120]})") from None
 
 
 def _image_summary(images, labels, predictions, ignore_label, count):

@@ -5,6 +5,7 @@ import re
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
+from deeplab_resnet.errors import first_line
 from kaffe import caffe_pb
 from kaffe.errors import KaffeError
 
@@ -20,10 +21,6 @@ _STRICT_MESSAGES = {
 }
 _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
 
-
-def _first_line(exc):
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _read(path, mode):
@@ -58,13 +55,13 @@ def parse_prototxt_text(text, source="<prototxt>"):
     except text_format.ParseError as exc:
         match = _UNKNOWN_FIELD.search(str(exc))
         if match is None or match.group(1) in _STRICT_MESSAGES:
-            raise KaffeError(f"{source}: prototxt syntax error: {_first_line(exc)}") from None
+            raise KaffeError(f"{source}: prototxt syntax error: {first_line(exc)}") from None
     # Only unknown fields outside the supported layers' parameters: harmless, skip them.
     net = caffe_pb.NetParameter()
     try:
         text_format.Parse(text, net, allow_unknown_field=True)
     except text_format.ParseError as exc:
-        raise KaffeError(f"{source}: prototxt syntax error: {_first_line(exc)}") from None
+        raise KaffeError(f"{source}: prototxt syntax error: {first_line(exc)}") from None
     return net
 
 
@@ -88,7 +85,7 @@ def read_caffemodel(path):
         net.ParseFromString(data)
     except (pb_message.DecodeError, RuntimeError, ValueError) as exc:
         raise KaffeError(f"{path}: not a valid caffemodel (truncated or corrupt: "
-                         f"{_first_line(exc)})") from None
+                         f"{first_line(exc)})") from None
     if not len(net.layer) and not len(net.layers):
         raise KaffeError(f"{path}: not a caffemodel (no layers found)")
     return net
