@@ -1,34 +1,5 @@
-"""Converts a Caffe net (prototxt + caffemodel) to a TF checkpoint, an .npz and/or TF2 code.
-
-Examples:
-    python convert.py misc/deploy.prototxt --caffemodel train_iter_20000.caffemodel \\
-        --ckpt-path ckpt/deeplab_resnet
-    python convert.py deploy.prototxt --caffemodel model.caffemodel \\
-        --data-output-path weights.npz --code-output-path net.py
-"""
-
-import argparse
-
-from deeplab_resnet.cli import ArgumentParser, run
-
-
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("def_path", help="deploy .prototxt of the net")
-    parser.add_argument("--caffemodel", default=None, help="binary .caffemodel with the weights")
-    parser.add_argument("--ckpt-path", default=None,
-                        help="checkpoint prefix to write (deeplab_resnet.checkpoint format)")
-    parser.add_argument("--data-output-path", default=None,
-                        help=".npz file to write with the converted weights")
-    parser.add_argument("--code-output-path", default=None,
-                        help=".py file to write with TF2 code of the net")
-    args = parser.parse_args(argv)
-    from kaffe.convert import convert  # after argparse: --help stays fast
-    convert(args.def_path, caffemodel=args.caffemodel, ckpt_path=args.ckpt_path,
-            data_output_path=args.data_output_path, code_output_path=args.code_output_path)
-    return 0
-
+"""The `deeplab-convert` command (deeplab_resnet/cli/convert.py); see --help."""
+from deeplab_resnet.cli.convert import entry
 
 if __name__ == "__main__":
-    run(main)
+    entry()

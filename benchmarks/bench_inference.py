@@ -12,7 +12,7 @@ Engines:
     opencv    cv2.dnn.readNetFromCaffe on the generated deploy prototxt + caffemodel
     torch     a PyTorch DeepLab-v2 of the same geometry (skipped when torch is absent)
 
-Usage:
+Usage (with the package installed, `pip install -e .`):
     python benchmarks/bench_inference.py [--sizes 321,513] [--repeats 3] [--threads 2]
 """
 
@@ -28,8 +28,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from deeplab_resnet import defaults
 
 
 def peak_rss_mb():
@@ -92,7 +91,7 @@ def run_opencv(args):
 def run_torch(args):
     import torch
     from torch import nn
-    from deeplab_resnet.model import architecture
+    from deeplab_resnet.arch import architecture
     torch.set_num_threads(args.threads)
     weights = dict(np.load(args.weights, allow_pickle=False))
     arch = architecture(args.model, args.num_classes)
@@ -100,16 +99,16 @@ def run_torch(args):
     def conv_bn(conv):
         layer = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel, conv.stride,
                           conv.pad, conv.dilation, bias=conv.bias)
-        layer.weight.data = torch.from_numpy(weights[f"{conv.name}/weights"].transpose(3, 2, 0, 1).copy())
+        layer.weight.data = torch.from_numpy(weights[conv.weights].transpose(3, 2, 0, 1).copy())
         if conv.bias:
-            layer.bias.data = torch.from_numpy(weights[f"{conv.name}/biases"])
+            layer.bias.data = torch.from_numpy(weights[conv.biases])
         parts = [layer]
         if conv.bn:
-            bn = nn.BatchNorm2d(conv.out_channels, eps=1e-5)
-            bn.running_mean.data = torch.from_numpy(weights[f"{conv.bn}/mean"])
-            bn.running_var.data = torch.from_numpy(weights[f"{conv.bn}/variance"])
-            bn.weight.data = torch.from_numpy(weights[f"{conv.bn}/scale"])
-            bn.bias.data = torch.from_numpy(weights[f"{conv.bn}/offset"])
+            bn = nn.BatchNorm2d(conv.out_channels, eps=defaults.BN_EPS)
+            bn.running_mean.data = torch.from_numpy(weights[conv.bn_param("mean")])
+            bn.running_var.data = torch.from_numpy(weights[conv.bn_param("variance")])
+            bn.weight.data = torch.from_numpy(weights[conv.bn_param("scale")])
+            bn.bias.data = torch.from_numpy(weights[conv.bn_param("offset")])
             parts.append(bn)
         if conv.relu:
             parts.append(nn.ReLU(inplace=True))
@@ -128,9 +127,9 @@ def run_torch(args):
     class DeepLab(nn.Module):
         def __init__(self):
             super().__init__()
-            kernel, stride, pad = arch.pool
-            self.stem = nn.Sequential(conv_bn(arch.stem),
-                                      nn.MaxPool2d(kernel, stride, pad, ceil_mode=True))
+            pool = arch.pool
+            self.stem = nn.Sequential(conv_bn(arch.stem), nn.MaxPool2d(
+                pool.kernel, pool.stride, pool.pad, ceil_mode=True))
             self.blocks = nn.Sequential(*[Bottleneck(b) for b in arch.blocks])
             self.head = nn.ModuleList([conv_bn(c) for c in arch.head])
 
@@ -156,9 +155,8 @@ def child(args):
 
 def write_models(workdir, model_name, num_classes, seed):
     """Random-weight network as .npz (for TF/torch) and deploy prototxt + caffemodel (OpenCV)."""
-    from deeplab_resnet import deploy
+    from deeplab_resnet import caffe
     from deeplab_resnet.model import DeepLabResNet
-    from kaffe import writer
     model = DeepLabResNet(model_name, num_classes, seed=seed)
     rng = np.random.default_rng(seed)
     for name, var in model.params.items():
@@ -172,9 +170,9 @@ def write_models(workdir, model_name, num_classes, seed):
     np.savez(weights, **params)
     prototxt = os.path.join(workdir, "deploy.prototxt")
     with open(prototxt, "w") as f:
-        f.write(deploy.deploy_prototxt(model_name, num_classes))
+        f.write(caffe.deploy_prototxt(model_name, num_classes))
     caffemodel = os.path.join(workdir, "random.caffemodel")
-    writer.write_caffemodel(prototxt, params, caffemodel)
+    caffe.write_caffemodel(prototxt, params, caffemodel)
     return weights, prototxt, caffemodel
 
 
@@ -247,8 +245,8 @@ def main():
     parser.add_argument("--sizes", default="321,513", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--model", default="resnet101")
-    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--model", default=defaults.VARIANT)
+    parser.add_argument("--num-classes", type=int, default=defaults.NUM_CLASSES)
     parser.add_argument("--engines", default="tf,tf-plain,opencv,torch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

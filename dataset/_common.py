@@ -1,28 +1,25 @@
 """Helpers shared by the dataset preparation scripts in this folder.
 
-The scripts are standalone tools (`python dataset/convert_sbd.py ...`): they
-need numpy, Pillow and scipy but not TensorFlow (`deeplab_resnet.cli` imports
-none at module level).
+The scripts are standalone tools (`python dataset/convert_sbd.py ...`) over the
+installed package (`pip install -e .`): they need numpy, Pillow and scipy but
+not TensorFlow.
 """
 
+import functools
 import os
-import sys
 
 import numpy as np
 
-# Running `python dataset/x.py` puts dataset/ on sys.path, not the repository
-# root; add the root so `deeplab_resnet` imports without `pip install -e .`.
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from deeplab_resnet.cli import ArgumentParser, check_writable_dir, run  # noqa: E402,F401 (re-exported)
-from deeplab_resnet.errors import UserError  # noqa: E402
-from deeplab_resnet.utils import atomic_path  # noqa: E402
+from deeplab_resnet import cli, defaults
+from deeplab_resnet.cli import ArgumentParser, check_writable_dir  # noqa: F401 (re-exported)
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.utils import atomic_path
 
 DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
-NUM_VOC_CLASSES = 21
-IGNORE_LABEL = 255
+NUM_VOC_CLASSES = defaults.NUM_CLASSES
+IGNORE_LABEL = defaults.IGNORE_LABEL
+# The tools never touch TensorFlow: start without loading it.
+run = functools.partial(cli.run, tensorflow=False)
 
 
 def resolve_voc_root(path, flag="--voc-root"):

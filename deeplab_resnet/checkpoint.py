@@ -1,7 +1,7 @@
 """Saving and loading weights: checkpoint prefixes, checkpoint folders, caffemodels.
 
 Every checkpoint of the project holds `params/<caffe name>` (see
-`deeplab_resnet.model` for the naming scheme) and, for DeepLab networks,
+`deeplab_resnet.arch` for the naming scheme) and, for DeepLab networks,
 `meta/model` (variant name) and `meta/num_classes`, so that loading needs no
 extra flags and a contradicting flag is an error.
 """
@@ -10,12 +10,11 @@ import os
 import tempfile
 
 import numpy as np
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
+from deeplab_resnet import arch, caffe, defaults
 from deeplab_resnet.errors import UserError, first_line
-from deeplab_resnet.model import DeepLabResNet, is_head_variable
-
-DEFAULT_NUM_CLASSES = 21  # PASCAL VOC
+from deeplab_resnet.model import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
 _PARAM_PREFIX = "params/"
@@ -116,12 +115,6 @@ def save_params(params, prefix, variant=None, num_classes=None):
     return prefix
 
 
-def save_model(model, prefix):
-    """Writes a DeepLabResNet's weights, variant and class count at `prefix` (atomically)."""
-    return save_params({k: v.numpy() for k, v in model.params.items()}, prefix, model.variant,
-                       model.num_classes)
-
-
 def check_meta(path, variant, num_classes, new_head=False):
     """Returns the (variant, num_classes) to build for `path`, flags filled from the file.
 
@@ -143,30 +136,35 @@ def check_meta(path, variant, num_classes, new_head=False):
     return variant, num_classes
 
 
-def fold_stem_bias(params):
-    """Folds a `conv1/biases` (ImageNet ResNets have one) into `bn_conv1/mean`.
+def fold_stem_bias(params, stem):
+    """Folds a stem bias (ImageNet ResNets have `conv1/biases`) into its BatchNorm mean.
 
     BN(x + b) = BN'(x) with mean' = mean - b, so the DeepLab stem, which has no
     bias, computes the same function.
+
+    Args:
+        params: {name: array}.
+        stem: the `arch.Conv` of the stem.
     """
-    if "conv1/biases" not in params or "bn_conv1/mean" not in params:
+    bias, mean = arch.param_name(stem.name, arch.BIASES), stem.bn_param("mean")
+    if bias not in params or mean not in params:
         return params
     params = dict(params)
-    params["bn_conv1/mean"] = np.asarray(params["bn_conv1/mean"]) - np.asarray(params.pop("conv1/biases"))
+    params[mean] = np.asarray(params[mean]) - np.asarray(params.pop(bias))
     return params
 
 
-def assign_params(model, params, skip_head=False, source="weights"):
+def assign_params(model, params, new_head=False, source="weights"):
     """Copies {name: array} into a model's variables, checking names and shapes.
 
-    Every model variable must be present (except the head with `skip_head`);
+    Every model variable must be present (except the head with `new_head`);
     extra entries are ignored only when they are classifier layers of another
     net (anything that is not a model variable is listed in the error).
     """
-    params = fold_stem_bias(params)
+    params = fold_stem_bias(params, model.arch.stem)
     missing = []
     for name, var in model.params.items():
-        if skip_head and is_head_variable(name):
+        if new_head and arch.is_head_variable(name):
             continue
         if name not in params:
             missing.append(name)
@@ -182,7 +180,7 @@ def assign_params(model, params, skip_head=False, source="weights"):
                         f"are missing ({shown})")
 
 
-def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt=None,
+def load_weights(path, variant=None, num_classes=None, new_head=False, prototxt=None,
                  **model_kwargs):
     """Builds a DeepLabResNet and fills it from a checkpoint or a `.caffemodel`.
 
@@ -190,30 +188,28 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
         path: checkpoint prefix, folder of checkpoints, or `.caffemodel`.
         variant, num_classes: the user's flags, None when not given; taken
             from the checkpoint when it records them.
-        skip_head: keep the freshly initialised head (`--not-restore-last`);
+        new_head: keep the freshly initialised head instead of restoring it;
             it has `num_classes` classes, 21 when not given (not the count of
             the restored weights' head, which is dropped).
-        prototxt: deploy prototxt for a `.caffemodel` (default: the project's
-            `misc/` prototxt of the variant).
+        prototxt: deploy prototxt for a `.caffemodel` (default: the one
+            `caffe.deploy_prototxt` generates for the variant).
     Returns:
         the model.
     """
-    if skip_head and num_classes is None:
-        num_classes = DEFAULT_NUM_CLASSES
+    if new_head and num_classes is None:
+        num_classes = defaults.NUM_CLASSES
     if is_caffemodel(path):
-        # Imported here: the converter is needed only for caffemodels.
-        from deeplab_resnet import caffe_weights
-        variant = variant or "resnet101"
-        params, found_classes = caffe_weights.read_caffemodel(path, variant, prototxt,
-                                                              new_head=skip_head)
-        if num_classes is not None and found_classes != num_classes and not skip_head:
+        variant = variant or defaults.VARIANT
+        params, found_classes = caffe.caffemodel_weights(path, variant, prototxt, new_head=new_head)
+        if num_classes is not None and found_classes != num_classes and not new_head:
             raise UserError(f"{path}: caffemodel has {found_classes} classes, "
                             f"but --num-classes {num_classes} was given")
         num_classes = num_classes or found_classes
     else:
-        variant, num_classes = check_meta(path, variant, num_classes, new_head=skip_head)
+        variant, num_classes = check_meta(path, variant, num_classes, new_head=new_head)
         params = read_params(path)
-    model = DeepLabResNet(variant or "resnet101", num_classes or DEFAULT_NUM_CLASSES, **model_kwargs)
-    assign_params(model, params, skip_head=skip_head, source=str(path))
+    model = DeepLabResNet(variant or defaults.VARIANT, num_classes or defaults.NUM_CLASSES,
+                          **model_kwargs)
+    assign_params(model, params, new_head=new_head, source=str(path))
     model.mark_statistics_trained()
     return model

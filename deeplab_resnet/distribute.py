@@ -21,8 +21,9 @@ so one update equals the single-process update on the global batch.
 import json
 import os
 
+import tensorflow as tf
+
 from deeplab_resnet.errors import UserError
-from deeplab_resnet.tf_quiet import tf
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 

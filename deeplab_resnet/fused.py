@@ -8,9 +8,11 @@ no padded copy of any activation is made except for pool1.
 """
 
 import numpy as np
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
+from deeplab_resnet import arch as arch_lib
 from deeplab_resnet import layers
+from deeplab_resnet.model import max_pool, residual
 
 
 def fold_params(model):
@@ -18,13 +20,13 @@ def fold_params(model):
     p = {k: v.numpy() for k, v in model.params.items()}
     folded = {}
     for conv in model.arch.convs:
-        w = p[f"{conv.name}/weights"].astype(np.float64)
-        b = p[f"{conv.name}/biases"].astype(np.float64) if conv.bias else np.zeros(w.shape[-1])
+        w = p[conv.weights].astype(np.float64)
+        b = p[conv.biases].astype(np.float64) if conv.bias else np.zeros(w.shape[-1])
         if conv.bn:
-            a = p[f"{conv.bn}/scale"] / np.sqrt(p[f"{conv.bn}/variance"].astype(np.float64)
-                                                + model.bn_eps)
+            bn = {kind: p[conv.bn_param(kind)].astype(np.float64) for kind in arch_lib.BN_KINDS}
+            a = bn["scale"] / np.sqrt(bn["variance"] + model.bn_eps)
             w = w * a
-            b = (b - p[f"{conv.bn}/mean"]) * a + p[f"{conv.bn}/offset"]
+            b = (b - bn["mean"]) * a + bn["offset"]
         folded[conv.name] = (w.astype(np.float32), b.astype(np.float32))
     return folded
 
@@ -58,14 +60,6 @@ class FusedDeepLab(tf.Module):
     def __call__(self, images, training=False):
         if training:
             raise ValueError("FusedDeepLab is for inference only")
-        x = self._conv(images, self.arch.stem)
-        kernel, stride, pad = self.arch.pool
-        x = layers.max_pool(x, kernel, stride, pad)
-        for block in self.arch.blocks:
-            shortcut = x if block.branch1 is None else self._conv(x, block.branch1)
-            y = x
-            for conv in block.branch2:
-                y = self._conv(y, conv)
-            x = tf.nn.relu(y + shortcut)
         # The four ASPP branches share their input: one conv per rate, summed.
-        return tf.add_n([self._conv(x, conv) for conv in self.arch.head])
+        return arch_lib.run(self.arch, images, conv=self._conv,
+                            pool=max_pool, join=residual, join_head=tf.add_n)

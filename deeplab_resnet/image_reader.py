@@ -11,10 +11,11 @@ expands palette PNGs to RGB colours, which would turn VOC class indices into
 wrong labels.
 """
 
-from deeplab_resnet import utils
+import tensorflow as tf
+
+from deeplab_resnet import defaults, utils
 from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.model import preprocess
-from deeplab_resnet.tf_quiet import tf
 
 SCALE_MODES = ("uniform", "caffe")
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
@@ -55,7 +56,7 @@ class ImageReader:
     """
 
     def __init__(self, data_dir, data_list, input_size, random_scale=False, random_mirror=False,
-                 ignore_label=255, seed=1234, scale_mode="uniform", shuffle=True):
+                 ignore_label=defaults.IGNORE_LABEL, seed=1234, scale_mode="uniform", shuffle=True):
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got '{scale_mode}'")
         self.images, self.labels = utils.read_list(data_dir, data_list)

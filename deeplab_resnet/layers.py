@@ -8,35 +8,15 @@ dynamic, so the same code serves a fixed-size training step and a serving
 signature that accepts images of any size.
 """
 
-import math
+import tensorflow as tf
 
-from deeplab_resnet.tf_quiet import tf
+from deeplab_resnet import defaults
+# Caffe's size formulas live with the converter's shape inference (plain Python);
+# re-exported here for the network code.
+from kaffe.sizes import conv_output_size, pool_output_size
 
-CAFFE_BN_EPS = 1e-5
-
-
-def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
-    """Caffe's convolution output size: floor((in + 2p - (d(k-1)+1)) / s) + 1."""
-    extent = dilation * (kernel - 1) + 1
-    return (size + 2 * pad - extent) // stride + 1
-
-
-def pool_output_size(size, kernel, stride=1, pad=0, ceil_mode=True, any_pad=None):
-    """Caffe's pooling output size, ceil mode with the last-window rule.
-
-    The last window must start inside the image or its leading pad, never in
-    the trailing pad; Caffe drops it otherwise. Caffe applies that rule when
-    the layer has any padding (`any_pad`, default: this axis is padded).
-    """
-    if any_pad is None:
-        any_pad = pad > 0
-    if ceil_mode:
-        out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
-    else:
-        out = (size + 2 * pad - kernel) // stride + 1
-    if any_pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
+__all__ = ["conv_output_size", "pool_output_size", "conv2d", "max_pool", "avg_pool",
+           "global_avg_pool", "global_max_pool", "batch_norm"]
 
 
 def _pair(value):
@@ -163,7 +143,7 @@ def global_max_pool(x):
     return tf.reduce_max(x, axis=[1, 2], keepdims=True)
 
 
-def batch_norm(x, mean, variance, scale=None, offset=None, eps=CAFFE_BN_EPS):
+def batch_norm(x, mean, variance, scale=None, offset=None, eps=defaults.BN_EPS):
     """Inference BatchNorm (+ Caffe Scale): (x - mean) / sqrt(var + eps) * scale + offset."""
     inv = tf.math.rsqrt(variance + eps)
     if scale is not None:

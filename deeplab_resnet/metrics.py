@@ -8,6 +8,8 @@ predicted classes.
 
 import numpy as np
 
+from deeplab_resnet import defaults
+
 
 def check_labels(labels, num_classes, ignore_label):
     """Raises ValueError when a label value is neither a class nor the ignore label.
@@ -25,7 +27,7 @@ def check_labels(labels, num_classes, ignore_label):
                          f"nor the ignore label {ignore_label}")
 
 
-def confusion_matrix(labels, predictions, num_classes, ignore_label=255):
+def confusion_matrix(labels, predictions, num_classes, ignore_label=defaults.IGNORE_LABEL):
     """Counts (ground truth, prediction) pairs over the pixels not ignored.
 
     Args:

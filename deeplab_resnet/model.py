@@ -1,167 +1,40 @@
 """DeepLab-v2 atrous ResNet with the ASPP head, named after the Caffe layers.
 
-The network is described once, by `architecture()`, as a list of Caffe-named
-convolutions grouped into bottleneck blocks. The `DeepLabResNet` module creates
-its variables from that description and runs it; `deeplab_resnet.deploy`
-writes the same description as a Caffe deploy prototxt.
-
-Variable naming scheme (checkpoint keys `params/<name>`):
-
-    <conv layer>/weights      HWIO kernel, e.g. `res4b22_branch2b/weights`
-    <conv layer>/biases       only the head, e.g. `fc1_voc12_c3/biases`
-    <bn layer>/mean           BatchNorm moving mean, e.g. `bn_conv1/mean`
-    <bn layer>/variance       BatchNorm moving variance
-    <bn layer>/scale          the following Caffe Scale layer's gamma
-    <bn layer>/offset         the following Caffe Scale layer's beta
+The network is described once, in `deeplab_resnet.arch` (layers, parameter
+names and shapes, the traversal); `DeepLabResNet` creates its variables from
+that description and runs it.
 """
 
-import dataclasses
-
 import numpy as np
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
-from deeplab_resnet import layers
+from deeplab_resnet import arch as arch_lib
+from deeplab_resnet import defaults, layers
 
-IMG_MEAN = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)  # B, G, R
-HEAD_PREFIX = "fc1_voc12"
-ASPP_RATES = (6, 12, 18, 24)
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """Depth and width of one backbone.
-
-    Attributes:
-        blocks: bottleneck blocks in stages res2..res5.
-        stem_width: output channels of conv1.
-        widths: bottleneck (2a/2b) widths of res2..res5; 2c and branch1 are 4x.
-        numbered: stages whose blocks after `a` are named b1, b2, ... (as in
-            the released ResNet-101/152) instead of b, c, d, ...
-    """
-    blocks: tuple
-    stem_width: int = 64
-    widths: tuple = (64, 128, 256, 512)
-    numbered: tuple = (3, 4)
+IMG_MEAN = np.array(defaults.IMG_MEAN_BGR, dtype=np.float32)  # B, G, R
 
 
-VARIANTS = {
-    "resnet50": Variant(blocks=(3, 4, 6, 3), numbered=()),
-    "resnet101": Variant(blocks=(3, 4, 23, 3)),
-    "resnet152": Variant(blocks=(3, 8, 36, 3)),
-    # One narrow bottleneck per stage: for tests, demos and CPU experiments.
-    "tiny": Variant(blocks=(1, 1, 1, 1), stem_width=16, widths=(8, 16, 32, 64), numbered=()),
-}
-DEFAULT_VARIANT = "resnet101"
-
-
-@dataclasses.dataclass(frozen=True)
-class Conv:
-    """One Caffe Convolution, with the BatchNorm/Scale/ReLU that follow it in place."""
-    name: str
-    bottom: str
-    in_channels: int
-    out_channels: int
-    kernel: int
-    stride: int = 1
-    pad: int = 0
-    dilation: int = 1
-    bias: bool = False
-    bn: str = None
-    scale: str = None
-    relu: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """A bottleneck: `name` = relu(branch2c(branch2b(branch2a(x))) + shortcut)."""
-    name: str
-    bottom: str
-    branch1: Conv
-    branch2: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    variant: str
-    num_classes: int
-    stem: Conv
-    pool: tuple  # (kernel, stride, pad) of pool1, Caffe ceil mode
-    blocks: tuple
-    head: tuple
-
-    @property
-    def convs(self):
-        """Every convolution in Caffe order."""
-        out = [self.stem]
-        for block in self.blocks:
-            if block.branch1 is not None:
-                out.append(block.branch1)
-            out.extend(block.branch2)
-        return out + list(self.head)
-
-
-def block_names(variant, stage, count):
-    """Caffe names of the blocks of stage `stage` (2..5)."""
-    if stage in VARIANTS[variant].numbered:
-        return [f"res{stage}a"] + [f"res{stage}b{i}" for i in range(1, count)]
-    return [f"res{stage}{chr(ord('a') + i)}" for i in range(count)]
-
-
-def _conv(name, bottom, cin, cout, kernel, stride=1, dilation=1, relu=False, bn_suffix=None):
-    suffix = bn_suffix if bn_suffix is not None else name[len("res"):]
-    return Conv(name=name, bottom=bottom, in_channels=cin, out_channels=cout, kernel=kernel,
-                stride=stride, pad=dilation * (kernel // 2), dilation=dilation,
-                bn=f"bn{suffix}", scale=f"scale{suffix}", relu=relu)
-
-
-def architecture(variant=DEFAULT_VARIANT, num_classes=21):
-    """The DeepLab-v2 network of a variant as Caffe-named layers."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant '{variant}' (choose from {', '.join(VARIANTS)})")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
-    spec = VARIANTS[variant]
-    stem = _conv("conv1", "data", 3, spec.stem_width, 7, stride=2, relu=True, bn_suffix="_conv1")
-    stem = dataclasses.replace(stem, pad=3)
-    blocks = []
-    bottom, channels = "pool1", spec.stem_width
-    # Output stride 8: res3 downsamples, res4 and res5 dilate instead (2, 4).
-    strides = {2: 1, 3: 2, 4: 1, 5: 1}
-    dilations = {2: 1, 3: 1, 4: 2, 5: 4}
-    for stage, count, width in zip((2, 3, 4, 5), spec.blocks, spec.widths):
-        for index, name in enumerate(block_names(variant, stage, count)):
-            first = index == 0
-            stride = strides[stage] if first else 1
-            branch1 = None
-            if first:
-                branch1 = _conv(f"{name}_branch1", bottom, channels, 4 * width, 1, stride=stride)
-            branch2 = (
-                _conv(f"{name}_branch2a", bottom, channels, width, 1, stride=stride, relu=True),
-                _conv(f"{name}_branch2b", f"{name}_branch2a", width, width, 3,
-                      dilation=dilations[stage], relu=True),
-                _conv(f"{name}_branch2c", f"{name}_branch2b", width, 4 * width, 1),
-            )
-            blocks.append(Block(name=name, bottom=bottom, branch1=branch1, branch2=branch2))
-            bottom, channels = name, 4 * width
-    head = tuple(
-        Conv(name=f"{HEAD_PREFIX}_c{i}", bottom=bottom, in_channels=channels,
-             out_channels=num_classes, kernel=3, pad=rate, dilation=rate, bias=True)
-        for i, rate in enumerate(ASPP_RATES))
-    return Architecture(variant=variant, num_classes=num_classes, stem=stem, pool=(3, 2, 1),
-                        blocks=tuple(blocks), head=head)
-
-
-def output_size(size, variant=DEFAULT_VARIANT):
+def output_size(size, variant=defaults.VARIANT):
     """Logit size for an input size (int), exactly as Caffe computes it."""
-    arch = architecture(variant, 1)
-    size = layers.conv_output_size(size, 7, 2, 3)
-    kernel, stride, pad = arch.pool
-    size = layers.pool_output_size(size, kernel, stride, pad)
-    return layers.conv_output_size(size, 1, 2, 0)
+    def conv(x, c):
+        return layers.conv_output_size(x, c.kernel, c.stride, c.pad, c.dilation)
+
+    def pool(x, p):
+        return layers.pool_output_size(x, p.kernel, p.stride, p.pad)
+
+    return arch_lib.run(arch_lib.architecture(variant, 1), size, conv, pool,
+                        join=lambda block, shortcut, branch: branch,
+                        join_head=lambda outputs: outputs[0])
 
 
-def is_head_variable(name):
-    return name.startswith(HEAD_PREFIX)
+def max_pool(x, pool):
+    """An `arch.Pool` applied to NHWC features."""
+    return layers.max_pool(x, pool.kernel, pool.stride, pool.pad)
+
+
+def residual(block, shortcut, branch):
+    """A bottleneck's output: relu(branch + shortcut)."""
+    return tf.nn.relu(branch + shortcut)
 
 
 def preprocess(images):
@@ -217,10 +90,10 @@ class DeepLabResNet(tf.Module):
         TensorShape([1, 9, 9, 3])
     """
 
-    def __init__(self, variant=DEFAULT_VARIANT, num_classes=21, train_bn=False,
-                 bn_eps=layers.CAFFE_BN_EPS, bn_momentum=0.999, seed=0, name=None):
+    def __init__(self, variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES, train_bn=False,
+                 bn_eps=defaults.BN_EPS, bn_momentum=defaults.BN_MOMENTUM, seed=0, name=None):
         super().__init__(name=name or "deeplab_resnet")
-        self.arch = architecture(variant, num_classes)
+        self.arch = arch_lib.architecture(variant, num_classes)
         self.variant = variant
         self.num_classes = num_classes
         self.train_bn = train_bn
@@ -228,21 +101,18 @@ class DeepLabResNet(tf.Module):
         self.bn_momentum = bn_momentum
         rng = np.random.default_rng(seed)
         params = {}
+        inits = {"mean": 0.0, "variance": 1.0, "scale": 1.0, "offset": 0.0}
         for conv in self.arch.convs:
-            shape = (conv.kernel, conv.kernel, conv.in_channels, conv.out_channels)
-            head = is_head_variable(conv.name)
-            std = 0.01 if head else np.sqrt(2.0 / (conv.kernel * conv.kernel * conv.in_channels))
-            params[f"{conv.name}/weights"] = tf.Variable(
-                rng.normal(0.0, std, shape).astype(np.float32), name=f"{conv.name}/weights")
-            if conv.bias:
-                params[f"{conv.name}/biases"] = tf.Variable(
-                    tf.zeros([conv.out_channels]), name=f"{conv.name}/biases")
-            if conv.bn:
-                n = conv.out_channels
-                for key, init, trainable in (("mean", 0.0, False), ("variance", 1.0, False),
-                                             ("scale", 1.0, train_bn), ("offset", 0.0, train_bn)):
-                    params[f"{conv.bn}/{key}"] = tf.Variable(
-                        tf.fill([n], init), trainable=trainable, name=f"{conv.bn}/{key}")
+            for key, shape in conv.param_shapes().items():
+                kind = arch_lib.param_kind(key)
+                if kind == arch_lib.WEIGHTS:
+                    fan_in = conv.kernel * conv.kernel * conv.in_channels
+                    std = 0.01 if arch_lib.is_head_variable(key) else np.sqrt(2.0 / fan_in)
+                    value = rng.normal(0.0, std, shape).astype(np.float32)
+                else:
+                    value = tf.fill(shape, inits.get(kind, 0.0))
+                trainable = kind not in arch_lib.BN_KINDS or (train_bn and kind in arch_lib.BN_AFFINE)
+                params[key] = tf.Variable(value, trainable=trainable, name=key)
         # A dict keyed by the Caffe names: checkpoint keys read `params/<name>`.
         self.params = params
         # bn_factor: Caffe's moving-average normaliser; 0 = no batch seen yet.
@@ -260,42 +130,43 @@ class DeepLabResNet(tf.Module):
 
     # -- variable groups (LR multipliers, weight decay) -------------------------------------
 
+    def _variables(self, kinds, head=None):
+        return [v for k, v in self.params.items() if arch_lib.param_kind(k) in kinds
+                and (head is None or arch_lib.is_head_variable(k) == head)]
+
     def backbone_weights(self):
-        return [v for k, v in self.params.items()
-                if k.endswith("/weights") and not is_head_variable(k)]
+        return self._variables((arch_lib.WEIGHTS,), head=False)
 
     def head_weights(self):
-        return [v for k, v in self.params.items() if k.endswith("/weights") and is_head_variable(k)]
+        return self._variables((arch_lib.WEIGHTS,), head=True)
 
     def head_biases(self):
-        return [v for k, v in self.params.items() if k.endswith("/biases") and is_head_variable(k)]
+        return self._variables((arch_lib.BIASES,), head=True)
 
     def bn_trainables(self):
-        if not self.train_bn:
-            return []
-        return [v for k, v in self.params.items() if k.endswith(("/scale", "/offset"))]
+        return self._variables(arch_lib.BN_AFFINE) if self.train_bn else []
 
     def weight_decay_variables(self):
         """Convolution weights only: no biases, no BatchNorm."""
-        return [v for k, v in self.params.items() if k.endswith("/weights")]
+        return self._variables((arch_lib.WEIGHTS,))
 
     # -- forward ------------------------------------------------------------------------------
 
     def _conv_bn(self, x, conv, training):
         p = self.params
         dtype = x.dtype
-        y = layers.conv2d(x, tf.cast(p[f"{conv.name}/weights"], dtype),
-                          tf.cast(p[f"{conv.name}/biases"], dtype) if conv.bias else None,
+        y = layers.conv2d(x, tf.cast(p[conv.weights], dtype),
+                          tf.cast(p[conv.biases], dtype) if conv.bias else None,
                           stride=conv.stride, pad=conv.pad, dilation=conv.dilation)
         if conv.bn:
-            y = self._batch_norm(y, conv.bn, training)
+            y = self._batch_norm(y, conv, training)
         if conv.relu:
             y = tf.nn.relu(y)
         return y
 
-    def _batch_norm(self, x, bn, training):
+    def _batch_norm(self, x, conv, training):
         p = self.params
-        mean, var = p[f"{bn}/mean"], p[f"{bn}/variance"]
+        mean, var = p[conv.bn_param("mean")], p[conv.bn_param("variance")]
         if training and self.train_bn:
             batch_mean, batch_var, count = _batch_moments(tf.cast(x, tf.float32))
             unbiased = batch_var * count / tf.maximum(count - 1.0, 1.0)
@@ -304,20 +175,14 @@ class DeepLabResNet(tf.Module):
             mean.assign((history * mean + batch_mean) / total)
             var.assign((history * var + unbiased) / total)
             mean, var = batch_mean, batch_var
-        return layers.batch_norm(x, mean, var, p[f"{bn}/scale"], p[f"{bn}/offset"], self.bn_eps)
+        return layers.batch_norm(x, mean, var, p[conv.bn_param("scale")],
+                                 p[conv.bn_param("offset")], self.bn_eps)
 
     def features(self, images, training=False):
         """Backbone output (`res5c`) for preprocessed images."""
-        x = self._conv_bn(images, self.arch.stem, training)
-        kernel, stride, pad = self.arch.pool
-        x = layers.max_pool(x, kernel, stride, pad)
-        for block in self.arch.blocks:
-            shortcut = x if block.branch1 is None else self._conv_bn(x, block.branch1, training)
-            y = x
-            for conv in block.branch2:
-                y = self._conv_bn(y, conv, training)
-            x = tf.nn.relu(y + shortcut)
-        return x
+        return arch_lib.run(self.arch, images,
+                            conv=lambda x, conv: self._conv_bn(x, conv, training),
+                            pool=max_pool, join=residual)
 
     def head(self, features):
         """ASPP: the sum of four dilated 3x3 convolutions."""

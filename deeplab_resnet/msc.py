@@ -1,6 +1,6 @@
 """Multi-scale wrapper: one shared network over several input scales, fused by max."""
 
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 
 def scaled_size(size, scale):

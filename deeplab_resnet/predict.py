@@ -20,9 +20,10 @@ Two resizing protocols:
 import collections
 
 import numpy as np
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 from deeplab_resnet import crf as crf_lib
+from deeplab_resnet import defaults
 from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
 from deeplab_resnet.cli import positive_int, scales as scales_type
@@ -30,7 +31,6 @@ from deeplab_resnet.errors import UserError
 from deeplab_resnet.fused import FusedDeepLab
 
 OUTPUT_STRIDE = 8
-DEFAULT_PAD_SIZE = 513
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
@@ -83,7 +83,7 @@ class Predictor(tf.Module):
     """
 
     def __init__(self, model, scales=(1.0,), flip=False, deeplab_protocol=False,
-                 pad_size=DEFAULT_PAD_SIZE, crf=None, name=None):
+                 pad_size=defaults.PAD_SIZE, crf=None, name=None):
         super().__init__(name=name or "predictor")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
@@ -181,27 +181,27 @@ def add_prediction_args(parser, crf=True):
                             "the bottom/right with the mean colour to --pad-size, zoom the logits x8 "
                             "with align-corners bilinear interpolation, crop back to the image. "
                             "Default: the image at its own size, logits resized bilinearly to it")
-    group.add_argument("--pad-size", type=positive_int, default=DEFAULT_PAD_SIZE,
-                       help="padded side for --deeplab-protocol (default 513; rounded up to 8k+1 "
+    group.add_argument("--pad-size", type=positive_int, default=defaults.PAD_SIZE,
+                       help="padded side for --deeplab-protocol (default %(default)s; rounded up to 8k+1 "
                             "and to the image size for larger images)")
     if not crf:
         return group
-    defaults = crf_lib.CRFParams()
+    crf_defaults = crf_lib.CRFParams()
     group.add_argument("--crf", action="store_true",
                        help="refine with a dense CRF (needs the optional pydensecrf2: "
                             "pip install '.[crf]'); defaults are DeepLab-v2's VOC settings")
-    group.add_argument("--crf-iterations", type=int, default=defaults.iterations,
-                       help=f"mean-field iterations (default {defaults.iterations})")
-    group.add_argument("--crf-gaussian-sxy", type=float, default=defaults.gaussian_sxy,
-                       help=f"smoothness kernel xy std (default {defaults.gaussian_sxy:g})")
-    group.add_argument("--crf-gaussian-weight", type=float, default=defaults.gaussian_weight,
-                       help=f"smoothness kernel weight (default {defaults.gaussian_weight:g})")
-    group.add_argument("--crf-bilateral-sxy", type=float, default=defaults.bilateral_sxy,
-                       help=f"appearance kernel xy std (default {defaults.bilateral_sxy:g})")
-    group.add_argument("--crf-bilateral-srgb", type=float, default=defaults.bilateral_srgb,
-                       help=f"appearance kernel rgb std (default {defaults.bilateral_srgb:g})")
-    group.add_argument("--crf-bilateral-weight", type=float, default=defaults.bilateral_weight,
-                       help=f"appearance kernel weight (default {defaults.bilateral_weight:g})")
+    group.add_argument("--crf-iterations", type=int, default=crf_defaults.iterations,
+                       help=f"mean-field iterations (default {crf_defaults.iterations})")
+    group.add_argument("--crf-gaussian-sxy", type=float, default=crf_defaults.gaussian_sxy,
+                       help=f"smoothness kernel xy std (default {crf_defaults.gaussian_sxy:g})")
+    group.add_argument("--crf-gaussian-weight", type=float, default=crf_defaults.gaussian_weight,
+                       help=f"smoothness kernel weight (default {crf_defaults.gaussian_weight:g})")
+    group.add_argument("--crf-bilateral-sxy", type=float, default=crf_defaults.bilateral_sxy,
+                       help=f"appearance kernel xy std (default {crf_defaults.bilateral_sxy:g})")
+    group.add_argument("--crf-bilateral-srgb", type=float, default=crf_defaults.bilateral_srgb,
+                       help=f"appearance kernel rgb std (default {crf_defaults.bilateral_srgb:g})")
+    group.add_argument("--crf-bilateral-weight", type=float, default=crf_defaults.bilateral_weight,
+                       help=f"appearance kernel weight (default {crf_defaults.bilateral_weight:g})")
     return group
 
 

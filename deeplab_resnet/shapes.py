@@ -19,12 +19,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from deeplab_resnet import utils
+from deeplab_resnet import defaults, utils
 
 CLASSES = ("background", "square", "disc", "triangle")
 # Mean colour of each shape class (RGB); the background is drawn from grey tones.
 _COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 70, 230)}
-IGNORE_LABEL = 255
 
 
 def _shape_mask(kind, h, w, rng):
@@ -60,7 +59,7 @@ def make_sample(rng, height, width, num_shapes):
         band = ndimage.binary_dilation(mask) & ~ndimage.binary_erosion(mask)
         border[mask] = False
         border |= band
-    label[border] = IGNORE_LABEL
+    label[border] = defaults.IGNORE_LABEL
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 

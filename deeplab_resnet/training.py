@@ -36,17 +36,16 @@ import tempfile
 import time
 
 import numpy as np
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import cli
-from deeplab_resnet import distribute
+from deeplab_resnet import cli, defaults, distribute
+from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
-from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
-                                  is_head_variable)
+from deeplab_resnet.model import IMG_MEAN, DeepLabResNet
 from deeplab_resnet.msc import MultiScale
 from deeplab_resnet.utils import colorize
 
@@ -70,7 +69,7 @@ DEFAULTS = {
     "grad_update_every": 10,
     "scales": (1.0, 0.75, 0.5),
     "keep_checkpoints": 5,
-    "bn_momentum": 0.999,
+    "bn_momentum": defaults.BN_MOMENTUM,
 }
 
 # --mixed-precision: the dtype the network computes in.
@@ -159,7 +158,8 @@ def build_parser(recipe, description=None):
                         "takes precedence (resume)")
     g.add_argument("--not-restore-last", action="store_true",
                    help="do not restore the head (fc1_voc12_*): start a new one with "
-                        "--num-classes classes (default 21), e.g. from an ImageNet ResNet, "
+                        f"--num-classes classes (default {defaults.NUM_CLASSES}), e.g. from an "
+                        "ImageNet ResNet, "
                         "DeepLab's COCO-pretrained init.caffemodel or for another class count")
     if not recipe.head_only:
         g.add_argument("--is-training", action="store_true",
@@ -229,16 +229,6 @@ def cross_entropy_sums(logits, labels, ignore_label):
     weight = tf.cast(valid, tf.float32)
     hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
     return tf.reduce_sum(per_pixel * weight), tf.reduce_sum(hits * weight), tf.reduce_sum(weight)
-
-
-def cross_entropy(logits, labels, ignore_label):
-    """`cross_entropy_sums` with the loss averaged over the valid pixels.
-
-    Returns:
-        (mean loss, correctly classified valid pixels, valid pixels).
-    """
-    loss, hits, count = cross_entropy_sums(logits, labels, ignore_label)
-    return loss / tf.maximum(count, 1.0), hits, count
 
 
 class Objective:
@@ -543,9 +533,9 @@ class Trainer:
 # -- model and checkpoints ---------------------------------------------------------------------
 
 
-def _check_head(path, skip_head):
+def _check_head(path, new_head):
     """A checkpoint without the DeepLab head (an ImageNet ResNet) needs --not-restore-last."""
-    if skip_head or ckpt_lib.is_caffemodel(path):
+    if new_head or ckpt_lib.is_caffemodel(path):
         return
     if not any(name.startswith(HEAD_PREFIX) for name in ckpt_lib.param_names(path)):
         raise UserError(f"{path}: holds no DeepLab head ({HEAD_PREFIX}_*), e.g. an ImageNet "
@@ -558,15 +548,15 @@ def build_model(args, latest):
               "bn_momentum": getattr(args, "bn_momentum", DEFAULTS["bn_momentum"])}
     if latest is not None:
         variant, classes = ckpt_lib.check_meta(latest, args.model, args.num_classes)
-        return DeepLabResNet(variant or DEFAULT_VARIANT,
-                             classes or ckpt_lib.DEFAULT_NUM_CLASSES, **kwargs)
+        return DeepLabResNet(variant or defaults.VARIANT, classes or defaults.NUM_CLASSES,
+                             **kwargs)
     if args.restore_from:
         _check_head(args.restore_from, args.not_restore_last)
         return ckpt_lib.load_weights(args.restore_from, args.model, args.num_classes,
-                                     skip_head=args.not_restore_last, prototxt=args.prototxt,
+                                     new_head=args.not_restore_last, prototxt=args.prototxt,
                                      **kwargs)
-    return DeepLabResNet(args.model or DEFAULT_VARIANT,
-                         args.num_classes or ckpt_lib.DEFAULT_NUM_CLASSES, **kwargs)
+    return DeepLabResNet(args.model or defaults.VARIANT, args.num_classes or defaults.NUM_CLASSES,
+                         **kwargs)
 
 
 def _resume(checkpoint, latest):

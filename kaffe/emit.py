@@ -4,14 +4,16 @@ The generated module depends only on TensorFlow, NumPy and
 `deeplab_resnet.layers` (Caffe-exact convolution/pooling/BatchNorm) plus
 `deeplab_resnet.checkpoint.read_params` for loading. It defines `Net`, a
 `tf.Module` whose `params` dict holds one variable per converted parameter,
-named exactly as in checkpoints and `.npz` files written by `convert.py`;
+named exactly as in checkpoints and `.npz` files written by `convert.py`
+(`kaffe.transforms.param_name`);
 `Net.load(path)` fills them, and `Net(inputs, outputs=None)` runs the net on
 NHWC float32 input (Caffe preprocessing already applied) and returns a dict of
 blobs: by default the net's outputs, or the blobs named in `outputs`. 4-D
 blobs are NHWC; 2-D blobs (after InnerProduct) are (N, C) as in Caffe.
 """
 
-from kaffe.graph import bn_layer, param_shapes
+from kaffe.graph import bn_layer
+from kaffe.transforms import param_shapes
 
 # NCHW axis -> NHWC axis, for axis parameters of 4-D blobs.
 _NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
@@ -111,7 +113,7 @@ Usage:
     blobs[{first_output!r}]
 
 4-D blobs are NHWC, 2-D blobs (N, C). Parameter names follow
-deeplab_resnet.model's scheme (`<conv>/weights` HWIO, `<bn>/mean`, ...).
+deeplab_resnet's scheme (`<conv>/weights` HWIO, `<bn>/mean`, ...).
 """
 
 import numpy as np

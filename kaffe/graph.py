@@ -5,26 +5,24 @@ types and the current `layer` with string types; `input:`/`input_dim:`/
 `input_shape` or an `Input` layer), drops layers excluded from the TEST phase,
 refuses layer types the converter cannot run, reads each layer's settings into
 plain Python values (`Layer.attrs`), and infers every blob's shape with Caffe's
-own size formulas (`deeplab_resnet.layers`). Shapes are NCHW tuples, as Caffe
+own size formulas (`kaffe.sizes`). Shapes are NCHW tuples, as Caffe
 has them; the TensorFlow side is NHWC.
 
 `fuse` then groups a layer with the in-line layers that only post-process its
 output (Convolution -> BatchNorm -> Scale -> ReLU), which fixes both the
-parameter names of the converted weights and the statements of emitted code.
+parameter names of the converted weights (`kaffe.transforms`) and the
+statements of emitted code.
 """
 
 import dataclasses
 import math
 
-from deeplab_resnet import layers as caffe_math
 from kaffe import caffe_pb
+from kaffe import sizes as caffe_math
 from kaffe.errors import KaffeError
 
 SUPPORTED = ("Input", "Convolution", "BatchNorm", "Scale", "ReLU", "Pooling", "Eltwise",
              "InnerProduct", "Softmax", "Concat", "Dropout")
-# Layers that compute one output element from the same element of the input:
-# they may run in place (top == bottom).
-ELEMENTWISE = ("BatchNorm", "Scale", "ReLU", "Dropout")
 
 
 @dataclasses.dataclass
@@ -497,36 +495,3 @@ def bn_layer(step):
     if step.layer.type == "BatchNorm":
         return step.layer
     return step.bn
-
-
-def param_shapes(steps):
-    """{parameter name: TF-layout shape} of the converted weights, in step order.
-
-    Naming (deeplab_resnet.model's scheme): `<conv>/weights` (HWIO) and
-    `<conv>/biases`; a BatchNorm with its fused Scale: `<bn>/mean`, `/variance`,
-    `/scale`, `/offset`; a standalone Scale: `<scale>/scale`, `<scale>/offset`;
-    InnerProduct: `<fc>/weights` (in, out) and `<fc>/biases`.
-    """
-    shapes = {}
-    for step in steps:
-        layer = step.layer
-        if layer.type == "Convolution":
-            o, i, kh, kw = layer.blob_shapes[0]
-            shapes[f"{layer.name}/weights"] = (kh, kw, i, o)
-            if layer.attrs["bias"]:
-                shapes[f"{layer.name}/biases"] = (o,)
-        elif layer.type == "InnerProduct":
-            a = layer.attrs
-            shapes[f"{layer.name}/weights"] = (math.prod(a["in_shape"]), a["num_output"])
-            if a["bias"]:
-                shapes[f"{layer.name}/biases"] = (a["num_output"],)
-        elif layer.type == "Scale":
-            c = layer.attrs["channels"]
-            shapes[f"{layer.name}/scale"] = (c,)
-            shapes[f"{layer.name}/offset"] = (c,)
-        bn = bn_layer(step)
-        if bn is not None:
-            c = bn.attrs["channels"]
-            for key in ("mean", "variance", "scale", "offset"):
-                shapes[f"{bn.name}/{key}"] = (c,)
-    return shapes

@@ -5,9 +5,8 @@ import re
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
-from deeplab_resnet.errors import first_line
 from kaffe import caffe_pb
-from kaffe.errors import KaffeError
+from kaffe.errors import KaffeError, first_line
 
 # Parameter messages of the layers we run. An unknown field inside one of them
 # could change what the layer computes, so it is an error; elsewhere (a loss
@@ -20,7 +19,6 @@ _STRICT_MESSAGES = {
     "ConcatParameter", "DropoutParameter", "InputParameter", "BlobShape",
 }
 _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
-
 
 
 def _read(path, mode):

@@ -1,8 +1,11 @@
-"""Shared test fixtures: paths, the shared Caffe prototxt fixtures, small models."""
+"""Shared test fixtures: paths, the shared Caffe prototxt fixtures, small models.
+
+Run from the repository root with `python -m pytest`, which puts the root (this
+checkout's package) first on sys.path.
+"""
 
 import os
 import pathlib
-import sys
 
 import pytest
 
@@ -10,9 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def shared_fixture(name):
@@ -34,6 +34,13 @@ def tiny_model(num_classes, seed=0, head_biases=None):
             if name.endswith("/biases"):
                 var.assign(np.asarray(head_biases, np.float32))
     return net
+
+
+def save_model(model, prefix):
+    """Writes a DeepLabResNet's weights, variant and class count as a checkpoint at `prefix`."""
+    from deeplab_resnet import checkpoint
+    return checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix,
+                                  model.variant, model.num_classes)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The dataset preparation scripts, run as subprocesses on a small fake VOC2012 + SBD tree."""
 
+import os
 import subprocess
 import sys
 
@@ -25,8 +26,10 @@ H, W = 6, 8
 
 
 def run_script(name, *args):
+    # The tools import the installed package; make it this checkout's.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(DATASET / name), *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 def assert_one_line_error(result, *fragments):

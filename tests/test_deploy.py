@@ -1,13 +1,20 @@
-"""deeplab_resnet.deploy: the generated deploy prototxts against the released one and misc/."""
+"""caffe.deploy_prototxt: the generated deploy prototxts against the released one and misc/."""
 
 import os
 
 import pytest
 
-from deeplab_resnet import deploy
-from kaffe.convert import load_net
+from deeplab_resnet import caffe
+from deeplab_resnet.caffe import load_net
+from deeplab_resnet.cli import deploy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The committed prototxts and what they are generated from.
+MISC_FILES = {
+    "misc/deploy.prototxt": ("resnet101", 21),
+    "misc/deploy_resnet50.prototxt": ("resnet50", 21),
+    "misc/deploy_resnet152.prototxt": ("resnet152", 21),
+}
 
 
 def summary(layer):
@@ -30,11 +37,11 @@ def summary(layer):
     return out
 
 
-@pytest.mark.parametrize("path,variant_classes", sorted(deploy.MISC_FILES.items()))
+@pytest.mark.parametrize("path,variant_classes", sorted(MISC_FILES.items()))
 def test_misc_files_are_generated(path, variant_classes):
     with open(os.path.join(ROOT, path)) as f:
-        assert f.read() == deploy.deploy_prototxt(*variant_classes), \
-            f"{path} is stale: python -m deeplab_resnet.deploy --model {variant_classes[0]} --output {path}"
+        assert f.read() == caffe.deploy_prototxt(*variant_classes), \
+            f"{path} is stale: deeplab-deploy --model {variant_classes[0]} --output {path}"
 
 
 def test_misc_deploy_matches_released_prototxt(deeplab_deploy_prototxt):
@@ -49,11 +56,11 @@ def test_misc_deploy_matches_released_prototxt(deeplab_deploy_prototxt):
 
 @pytest.mark.parametrize("variant,classes", [("resnet50", 21), ("resnet152", 5), ("tiny", 2)])
 def test_generated_prototxt_is_the_model(variant, classes):
-    converted = load_net(text=deploy.deploy_prototxt(variant, classes))
+    converted = load_net(text=caffe.deploy_prototxt(variant, classes))
     assert converted.deeplab == (variant, classes)
 
 
 def test_cli_writes_prototxt(tmp_path):
     out = tmp_path / "d.prototxt"
     assert deploy.main(["--model", "tiny", "--num-classes", "4", "--output", str(out)]) == 0
-    assert out.read_text() == deploy.deploy_prototxt("tiny", 4)
+    assert out.read_text() == caffe.deploy_prototxt("tiny", 4)

@@ -15,7 +15,7 @@ from deeplab_resnet import distribute, shapes, training
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.image_reader import ImageReader
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 7

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
-from conftest import tiny_model
-from deeplab_resnet import checkpoint, cli, predict, utils
+from conftest import save_model, tiny_model
+from deeplab_resnet import cli, predict, utils
+from deeplab_resnet.cli import evaluate
 
 NUM_CLASSES = 6
 SIZES = [(40, 50), (33, 47), (52, 36)]
@@ -25,7 +25,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def ckpt(model, tmp_path_factory):
-    return checkpoint.save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
+    return save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import export
-import inference
-from conftest import tiny_model
-from deeplab_resnet import checkpoint, cli
+from conftest import save_model, tiny_model
+from deeplab_resnet import cli
+from deeplab_resnet.cli import export, inference
 
 NUM_CLASSES = 3
 
@@ -33,7 +32,7 @@ _SERVE = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     net = tiny_model(NUM_CLASSES, seed=13, head_biases=[0.1, 0.0, -0.1])
-    return checkpoint.save_model(net, tmp_path_factory.mktemp("ckpt") / "model")
+    return save_model(net, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 def _run(main, argv, capsys):

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from deeplab_resnet import checkpoint, deploy, utils
+from deeplab_resnet import caffe, checkpoint, utils
 from deeplab_resnet.model import DeepLabResNet
-from kaffe.writer import write_caffemodel
+from deeplab_resnet.caffe import write_caffemodel
 
 NUM_CLASSES = 3
 
@@ -29,9 +29,9 @@ def env(tmp_path_factory):
     model = DeepLabResNet("tiny", NUM_CLASSES, seed=1)
     params = {k: v.numpy() for k, v in model.params.items()}
     checkpoint.save_params(params, root / "ckpt" / "tiny", "tiny", NUM_CLASSES)
-    (root / "tiny.prototxt").write_text(deploy.deploy_prototxt("tiny", NUM_CLASSES))
+    (root / "tiny.prototxt").write_text(caffe.deploy_prototxt("tiny", NUM_CLASSES))
     write_caffemodel(root / "tiny.prototxt", params, root / "tiny.caffemodel")
-    other = deploy.deploy_prototxt("tiny", NUM_CLASSES + 2)
+    other = caffe.deploy_prototxt("tiny", NUM_CLASSES + 2)
     (root / "other.prototxt").write_text(other)
     write_caffemodel(None, {**params, **{k: v for k, v in (
         (n, p.numpy()) for n, p in DeepLabResNet("tiny", NUM_CLASSES + 2).params.items())

@@ -10,7 +10,7 @@ from deeplab_resnet import shapes, utils
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.image_reader import CAFFE_SCALES, ImageReader, draw_scale
 from deeplab_resnet.model import preprocess
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 
 @pytest.fixture(scope="module")

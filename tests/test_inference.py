@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import inference
-from conftest import tiny_model
-from deeplab_resnet import checkpoint, cli, predict, utils
+from conftest import save_model, tiny_model
+from deeplab_resnet import cli, predict, utils
+from deeplab_resnet.cli import inference
 from deeplab_resnet.model import output_size, preprocess
 
 NUM_CLASSES = 4
@@ -24,7 +24,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def ckpt(model, tmp_path_factory):
-    return checkpoint.save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
+    return save_model(model, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from caffe_fixtures import caffemodel_bytes, random_blobs, write_random_caffemodel
-from deeplab_resnet import checkpoint, deploy
-from kaffe.convert import convert, load_net
+from deeplab_resnet import caffe, checkpoint
+from deeplab_resnet.caffe import load_net
+from deeplab_resnet.conversion import convert
+from deeplab_resnet.errors import UserError
+from kaffe import convert as kaffe_convert
 from kaffe.errors import KaffeError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +29,7 @@ def run_cli(*args):
 def tiny(tmp_path_factory):
     """A tiny DeepLab net (prototxt with eps 1e-3, so folding applies) and a random caffemodel."""
     folder = tmp_path_factory.mktemp("tiny")
-    text = deploy.deploy_prototxt("tiny", 3, input_size=33).replace(
+    text = caffe.deploy_prototxt("tiny", 3, input_size=33).replace(
         "use_global_stats: true", "use_global_stats: true\n    eps: 0.001")
     proto = folder / "tiny.prototxt"
     proto.write_text(text)
@@ -84,10 +87,9 @@ def test_code_only_without_caffemodel(tmp_path, tiny):
 def test_caffemodel_loads_like_a_checkpoint(tiny):
     """checkpoint.load_weights accepts a .caffemodel (deploy prototxt generated in memory)."""
     proto, model, _ = tiny
-    from deeplab_resnet import caffe_weights
     # The generated prototxt has eps 1e-5; with ours (eps 1e-3) the variances differ by the fold.
-    params, classes = caffe_weights.read_caffemodel(model, "tiny")
-    params2, classes2 = caffe_weights.read_caffemodel(model, "tiny", prototxt=proto)
+    params, classes = caffe.caffemodel_weights(model, "tiny")
+    params2, classes2 = caffe.caffemodel_weights(model, "tiny", prototxt=proto)
     assert classes == classes2 == 3
     var = np.concatenate([v for k, v in params.items() if k.endswith("/variance")])
     var2 = np.concatenate([v for k, v in params2.items() if k.endswith("/variance")])
@@ -96,8 +98,8 @@ def test_caffemodel_loads_like_a_checkpoint(tiny):
     np.testing.assert_allclose(var2[tiny] - var[tiny], 1e-3 - 1e-5, rtol=1e-4)
     m = checkpoint.load_weights(model, variant="tiny")
     assert m.num_classes == 3
-    with pytest.raises(KaffeError, match="conv1.*shape"):
-        caffe_weights.read_caffemodel(model, "resnet50")
+    with pytest.raises(UserError, match="conv1.*shape"):
+        caffe.caffemodel_weights(model, "resnet50")
 
 
 def test_non_deeplab_net_has_no_meta(tmp_path):
@@ -114,12 +116,11 @@ def test_non_deeplab_net_has_no_meta(tmp_path):
 
 
 def test_resnet50_fixture_names_match_deeplab_backbone(resnet50_deploy_prototxt):
-    from kaffe.deeplab import expected_param_shapes
-    from deeplab_resnet.model import architecture
+    from deeplab_resnet.arch import architecture
     converted = load_net(resnet50_deploy_prototxt)
     assert converted.deeplab is None
     shapes = converted.param_shapes()
-    backbone = {k: v for k, v in expected_param_shapes(architecture("resnet50", 21)).items()
+    backbone = {k: v for k, v in architecture("resnet50", 21).param_shapes().items()
                 if not k.startswith("fc1_voc12")}
     assert all(shapes[k] == v for k, v in backbone.items())
     assert shapes["fc1000/weights"] == (2048, 1000) and shapes["conv1/biases"] == (64,)
@@ -198,22 +199,21 @@ def test_error_bad_caffemodel(tmp_path, kind):
 def test_error_missing_prototxt_and_bad_shapes(tmp_path):
     _expect_error(tmp_path, [tmp_path / "nope.prototxt"], "nope.prototxt")
     with pytest.raises(KaffeError, match="'p'.*too small"):
-        load_net(text=GOOD + 'layer { name: "p" type: "Pooling" bottom: "c" top: "p" '
+        kaffe_convert.load_net(text=GOOD + 'layer { name: "p" type: "Pooling" bottom: "c" top: "p" '
                              'pooling_param { kernel_size: 9 } }')
     with pytest.raises(KaffeError, match="'e'.*shape"):
-        load_net(text=GOOD + 'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "data" top: "e" }')
+        kaffe_convert.load_net(text=GOOD + 'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "data" top: "e" }')
     with pytest.raises(KaffeError, match="'z'.*'nothing'"):
-        load_net(text=GOOD + 'layer { name: "z" type: "ReLU" bottom: "nothing" top: "z" }')
+        kaffe_convert.load_net(text=GOOD + 'layer { name: "z" type: "ReLU" bottom: "nothing" top: "z" }')
 
 
-def test_read_caffemodel_with_own_prototxt_folds_eps(tmp_path):
+def test_caffemodel_weights_with_own_prototxt_fold_eps(tmp_path):
     """A non-DeepLab prototxt: no class count, variances folded for the DeepLab model's eps."""
-    from deeplab_resnet import caffe_weights
     proto = tmp_path / "p.prototxt"
     proto.write_text(GOOD + 'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" '
                             'batch_norm_param { eps: 0.01 } }\n')
     blobs = write_random_caffemodel(proto, tmp_path / "m.caffemodel", bn_factor=2.0)
-    params, classes = caffe_weights.read_caffemodel(tmp_path / "m.caffemodel", "resnet50", prototxt=proto)
+    params, classes = caffe.caffemodel_weights(tmp_path / "m.caffemodel", "resnet50", prototxt=proto)
     assert classes is None
     np.testing.assert_allclose(params["bn/variance"], blobs["bn"][1] / 2.0 + 0.01 - 1e-5, rtol=1e-6)
     # convert.py keeps the true variance for a non-DeepLab net (its code uses the true eps).

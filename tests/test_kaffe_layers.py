@@ -30,7 +30,7 @@ def run_net(tmp_path, text, inputs, outputs=None, blobs=None, v1_model=False, se
     path = tmp_path / "net.caffemodel"
     path.write_bytes(caffemodel_bytes(converted, blobs, v1=v1_model))
     params = read_weights(converted, path)
-    net = load_emitted(converted, converted.folded_eps).Net()
+    net = load_emitted(converted).Net()
     net.assign(params)
     feed = {k: to_nhwc(np.asarray(v, np.float32)) for k, v in inputs.items()}
     out = net(feed, outputs)

@@ -1,12 +1,12 @@
-"""kaffe.writer: TF-layout weights -> caffemodel -> converter gives the same weights back."""
+"""caffe.write_caffemodel (kaffe.transforms.params_to_blobs + kaffe.writer): TF-layout weights
+-> caffemodel -> the converter gives the same weights back."""
 
 import numpy as np
 import pytest
 
-from deeplab_resnet import deploy
+from deeplab_resnet import caffe
+from deeplab_resnet.caffe import load_net, read_weights, write_caffemodel
 from deeplab_resnet.model import DeepLabResNet
-from kaffe.convert import load_net, read_weights
-from kaffe.writer import write_caffemodel
 
 
 def random_like(shapes, seed=0):
@@ -16,7 +16,7 @@ def random_like(shapes, seed=0):
 
 @pytest.mark.parametrize("bn_factor", [1.0, 0.25])
 def test_deeplab_round_trip(tmp_path, bn_factor):
-    text = deploy.deploy_prototxt("tiny", 3)
+    text = caffe.deploy_prototxt("tiny", 3)
     params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 3, seed=5).params.items()}
     params.update(random_like({k: v.shape for k, v in params.items() if k.endswith("/variance")}))
     path = write_caffemodel(None, params, tmp_path / "tiny.caffemodel", bn_factor=bn_factor, text=text)
@@ -40,13 +40,13 @@ def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_p
     """Like DeepLab's COCO-pretrained init.caffemodel: another head, other class count."""
     from deeplab_resnet import checkpoint
     from deeplab_resnet.errors import UserError
-    text = deploy.deploy_prototxt("tiny", 91).replace("fc1_voc12", "fc1_coco")
+    text = caffe.deploy_prototxt("tiny", 91).replace("fc1_voc12", "fc1_coco")
     source = DeepLabResNet("tiny", 91, seed=2)
     params = {k.replace("fc1_voc12", "fc1_coco"): v.numpy() for k, v in source.params.items()}
     path = write_caffemodel(None, params, tmp_path / "init.caffemodel", text=text)
     with pytest.raises(UserError, match="--not-restore-last"):
         checkpoint.load_weights(path, "tiny")
-    model = checkpoint.load_weights(path, "tiny", skip_head=True)
+    model = checkpoint.load_weights(path, "tiny", new_head=True)
     assert model.num_classes == 21
     for name, value in params.items():
         if not name.startswith("fc1_"):
@@ -55,9 +55,9 @@ def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_p
 
 def test_new_head_takes_the_class_flag_not_the_restored_count(tmp_path):
     from deeplab_resnet import checkpoint
-    text = deploy.deploy_prototxt("tiny", 91)
+    text = caffe.deploy_prototxt("tiny", 91)
     params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 91).params.items()}
     path = write_caffemodel(None, params, tmp_path / "coco.caffemodel", text=text)
     assert checkpoint.load_weights(path, "tiny").num_classes == 91
-    assert checkpoint.load_weights(path, "tiny", skip_head=True).num_classes == 21
-    assert checkpoint.load_weights(path, "tiny", num_classes=4, skip_head=True).num_classes == 4
+    assert checkpoint.load_weights(path, "tiny", new_head=True).num_classes == 21
+    assert checkpoint.load_weights(path, "tiny", num_classes=4, new_head=True).num_classes == 4

@@ -6,7 +6,7 @@ import pytest
 
 from deeplab_resnet import shapes, training
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 NUM_CLASSES = 3
 

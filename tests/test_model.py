@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from deeplab_resnet import model as model_lib
-from deeplab_resnet.model import DeepLabResNet, architecture, output_size, preprocess
+from deeplab_resnet.arch import architecture
+from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
 
 
 def test_resnet101_layer_names_and_counts():

@@ -5,7 +5,7 @@ import pytest
 
 from deeplab_resnet import shapes, training
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.tf_quiet import tf
+import tensorflow as tf
 
 SCALES = (1.0, 0.75, 0.5)
 

@@ -12,8 +12,9 @@ import pytest
 
 from deeplab_resnet import checkpoint, shapes, training, utils
 from deeplab_resnet.errors import UserError
-from deeplab_resnet.model import DeepLabResNet, is_head_variable, preprocess
-from deeplab_resnet.tf_quiet import tf
+from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.model import DeepLabResNet, preprocess
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,7 +112,8 @@ def test_cross_entropy_ignores_label_and_resizes_nearest():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(1, 2, 2, 3)).astype(np.float32)
     labels = np.array([[[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 255, 255], [1, 1, 255, 255]]], np.int32)
-    loss, correct, count = training.cross_entropy(tf.constant(logits), tf.constant(labels), 255)
+    total, correct, count = training.cross_entropy_sums(tf.constant(logits), tf.constant(labels), 255)
+    loss = total / count
     small = np.array([[0, 2], [1, 255]])
     log_p = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
     picked = [-log_p[y, x, small[y, x]] for y, x in ((0, 0), (0, 1), (1, 0))]
@@ -231,7 +233,7 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
 def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_deploy_prototxt):
     """convert.py's output for KaimingHe's ResNet-50 deploy net lands tensor by tensor."""
     from caffe_fixtures import write_random_caffemodel
-    from kaffe.convert import convert
+    from deeplab_resnet.conversion import convert
     caffemodel = tmp_path / "resnet50.caffemodel"
     blobs = write_random_caffemodel(resnet50_deploy_prototxt, caffemodel, seed=2)
     prefix = tmp_path / "ckpt" / "resnet50"

@@ -1,6 +1,11 @@
-"""Flags shared by the scripts, defined once, and the error-reporting entry point.
+"""The command-line layer: shared flags, defined once, and the one entry point `run`.
 
-Imports no TensorFlow at module level, so light tools (dataset/) start fast.
+One module per command (`train`, `evaluate`, `inference`, `export`, `convert`,
+`demo`, ...); each has `main(argv)` and `entry()`, the console script that
+`pip install` creates (see pyproject.toml), which the top-level scripts also
+call. Command modules import the library (and so TensorFlow) inside `main`,
+after `run` has quieted TensorFlow's start-up, so `--help` and flag errors stay
+fast and bad input gives exactly one line on stderr.
 """
 
 import argparse
@@ -8,9 +13,11 @@ import math
 import os
 import sys
 
+from deeplab_resnet import defaults
+from deeplab_resnet.arch import VARIANTS
+from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.errors import UserError
 
-IGNORE_LABEL = 255
 MIN_INPUT_SIZE = 32
 
 
@@ -72,12 +79,12 @@ unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 def add_model_args(parser):
     """--model and --num-classes; both default to what the checkpoint records."""
-    from deeplab_resnet.model import VARIANTS
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=sorted(VARIANTS), default=None,
-                       help="network variant (default: the checkpoint's, else resnet101)")
+                       help=f"network variant (default: the checkpoint's, else {defaults.VARIANT})")
     group.add_argument("--num-classes", type=positive_int, default=None,
-                       help="number of classes (default: the checkpoint's, else 21)")
+                       help=f"number of classes (default: the checkpoint's, else "
+                            f"{defaults.NUM_CLASSES})")
     group.add_argument("--prototxt", default=None,
                        help="deploy prototxt for a .caffemodel (default: the project's own for --model)")
     return group
@@ -89,8 +96,8 @@ def add_data_args(parser, data_dir=None, data_list=None):
                        help="folder the paths of the list file are relative to")
     group.add_argument("--data-list", default=data_list,
                        help="list file: 'IMAGE_PATH LABEL_PATH' per line")
-    group.add_argument("--ignore-label", type=int, default=IGNORE_LABEL,
-                       help="label value that is not scored (default: 255)")
+    group.add_argument("--ignore-label", type=int, default=defaults.IGNORE_LABEL,
+                       help="label value that is not scored (default: %(default)s)")
     return group
 
 
@@ -105,14 +112,18 @@ def check_writable_dir(path, flag):
     return path
 
 
-def run(main, argv=None):
+def run(main, argv=None, tensorflow=True):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
-    UserError (bad input): `error: ...`, exit 2. Operating-system errors (disk
-    full, permissions) and running out of host or device memory: `error: ...`,
-    exit 1. Anything else is a bug and keeps its traceback.
+    With `tensorflow` (commands that use the network) TensorFlow is loaded
+    first, quietly (`tf_quiet`); light tools pass False and start fast. UserError (bad input):
+    `error: ...`, exit 2. Operating-system errors (disk full, permissions) and
+    running out of host or device memory: `error: ...`, exit 1. Anything else
+    is a bug and keeps its traceback.
     """
     try:
+        if tensorflow:
+            tf_quiet.import_tensorflow()
         status = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

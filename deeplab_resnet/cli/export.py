@@ -1,0 +1,58 @@
+"""Export a DeepLab-ResNet checkpoint as a TensorFlow SavedModel for serving.
+
+    python export.py --restore-from CKPT --output-dir DIR [--model M] [--num-classes N]
+        [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol]
+
+The `serving_default` signature takes `image`: a uint8 RGB tensor [H, W, 3] of
+any size, and returns `labels` (int32 [H, W], class indices) and
+`probabilities` (float32 [H, W, num_classes]) at the image's resolution,
+computed exactly as inference.py computes them (dense CRF excepted: it is not
+a TensorFlow op). The SavedModel is written to a temporary folder beside
+--output-dir and renamed into place, so a failed export leaves nothing.
+"""
+
+import os
+
+from deeplab_resnet import cli
+from deeplab_resnet.errors import UserError
+
+
+def get_arguments(argv=None):
+    parser = cli.ArgumentParser(
+        description="Export a DeepLab-ResNet checkpoint as a SavedModel (uint8 image in, "
+                    "class-index map and probabilities out).")
+    parser.add_argument("--restore-from", required=True,
+                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+    parser.add_argument("--output-dir", required=True,
+                        help="SavedModel folder to create (must not exist, or be empty)")
+    cli.add_model_args(parser)
+    from deeplab_resnet import predict
+    predict.add_prediction_args(parser, crf=False)
+    return parser.parse_args(argv)
+
+
+def check_output_dir(path):
+    """The absolute output path; an error if it exists with content or its parent is not writable."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise UserError(f"--output-dir {path}: already exists and is not an empty folder")
+    cli.check_writable_dir(os.path.dirname(path), "--output-dir")
+    return path
+
+
+def main(argv=None):
+    args = get_arguments(argv)
+    # The library (and TensorFlow) after the flags: --help stays fast.
+    from deeplab_resnet import checkpoint, export, predict
+    output_dir = check_output_dir(args.output_dir)
+    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
+                                    prototxt=args.prototxt)
+    export.export(predict.predictor_from_args(model, args), output_dir)
+    print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
+          f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, {model.num_classes}])")
+    return 0
+
+
+def entry():
+    """The `deeplab-export` command."""
+    cli.run(main)

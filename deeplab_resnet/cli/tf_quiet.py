@@ -1,0 +1,36 @@
+"""TensorFlow, loaded with its start-up log lines kept off stderr (for the commands only).
+
+TensorFlow 2.21 prints oneDNN/CPU-feature notices while it loads, before
+`TF_CPP_MIN_LOG_LEVEL` takes effect. The commands promise that bad input gives
+exactly one line on stderr, so `cli.run` loads TensorFlow with stderr pointed
+at /dev/null before the command imports the library. The library itself
+imports TensorFlow plainly and changes no global state.
+"""
+
+import os
+import sys
+
+
+def import_tensorflow():
+    """Imports TensorFlow quietly (once) and keeps its Python-side notices for developers."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to protect
+        saved = None
+    if saved is None:
+        import tensorflow
+    else:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            os.dup2(devnull, 2)
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    # Python-side notices (e.g. retracing hints) are for developers, not users.
+    tensorflow.get_logger().setLevel("ERROR")

@@ -1,0 +1,24 @@
+"""Inference over files: which images to segment (a file, or the images of a folder)."""
+
+import os
+
+from deeplab_resnet import utils
+from deeplab_resnet.errors import UserError
+
+
+def image_paths(path):
+    """The images to segment: `path` itself, or the image files of a folder."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file or folder")
+    if not os.path.isdir(path):
+        return [path]
+    paths = utils.list_images(path)
+    if not paths:
+        raise UserError(f"{path}: folder holds no image files ({', '.join(utils.IMAGE_EXTENSIONS)})")
+    stems = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in stems:
+            raise UserError(f"{p} and {stems[stem]} would write the same outputs ({stem}_mask.png)")
+        stems[stem] = p
+    return paths

@@ -1,0 +1,95 @@
+"""The one-way architecture, read from the sources: kaffe below everything, no import cycles."""
+
+import ast
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PACKAGES = ("deeplab_resnet", "kaffe")
+
+
+def modules():
+    """{module name: path} of every module of the two packages."""
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def imports(path, known):
+    """Every module `path` imports, at any depth (inside functions too), as module names.
+
+    `from package import name` counts as importing `package.name` when that is a
+    module, else `package`.
+    """
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if candidate in known else node.module)
+    return found
+
+
+def import_graph():
+    known = modules()
+    return {name: imports(path, known) for name, path in known.items()}
+
+
+def test_kaffe_imports_neither_deeplab_resnet_nor_tensorflow():
+    for name, targets in import_graph().items():
+        if name.split(".")[0] == "kaffe":
+            bad = [t for t in targets if t.split(".")[0] in ("deeplab_resnet", "tensorflow")]
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_only_the_caffe_glue_imports_kaffe():
+    """deeplab_resnet.caffe is the converter's one client; layers borrows Caffe's size formulas."""
+    for name, targets in import_graph().items():
+        if name.split(".")[0] != "deeplab_resnet":
+            continue
+        used = {t for t in targets if t.split(".")[0] == "kaffe"}
+        allowed = {"deeplab_resnet.caffe": used, "deeplab_resnet.layers": {"kaffe.sizes"}}
+        assert used <= allowed.get(name, set()), f"{name} imports {sorted(used)}"
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    graph = {name: {t for t in targets if t in graph and t != name} for name, targets in graph.items()}
+    state = {}  # name -> "open" while on the DFS stack, "done" after
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target):] + [target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_kaffe_and_the_command_layer_load_without_tensorflow():
+    """Every kaffe module (and the caffe glue and the command modules, so --help is fast)."""
+    names = [n for n in modules() if n.split(".")[0] == "kaffe"]
+    names += ["deeplab_resnet.caffe", "deeplab_resnet.cli"]
+    names += [n for n in modules() if n.startswith("deeplab_resnet.cli.")]
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print('tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
