@@ -238,7 +238,8 @@ def _head_classes(parsed, path, required=True):
     """Output channels of the caffemodel's `fc1_voc12_c0`; None if absent and not `required`."""
     for proto in list(parsed.layer) + list(parsed.layers):
         if proto.name == HEAD_LAYER and len(proto.blobs):
-            weights, _ = transforms.blob_array(proto.blobs[0], f"{path}: layer '{proto.name}' blob 0")
+            what = f"{path}: layer '{proto.name}' blob 0"
+            weights, _ = transforms.blob_array(proto.blobs[0], what)
             return int(weights.shape[0])
     if not required:
         return None

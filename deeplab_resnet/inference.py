@@ -14,7 +14,8 @@ def image_paths(path):
         return [path]
     paths = utils.list_images(path)
     if not paths:
-        raise UserError(f"{path}: folder holds no image files ({', '.join(utils.IMAGE_EXTENSIONS)})")
+        raise UserError(f"{path}: folder holds no image files "
+                        f"({', '.join(utils.IMAGE_EXTENSIONS)})")
     stems = {}
     for p in paths:
         stem = os.path.splitext(os.path.basename(p))[0]

@@ -111,7 +111,8 @@ class DeepLabResNet(tf.Module):
                     value = rng.normal(0.0, std, shape).astype(np.float32)
                 else:
                     value = tf.fill(shape, inits.get(kind, 0.0))
-                trainable = kind not in arch_lib.BN_KINDS or (train_bn and kind in arch_lib.BN_AFFINE)
+                trainable = (kind not in arch_lib.BN_KINDS
+                             or (train_bn and kind in arch_lib.BN_AFFINE))
                 params[key] = tf.Variable(value, trainable=trainable, name=key)
         # A dict keyed by the Caffe names: checkpoint keys read `params/<name>`.
         self.params = params

@@ -43,7 +43,8 @@ def _main_lines(layer):
     if t == "Convolution":
         bias = f"p[{layer.name + '/biases'!r}]" if a["bias"] else "None"
         return [f"x = layers.conv2d({bottoms[0]}, p[{layer.name + '/weights'!r}], {bias}, "
-                f"stride={a['stride']}, pad={a['pad']}, dilation={a['dilation']}, group={a['group']})"]
+                f"stride={a['stride']}, pad={a['pad']}, dilation={a['dilation']}, "
+                f"group={a['group']})"]
     if t == "Pooling":
         if a["global_pooling"]:
             fn = "global_max_pool" if a["method"] == "MAX" else "global_avg_pool"
@@ -179,7 +180,8 @@ class Net(tf.Module):
             if VARIANCE_FOLDED_EPS is not None and key.endswith("/variance"):
                 value = value - (BN_EPS[key[:-len("/variance")]] - VARIANCE_FOLDED_EPS)
             if value.shape != tuple(var.shape):
-                raise ValueError(f"{{key!r}} has shape {{value.shape}}, expected {{tuple(var.shape)}}")
+                raise ValueError(f"{{key!r}} has shape {{value.shape}}, "
+                                 f"expected {{tuple(var.shape)}}")
             var.assign(value.astype(np.float32))
 
     def _batch_norm(self, x, name):

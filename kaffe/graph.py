@@ -70,7 +70,8 @@ class Graph:
         return shapes
 
 
-_TEST_PHASE = caffe_pb.NetParameter.DESCRIPTOR.file.enum_types_by_name["Phase"].values_by_name["TEST"].number
+_PHASES = caffe_pb.NetParameter.DESCRIPTOR.file.enum_types_by_name["Phase"]
+_TEST_PHASE = _PHASES.values_by_name["TEST"].number
 
 
 def _rule_met(rule):
@@ -101,7 +102,8 @@ def _net_inputs(net, source):
         return {}
     if len(net.input_shape):
         if len(net.input_shape) != len(names):
-            raise KaffeError(f"{source}: {len(names)} inputs but {len(net.input_shape)} input_shape")
+            raise KaffeError(f"{source}: {len(names)} inputs but "
+                             f"{len(net.input_shape)} input_shape")
         shapes = [tuple(int(d) for d in s.dim) for s in net.input_shape]
     else:
         dims = [int(d) for d in net.input_dim]
@@ -191,7 +193,8 @@ def _check(condition, message):
 
 def _counts(layer, bottoms, tops=1):
     if bottoms is not None:
-        _check(len(layer.bottoms) == bottoms, f"expects {bottoms} bottom blob(s), has {len(layer.bottoms)}")
+        _check(len(layer.bottoms) == bottoms,
+               f"expects {bottoms} bottom blob(s), has {len(layer.bottoms)}")
     _check(len(layer.tops) == tops, f"expects {tops} top blob(s), has {len(layer.tops)}")
 
 
@@ -304,7 +307,8 @@ def _infer_batch_norm(layer):
     shape = layer.in_shapes[0]
     _check(len(shape) >= 2, f"needs a blob with channels, got {shape}")
     channels = shape[1]
-    # The proto holds a float32; 7 significant digits give back the written value (1e-5, not 9.99999975e-06).
+    # The proto holds a float32; 7 significant digits give back the written value
+    # (1e-5, not 9.99999975e-06).
     layer.attrs = dict(eps=float(f"{p.eps:.7g}"), channels=channels)
     layer.out_shapes = (shape,)
     layer.blob_shapes = ((channels,), (channels,), (1,))
@@ -356,7 +360,8 @@ def _infer_eltwise(layer):
     _check(not coeff or op == "SUM", "coeff is only allowed with operation SUM")
     first = layer.in_shapes[0]
     for name, shape in zip(layer.bottoms, layer.in_shapes):
-        _check(shape == first, f"bottom '{name}' has shape {shape}, '{layer.bottoms[0]}' has {first}")
+        _check(shape == first,
+               f"bottom '{name}' has shape {shape}, '{layer.bottoms[0]}' has {first}")
     layer.attrs = dict(operation=op, coeff=tuple(coeff) or None)
     layer.out_shapes = (first,)
 
@@ -370,7 +375,8 @@ def _infer_concat(layer):
     axis = _norm_axis(axis, len(first))
     total = 0
     for name, shape in zip(layer.bottoms, layer.in_shapes):
-        _check(len(shape) == len(first) and all(a == b for i, (a, b) in enumerate(zip(shape, first)) if i != axis),
+        _check(len(shape) == len(first)
+               and all(a == b for i, (a, b) in enumerate(zip(shape, first)) if i != axis),
                f"bottom '{name}' has shape {shape}, incompatible with {first} on axis {axis}")
         total += shape[axis]
     layer.attrs = dict(axis=axis)

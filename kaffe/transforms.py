@@ -141,7 +141,8 @@ def bn_statistics(blobs):
     """Caffe BatchNorm blobs (mean*f, var*f, [f]) -> (mean, variance); f == 0 gives 0."""
     factor = float(blobs[2].reshape(-1)[0])
     inv = 0.0 if factor == 0 else 1.0 / factor
-    return (blobs[0] * np.float32(inv)).astype(np.float32), (blobs[1] * np.float32(inv)).astype(np.float32)
+    inv = np.float32(inv)
+    return (blobs[0] * inv).astype(np.float32), (blobs[1] * inv).astype(np.float32)
 
 
 def caffe_bn_statistics(mean, variance, factor):
@@ -217,12 +218,14 @@ def make_params(steps, blobs, fold_eps=None):
         elif layer.type == "Scale":
             b = blobs[name]
             params[param_name(name, "scale")] = b[0]
-            params[param_name(name, "offset")] = b[1] if layer.attrs["bias"] else np.zeros_like(b[0])
+            params[param_name(name, "offset")] = (b[1] if layer.attrs["bias"]
+                                                  else np.zeros_like(b[0]))
         bn = bn_layer(step)
         if bn is not None:
             mean, variance = bn_statistics(blobs[bn.name])
             if fold_eps is not None and bn.attrs["eps"] != fold_eps:
-                variance = (variance.astype(np.float64) + bn.attrs["eps"] - fold_eps).astype(np.float32)
+                variance = (variance.astype(np.float64) + bn.attrs["eps"]
+                            - fold_eps).astype(np.float32)
             params[param_name(bn.name, "mean")] = mean
             params[param_name(bn.name, "variance")] = variance
             channels = bn.attrs["channels"]

@@ -93,3 +93,23 @@ def test_kaffe_and_the_command_layer_load_without_tensorflow():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_console_scripts_and_shims_run_the_cli_modules():
+    """pyproject's commands and the top-level scripts both lead to deeplab_resnet.cli.<name>.entry."""
+    import importlib
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    scripts = dict(re.findall(r'^(deeplab-[\w-]+) = "([\w.]+:\w+)"', section, re.M))
+    for script in ("train", "train_msc", "fine_tune", "evaluate", "inference", "export", "convert",
+                   "demo"):
+        command = "deeplab-" + script.replace("_", "-")
+        assert scripts.get(command) == f"deeplab_resnet.cli.{script}:entry", command
+        shim = (ROOT / f"{script}.py").read_text()
+        assert f"from deeplab_resnet.cli.{script} import entry" in shim, script
+        assert len([line for line in shim.splitlines() if line.strip()]) <= 5, script
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target

@@ -65,3 +65,16 @@ def test_flag_types(parse, text, ok):
             parse(text)
     else:
         assert parse(text) == ok
+
+
+def test_setting_errors_name_the_flag(capsys):
+    from deeplab_resnet.errors import SettingError
+
+    error = SettingError("{snapshot_dir} /x: folder is not writable; or add {new_head}",
+                         "snapshot_dir", "new_head")
+    assert str(error) == "snapshot_dir /x: folder is not writable; or add new_head"
+
+    def main(argv):
+        raise error
+    assert exit_of(main, capsys) == (
+        2, "error: --snapshot-dir /x: folder is not writable; or add --not-restore-last\n")

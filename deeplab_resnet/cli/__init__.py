@@ -16,9 +16,16 @@ import sys
 from deeplab_resnet import defaults
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError, UserError
 
 MIN_INPUT_SIZE = 32
+# Config fields whose flag is not `--` + the field name with dashes.
+FLAG_NAMES = {"new_head": "--not-restore-last", "weights": "--restore-from"}
+
+
+def flag_name(field):
+    """The command-line flag of a config field (`snapshot_dir` -> `--snapshot-dir`)."""
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -48,7 +55,8 @@ def scales(text):
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'") from None
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive, got '{text}'")
     return values
@@ -86,7 +94,8 @@ def add_model_args(parser):
                        help=f"number of classes (default: the checkpoint's, else "
                             f"{defaults.NUM_CLASSES})")
     group.add_argument("--prototxt", default=None,
-                       help="deploy prototxt for a .caffemodel (default: the project's own for --model)")
+                       help="deploy prototxt for a .caffemodel "
+                            "(default: the project's own for --model)")
     return group
 
 
@@ -125,6 +134,9 @@ def run(main, argv=None, tensorflow=True):
         if tensorflow:
             tf_quiet.import_tensorflow()
         status = main(argv)
+    except SettingError as exc:
+        print(f"error: {exc.naming(flag_name)}", file=sys.stderr)
+        sys.exit(2)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

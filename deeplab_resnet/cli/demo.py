@@ -136,7 +136,8 @@ def main(argv=None):
     mean_iou, report = evaluate_step(data, out, snapshots)
     chance = 1.0 / NUM_CLASSES
     verdict = "well above" if mean_iou > 2 * chance else "NOT above"
-    print(f"    mean IoU {mean_iou:.3f} — {verdict} chance (~{chance:.2f} for {NUM_CLASSES} classes)")
+    print(f"    mean IoU {mean_iou:.3f} — {verdict} chance "
+          f"(~{chance:.2f} for {NUM_CLASSES} classes)")
 
     _banner(4, "Inference and a picture grid (inference.py)")
     grid, masks = picture_step(data, out, snapshots)

@@ -11,7 +11,8 @@ from deeplab_resnet.errors import UserError
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(description="Writes the Caffe deploy prototxt of a DeepLab variant.")
+    parser = cli.ArgumentParser(
+        description="Writes the Caffe deploy prototxt of a DeepLab variant.")
     parser.add_argument("--model", choices=sorted(VARIANTS), default=defaults.VARIANT)
     parser.add_argument("--num-classes", type=int, default=defaults.NUM_CLASSES)
     parser.add_argument("--input-size", type=int, default=defaults.DEPLOY_INPUT_SIZE)

@@ -60,7 +60,8 @@ def main(argv=None):
                                     prototxt=args.prototxt)
     names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
     predictor = predict.predictor_from_args(model, args, crf)
-    confusion = evaluation.evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
+    confusion = evaluation.evaluate(predictor, pairs, model.num_classes, args.ignore_label,
+                                    args.save_dir)
     result = metrics.scores(confusion, names)
     if args.json_output is not None:
         settings = {"restore_from": args.restore_from, "model": model.variant,

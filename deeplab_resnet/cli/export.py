@@ -32,7 +32,7 @@ def get_arguments(argv=None):
 
 
 def check_output_dir(path):
-    """The absolute output path; an error if it exists with content or its parent is not writable."""
+    """The absolute output path; an error if it exists with content or its parent is read-only."""
     path = os.path.abspath(path)
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise UserError(f"--output-dir {path}: already exists and is not an empty folder")
