@@ -24,7 +24,7 @@ import functools
 
 from deeplab_resnet import arch as arch_lib
 from deeplab_resnet import defaults
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError, UserError
 from deeplab_resnet.utils import atomic_path
 from kaffe import convert as kaffe_convert
 from kaffe import emit, reader, transforms, writer
@@ -243,9 +243,9 @@ def _head_classes(parsed, path, required=True):
             return int(weights.shape[0])
     if not required:
         return None
-    raise UserError(f"{path}: caffemodel has no '{HEAD_LAYER}' layer, so it is not a "
-                    "DeepLab model; give its deploy prototxt with --prototxt, or add "
-                    "--not-restore-last to read its backbone only")
+    raise SettingError(f"{path}: caffemodel has no '{HEAD_LAYER}' layer, so it is not a "
+                       "DeepLab model; give its deploy prototxt with {prototxt}, or add "
+                       "{new_head} to read its backbone only", "prototxt", "new_head")
 
 
 @_user_errors

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet import arch, caffe, defaults
-from deeplab_resnet.errors import UserError, first_line
+from deeplab_resnet.errors import SettingError, UserError, first_line
 from deeplab_resnet.model import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -118,20 +118,20 @@ def save_params(params, prefix, variant=None, num_classes=None):
 def check_meta(path, variant, num_classes, new_head=False):
     """Returns the (variant, num_classes) to build for `path`, flags filled from the file.
 
-    `variant`/`num_classes` are the user's flags (None when not given). A flag
-    that contradicts what the checkpoint records is an error, except the class
+    `variant`/`num_classes` are the user's settings (None when not given). A
+    setting that contradicts what the checkpoint records is an error, except the class
     count when the head is not restored (`new_head`).
     """
     saved_variant, saved_classes = read_meta(path)
     if saved_variant is not None:
         if variant is not None and variant != saved_variant:
-            raise UserError(f"{path}: checkpoint holds model '{saved_variant}', "
-                            f"but --model {variant} was given")
+            raise SettingError(f"{path}: checkpoint holds model '{saved_variant}', "
+                               f"but {{variant}} {variant} was given", "variant")
         if new_head and num_classes is not None:
             return saved_variant, num_classes
         if num_classes is not None and num_classes != saved_classes:
-            raise UserError(f"{path}: checkpoint has {saved_classes} classes, "
-                            f"but --num-classes {num_classes} was given")
+            raise SettingError(f"{path}: checkpoint has {saved_classes} classes, "
+                               f"but {{num_classes}} {num_classes} was given", "num_classes")
         return saved_variant, saved_classes
     return variant, num_classes
 
@@ -202,8 +202,8 @@ def load_weights(path, variant=None, num_classes=None, new_head=False, prototxt=
         variant = variant or defaults.VARIANT
         params, found_classes = caffe.caffemodel_weights(path, variant, prototxt, new_head=new_head)
         if num_classes is not None and found_classes != num_classes and not new_head:
-            raise UserError(f"{path}: caffemodel has {found_classes} classes, "
-                            f"but --num-classes {num_classes} was given")
+            raise SettingError(f"{path}: caffemodel has {found_classes} classes, "
+                               f"but {{num_classes}} {num_classes} was given", "num_classes")
         num_classes = num_classes or found_classes
     else:
         variant, num_classes = check_meta(path, variant, num_classes, new_head=new_head)

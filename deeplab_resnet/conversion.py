@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from deeplab_resnet import caffe, checkpoint
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError
 from deeplab_resnet.utils import atomic_path
 
 
@@ -22,12 +22,13 @@ def save_code(code, path):
             f.write(code)
 
 
-def _make_parent(path, flag):
+def _make_parent(path, field):
     folder = os.path.dirname(os.path.abspath(str(path)))
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot create folder {folder} ({exc.strerror})") from None
+        raise SettingError(f"{{{field}}} {path}: cannot create folder {folder} ({exc.strerror})",
+                           field) from None
 
 
 def convert(def_path, caffemodel=None, ckpt_path=None, data_output_path=None,
@@ -46,18 +47,20 @@ def convert(def_path, caffemodel=None, ckpt_path=None, data_output_path=None,
     All files are written only after everything was read and checked, each
     atomically, so a failure leaves no partial output.
     """
+    outputs = ("ckpt_path", "data_output_path", "code_output_path")
     if not (ckpt_path or data_output_path or code_output_path):
-        raise UserError("nothing to do: give --ckpt-path, --data-output-path or --code-output-path")
+        raise SettingError("nothing to do: give {ckpt_path}, {data_output_path} or "
+                           "{code_output_path}", *outputs)
     if (ckpt_path or data_output_path) and not caffemodel:
-        raise UserError("--ckpt-path and --data-output-path need --caffemodel")
+        raise SettingError("{ckpt_path} and {data_output_path} need {caffemodel}",
+                           "ckpt_path", "data_output_path", "caffemodel")
     net = caffe.load_net(def_path)
     params = caffe.read_weights(net, caffemodel) if caffemodel else None
     code = caffe.emit_code(net) if code_output_path else None
     # Everything is read and checked: only now create folders and write.
-    for path, flag in ((ckpt_path, "--ckpt-path"), (data_output_path, "--data-output-path"),
-                       (code_output_path, "--code-output-path")):
+    for path, field in zip((ckpt_path, data_output_path, code_output_path), outputs):
         if path:
-            _make_parent(path, flag)
+            _make_parent(path, field)
     if ckpt_path:
         variant, num_classes = net.deeplab or (None, None)
         checkpoint.save_params(params, ckpt_path, variant, num_classes)

@@ -23,7 +23,7 @@ import os
 
 import tensorflow as tf
 
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError, UserError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -35,9 +35,9 @@ def check_tf_config(text):
         the parsed {"cluster": {...}, "task": {...}}.
     """
     if not text:
-        raise UserError("--strategy multi-worker: set TF_CONFIG, e.g. "
-                        '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                        '"task": {"type": "worker", "index": 0}}\'')
+        raise SettingError("{strategy} multi-worker: set TF_CONFIG, e.g. "
+                           '\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                           '"task": {"type": "worker", "index": 0}}\'', "strategy")
     try:
         config = json.loads(text)
     except ValueError as exc:

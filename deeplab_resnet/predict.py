@@ -18,6 +18,7 @@ Two resizing protocols:
 """
 
 import collections
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -26,8 +27,6 @@ from deeplab_resnet import crf as crf_lib
 from deeplab_resnet import defaults
 from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
-from deeplab_resnet.cli import positive_int, scales as scales_type
-from deeplab_resnet.errors import UserError
 from deeplab_resnet.fused import FusedDeepLab
 
 OUTPUT_STRIDE = 8
@@ -161,77 +160,32 @@ class Predictor(tf.Module):
         return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
 
 
-def add_prediction_args(parser, crf=True):
-    """The test-protocol flags shared by evaluate.py, inference.py and export.py.
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """The test protocol (see `Predictor`).
 
-    Args:
-        parser: an argparse parser.
-        crf: also add the dense-CRF flags (not for export, which serves the
-            network only).
+    Attributes:
+        scales: input scales; more than one fuses the logits by max (MSC).
+        flip: also run the mirrored image and average the two probability maps.
+        deeplab_protocol: DeepLab's pad / zoom x8 / crop protocol.
+        pad_size: padded side for `deeplab_protocol`.
     """
-    group = parser.add_argument_group("prediction")
-    group.add_argument("--scales", type=scales_type, default=(1.0,),
-                       help="input scales, comma-separated, first = reference, e.g. 1.0,0.75,0.5; "
-                            "logits of the other scales are resized to the first's and fused by "
-                            "element-wise max (default: 1.0)")
-    group.add_argument("--flip", action="store_true",
-                       help="also predict the mirrored image and average the two probability maps")
-    group.add_argument("--deeplab-protocol", action="store_true",
-                       help="DeepLab's test protocol (behind the paper's numbers): pad the image at "
-                            "the bottom/right with the mean colour to --pad-size, zoom the logits x8 "
-                            "with align-corners bilinear interpolation, crop back to the image. "
-                            "Default: the image at its own size, logits resized bilinearly to it")
-    group.add_argument("--pad-size", type=positive_int, default=defaults.PAD_SIZE,
-                       help="padded side for --deeplab-protocol (default %(default)s; rounded up to 8k+1 "
-                            "and to the image size for larger images)")
-    if not crf:
-        return group
-    crf_defaults = crf_lib.CRFParams()
-    group.add_argument("--crf", action="store_true",
-                       help="refine with a dense CRF (needs the optional pydensecrf2: "
-                            "pip install '.[crf]'); defaults are DeepLab-v2's VOC settings")
-    group.add_argument("--crf-iterations", type=int, default=crf_defaults.iterations,
-                       help=f"mean-field iterations (default {crf_defaults.iterations})")
-    group.add_argument("--crf-gaussian-sxy", type=float, default=crf_defaults.gaussian_sxy,
-                       help=f"smoothness kernel xy std (default {crf_defaults.gaussian_sxy:g})")
-    group.add_argument("--crf-gaussian-weight", type=float, default=crf_defaults.gaussian_weight,
-                       help=f"smoothness kernel weight (default {crf_defaults.gaussian_weight:g})")
-    group.add_argument("--crf-bilateral-sxy", type=float, default=crf_defaults.bilateral_sxy,
-                       help=f"appearance kernel xy std (default {crf_defaults.bilateral_sxy:g})")
-    group.add_argument("--crf-bilateral-srgb", type=float, default=crf_defaults.bilateral_srgb,
-                       help=f"appearance kernel rgb std (default {crf_defaults.bilateral_srgb:g})")
-    group.add_argument("--crf-bilateral-weight", type=float, default=crf_defaults.bilateral_weight,
-                       help=f"appearance kernel weight (default {crf_defaults.bilateral_weight:g})")
-    return group
+    scales: tuple = (1.0,)
+    flip: bool = False
+    deeplab_protocol: bool = False
+    pad_size: int = defaults.PAD_SIZE
 
 
-def crf_from_args(args):
-    """CRFParams from the flags of `add_prediction_args`, or None without --crf.
-
-    Fails early (before any model is loaded) when pydensecrf2 is missing.
-    """
-    if not getattr(args, "crf", False):
-        return None
-    if args.crf_iterations < 0:
-        raise UserError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
-    if not crf_lib.available():
-        raise UserError(crf_lib.INSTALL_HINT)
-    return crf_lib.CRFParams(
-        iterations=args.crf_iterations, gaussian_sxy=args.crf_gaussian_sxy,
-        gaussian_weight=args.crf_gaussian_weight, bilateral_sxy=args.crf_bilateral_sxy,
-        bilateral_srgb=args.crf_bilateral_srgb, bilateral_weight=args.crf_bilateral_weight)
-
-
-def predictor_from_args(model, args, crf=None):
-    """A Predictor configured by the flags of `add_prediction_args`.
+def make_predictor(model, config=PredictConfig(), crf=None):
+    """A Predictor of a loaded model for a test protocol.
 
     The network runs in its inference form, BatchNorm folded into the
     convolutions (`fused.FusedDeepLab`): same outputs, fewer passes.
 
     Args:
         model: the loaded DeepLabResNet.
-        args: parsed arguments.
-        crf: CRFParams from `crf_from_args`, or None.
+        config: a `PredictConfig`.
+        crf: a `crf.CRFParams`, or None.
     """
-    return Predictor(FusedDeepLab(model), scales=args.scales, flip=args.flip,
-                     deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size, crf=crf)
+    return Predictor(FusedDeepLab(model), scales=config.scales, flip=config.flip,
+                     deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size, crf=crf)

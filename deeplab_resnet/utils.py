@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError, UserError
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
@@ -37,12 +37,12 @@ def class_names(num_classes, names=None):
 
     Args:
         num_classes: the model's class count.
-        names: the user's names (e.g. from --class-names), or None.
+        names: the user's names, or None.
     """
     if names is not None:
         if len(names) != num_classes:
-            raise UserError(f"--class-names gives {len(names)} names for a model with "
-                            f"{num_classes} classes")
+            raise SettingError(f"{{class_names}} gives {len(names)} names for a model with "
+                               f"{num_classes} classes", "class_names")
         return list(names)
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
@@ -177,16 +177,17 @@ def read_list(data_dir, data_list, with_labels=True):
         malformed line, a missing file or an empty list.
     """
     if data_list is None:
-        raise UserError("--data-list is required")
+        raise SettingError("{data_list} is required", "data_list")
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise UserError(f"--data-dir {data_dir}: no such folder")
+        raise SettingError(f"{{data_dir}} {data_dir}: no such folder", "data_dir")
     try:
         with open(data_list) as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise UserError(f"--data-list {data_list}: no such file") from None
+        raise SettingError(f"{{data_list}} {data_list}: no such file", "data_list") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--data-list {data_list}: cannot read ({exc})") from None
+        raise SettingError(f"{{data_list}} {data_list}: cannot read ({exc})",
+                           "data_list") from None
     allowed, form = ((2,), "'IMAGE_PATH LABEL_PATH'") if with_labels else \
         ((1, 2), "'IMAGE_PATH [LABEL_PATH]'")
     images, labels = [], []
@@ -204,5 +205,18 @@ def read_list(data_dir, data_list, with_labels=True):
         if with_labels:
             labels.append(paths[1])
     if not images:
-        raise UserError(f"--data-list {data_list}: the list is empty")
+        raise SettingError(f"{{data_list}} {data_list}: the list is empty", "data_list")
     return images, labels
+
+
+def writable_dir(path, field):
+    """Creates folder `path` if needed and returns it; an error naming the setting `field`
+    (e.g. "snapshot_dir") if it cannot be created or written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(f"{{{field}}} {path}: cannot create folder ({exc.strerror})",
+                           field) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SettingError(f"{{{field}}} {path}: folder is not writable", field)
+    return path

@@ -2,7 +2,8 @@
 
 import dataclasses
 
-from kaffe import graph as graph_mod, reader, transforms
+from kaffe import fusion, reader, transforms
+from kaffe import graph as graph_mod
 
 
 @dataclasses.dataclass
@@ -35,7 +36,7 @@ def parse_net(def_path=None, text=None, source=None):
         source = source or "<prototxt>"
         net = reader.parse_prototxt_text(text, source)
     graph = graph_mod.build_graph(net, source)
-    return graph, graph_mod.fuse(graph)
+    return graph, fusion.fuse(graph)
 
 
 def load_net(def_path=None, text=None, source=None):

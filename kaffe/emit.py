@@ -12,7 +12,7 @@ blobs: by default the net's outputs, or the blobs named in `outputs`. 4-D
 blobs are NHWC; 2-D blobs (after InnerProduct) are (N, C) as in Caffe.
 """
 
-from kaffe.graph import bn_layer
+from kaffe.fusion import bn_layer
 from kaffe.transforms import param_shapes
 
 # NCHW axis -> NHWC axis, for axis parameters of 4-D blobs.
@@ -227,7 +227,7 @@ def emit_code(graph, steps, folded_eps=None):
 
     Args:
         graph: the `Graph`.
-        steps: `kaffe.graph.fuse(graph)`.
+        steps: `kaffe.fusion.fuse(graph)`.
         folded_eps: the epsilon BatchNorm variances were folded to in the
             weights files (DeepLab nets: 1e-5), or None.
     """

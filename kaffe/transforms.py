@@ -22,7 +22,7 @@ import numpy as np
 
 from kaffe import caffe_pb
 from kaffe.errors import KaffeError
-from kaffe.graph import bn_layer
+from kaffe.fusion import bn_layer
 
 
 def blob_array(blob, what):
@@ -194,7 +194,7 @@ def make_params(steps, blobs, fold_eps=None):
     """{parameter name: TF-layout float32 array} (names as in `param_shapes`).
 
     Args:
-        steps: `graph.fuse(graph)`.
+        steps: `fusion.fuse(graph)`.
         blobs: `layer_blobs(...)`.
         fold_eps: if set, each BatchNorm's variance becomes var + eps - fold_eps,
             so a model that always uses `fold_eps` computes the same function
@@ -244,7 +244,7 @@ def params_to_blobs(steps, params, bn_factor=1.0):
     """The inverse of `make_params`: {layer name: [Caffe-layout float32 arrays]}.
 
     Args:
-        steps: `graph.fuse(graph)`.
+        steps: `fusion.fuse(graph)`.
         params: {name: TF-layout array} in the naming of `param_shapes`.
         bn_factor: the BatchNorm moving-average scale factor to store (Caffe
             keeps mean*f, var*f and [f]).

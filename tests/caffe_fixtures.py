@@ -100,7 +100,7 @@ def calibrated_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6, size=
     shapes = {k: (v[0], size, size, v[3]) if len(v) == 4 else v
               for k, v in module.INPUT_SHAPES.items()}
     net({k: rng.normal(0, 60, s).astype(np.float32) for k, s in shapes.items()})
-    from kaffe.graph import bn_layer
+    from kaffe.fusion import bn_layer
     for step in converted.steps:
         bn = bn_layer(step)
         if bn is None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deeplab_resnet import crf, predict
+from deeplab_resnet.cli import predict_flags
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.model import DeepLabResNet
 
@@ -75,10 +76,10 @@ def test_missing_library_gives_the_install_hint(monkeypatch):
 
 def test_crf_flags_build_the_params(densecrf):
     parser = argparse.ArgumentParser()
-    predict.add_prediction_args(parser)
-    assert predict.crf_from_args(parser.parse_args([])) is None
+    predict_flags.add_prediction_args(parser)
+    assert predict_flags.crf_params(parser.parse_args([])) is None
     args = parser.parse_args(["--crf", "--crf-iterations", "5", "--crf-gaussian-sxy", "2",
                               "--crf-gaussian-weight", "1", "--crf-bilateral-sxy", "49",
                               "--crf-bilateral-srgb", "13", "--crf-bilateral-weight", "5"])
-    assert predict.crf_from_args(args) == crf.CRFParams(5, 2, 1, 49, 13, 5)
-    assert predict.crf_from_args(parser.parse_args(["--crf"])) == crf.CRFParams()
+    assert predict_flags.crf_params(args) == crf.CRFParams(5, 2, 1, 49, 13, 5)
+    assert predict_flags.crf_params(parser.parse_args(["--crf"])) == crf.CRFParams()

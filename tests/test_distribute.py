@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from deeplab_resnet import distribute, shapes, training
+from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.image_reader import ImageReader
 from deeplab_resnet.model import DeepLabResNet
@@ -26,13 +27,12 @@ DRIVER = """
 import sys
 import numpy as np
 from deeplab_resnet import training
+from deeplab_resnet.cli import train_flags
 weights_file = sys.argv[1]
-save = training._save
-def recording_save(manager, model, step):
+def record(model, update, path):
     np.savez(weights_file, **{k.replace("/", "|"): v.numpy() for k, v in model.params.items()})
-    return save(manager, model, step)
-training._save = recording_save
-sys.exit(training.main(training.TRAIN, sys.argv[2:]))
+args = train_flags.build_parser(training.TRAIN).parse_args(sys.argv[2:])
+sys.exit(training.train(train_flags.config_from_args(args), training.TRAIN, on_save=record))
 """
 
 
@@ -61,8 +61,13 @@ def free_ports(count):
     return ports
 
 
+def driver_env():
+    """The driver script lives in a temporary folder: import this checkout's package."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
+
+
 def worker_env(ports, index):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env = driver_env()
     env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
                                    "task": {"type": "worker", "index": index}})
     return env
@@ -91,7 +96,7 @@ def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path, b
     single = subprocess.run(
         [sys.executable, str(driver), str(tmp_path / "single.npz"),
          *tiny_args(data, tmp_path / "single", 2 * per_worker, *batchnorm)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=120)
     outputs = [w.communicate(timeout=120) for w in workers]
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err
@@ -132,7 +137,7 @@ def test_mirrored_strategy_trains_like_the_default(data, tmp_path):
         snapshots = tmp_path / strategy
         args = tiny_args(data, snapshots, 4 // replicas, "--strategy", strategy,
                          "--num-steps", 2)
-        assert training.main(training.TRAIN, args) == 0
+        assert train_flags.main(training.TRAIN, args) == 0
         results.append(tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots))))
     default, mirrored = results
     for key in default.get_variable_to_shape_map():

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from deeplab_resnet import shapes, training
+from deeplab_resnet.cli import train_flags
+from deeplab_resnet.training import losses, optim, step
 from deeplab_resnet.model import DeepLabResNet
 import tensorflow as tf
 
@@ -34,10 +36,10 @@ def test_low_precision_forward_is_close_to_float32(dtype, tolerance):
 
 def make_trainer(dtype, loss_scale=None, train_bn=False):
     model = DeepLabResNet("tiny", NUM_CLASSES, seed=2, train_bn=train_bn, bn_momentum=0.9)
-    params = training.sgd_params(model)
-    optimizer = training.CaffeSGD(params, momentum=0.9, weight_decay=5e-4)
-    objective = training.Objective(model, 255, compute_dtype=dtype)
-    trainer = training.Trainer(objective, optimizer, {k: p[0] for k, p in params.items()},
+    params = optim.sgd_params(model)
+    optimizer = optim.CaffeSGD(params, momentum=0.9, weight_decay=5e-4)
+    objective = losses.Objective(model, 255, compute_dtype=dtype)
+    trainer = step.Trainer(objective, optimizer, {k: p[0] for k, p in params.items()},
                                loss_scale=loss_scale)
     return model, trainer
 
@@ -54,7 +56,7 @@ def test_bf16_training_reduces_the_loss():
 
 
 def test_loss_scale_halves_on_overflow_and_grows_after_good_steps():
-    scale = training.LossScale(initial=8.0, growth_interval=3)
+    scale = step.LossScale(initial=8.0, growth_interval=3)
     scale.update(tf.constant(False))
     assert float(scale.scale) == 4.0 and int(scale.good_steps) == 0
     for expected_good in (1, 2):
@@ -68,7 +70,7 @@ def test_loss_scale_halves_on_overflow_and_grows_after_good_steps():
 
 
 def test_fp16_overflow_skips_the_update_without_stopping():
-    loss_scale = training.LossScale(initial=2.0 ** 100, growth_interval=2)
+    loss_scale = step.LossScale(initial=2.0 ** 100, growth_interval=2)
     model, trainer = make_trainer(tf.float16, loss_scale, train_bn=True)
     images, labels = batch(seed=4)
     # (BatchNorm's moving statistics follow every forward pass, as in any framework.)
@@ -92,7 +94,7 @@ def test_fp16_gradients_match_float32_after_unscaling():
     """The unscaled float16 update is close to the float32 one."""
     images, labels = batch(seed=5)
     deltas = []
-    for dtype, loss_scale in ((tf.float32, None), (tf.float16, training.LossScale(2.0 ** 8))):
+    for dtype, loss_scale in ((tf.float32, None), (tf.float16, step.LossScale(2.0 ** 8))):
         model, trainer = make_trainer(dtype, loss_scale)
         before = model.params["fc1_voc12_c1/weights"].numpy()
         _, _, ok = trainer.step(images[None], labels[None], 1e-6)
@@ -113,7 +115,7 @@ def test_training_scripts_run_in_mixed_precision(tmp_path, recipe, precision):
             "--snapshot-dir", str(snapshots), "--mixed-precision", precision]
     if recipe.multi_scale:
         args += ["--grad-update-every", "2"]
-    assert training.main(recipe, args) == 0
+    assert train_flags.main(recipe, args) == 0
     saved = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
     assert saved.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2
     names = saved.get_variable_to_shape_map()

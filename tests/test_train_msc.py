@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from deeplab_resnet import shapes, training
+from deeplab_resnet.cli import train_flags
+from deeplab_resnet.training import losses, optim, step
 from deeplab_resnet.model import DeepLabResNet
 import tensorflow as tf
 
@@ -29,7 +31,7 @@ def numpy_ce(logits, labels, ignore=255):
 
 def test_label_resizing_is_nearest_neighbour():
     labels = np.random.default_rng(0).integers(0, 255, (2, 33, 47)).astype(np.int32)
-    resized = training.resize_labels(tf.constant(labels), [5, 6]).numpy()
+    resized = losses.resize_labels(tf.constant(labels), [5, 6]).numpy()
     for got, lab in zip(resized, labels):
         np.testing.assert_array_equal(got, nearest(lab, (5, 6)))
 
@@ -40,7 +42,7 @@ def test_msc_loss_is_fused_plus_every_scale():
     images = tf.constant(rng.normal(0, 40, (2, 49, 49, 3)), tf.float32)
     labels = rng.integers(0, 3, (2, 49, 49)).astype(np.int32)
     labels[:, :5] = 255
-    loss, _, _ = training.Objective(model, 255, SCALES)(images, tf.constant(labels))
+    loss, _, _ = losses.Objective(model, 255, SCALES)(images, tf.constant(labels))
     outputs = []
     for s in SCALES:
         size = [int(s * 49)] * 2
@@ -55,10 +57,10 @@ def test_msc_loss_is_fused_plus_every_scale():
 
 def make_trainer(scales):
     model = DeepLabResNet("tiny", 3, seed=2)
-    params = training.sgd_params(model)
-    optimizer = training.CaffeSGD(params, momentum=0.9, weight_decay=5e-4)
-    objective = training.Objective(model, 255, scales)
-    return model, training.Trainer(objective, optimizer, {k: p[0] for k, p in params.items()})
+    params = optim.sgd_params(model)
+    optimizer = optim.CaffeSGD(params, momentum=0.9, weight_decay=5e-4)
+    objective = losses.Objective(model, 255, scales)
+    return model, step.Trainer(objective, optimizer, {k: p[0] for k, p in params.items()})
 
 
 @pytest.mark.parametrize("scales", [SCALES, None])
@@ -86,7 +88,7 @@ def test_accumulated_batches_equal_one_big_batch(scales):
 
 
 def test_train_msc_flags_and_update_counting(tmp_path):
-    parser = training.build_parser(training.TRAIN_MSC)
+    parser = train_flags.build_parser(training.TRAIN_MSC)
     defaults = parser.parse_args([])
     assert (defaults.batch_size, defaults.save_num_images, defaults.grad_update_every,
             defaults.scales, defaults.num_steps) == (1, 1, 10, SCALES, 20001)
@@ -96,7 +98,7 @@ def test_train_msc_flags_and_update_counting(tmp_path):
             "--data-list", data["train"], "--input-size", "48,48", "--grad-update-every", "3",
             "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale",
             "--jit"]  # the XLA-compiled step (the plain one is tested above)
-    assert training.main(training.TRAIN_MSC, args) == 0
+    assert train_flags.main(training.TRAIN_MSC, args) == 0
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
     # Two updates, each from 3 mini-batches of 1 image.
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2

@@ -10,11 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from deeplab_resnet import checkpoint, shapes, training, utils
-from deeplab_resnet.errors import UserError
-from deeplab_resnet.arch import is_head_variable
-from deeplab_resnet.model import DeepLabResNet, preprocess
 import tensorflow as tf
+
+from deeplab_resnet import checkpoint, shapes, training, utils
+from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.cli import train_flags
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.model import DeepLabResNet, preprocess
+from deeplab_resnet.training import losses, optim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +63,7 @@ def test_caffe_sgd_matches_hand_computation():
     w0 = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
     b0 = np.array([0.25, -1.0], np.float32)
     w, b = tf.Variable(w0), tf.Variable(b0)
-    sgd = training.CaffeSGD({"fc1_voc12_c0/weights": (w, 10.0, 1.0),
+    sgd = optim.CaffeSGD({"fc1_voc12_c0/weights": (w, 10.0, 1.0),
                              "fc1_voc12_c0/biases": (b, 20.0, 0.0)}, momentum=0.9, weight_decay=0.01)
     gw = [np.array([[0.1, 0.2], [0.3, 0.4]], np.float32), np.array([[1, 0], [0, -1]], np.float32)]
     gb = [np.array([0.5, -0.5], np.float32), np.array([0.1, 0.1], np.float32)]
@@ -79,7 +82,7 @@ def test_caffe_sgd_matches_hand_computation():
 
 def test_adam_matches_hand_computation():
     w = tf.Variable([1.0, -1.0])
-    adam = training.Adam({"x": w})
+    adam = optim.Adam({"x": w})
     m = v = np.zeros(2)
     expected = np.array([1.0, -1.0])
     for t, g in enumerate([np.array([0.5, 2.0]), np.array([-1.0, 0.1])], start=1):
@@ -91,28 +94,28 @@ def test_adam_matches_hand_computation():
 
 
 def test_lr_multipliers_and_decay_groups():
-    params = training.sgd_params(DeepLabResNet("tiny", 3))
+    params = optim.sgd_params(DeepLabResNet("tiny", 3))
     assert params["conv1/weights"][1:] == (1.0, 1.0)
     assert params["res5a_branch2b/weights"][1:] == (1.0, 1.0)
     assert params["fc1_voc12_c2/weights"][1:] == (10.0, 1.0)
     assert params["fc1_voc12_c2/biases"][1:] == (20.0, 0.0)
     assert not any(k.startswith("bn") for k in params)  # frozen BatchNorm
-    trained_bn = training.sgd_params(DeepLabResNet("tiny", 3, train_bn=True))
+    trained_bn = optim.sgd_params(DeepLabResNet("tiny", 3, train_bn=True))
     assert trained_bn["bn_conv1/scale"][1:] == (1.0, 0.0)
     assert "bn_conv1/mean" not in trained_bn
 
 
 def test_poly_learning_rate():
-    assert training.poly_learning_rate(2.5e-4, 0, 20000, 0.9) == 2.5e-4
-    assert training.poly_learning_rate(1.0, 5000, 20000, 0.9) == pytest.approx(0.75 ** 0.9)
-    assert training.poly_learning_rate(1.0, 20000, 20000, 0.9) == 0.0
+    assert optim.poly_learning_rate(2.5e-4, 0, 20000, 0.9) == 2.5e-4
+    assert optim.poly_learning_rate(1.0, 5000, 20000, 0.9) == pytest.approx(0.75 ** 0.9)
+    assert optim.poly_learning_rate(1.0, 20000, 20000, 0.9) == 0.0
 
 
 def test_cross_entropy_ignores_label_and_resizes_nearest():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(1, 2, 2, 3)).astype(np.float32)
     labels = np.array([[[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 255, 255], [1, 1, 255, 255]]], np.int32)
-    total, correct, count = training.cross_entropy_sums(tf.constant(logits), tf.constant(labels), 255)
+    total, correct, count = losses.cross_entropy_sums(tf.constant(logits), tf.constant(labels), 255)
     loss = total / count
     small = np.array([[0, 2], [1, 255]])
     log_p = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
@@ -148,7 +151,7 @@ def test_tiny_model_learns_shapes(data, tmp_path):
                      "--num-steps", "200", "--save-pred-every", "100", "--learning-rate", "0.01",
                      "--is-training", "--bn-momentum", "0.9", "--random-scale", "--random-mirror")
     started = time.perf_counter()
-    assert training.main(training.TRAIN, args) == 0
+    assert train_flags.main(training.TRAIN, args) == 0
     elapsed = time.perf_counter() - started
     print(f"tiny model, 200 steps of 8 x 64x64 crops: {elapsed:.1f} s")
     assert elapsed < 120
@@ -197,7 +200,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     args = tiny_args(data, snapshots, "--num-steps", 50, "--save-pred-every", 1,
                      "--learning-rate", 1e4)
     with pytest.raises(UserError, match="loss became .* at update"):
-        training.main(training.TRAIN, args)
+        train_flags.main(training.TRAIN, args)
     latest = tf.train.latest_checkpoint(str(snapshots))
     assert latest is not None  # the first update still had a finite loss
     assert all(np.isfinite(v).all() for v in checkpoint.read_params(latest).values())
@@ -213,10 +216,10 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
     params["fc1000/weights"] = rng.normal(size=(2048, 1000)).astype(np.float32)
     params["fc1000/biases"] = np.zeros(1000, np.float32)
     prefix = checkpoint.save_params(params, tmp_path / "imagenet" / "resnet50")
-    parser = training.build_parser(training.TRAIN)
+    parser = train_flags.build_parser(training.TRAIN)
     args = parser.parse_args(["--model", "resnet50", "--num-classes", "5", "--restore-from",
                               prefix, "--not-restore-last"])
-    model = training.build_model(args, None)
+    model = training.build_model(train_flags.config_from_args(args), None)
     for name, var in model.params.items():
         if is_head_variable(name):
             continue
@@ -227,7 +230,7 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
     assert tuple(model.params["fc1_voc12_c0/weights"].shape) == (3, 3, 2048, 5)
     args = parser.parse_args(["--model", "resnet50", "--restore-from", prefix])
     with pytest.raises(UserError, match="add --not-restore-last"):
-        training.build_model(args, None)
+        training.build_model(train_flags.config_from_args(args), None)
 
 
 def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_deploy_prototxt):
@@ -238,9 +241,9 @@ def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_de
     blobs = write_random_caffemodel(resnet50_deploy_prototxt, caffemodel, seed=2)
     prefix = tmp_path / "ckpt" / "resnet50"
     convert(resnet50_deploy_prototxt, caffemodel, ckpt_path=prefix)
-    args = training.build_parser(training.TRAIN).parse_args(
+    args = train_flags.build_parser(training.TRAIN).parse_args(
         ["--model", "resnet50", "--restore-from", str(prefix), "--not-restore-last"])
-    model = training.build_model(args, None)
+    model = training.build_model(train_flags.config_from_args(args), None)
     checked = 0
     for name, var in model.params.items():
         layer, kind = name.split("/")
@@ -268,9 +271,9 @@ def test_fine_tune_trains_only_the_head_and_resumes(data, tmp_path):
     snapshots = tmp_path / "ft"
     args = tiny_args(data, snapshots, "--restore-from", prefix, "--num-steps", 4,
                      "--save-pred-every", 10, "--learning-rate", 0.01)
-    assert training.main(training.FINE_TUNE, args + ["--stop-after", "2"]) == 0
+    assert train_flags.main(training.FINE_TUNE, args + ["--stop-after", "2"]) == 0
     assert tf.train.latest_checkpoint(str(snapshots)).endswith("-2")
-    assert training.main(training.FINE_TUNE, args) == 0
+    assert train_flags.main(training.FINE_TUNE, args) == 0
     saved = checkpoint_tensors(tf.train.latest_checkpoint(str(snapshots)))
     assert saved["step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
     assert saved["optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 4

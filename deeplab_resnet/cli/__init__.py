@@ -10,17 +10,17 @@ fast and bad input gives exactly one line on stderr.
 
 import argparse
 import math
-import os
 import sys
 
 from deeplab_resnet import defaults
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.utils import writable_dir
 
 MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
-FLAG_NAMES = {"new_head": "--not-restore-last", "weights": "--restore-from"}
+FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training"}
 
 
 def flag_name(field):
@@ -111,14 +111,11 @@ def add_data_args(parser, data_dir=None, data_list=None):
 
 
 def check_writable_dir(path, flag):
-    """Creates `path` if needed; a one-line error naming the flag if it cannot be written."""
+    """Creates `path` if needed; a one-line error naming `flag` if it cannot be written."""
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot create folder ({exc.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: folder is not writable")
-    return path
+        return writable_dir(path, "dir")
+    except SettingError as exc:
+        raise UserError(exc.naming(lambda field: flag)) from None
 
 
 def run(main, argv=None, tensorflow=True):

@@ -16,6 +16,7 @@ import json
 import os
 
 from deeplab_resnet import cli
+from deeplab_resnet.cli import predict_flags
 
 
 def get_arguments(argv=None):
@@ -37,8 +38,7 @@ def get_arguments(argv=None):
     parser.add_argument("--json-output", default=None,
                         help="also write every score, the confusion matrix and the settings "
                              "as JSON to this file")
-    from deeplab_resnet import predict
-    predict.add_prediction_args(parser)
+    predict_flags.add_prediction_args(parser)
     args = parser.parse_args(argv)
     if args.data_list is None:
         parser.error("--data-list is required")
@@ -48,18 +48,19 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, evaluation, metrics, predict, utils
+    from deeplab_resnet import checkpoint, evaluation, metrics, utils
     images, labels = utils.read_list(args.data_dir, args.data_list)
     pairs = list(zip(images, labels))[:args.num_steps]
-    crf = predict.crf_from_args(args)
+    crf = predict_flags.crf_params(args)
     if args.save_dir is not None:
         cli.check_writable_dir(args.save_dir, "--save-dir")
     if args.json_output is not None:
-        cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)), "--json-output")
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)),
+                               "--json-output")
     model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
                                     prototxt=args.prototxt)
     names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
-    predictor = predict.predictor_from_args(model, args, crf)
+    predictor = predict_flags.predictor(model, args, crf)
     confusion = evaluation.evaluate(predictor, pairs, model.num_classes, args.ignore_label,
                                     args.save_dir)
     result = metrics.scores(confusion, names)

@@ -14,6 +14,7 @@ a TensorFlow op). The SavedModel is written to a temporary folder beside
 import os
 
 from deeplab_resnet import cli
+from deeplab_resnet.cli import predict_flags
 from deeplab_resnet.errors import UserError
 
 
@@ -26,8 +27,7 @@ def get_arguments(argv=None):
     parser.add_argument("--output-dir", required=True,
                         help="SavedModel folder to create (must not exist, or be empty)")
     cli.add_model_args(parser)
-    from deeplab_resnet import predict
-    predict.add_prediction_args(parser, crf=False)
+    predict_flags.add_prediction_args(parser, with_crf=False)
     return parser.parse_args(argv)
 
 
@@ -43,11 +43,11 @@ def check_output_dir(path):
 def main(argv=None):
     args = get_arguments(argv)
     # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, export, predict
+    from deeplab_resnet import checkpoint, export
     output_dir = check_output_dir(args.output_dir)
     model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
                                     prototxt=args.prototxt)
-    export.export(predict.predictor_from_args(model, args), output_dir)
+    export.export(predict_flags.predictor(model, args), output_dir)
     print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
           f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, {model.num_classes}])")
     return 0

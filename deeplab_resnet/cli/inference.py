@@ -13,6 +13,7 @@ Writes, per image, into --save-dir:
 import os
 
 from deeplab_resnet import cli
+from deeplab_resnet.cli import predict_flags
 
 
 def get_arguments(argv=None):
@@ -28,21 +29,20 @@ def get_arguments(argv=None):
     parser.add_argument("--save-logits", action="store_true",
                         help="also write <stem>_logits.npy: the raw network output, float32 "
                              "(h', w', num_classes)")
-    from deeplab_resnet import predict
-    predict.add_prediction_args(parser)
+    predict_flags.add_prediction_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = get_arguments(argv)
     # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, inference, predict, utils
+    from deeplab_resnet import checkpoint, inference, utils
     paths = inference.image_paths(args.img_path)
-    crf = predict.crf_from_args(args)
+    crf = predict_flags.crf_params(args)
     cli.check_writable_dir(args.save_dir, "--save-dir")
     model = checkpoint.load_weights(args.model_weights, args.model, args.num_classes,
                                     prototxt=args.prototxt)
-    predictor = predict.predictor_from_args(model, args, crf)
+    predictor = predict_flags.predictor(model, args, crf)
     for path in paths:
         image = utils.read_image(path)
         prediction = predictor(image)

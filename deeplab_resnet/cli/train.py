@@ -7,8 +7,10 @@ from deeplab_resnet import cli
 
 
 def main(argv=None):
-    from deeplab_resnet import training  # after cli.run has quieted TensorFlow's start-up
-    return training.main(training.TRAIN, argv, description=__doc__)
+    # The library (and TensorFlow) after cli.run has quieted TensorFlow's start-up.
+    from deeplab_resnet.cli import train_flags
+    from deeplab_resnet.training import TRAIN
+    return train_flags.main(TRAIN, argv, description=__doc__)
 
 
 def entry():

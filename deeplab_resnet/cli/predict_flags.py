@@ -1,0 +1,76 @@
+"""The test-protocol flags of evaluate, inference and export, turned into settings.
+
+TensorFlow-free: the library's `predict` is imported when a predictor is made.
+"""
+
+from deeplab_resnet import cli, crf, defaults
+from deeplab_resnet.errors import UserError
+
+
+def add_prediction_args(parser, with_crf=True):
+    """The test-protocol flags shared by evaluate.py, inference.py and export.py.
+
+    Args:
+        parser: an argparse parser.
+        with_crf: also add the dense-CRF flags (not for export, which serves the
+            network only).
+    """
+    group = parser.add_argument_group("prediction")
+    group.add_argument("--scales", type=cli.scales, default=(1.0,),
+                       help="input scales, comma-separated, first = reference, e.g. 1.0,0.75,0.5; "
+                            "logits of the other scales are resized to the first's and fused by "
+                            "element-wise max (default: 1.0)")
+    group.add_argument("--flip", action="store_true",
+                       help="also predict the mirrored image and average the two probability maps")
+    group.add_argument("--deeplab-protocol", action="store_true",
+                       help="DeepLab's test protocol (behind the paper's numbers): pad the image at "
+                            "the bottom/right with the mean colour to --pad-size, zoom the logits x8 "
+                            "with align-corners bilinear interpolation, crop back to the image. "
+                            "Default: the image at its own size, logits resized bilinearly to it")
+    group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
+                       help="padded side for --deeplab-protocol (default %(default)s; rounded up "
+                            "to 8k+1 and to the image size for larger images)")
+    if not with_crf:
+        return group
+    crf_defaults = crf.CRFParams()
+    group.add_argument("--crf", action="store_true",
+                       help="refine with a dense CRF (needs the optional pydensecrf2: "
+                            "pip install '.[crf]'); defaults are DeepLab-v2's VOC settings")
+    group.add_argument("--crf-iterations", type=int, default=crf_defaults.iterations,
+                       help=f"mean-field iterations (default {crf_defaults.iterations})")
+    group.add_argument("--crf-gaussian-sxy", type=float, default=crf_defaults.gaussian_sxy,
+                       help=f"smoothness kernel xy std (default {crf_defaults.gaussian_sxy:g})")
+    group.add_argument("--crf-gaussian-weight", type=float, default=crf_defaults.gaussian_weight,
+                       help=f"smoothness kernel weight (default {crf_defaults.gaussian_weight:g})")
+    group.add_argument("--crf-bilateral-sxy", type=float, default=crf_defaults.bilateral_sxy,
+                       help=f"appearance kernel xy std (default {crf_defaults.bilateral_sxy:g})")
+    group.add_argument("--crf-bilateral-srgb", type=float, default=crf_defaults.bilateral_srgb,
+                       help=f"appearance kernel rgb std (default {crf_defaults.bilateral_srgb:g})")
+    group.add_argument("--crf-bilateral-weight", type=float, default=crf_defaults.bilateral_weight,
+                       help=f"appearance kernel weight (default {crf_defaults.bilateral_weight:g})")
+    return group
+
+
+def crf_params(args):
+    """CRFParams from the flags of `add_prediction_args`, or None without --crf.
+
+    Fails early (before any model is loaded) when pydensecrf2 is missing.
+    """
+    if not getattr(args, "crf", False):
+        return None
+    if args.crf_iterations < 0:
+        raise UserError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
+    if not crf.available():
+        raise UserError(crf.INSTALL_HINT)
+    return crf.CRFParams(
+        iterations=args.crf_iterations, gaussian_sxy=args.crf_gaussian_sxy,
+        gaussian_weight=args.crf_gaussian_weight, bilateral_sxy=args.crf_bilateral_sxy,
+        bilateral_srgb=args.crf_bilateral_srgb, bilateral_weight=args.crf_bilateral_weight)
+
+
+def predictor(model, args, crf_settings=None):
+    """The `predict.Predictor` of a loaded model for the flags of `add_prediction_args`."""
+    from deeplab_resnet import predict
+    config = predict.PredictConfig(scales=args.scales, flip=args.flip,
+                                   deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size)
+    return predict.make_predictor(model, config, crf_settings)

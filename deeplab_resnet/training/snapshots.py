@@ -1,0 +1,66 @@
+"""Training checkpoints: where they go, the finite-weights guard, resuming, the head check."""
+
+import contextlib
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from deeplab_resnet import checkpoint as ckpt_lib
+from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
+from deeplab_resnet.errors import SettingError, first_line
+
+CHECKPOINT_NAME = "model.ckpt"
+
+
+@tf.function
+def all_finite(variables):
+    """Whether no variable holds inf or nan: checked before every save."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+
+def save(manager, model, step):
+    """Saves a checkpoint unless the weights hold inf or nan; returns its path."""
+    if not all_finite(list(model.params.values())):
+        raise SettingError(f"weights became inf or nan by update {step}: training stopped; last "
+                           f"checkpoint: {manager.latest_checkpoint or 'none'} "
+                           "(a lower {learning_rate} may help)", "learning_rate")
+    return manager.save(checkpoint_number=step)
+
+
+@contextlib.contextmanager
+def save_dir(snapshot_dir, chief):
+    """Where this process saves checkpoints: `snapshot_dir` on the chief.
+
+    Every worker must save (saving may involve collective operations), so
+    the others save to a temporary folder that is removed afterwards, as
+    TensorFlow recommends for MultiWorkerMirroredStrategy.
+    """
+    if chief:
+        yield snapshot_dir
+        return
+    folder = tempfile.mkdtemp(prefix="deeplab-worker-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume(checkpoint, latest):
+    """Restores the latest snapshot into `checkpoint`; an error if it is another run's kind."""
+    status = checkpoint.restore(latest)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise SettingError(f"{{snapshot_dir}}: {latest} was not written by this kind of training "
+                           f"(another script or optimizer?); use a new {{snapshot_dir}} "
+                           f"({first_line(exc)[:120]})", "snapshot_dir") from None
+
+
+def check_head(path, new_head):
+    """Weights without the DeepLab head (an ImageNet ResNet) need a new head."""
+    if new_head or ckpt_lib.is_caffemodel(path):
+        return
+    if not any(is_head_variable(name) for name in ckpt_lib.param_names(path)):
+        raise SettingError(f"{path}: holds no DeepLab head ({HEAD_PREFIX}_*), e.g. an ImageNet "
+                           "ResNet: add {new_head} to start a new head", "new_head")

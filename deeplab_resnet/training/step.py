@@ -1,0 +1,176 @@
+"""The compiled update step: loss scaling and the `Trainer` (micro-batches, replicas)."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from deeplab_resnet import distribute
+from deeplab_resnet.training.losses import resize_labels
+
+# --mixed-precision: the dtype the network computes in.
+COMPUTE_DTYPES = {"none": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
+
+
+class LossScale(tf.Module):
+    """Dynamic loss scaling for float16 training (checkpointed with the optimizer).
+
+    The loss is multiplied by `scale` before differentiation and the
+    gradients divided by it, so that small float16 gradients do not flush
+    to zero. An update whose gradients overflow (inf or nan) is skipped and
+    the scale halved; after `growth_interval` finite updates in a row the
+    scale doubles.
+
+    Args:
+        initial: the first scale (a power of two).
+        growth_interval: finite updates before the scale grows.
+    """
+
+    def __init__(self, initial=2.0 ** 15, growth_interval=2000, name=None):
+        super().__init__(name=name or "loss_scale")
+        self.growth_interval = int(growth_interval)
+        self.scale = tf.Variable(float(initial), trainable=False, name="scale")
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+
+    def update(self, finite):
+        """Adjusts the scale after an update whose gradients were `finite` (bool tensor)."""
+        good = tf.where(finite, self.good_steps + 1, tf.constant(0, tf.int64))
+        grow = good >= self.growth_interval
+        self.scale.assign(self.scale * tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5))
+        self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+
+
+class Trainer:
+    """The update step: gradients of one or more micro-batches, averaged, applied once.
+
+    With one micro-batch the gradient goes straight into the optimizer; with
+    more, each micro-batch's gradient is added to accumulator variables (not
+    checkpointed: an update never spans a checkpoint) and the mean is applied.
+    Under a strategy each piece runs on every replica (`strategy.run`); the
+    gradients are summed over replicas just before the optimizer, which then
+    makes the same update on every replica. Each piece is a tf.function
+    traced once; `jit` compiles the per-replica function with XLA.
+
+    Args:
+        objective: an `Objective`.
+        optimizer: `CaffeSGD` or `Adam`.
+        variables: {name: variable} to train (the optimizer's keys).
+        jit: compile the step functions with XLA.
+        strategy: the tf.distribute strategy the variables were created
+            under (default: the current one).
+        loss_scale: a `LossScale` for float16, or None.
+    """
+
+    def __init__(self, objective, optimizer, variables, jit=False, strategy=None,
+                 loss_scale=None):
+        self.objective = objective
+        self.optimizer = optimizer
+        self.names = list(variables)
+        self.variables = [variables[k] for k in self.names]
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.loss_scale = loss_scale
+        self._accumulators = None
+        self._single = self._on_replicas(self._single_step, jit)
+        self._accumulate = self._on_replicas(self._accumulate_step, jit)
+        self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
+        self.predict = tf.function(self._predict)
+
+    def _on_replicas(self, fn, jit):
+        """A tf.function running `fn` on every replica; returns the first local replica's result.
+
+        The results of the step functions are sums over replicas, the same on each.
+        """
+        replica_fn = tf.function(fn, jit_compile=jit)
+
+        @tf.function
+        def run(*args):
+            results = self.strategy.run(replica_fn, args=args)
+            return tf.nest.map_structure(
+                lambda value: self.strategy.experimental_local_results(value)[0], results)
+        return run
+
+    def _gradients(self, images, labels):
+        """Gradients of this replica's loss share (times the loss scale, if any) and the
+        loss, correct and valid pixels summed over replicas."""
+        with tf.GradientTape() as tape:
+            loss, hits, pixels = self.objective(images, labels, training=True)
+            scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
+        grads = tape.gradient(scaled, self.variables)
+        return grads, distribute.sum_over_replicas((loss, hits, pixels))
+
+    def _apply(self, grads, learning_rate, loss_finite):
+        """Sums `grads` over replicas and applies them unless they or the loss are not finite.
+
+        Returns:
+            False when training must stop (the loss, or without loss scaling
+            the gradients, not finite). With loss scaling, overflowing
+            gradients only skip this update and halve the scale.
+        """
+        grads = distribute.sum_over_replicas(grads)
+        if self.loss_scale is not None:
+            grads = [g / self.loss_scale.scale for g in grads]
+        finite = tf.math.is_finite(tf.linalg.global_norm(grads))
+        if loss_finite & finite:
+            self.optimizer.apply(list(zip(self.names, grads, self.variables)), learning_rate)
+        if self.loss_scale is None:
+            return loss_finite & finite
+        self.loss_scale.update(finite)
+        return loss_finite
+
+    def _single_step(self, images, labels, learning_rate):
+        grads, (loss, hits, pixels) = self._gradients(images[0], labels[0])
+        ok = self._apply(grads, learning_rate, tf.math.is_finite(loss))
+        return loss, hits, pixels, ok
+
+    def _accumulate_step(self, images, labels, index):
+        grads, (loss, hits, pixels) = self._gradients(images[index], labels[index])
+        for acc, grad in zip(self._accumulators, grads):
+            acc.assign_add(grad)
+        return loss, hits, pixels
+
+    def _apply_accumulated(self, learning_rate, count, loss_finite):
+        grads = [acc / count for acc in self._accumulators]
+        ok = self._apply(grads, learning_rate, loss_finite)
+        for acc in self._accumulators:
+            acc.assign(tf.zeros_like(acc))
+        return ok
+
+    def step(self, images, labels, learning_rate):
+        """One update from N micro-batches.
+
+        Args:
+            images: [N, B, H, W, 3] preprocessed crops (per replica: a
+                distributed value of `ImageReader.batches`, or one tensor).
+            labels: [N, B, H, W] labels, likewise.
+            learning_rate: float.
+        Returns:
+            (mean loss of the micro-batches, pixel accuracy, ok): python
+            values over the global batch; `ok` is False when the loss or the
+            gradients were not finite and nothing was applied (with loss
+            scaling, an overflow skips the update and leaves `ok` True).
+        """
+        learning_rate = tf.constant(learning_rate, tf.float32)
+        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
+        if count == 1:
+            loss, hits, pixels, ok = self._single(images, labels, learning_rate)
+            return float(loss), float(hits) / max(float(pixels), 1.0), bool(ok)
+        if self._accumulators is None:
+            with self.strategy.scope():
+                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                                      for v in self.variables]
+        losses, hits, pixels = [], 0.0, 0.0
+        for i in range(count):
+            loss, correct, valid = self._accumulate(images, labels, tf.constant(i))
+            losses.append(float(loss))
+            hits += float(correct)
+            pixels += float(valid)
+        loss = float(np.mean(losses))
+        ok = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
+                              tf.constant(math.isfinite(loss)))
+        return loss, hits / max(pixels, 1.0), bool(ok)
+
+    def _predict(self, images):
+        """Class map at the input size (nearest neighbour) for summaries."""
+        logits = self.objective.logits(images, training=False)
+        labels = tf.argmax(logits, -1, output_type=tf.int32)
+        return resize_labels(labels, tf.shape(images)[1:3])
