@@ -77,7 +77,8 @@ def scores(confusion, class_names=None):
     """
     confusion = np.asarray(confusion, dtype=np.int64)
     num_classes = confusion.shape[0]
-    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    names = (list(class_names) if class_names is not None
+             else [f"class_{i}" for i in range(num_classes)])
     true_positives = np.diag(confusion)
     label_count = confusion.sum(axis=1)
     predicted_count = confusion.sum(axis=0)
@@ -96,6 +97,7 @@ def scores(confusion, class_names=None):
         "mean_iou": number(np.nanmean(iou)) if np.any(~np.isnan(iou)) else None,
         "pixel_accuracy": number(true_positives.sum() / total) if total else None,
         "mean_class_accuracy": number(np.nanmean(accuracy)) if np.any(present) else None,
-        "frequency_weighted_iou": number(np.sum(frequency[present] * iou[present])) if total else None,
+        "frequency_weighted_iou": (number(np.sum(frequency[present] * iou[present])) if total
+                                   else None),
         "num_pixels": total,
     }

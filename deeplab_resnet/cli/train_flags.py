@@ -92,7 +92,8 @@ def build_parser(recipe, description=None):
     g.add_argument("--deterministic", action="store_true",
                    help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
-    g.add_argument("--mixed-precision", choices=sorted(COMPUTE_DTYPES), default=d["mixed_precision"],
+    g.add_argument("--mixed-precision", choices=sorted(COMPUTE_DTYPES),
+                   default=d["mixed_precision"],
                    help="compute in bfloat16 ('bf16') or float16 ('fp16', with dynamic loss "
                         "scaling) on float32 weights; logits and loss stay float32 "
                         "(default: none)")
@@ -113,4 +114,4 @@ def config_from_args(args):
 def main(recipe, argv=None, description=None):
     """A training script: parse the flags, train."""
     args = build_parser(recipe, description).parse_args(argv)
-    return train(config_from_args(args), recipe)
+    return train(config_from_args(args), recipe, name_of=cli.flag_name)

@@ -41,7 +41,11 @@ def _log(message):
     tqdm.write(message, file=sys.stderr)
 
 
-def train(config, recipe, on_save=None):
+def _field_name(field):
+    return field
+
+
+def train(config, recipe, on_save=None, name_of=_field_name):
     """Trains (or resumes training) as `config` says; returns the exit status.
 
     Args:
@@ -49,6 +53,8 @@ def train(config, recipe, on_save=None):
         recipe: the calling script's `Recipe`.
         on_save: called as on_save(model, update, path) after each checkpoint
             this process saves (every worker saves; only the chief's stay).
+        name_of: how progress messages name a setting (the command line
+            passes its flag names; errors name fields through `SettingError`).
     """
     strategy = distribute.make_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
@@ -90,11 +96,13 @@ def train(config, recipe, on_save=None):
 
     if latest is not None:
         snapshots.resume(checkpoint, latest)
-        ignored = f"; --restore-from {config.restore_from} ignored" if config.restore_from else ""
+        ignored = (f"; {name_of('restore_from')} {config.restore_from} ignored"
+                   if config.restore_from else "")
         log(f"resuming from {latest} (update {int(step.numpy())}){ignored}")
     start = int(step.numpy())
     if start >= config.num_steps:
-        log(f"{snapshot_dir}: already trained for {start} of --num-steps {config.num_steps} updates")
+        log(f"{snapshot_dir}: already trained for {start} of {name_of('num_steps')} "
+            f"{config.num_steps} updates")
         return 0
     end = config.num_steps if config.stop_after is None else min(config.num_steps,
                                                               start + config.stop_after)
