@@ -4,7 +4,8 @@
 import numpy as np
 import pytest
 
-from deeplab_resnet import caffe
+from deeplab_resnet import caffe, cli
+from deeplab_resnet.errors import SettingError
 from deeplab_resnet.caffe import load_net, read_weights, write_caffemodel
 from deeplab_resnet.model import DeepLabResNet
 
@@ -44,8 +45,9 @@ def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_p
     source = DeepLabResNet("tiny", 91, seed=2)
     params = {k.replace("fc1_voc12", "fc1_coco"): v.numpy() for k, v in source.params.items()}
     path = write_caffemodel(None, params, tmp_path / "init.caffemodel", text=text)
-    with pytest.raises(UserError, match="--not-restore-last"):
+    with pytest.raises(SettingError, match="or add new_head") as error:
         checkpoint.load_weights(path, "tiny")
+    assert "or add --not-restore-last" in error.value.naming(cli.flag_name)
     model = checkpoint.load_weights(path, "tiny", new_head=True)
     assert model.num_classes == 21
     for name, value in params.items():

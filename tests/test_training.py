@@ -12,10 +12,10 @@ import pytest
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint, shapes, training, utils
+from deeplab_resnet import checkpoint, cli, shapes, training, utils
 from deeplab_resnet.arch import is_head_variable
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import SettingError, UserError
 from deeplab_resnet.model import DeepLabResNet, preprocess
 from deeplab_resnet.training import losses, optim
 
@@ -229,8 +229,9 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
         np.testing.assert_array_equal(var.numpy(), expected, err_msg=name)
     assert tuple(model.params["fc1_voc12_c0/weights"].shape) == (3, 3, 2048, 5)
     args = parser.parse_args(["--model", "resnet50", "--restore-from", prefix])
-    with pytest.raises(UserError, match="add --not-restore-last"):
+    with pytest.raises(SettingError, match="add new_head") as error:
         training.build_model(train_flags.config_from_args(args), None)
+    assert "add --not-restore-last" in error.value.naming(cli.flag_name)
 
 
 def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_deploy_prototxt):
