@@ -40,7 +40,6 @@ def test_inner_product_round_trip(tmp_path, resnet50_deploy_prototxt):
 def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_path):
     """Like DeepLab's COCO-pretrained init.caffemodel: another head, other class count."""
     from deeplab_resnet import checkpoint
-    from deeplab_resnet.errors import UserError
     text = caffe.deploy_prototxt("tiny", 91).replace("fc1_voc12", "fc1_coco")
     source = DeepLabResNet("tiny", 91, seed=2)
     params = {k.replace("fc1_voc12", "fc1_coco"): v.numpy() for k, v in source.params.items()}
