@@ -74,7 +74,7 @@ def _conv_layers(conv, bottom):
 
 
 def deploy_prototxt(variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES,
-                    input_size=defaults.DEPLOY_INPUT_SIZE, head=True):
+                    input_size=defaults.INPUT_SIZE, head=True):
     """The deploy prototxt text of `arch.architecture(variant, num_classes)`.
 
     Args:

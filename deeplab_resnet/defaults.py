@@ -8,4 +8,4 @@ BN_MOMENTUM = 0.999  # Caffe's BatchNorm moving_average_fraction
 # Per-channel mean of the released models' training images, B, G, R (0-255 scale).
 IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 PAD_SIZE = 513  # DeepLab's test protocol pads VOC images to 513 x 513
-DEPLOY_INPUT_SIZE = 321  # the input_dim of the released deploy prototxt
+INPUT_SIZE = 321  # the released nets: the deploy input_dim and the training crop side

@@ -15,7 +15,7 @@ def main(argv=None):
         description="Writes the Caffe deploy prototxt of a DeepLab variant.")
     parser.add_argument("--model", choices=sorted(VARIANTS), default=defaults.VARIANT)
     parser.add_argument("--num-classes", type=int, default=defaults.NUM_CLASSES)
-    parser.add_argument("--input-size", type=int, default=defaults.DEPLOY_INPUT_SIZE)
+    parser.add_argument("--input-size", type=int, default=defaults.INPUT_SIZE)
     parser.add_argument("--output", required=True, help="prototxt file to write")
     args = parser.parse_args(argv)
     if args.num_classes < 1 or args.input_size < 1:

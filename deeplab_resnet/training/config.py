@@ -48,7 +48,7 @@ class TrainConfig:
     num_classes: int = None
     prototxt: str = None
     batch_size: int = 10
-    input_size: tuple = (321, 321)
+    input_size: tuple = (defaults.INPUT_SIZE, defaults.INPUT_SIZE)
     learning_rate: float = 2.5e-4
     momentum: float = 0.9
     power: float = 0.9
