@@ -94,7 +94,8 @@ def calibrated_blobs(converted, seed=0, bn_factor=0.5, tiny_variance=1e-6, size=
         p[name + "/variance"].assign(var.astype(np.float32))
         stats[name] = (mean, var, scale)
         return module.layers.batch_norm(x, p[name + "/mean"], p[name + "/variance"],
-                                        p[name + "/scale"], p[name + "/offset"], module.BN_EPS[name])
+                                        p[name + "/scale"], p[name + "/offset"],
+                                        module.BN_EPS[name])
 
     net._batch_norm = calibrating_batch_norm
     shapes = {k: (v[0], size, size, v[3]) if len(v) == 4 else v

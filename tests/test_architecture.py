@@ -62,7 +62,8 @@ def test_only_the_caffe_glue_imports_kaffe():
 
 def test_no_import_cycles():
     graph = import_graph()
-    graph = {name: {t for t in targets if t in graph and t != name} for name, targets in graph.items()}
+    graph = {name: {t for t in targets if t in graph and t != name}
+             for name, targets in graph.items()}
     state = {}  # name -> "open" while on the DFS stack, "done" after
 
     def visit(name, path):
@@ -98,7 +99,7 @@ def test_kaffe_and_the_command_layer_load_without_tensorflow():
 
 
 def test_console_scripts_and_shims_run_the_cli_modules():
-    """pyproject's commands and the top-level scripts both lead to deeplab_resnet.cli.<name>.entry."""
+    """pyproject's commands and the top-level scripts lead to deeplab_resnet.cli.<name>.entry."""
     import importlib
     import re
 

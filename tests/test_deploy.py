@@ -22,9 +22,11 @@ def summary(layer):
     a = dict(layer.attrs)
     out = dict(name=layer.name, type=layer.type, bottoms=layer.bottoms, tops=layer.tops)
     if layer.type == "Convolution":
-        out.update({k: a[k] for k in ("num_output", "kernel", "pad", "stride", "dilation", "bias", "group")})
+        out.update({k: a[k] for k in ("num_output", "kernel", "pad", "stride", "dilation", "bias",
+                                      "group")})
     elif layer.type == "Pooling":
-        out.update({k: a[k] for k in ("method", "kernel", "stride", "pad", "global_pooling", "ceil_mode")})
+        out.update({k: a[k] for k in ("method", "kernel", "stride", "pad", "global_pooling",
+                                      "ceil_mode")})
     elif layer.type == "BatchNorm":
         p = layer.proto.batch_norm_param
         out.update(eps=a["eps"], use_global_stats=p.use_global_stats)

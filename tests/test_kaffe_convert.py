@@ -42,7 +42,8 @@ def tiny(tmp_path_factory):
 def test_cli_writes_checkpoint_npz_and_code(tmp_path, tiny):
     proto, model, blobs = tiny
     result = run_cli(proto, "--caffemodel", model, "--ckpt-path", tmp_path / "ckpt" / "tiny",
-                     "--data-output-path", tmp_path / "w.npz", "--code-output-path", tmp_path / "net.py")
+                     "--data-output-path", tmp_path / "w.npz",
+                     "--code-output-path", tmp_path / "net.py")
     assert result.returncode == 0, result.stderr
     prefix = tmp_path / "ckpt" / "tiny"
     assert checkpoint.read_meta(prefix) == ("tiny", 3)
@@ -52,7 +53,8 @@ def test_cli_writes_checkpoint_npz_and_code(tmp_path, tiny):
     f = 999.98
     np.testing.assert_allclose(params["bn_conv1/variance"],
                                blobs["bn_conv1"][1] / np.float32(f) + 1e-3 - 1e-5, rtol=1e-5)
-    np.testing.assert_allclose(params["bn_conv1/mean"], blobs["bn_conv1"][0] / np.float32(f), rtol=1e-5)
+    np.testing.assert_allclose(params["bn_conv1/mean"], blobs["bn_conv1"][0] / np.float32(f),
+                               rtol=1e-5)
     np.testing.assert_array_equal(params["conv1/weights"], blobs["conv1"][0].transpose(2, 3, 1, 0))
     # .npz: same arrays, no pickle.
     with np.load(tmp_path / "w.npz", allow_pickle=False) as data:
@@ -154,7 +156,8 @@ def _expect_error(tmp_path, args, *needles):
 
 def test_error_unsupported_layer(tmp_path):
     proto = tmp_path / "p.prototxt"
-    proto.write_text(GOOD + 'layer { name: "norm1" type: "LRN" bottom: "c" top: "n" lrn_param { local_size: 5 } }\n')
+    proto.write_text(GOOD + 'layer { name: "norm1" type: "LRN" bottom: "c" top: "n" '
+                            'lrn_param { local_size: 5 } }\n')
     _expect_error(tmp_path, [proto, "--caffemodel", tmp_path / "none.caffemodel"], "norm1", "LRN")
 
 
@@ -202,9 +205,11 @@ def test_error_missing_prototxt_and_bad_shapes(tmp_path):
         kaffe_convert.load_net(text=GOOD + 'layer { name: "p" type: "Pooling" bottom: "c" top: "p" '
                              'pooling_param { kernel_size: 9 } }')
     with pytest.raises(KaffeError, match="'e'.*shape"):
-        kaffe_convert.load_net(text=GOOD + 'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "data" top: "e" }')
+        kaffe_convert.load_net(text=GOOD + 'layer { name: "e" type: "Eltwise" bottom: "c" '
+                                          'bottom: "data" top: "e" }')
     with pytest.raises(KaffeError, match="'z'.*'nothing'"):
-        kaffe_convert.load_net(text=GOOD + 'layer { name: "z" type: "ReLU" bottom: "nothing" top: "z" }')
+        kaffe_convert.load_net(text=GOOD + 'layer { name: "z" type: "ReLU" bottom: "nothing" '
+                                          'top: "z" }')
 
 
 def test_caffemodel_weights_with_own_prototxt_fold_eps(tmp_path):
@@ -213,7 +218,8 @@ def test_caffemodel_weights_with_own_prototxt_fold_eps(tmp_path):
     proto.write_text(GOOD + 'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" '
                             'batch_norm_param { eps: 0.01 } }\n')
     blobs = write_random_caffemodel(proto, tmp_path / "m.caffemodel", bn_factor=2.0)
-    params, classes = caffe.caffemodel_weights(tmp_path / "m.caffemodel", "resnet50", prototxt=proto)
+    params, classes = caffe.caffemodel_weights(tmp_path / "m.caffemodel", "resnet50",
+                                               prototxt=proto)
     assert classes is None
     np.testing.assert_allclose(params["bn/variance"], blobs["bn"][1] / 2.0 + 0.01 - 1e-5, rtol=1e-6)
     # convert.py keeps the true variance for a non-DeepLab net (its code uses the true eps).

@@ -20,7 +20,7 @@ def to_nchw(x):
 
 
 def run_net(tmp_path, text, inputs, outputs=None, blobs=None, v1_model=False, seed=1):
-    """Converts `text` with random (or given) blobs through a caffemodel file, runs the emitted code.
+    """Converts `text` with random (or given) blobs through a caffemodel file; runs emitted code.
 
     Returns ({blob: NCHW array}, {layer: Caffe blobs}).
     """
@@ -108,9 +108,11 @@ def rand(*shape):
 CONVS = [
     # (convolution_param body, kernel, stride, pad, dilation, group, bias)
     ("num_output: 6 kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), (1, 1), 1, True),
-    ("num_output: 6 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 bias_term: false",
+    ("num_output: 6 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 "
+     "bias_term: false",
      (3, 2), (2, 1), (1, 0), (1, 1), 1, False),
-    ("num_output: 6 kernel_size: 3 pad: 2 dilation: 2 group: 2", (3, 3), (1, 1), (2, 2), (2, 2), 2, True),
+    ("num_output: 6 kernel_size: 3 pad: 2 dilation: 2 group: 2",
+     (3, 3), (1, 1), (2, 2), (2, 2), 2, True),
     ("num_output: 4 kernel_size: 3 pad: 3 dilation: 3 stride: 2 group: 4 bias_term: false",
      (3, 3), (2, 2), (3, 3), (3, 3), 4, False),
     ("num_output: 6 kernel_size: 3 kernel_size: 1 stride: 1 stride: 2 pad: 1 pad: 0",
@@ -216,7 +218,8 @@ layer { name: "relu" type: "ReLU" bottom: "sc2" top: "r" relu_param { negative_s
 def test_bn_alone_gets_unit_scale(tmp_path):
     from kaffe.transforms import make_params
     text = header() + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" }\n' \
-                      'layer { name: "r" type: "ReLU" bottom: "data" top: "data" relu_param { negative_slope: -2.5 } }'
+                      'layer { name: "r" type: "ReLU" bottom: "data" top: "data" ' \
+                      'relu_param { negative_slope: -2.5 } }'
     converted = load_net(text=text)
     blobs = random_blobs(converted, bn_factor=4.0)
     params = make_params(converted.steps, blobs)
@@ -234,9 +237,11 @@ def test_bn_alone_gets_unit_scale(tmp_path):
 
 def test_inner_product_chw_order_and_softmax(tmp_path):
     text = header(h=3, w=5) + """
-layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 7 } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 7 } }
 layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" dropout_param { dropout_ratio: 0.3 } }
-layer { name: "fc2" type: "InnerProduct" bottom: "fc" top: "fc2" inner_product_param { num_output: 3 bias_term: false } }
+layer { name: "fc2" type: "InnerProduct" bottom: "fc" top: "fc2"
+        inner_product_param { num_output: 3 bias_term: false } }
 layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
 """
     x = rand(2, 4, 3, 5)
@@ -301,7 +306,8 @@ def test_concat_channels_and_two_inputs(tmp_path):
 input: "data" input_dim: 2 input_dim: 4 input_dim: 6 input_dim: 7
 input: "extra" input_dim: 2 input_dim: 3 input_dim: 6 input_dim: 7
 layer { name: "cat" type: "Concat" bottom: "data" bottom: "extra" top: "cat" }
-layer { name: "cat2" type: "Concat" bottom: "data" bottom: "data" top: "cat2" concat_param { axis: 2 } }
+layer { name: "cat2" type: "Concat" bottom: "data" bottom: "data" top: "cat2"
+        concat_param { axis: 2 } }
 """
     x, y = rand(2, 4, 6, 7), rand(2, 3, 6, 7)
     out, _ = run_net(tmp_path, text, {"data": x, "extra": y})
@@ -320,16 +326,19 @@ layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
 layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" include { phase: TEST } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "pool" bottom: "label" top: "loss"
         include { phase: TRAIN } loss_param { ignore_label: 255 } }
-layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
+        inner_product_param { num_output: 3 } }
 """
 V1_BODY = """
 layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv"
-         blobs_lr: 1 blobs_lr: 2 convolution_param { num_output: 6 kernel_size: 3 pad: 1 stride: 2 } }
+         blobs_lr: 1 blobs_lr: 2
+         convolution_param { num_output: 6 kernel_size: 3 pad: 1 stride: 2 } }
 layers { name: "relu" type: RELU bottom: "conv" top: "conv" }
 layers { name: "pool" type: POOLING bottom: "conv" top: "pool"
          pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
 layers { name: "drop" type: DROPOUT bottom: "pool" top: "pool" exclude { phase: TRAIN } }
-layers { name: "fc" type: INNER_PRODUCT bottom: "pool" top: "fc" inner_product_param { num_output: 3 } }
+layers { name: "fc" type: INNER_PRODUCT bottom: "pool" top: "fc"
+         inner_product_param { num_output: 3 } }
 """
 INPUTS = {
     "input_dim": header(h=9, w=10),

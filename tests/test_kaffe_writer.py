@@ -20,7 +20,8 @@ def test_deeplab_round_trip(tmp_path, bn_factor):
     text = caffe.deploy_prototxt("tiny", 3)
     params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 3, seed=5).params.items()}
     params.update(random_like({k: v.shape for k, v in params.items() if k.endswith("/variance")}))
-    path = write_caffemodel(None, params, tmp_path / "tiny.caffemodel", bn_factor=bn_factor, text=text)
+    path = write_caffemodel(None, params, tmp_path / "tiny.caffemodel", bn_factor=bn_factor,
+                            text=text)
     back = read_weights(load_net(text=text), path)
     assert sorted(back) == sorted(params)
     for name, value in params.items():

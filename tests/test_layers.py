@@ -38,7 +38,8 @@ def caffe_pool_reference(x, k, s, p, mode):
 
 
 @pytest.mark.parametrize("size", [5, 6, 7, 8, 160, 161])
-@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 1, 1), (5, 3, 2), (2, 1, 0), (4, 2, 1)])
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 1, 1), (5, 3, 2), (2, 1, 0),
+                                   (4, 2, 1)])
 @pytest.mark.parametrize("mode", ["max", "ave"])
 def test_pooling_matches_caffe(size, k, s, p, mode):
     if p >= k:

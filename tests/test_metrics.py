@@ -21,7 +21,7 @@ def test_confusion_matrix_of_a_dataset_is_the_sum_over_images():
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 5, (7, 9)) for _ in range(3)]
     predictions = [rng.integers(0, 5, (7, 9)) for _ in range(3)]
-    per_image = sum(metrics.confusion_matrix(l, p, 5) for l, p in zip(labels, predictions))
+    per_image = sum(metrics.confusion_matrix(truth, p, 5) for truth, p in zip(labels, predictions))
     whole = metrics.confusion_matrix(np.stack(labels), np.stack(predictions), 5)
     np.testing.assert_array_equal(per_image, whole)
 

@@ -123,6 +123,7 @@ def test_trainable_batchnorm_moving_average_is_caffes_normalised_one():
 def test_loaded_statistics_count_as_a_long_history(tmp_path):
     from deeplab_resnet import checkpoint
     model = DeepLabResNet("tiny", 3)
-    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, tmp_path / "c", "tiny", 3)
+    checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, tmp_path / "c",
+                           "tiny", 3)
     loaded = checkpoint.load_weights(tmp_path / "c", train_bn=True, bn_momentum=0.99)
     assert loaded.meta["bn_factor"].numpy() == pytest.approx(100.0)

@@ -85,7 +85,8 @@ def test_resnet50_emitted_code_matches_opencv(tmp_path, resnet50_deploy_prototxt
     write_random_caffemodel(resnet50_deploy_prototxt, model, seed=12, bn_factor=0.5,
                             calibrate=True, calibration=dict(size=224))
     run_script("convert.py", resnet50_deploy_prototxt, "--caffemodel", model,
-               "--data-output-path", tmp_path / "w.npz", "--code-output-path", tmp_path / "resnet50.py")
+               "--data-output-path", tmp_path / "w.npz",
+               "--code-output-path", tmp_path / "resnet50.py")
     spec = importlib.util.spec_from_file_location("resnet50_emitted", tmp_path / "resnet50.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

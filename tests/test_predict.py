@@ -32,7 +32,8 @@ def _softmax_at(logits, h, w):
 def test_single_scale_is_the_model_output_resized_to_the_image(model, image):
     prediction = predict.Predictor(model)(image)
     logits = _logits(model, image)
-    assert prediction.logits.shape == (output_size(37, "tiny"), output_size(50, "tiny"), NUM_CLASSES)
+    assert prediction.logits.shape == (output_size(37, "tiny"), output_size(50, "tiny"),
+                                       NUM_CLASSES)
     np.testing.assert_allclose(prediction.logits, logits[0].numpy(), rtol=1e-5, atol=1e-5)
     probabilities = _softmax_at(logits, 37, 50)
     np.testing.assert_allclose(prediction.probabilities, probabilities, rtol=1e-5, atol=1e-6)
