@@ -115,7 +115,8 @@ def main(argv=None):
     confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
     result = metrics.scores(confusion, names)
     if args.json_output is not None:
-        settings = {"restore_from": args.restore_from, "model": model.variant,
+        settings = {"restore_from": checkpoint.source_path(args.restore_from),
+                    "model": model.variant,
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
@@ -125,6 +126,10 @@ def main(argv=None):
         with utils.atomic_path(args.json_output) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(document, f, indent=2)
+    if args.save_dir is not None:
+        print(f"Predicted labels ({len(pairs)} PNGs) written to {args.save_dir}")
+    if args.json_output is not None:
+        print(f"Scores, confusion matrix and settings (JSON) written to {args.json_output}")
     print(report(result))
     return 0
 

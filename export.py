@@ -17,7 +17,7 @@ import tempfile
 
 from deeplab_resnet.tf_quiet import tf
 
-from deeplab_resnet import checkpoint, cli, predict
+from deeplab_resnet import checkpoint, cli, predict, utils
 from deeplab_resnet.errors import UserError
 
 
@@ -52,6 +52,7 @@ def export(predictor, output_dir):
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:
+        utils.plain_mode(tmp)
         tf.saved_model.save(predictor, tmp,
                             signatures={"serving_default": predictor.serve.get_concrete_function()})
         if os.path.isdir(output_dir):

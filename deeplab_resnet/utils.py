@@ -54,6 +54,23 @@ def colorize(labels):
     return VOC_PALETTE[np.asarray(labels, dtype=np.uint8)]
 
 
+def current_umask():
+    """The process umask (read by setting it, so set back at once; Python has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path):
+    """Gives a temporary file or folder the mode a plain open()/mkdir() would: 0666/0777 & ~umask.
+
+    mkstemp and mkdtemp create 0600 and 0700 whatever the umask, and the mode
+    survives the rename into place.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renamed onto it only if the block succeeds."""
@@ -66,6 +83,7 @@ def atomic_path(path):
         raise UserError(f"{folder}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     try:
+        plain_mode(tmp)
         yield tmp
         os.replace(tmp, path)
     finally:

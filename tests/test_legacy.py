@@ -1,0 +1,236 @@
+"""The 2017 TF port's checkpoints (V1 single file, V2 snapshots with Momentum slots), .npz
+weights and refused pickled .npy, through every script that takes weights."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import convert
+import evaluate
+import export
+import inference
+from conftest import tiny_model
+from deeplab_resnet import checkpoint, cli, legacy, training
+from deeplab_resnet.model import architecture, infer_variant
+from deeplab_resnet.tf_quiet import tf
+
+NUM_CLASSES = 3
+_PORT_LEAVES = {"mean": "moving_mean", "variance": "moving_variance", "scale": "gamma",
+                "offset": "beta"}
+
+
+def port_key(name):
+    """The port's name for one of ours (the inverse of what the loader maps)."""
+    layer, leaf = name.split("/")
+    return f"{layer}/{_PORT_LEAVES.get(leaf, leaf)}"
+
+
+def write_port_checkpoint(params, path, version, step=None):
+    """Writes {our name: array} the way the port did, with tf.compat.v1.train.Saver.
+
+    V2 snapshots also get the port's `<var>/Momentum` slots and a step counter.
+    """
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        for name, value in params.items():
+            tf1.get_variable(port_key(name), initializer=value)
+            if version == 2:
+                tf1.get_variable(port_key(name) + "/Momentum", initializer=np.full_like(value, 7.0))
+        if version == 2:
+            tf1.get_variable("global_step", initializer=np.int64(step or 0))
+        write_version = tf1.train.SaverDef.V1 if version == 1 else tf1.train.SaverDef.V2
+        saver = tf1.train.Saver(write_version=write_version)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            return saver.save(sess, str(path), global_step=step, write_meta_graph=False)
+
+
+@pytest.fixture(scope="module")
+def params():
+    """A tiny model's weights with non-trivial BatchNorm statistics."""
+    model = tiny_model(NUM_CLASSES, seed=3, head_biases=[-0.2, 0.1, 0.3])
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, var in model.params.items():
+        value = var.numpy()
+        if name.endswith("/mean") or name.endswith("/offset"):
+            value = rng.normal(0, 0.1, value.shape).astype(np.float32)
+        elif name.endswith("/variance") or name.endswith("/scale"):
+            value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
+        out[name] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(params, tmp_path_factory):
+    """Our checkpoint (reference), the port's V1 file and V2 snapshot folder, an .npz."""
+    root = tmp_path_factory.mktemp("weights")
+    ours = checkpoint.save_params(params, root / "ours" / "model", "tiny", NUM_CLASSES)
+    v1 = write_port_checkpoint(params, root / "deeplab_resnet.ckpt", version=1)
+    write_port_checkpoint(params, root / "snapshots" / "model.ckpt", version=2, step=20000)
+    npz = root / "weights.npz"
+    np.savez(npz, **params)
+    return {"ours": ours, "v1": v1, "v2": str(root / "snapshots"), "npz": str(npz)}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (41, 53, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, NUM_CLASSES, (41, 53), dtype=np.uint8), mode="L").save(
+        root / "a_label.png")
+    (root / "list.txt").write_text("/a.png /a_label.png\n")
+    return root
+
+
+def _run(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_v1_file_is_what_the_port_wrote(files):
+    assert os.path.isfile(files["v1"]) and not os.path.exists(files["v1"] + ".index")
+    assert sorted(os.listdir(files["v2"])) == ["checkpoint", "model.ckpt-20000.data-00000-of-00001",
+                                               "model.ckpt-20000.index"]
+
+
+@pytest.mark.parametrize("source", ["v1", "v2", "npz"])
+def test_inference_gives_the_same_logits_as_our_checkpoint(source, files, data, tmp_path, capsys):
+    logits = {}
+    for kind in ("ours", source):
+        out = tmp_path / kind
+        code, _, err = _run(inference.main, [data / "a.png", files[kind], "--save-dir", out,
+                                             "--save-logits"], capsys)
+        assert code == 0, err
+        logits[kind] = np.load(out / "a_logits.npy", allow_pickle=False)
+    assert logits[source].shape[-1] == NUM_CLASSES
+    np.testing.assert_array_equal(logits[source], logits["ours"])
+
+
+def test_evaluate_reads_a_snapshot_folder_and_names_the_checkpoint_used(files, data, tmp_path,
+                                                                          capsys):
+    reports = {}
+    for kind in ("ours", "v2"):
+        out = tmp_path / f"{kind}.json"
+        code, stdout, err = _run(evaluate.main, ["--data-dir", data, "--data-list",
+                                                 data / "list.txt", "--restore-from", files[kind],
+                                                 "--json-output", out, "--save-dir", tmp_path / kind],
+                                 capsys)
+        assert code == 0, err
+        assert f"written to {out}" in stdout and f"written to {tmp_path / kind}" in stdout
+        assert stdout.strip().splitlines()[-1].startswith("Mean IoU: ")
+        reports[kind] = json.loads(out.read_text())
+    settings = reports["v2"]["settings"]
+    assert settings["restore_from"] == os.path.join(files["v2"], "model.ckpt-20000")
+    assert (settings["model"], settings["num_classes"]) == ("tiny", NUM_CLASSES)
+    assert reports["v2"]["confusion_matrix"] == reports["ours"]["confusion_matrix"]
+
+
+def test_export_takes_a_v1_file(files, tmp_path, capsys):
+    code, out, err = _run(export.main, ["--restore-from", files["v1"], "--output-dir",
+                                        tmp_path / "served"], capsys)
+    assert code == 0, err
+    assert os.path.isfile(tmp_path / "served" / "saved_model.pb")
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    image = np.random.default_rng(2).integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    from deeplab_resnet import predict
+    expected = predict.Predictor(checkpoint.load_weights(files["ours"]))(image).labels
+    labels = served.signatures["serving_default"](image=tf.constant(image))["labels"].numpy()
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("source", ["v1", "v2"])
+def test_training_restores_the_port_weights(source, params, files):
+    args = training.build_parser(training.TRAIN).parse_args(["--restore-from", files[source]])
+    model = training.build_model(args, None)
+    assert (model.variant, model.num_classes) == ("tiny", NUM_CLASSES)  # from names and head
+    assert set(model.params) == set(params)
+    for name, var in model.params.items():
+        np.testing.assert_array_equal(var.numpy(), params[name], err_msg=name)
+
+
+@pytest.mark.parametrize("source", ["v1", "v2"])
+def test_convert_rewrites_a_port_checkpoint_in_our_format(source, params, files, tmp_path, capsys):
+    new = tmp_path / "ckpt" / "deeplab_resnet"
+    code, out, err = _run(convert.main, [files[source], "--ckpt-path", new], capsys)
+    assert code == 0, err
+    assert str(new) in out and "tiny, 3 classes" in out
+    assert checkpoint.read_meta(new) == ("tiny", NUM_CLASSES)
+    saved = checkpoint.read_params(new)
+    assert set(saved) == set(params)
+    for name, value in params.items():
+        np.testing.assert_array_equal(saved[name], value, err_msg=name)
+
+
+def test_resnet101_port_names_map_onto_every_model_variable():
+    """Without building tensors: the port's names for ResNet-101 cover our variables exactly."""
+    arch = architecture("resnet101", 21)
+    ours = set()
+    for conv in arch.convs:
+        ours.add(f"{conv.name}/weights")
+        if conv.bias:
+            ours.add(f"{conv.name}/biases")
+        if conv.bn:
+            ours.update(f"{conv.bn}/{leaf}" for leaf in _PORT_LEAVES)
+    port_keys = [port_key(n) for n in ours]
+    port_keys += [k + "/Momentum" for k in port_keys] + ["global_step"]
+    assert legacy.is_port_checkpoint(port_keys)
+    mapped = legacy.name_map(port_keys)
+    assert set(mapped) == ours and len(ours) == 4 * 104 + 104 + 8  # 104 BN'd convs, 4-conv head
+    shapes = {n: (3, 3, 2048, 21) if n.startswith("fc1_voc12") else (1,) for n in mapped}
+    assert checkpoint.infer_meta(shapes) == ("resnet101", 21)
+    assert infer_variant(["conv1", "res2a_branch1"]) is None
+
+
+def test_resnet50_checkpoint_without_model_flag_is_recognised(tmp_path):
+    """Weights that do not record their variant (e.g. a converted ImageNet ResNet) get it from
+    their names; a contradicting --model is a one-line error naming both."""
+    arch = architecture("resnet50", 21)
+    params = {f"{c.name}/weights": np.zeros((1, 1, 1, 1), np.float32) for c in arch.convs
+              if not c.name.startswith("fc1_voc12")}
+    params["fc1000/weights"] = np.zeros((1, 1), np.float32)
+    prefix = checkpoint.save_params(params, tmp_path / "r50")
+    assert checkpoint.read_meta(prefix) == (None, None)
+    assert checkpoint.check_meta(prefix, None, None) == ("resnet50", None)  # no head: no count
+    assert checkpoint.check_meta(prefix, None, 5, new_head=True) == ("resnet50", 5)
+    with pytest.raises(checkpoint.UserError, match="holds model 'resnet50', but --model resnet101"):
+        checkpoint.check_meta(prefix, "resnet101", None)
+
+
+def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capsys):
+    path = tmp_path / "deeplab_resnet.npy"
+    marker = tmp_path / "ran"
+    # A pickle that would create `marker` if it were ever loaded.
+    np.save(path, np.array([{"x": Exploit(str(marker))}], dtype=object), allow_pickle=True)
+    code, _, err = _run(inference.main, [data / "a.png", path, "--save-dir", tmp_path / "o"],
+                        capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "pickled" in err and "unpickling runs code" in err and "convert.py" in err
+    assert not marker.exists()
+    code, _, err = _run(convert.main, [path, "--ckpt-path", tmp_path / "c"], capsys)
+    assert code == 2 and "unpickling runs code" in err and not marker.exists()
+
+
+class Exploit:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    code, _, err = _run(convert.main, [bad, "--ckpt-path", tmp_path / "c"], capsys)
+    assert code == 2 and "bad.npz: not a readable .npz" in err
+    code, _, err = _run(convert.main, [files["v1"], "--code-output-path", tmp_path / "n.py"],
+                        capsys)
+    assert code == 2 and "is a checkpoint, not a prototxt" in err
+    assert sorted(os.listdir(tmp_path)) == ["bad.npz"]
