@@ -73,7 +73,14 @@ def main(argv=None):
                         help=".npz file to write with the converted weights")
     parser.add_argument("--code-output-path", default=None,
                         help=".py file to write with TF2 code of the net")
+    parser.add_argument("-p", "--phase", choices=["test"], default="test",
+                        help="accepted for the 2017 port's commands: the deploy (test) phase is "
+                             "the one converted")
     args = parser.parse_args(argv)
+    if args.data_output_path and not args.data_output_path.endswith(".npz"):
+        raise UserError(f"--data-output-path {args.data_output_path}: the weights are written as "
+                        "an .npz of plain arrays (no pickle): name the file *.npz (for a "
+                        "checkpoint, the 2017 port's npy2ckpt.py step, use --ckpt-path)")
     if is_weights_source(args.def_path):
         rewrite(args)
     else:

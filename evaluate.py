@@ -28,7 +28,7 @@ def get_arguments(argv=None):
         description="DeepLab-ResNet evaluation: confusion matrix, per-class IoU, mean IoU.")
     cli.add_data_args(parser)
     parser.add_argument("--restore-from", required=True,
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     cli.add_model_args(parser)
     parser.add_argument("--num-steps", type=cli.positive_int, default=None,
                         help="evaluate only the first N images of the list (default: all)")

@@ -22,7 +22,7 @@ def get_arguments(argv=None):
     parser.add_argument("img_path", metavar="IMG_PATH",
                         help="an image file (JPEG, PNG, BMP, ... any mode) or a folder of them")
     parser.add_argument("model_weights", metavar="MODEL_WEIGHTS",
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     cli.add_model_args(parser)
     parser.add_argument("--save-dir", default="./output/",
                         help="folder for the outputs (default ./output/)")

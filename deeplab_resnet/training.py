@@ -154,9 +154,8 @@ def build_parser(recipe, description=None):
     g.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seed of data order, augmentation and new weights (default: %(default)s)")
     g.add_argument("--restore-from", default=None,
-                   help="starting weights: checkpoint prefix or folder, or .caffemodel "
-                        "(default: random initialisation); a checkpoint in --snapshot-dir "
-                        "takes precedence (resume)")
+                   help=f"starting weights: {cli.WEIGHTS_HELP} (default: random "
+                        "initialisation); a checkpoint in --snapshot-dir takes precedence (resume)")
     g.add_argument("--not-restore-last", action="store_true",
                    help="do not restore the head (fc1_voc12_*): start a new one with "
                         "--num-classes classes (default 21), e.g. from an ImageNet ResNet, "

@@ -155,6 +155,23 @@ def test_training_restores_the_port_weights(source, params, files):
         np.testing.assert_array_equal(var.numpy(), params[name], err_msg=name)
 
 
+def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capsys):
+    """train.py --restore-from the port's V1 file: one update with a negligible learning rate
+    leaves its weights in the first snapshot."""
+    import train
+    argv = ["--restore-from", files["v1"], "--data-dir", data, "--data-list", data / "list.txt",
+            "--input-size", "33,33", "--batch-size", 1, "--num-steps", 1, "--learning-rate", 1e-12,
+            "--momentum", 0, "--weight-decay", 0, "--save-num-images", 0,
+            "--snapshot-dir", tmp_path / "snapshots"]
+    code, _, err = _run(train.main, argv, capsys)
+    assert code == 0, err
+    saved = checkpoint.read_params(tmp_path / "snapshots")
+    assert checkpoint.read_meta(tmp_path / "snapshots") == ("tiny", NUM_CLASSES)
+    assert set(saved) == set(params)
+    for name, value in params.items():
+        np.testing.assert_allclose(saved[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("source", ["v1", "v2"])
 def test_convert_rewrites_a_port_checkpoint_in_our_format(source, params, files, tmp_path, capsys):
     new = tmp_path / "ckpt" / "deeplab_resnet"
@@ -206,8 +223,11 @@ def test_resnet50_checkpoint_without_model_flag_is_recognised(tmp_path):
 def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capsys):
     path = tmp_path / "deeplab_resnet.npy"
     marker = tmp_path / "ran"
-    # A pickle that would create `marker` if it were ever loaded.
-    np.save(path, np.array([{"x": Exploit(str(marker))}], dtype=object), allow_pickle=True)
+    # An object-array .npy whose pickle (protocol 0, by hand) creates `marker` if ever loaded.
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        f.write(b"cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR.")
     code, _, err = _run(inference.main, [data / "a.png", path, "--save-dir", tmp_path / "o"],
                         capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -215,14 +235,6 @@ def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capsys):
     assert not marker.exists()
     code, _, err = _run(convert.main, [path, "--ckpt-path", tmp_path / "c"], capsys)
     assert code == 2 and "unpickling runs code" in err and not marker.exists()
-
-
-class Exploit:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, capsys):
@@ -234,3 +246,39 @@ def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, 
                         capsys)
     assert code == 2 and "is a checkpoint, not a prototxt" in err
     assert sorted(os.listdir(tmp_path)) == ["bad.npz"]
+
+
+def test_convert_says_what_it_wrote(tmp_path, capsys):
+    from deeplab_resnet import deploy
+    from kaffe.writer import write_caffemodel
+    model = tiny_model(NUM_CLASSES)
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(deploy.deploy_prototxt("tiny", NUM_CLASSES))
+    caffemodel = write_caffemodel(str(prototxt), {k: v.numpy() for k, v in model.params.items()},
+                                  str(tmp_path / "m.caffemodel"))
+    argv = [prototxt, "--caffemodel", caffemodel, "--ckpt-path", tmp_path / "ck",
+            "--data-output-path", tmp_path / "w.npz", "--code-output-path", tmp_path / "net.py"]
+    code, out, err = _run(convert.main, argv, capsys)
+    assert code == 0, err
+    count = len(model.params)
+    assert out.splitlines() == [
+        f"checkpoint {tmp_path / 'ck'} ({count} tensors; DeepLab tiny, 3 classes)",
+        f"weights {tmp_path / 'w.npz'} ({count} tensors, .npz)",
+        f"TF2 code {tmp_path / 'net.py'}"]
+
+
+def test_imagenet_caffemodel_without_prototxt_suggests_it(tmp_path, resnet50_deploy_prototxt):
+    """An ImageNet ResNet's caffemodel (conv1 has a bias, no DeepLab head) given directly."""
+    from caffe_fixtures import write_random_caffemodel
+    caffemodel = tmp_path / "ResNet-50-model.caffemodel"
+    write_random_caffemodel(resnet50_deploy_prototxt, caffemodel, seed=1)
+    with pytest.raises(checkpoint.UserError, match="no 'fc1_voc12_c0' layer.*--prototxt"):
+        checkpoint.load_weights(caffemodel)
+    with pytest.raises(checkpoint.UserError) as info:
+        checkpoint.load_weights(caffemodel, skip_head=True)
+    assert "'conv1' has 2 blobs" in str(info.value)
+    assert "give its own deploy prototxt with --prototxt" in str(info.value)
+    # With its prototxt and no --model, the variant comes from the layer names.
+    model = checkpoint.load_weights(caffemodel, None, 5, skip_head=True,
+                                    prototxt=resnet50_deploy_prototxt)
+    assert (model.variant, model.num_classes) == ("resnet50", 5)
