@@ -33,6 +33,12 @@ def is_caffemodel(path):
     return str(path).endswith(".caffemodel")
 
 
+def _step_order(prefix):
+    """Sort key: `model.ckpt-9000` before `model.ckpt-10000` (by step, then by name)."""
+    step = prefix.rsplit("-", 1)[-1]
+    return (int(step) if step.isdigit() else -1, prefix)
+
+
 def resolve(path):
     """A checkpoint prefix for `path`: a prefix, a `.index` file or a folder of checkpoints."""
     path = str(path)
@@ -40,11 +46,11 @@ def resolve(path):
         path = path[: -len(".index")]
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            prefixes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+        if latest is None:  # no state file, or one naming paths of another machine
+            prefixes = [f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index")]
             if not prefixes:
                 raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
-            latest = os.path.join(path, prefixes[-1])
+            latest = os.path.join(path, max(prefixes, key=_step_order))
         return latest
     if not os.path.exists(path + ".index"):
         if os.path.isfile(path):

@@ -282,3 +282,15 @@ def test_imagenet_caffemodel_without_prototxt_suggests_it(tmp_path, resnet50_dep
     model = checkpoint.load_weights(caffemodel, None, 5, skip_head=True,
                                     prototxt=resnet50_deploy_prototxt)
     assert (model.variant, model.num_classes) == ("resnet50", 5)
+
+
+def test_snapshot_folder_moved_from_another_machine_resolves_to_the_last_step(tmp_path):
+    """The port's `checkpoint` file names absolute paths of the machine that trained: when
+    they do not exist here, the latest step wins by number, not by spelling."""
+    folder = tmp_path / "snapshots"
+    for step in (9000, 10000, 900):
+        write_port_checkpoint({"conv1/weights": np.zeros((1, 1, 1, 1), np.float32)},
+                              folder / "model.ckpt", version=2, step=step)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "/home/someone/snapshots/'
+                                       'model.ckpt-10000"\n')
+    assert checkpoint.resolve(folder) == str(folder / "model.ckpt-10000")
