@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_model
 from PIL import Image
 
 import convert
 import evaluate
 import export
 import inference
-from conftest import tiny_model
 from deeplab_resnet import checkpoint, cli, legacy, training
 from deeplab_resnet.model import architecture, infer_variant
 from deeplab_resnet.tf_quiet import tf
@@ -56,9 +56,9 @@ def params():
     out = {}
     for name, var in model.params.items():
         value = var.numpy()
-        if name.endswith("/mean") or name.endswith("/offset"):
+        if name.endswith(("/mean", "/offset")):
             value = rng.normal(0, 0.1, value.shape).astype(np.float32)
-        elif name.endswith("/variance") or name.endswith("/scale"):
+        elif name.endswith(("/variance", "/scale")):
             value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
         out[name] = value
     return out
@@ -133,7 +133,7 @@ def test_evaluate_reads_a_snapshot_folder_and_names_the_checkpoint_used(files, d
 
 
 def test_export_takes_a_v1_file(files, tmp_path, capsys):
-    code, out, err = _run(export.main, ["--restore-from", files["v1"], "--output-dir",
+    code, _, err = _run(export.main, ["--restore-from", files["v1"], "--output-dir",
                                         tmp_path / "served"], capsys)
     assert code == 0, err
     assert os.path.isfile(tmp_path / "served" / "saved_model.pb")
