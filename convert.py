@@ -81,6 +81,10 @@ def main(argv=None):
         raise UserError(f"--data-output-path {args.data_output_path}: the weights are written as "
                         "an .npz of plain arrays (no pickle): name the file *.npz (for a "
                         "checkpoint, the 2017 port's npy2ckpt.py step, use --ckpt-path)")
+    if args.def_path.endswith(".caffemodel"):
+        raise UserError(f"{args.def_path} is a caffemodel: give the deploy prototxt first, e.g. "
+                        f"convert.py misc/deploy.prototxt --caffemodel {args.def_path} "
+                        "--ckpt-path PREFIX (or use the caffemodel directly as --restore-from)")
     if is_weights_source(args.def_path):
         rewrite(args)
     else:

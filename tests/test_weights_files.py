@@ -245,6 +245,9 @@ def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, 
     code, _, err = _run(convert.main, [files["v1"], "--code-output-path", tmp_path / "n.py"],
                         capsys)
     assert code == 2 and "is a checkpoint, not a prototxt" in err
+    code, _, err = _run(convert.main, [tmp_path / "m.caffemodel", "--ckpt-path", tmp_path / "c"],
+                        capsys)
+    assert code == 2 and "give the deploy prototxt first" in err
     assert sorted(os.listdir(tmp_path)) == ["bad.npz"]
 
 
