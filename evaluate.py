@@ -108,15 +108,14 @@ def main(argv=None):
         cli.check_writable_dir(args.save_dir, "--save-dir")
     if args.json_output is not None:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)), "--json-output")
-    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
-                                    prototxt=args.prototxt)
+    source = checkpoint.source_path(args.restore_from)  # a folder: its latest, read once
+    model = checkpoint.load_weights(source, args.model, args.num_classes, prototxt=args.prototxt)
     names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
     predictor = predict.predictor_from_args(model, args, crf)
     confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
     result = metrics.scores(confusion, names)
     if args.json_output is not None:
-        settings = {"restore_from": checkpoint.source_path(args.restore_from),
-                    "model": model.variant,
+        settings = {"restore_from": source, "model": model.variant,
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
