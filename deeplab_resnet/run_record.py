@@ -45,11 +45,11 @@ LABELS = {"script": "script", "list_sha256": "--data-list contents", "images": "
 def list_digest(data_list):
     """SHA-256 of a list file's entries (fields of its non-blank lines): its data and order."""
     digest = hashlib.sha256()
-    with open(data_list, encoding="utf-8") as f:
+    with open(data_list, "rb") as f:
         for line in f:
             fields = line.split()
             if fields:
-                digest.update((" ".join(fields) + "\n").encode("utf-8"))
+                digest.update(b" ".join(fields) + b"\n")
     return digest.hexdigest()
 
 

@@ -201,3 +201,23 @@ def test_the_readme_real_path_runs_as_written(data, tmp_path, monkeypatch):
     record, _ = saved_record(tmp_path / "snapshots_finetune")
     assert record["restore_from"] == str(tmp_path / "snapshots")
     assert json.loads(json.dumps(record)) == record
+
+
+def test_the_global_batch_counts_not_its_layout(tmp_path):
+    """--strategy may change the replicas as long as the global batch stays (the same maths)."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("/a.jpg /a.png\n")
+
+    def record(batch, replicas, micro=1, **settings):
+        return run_record.new("train.py", str(listed), None, 1, batch, replicas, micro,
+                              dict({"num_steps": 10, "model": None}, **settings))
+
+    saved = dict(record(10, 1), model="tiny")
+    assert run_record.differences(saved, record(5, 2)) == []
+    assert run_record.differences(saved, record(10, 1, num_steps=20)) == []
+    assert run_record.differences(saved, record(5, 1)) == [
+        "global batch (--batch-size x replicas) 10 there, 5 here"]
+    assert run_record.differences(saved, record(10, 1, micro=2)) == [
+        "--grad-update-every 1 there, 2 here"]
+    assert run_record.differences(saved, record(10, 1, model="resnet50")) == [
+        "--model tiny there, resnet50 here"]
