@@ -770,15 +770,16 @@ def train(args, recipe):
     start = int(step.numpy())
     for note in notes:
         log(note)
-    stop = "" if args.stop_after is None else f", stopping after {args.stop_after} (--stop-after)"
-    log(f"{recipe.name}: weights: {_weights_source(args, latest, start, record)}")
-    log(f"{recipe.name}: model: {model.variant}, {model.num_classes} classes; data: "
-        f"{len(reader)} images ({args.data_list})")
-    log(f"{recipe.name}: batch: {args.batch_size} per replica x {replicas} replica(s) x "
-        f"{micro} mini-batch(es) = {args.batch_size * replicas * micro} images per update; updates: "
-        f"{start} done of {args.num_steps}{stop}")
-    log(f"{recipe.name}: checkpoints: {snapshot_dir} (every {args.save_pred_every} updates, "
-        f"the last {args.keep_checkpoints} kept)")
+    if chief:  # what this run is, on stdout; progress, notices and errors go to stderr
+        stop = "" if args.stop_after is None else f", stopping after {args.stop_after} more"
+        print(f"{recipe.name}: weights: {_weights_source(args, latest, start, record)}\n"
+              f"{recipe.name}: model: {model.variant}, {model.num_classes} classes; data: "
+              f"{len(reader)} images ({args.data_list})\n"
+              f"{recipe.name}: batch: {args.batch_size} per replica x {replicas} replica(s) x "
+              f"{micro} mini-batch(es) = {args.batch_size * replicas * micro} images per "
+              f"update; updates: {start} done of {args.num_steps}{stop}\n"
+              f"{recipe.name}: checkpoints: {snapshot_dir} (every {args.save_pred_every} "
+              f"updates, the last {args.keep_checkpoints} kept)", flush=True)
     if start >= args.num_steps:
         log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} "
             "updates: nothing to do (a larger --num-steps continues this run)")

@@ -55,8 +55,7 @@ def saved_record(folder):
 def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
     snapshots = tmp_path / "snap"
     assert training.main(training.TRAIN, tiny(data, snapshots, "--random-mirror")) == 0
-    err = capsys.readouterr().err
-    lines = err.splitlines()
+    lines = capsys.readouterr().out.splitlines()
     # The first lines: weights, model and data, batch and updates, checkpoints.
     assert lines[0] == "train.py: weights: random initialisation — no --restore-from given"
     assert lines[1] == f"train.py: model: tiny, {CLASSES} classes; data: 4 images ({data['train']})"
@@ -147,9 +146,9 @@ def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tm
     with pytest.raises(UserError, match=rf"--num-classes {CLASSES} there, 7 here"):
         training.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
     assert training.main(training.TRAIN, tiny(data, snapshots, "--num-steps", 2)) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "was written before run records: cannot check that it is train.py's run" in err
-    assert "resuming from" in err
+    assert "resuming from" in out
 
 
 def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys):
@@ -159,7 +158,7 @@ def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys
         training.main(training.FINE_TUNE, tiny(data, snapshots))
     assert tf.train.latest_checkpoint(str(snapshots)) is None
     assert training.main(training.FINE_TUNE, tiny(data, snapshots, "--from-scratch")) == 0
-    assert "random initialisation" in capsys.readouterr().err
+    assert "random initialisation" in capsys.readouterr().out
     # Resuming needs neither flag.
     assert training.main(training.FINE_TUNE, tiny(data, snapshots, "--num-steps", 2)) == 0
 
