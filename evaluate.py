@@ -3,7 +3,7 @@
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
         [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
-        [--save-dir DIR] [--json-output FILE]
+        [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]
 
 Each image is predicted at full resolution, one at a time (any size), the
 logits resized bilinearly to the image, argmax; one confusion matrix is counted

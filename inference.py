@@ -1,6 +1,7 @@
 """Segment one image, or every image of a folder, with a trained DeepLab-ResNet.
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
+        [--voc-submission DIR]
         [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf] ...
 
 Writes, per image, into --save-dir:

@@ -729,7 +729,7 @@ def train(args, recipe):
     wanted = run_record.new(recipe.name, args.data_list, args.data_dir, len(reader),
                             args.batch_size, replicas, micro, _run_settings(args))
     latest = tf.train.latest_checkpoint(snapshot_dir)
-    notes = []
+    record, notes = wanted, []
     if latest is not None:
         record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
     elif recipe.head_only and args.restore_from is None and not args.from_scratch:
@@ -737,8 +737,7 @@ def train(args, recipe):
                         "backbone would be random; give --restore-from (a trained or converted "
                         "checkpoint, or a .caffemodel), or --from-scratch to do it anyway")
     model = build_model(args, latest)
-    if latest is None:
-        record = dict(wanted, model=model.variant, num_classes=model.num_classes)
+    record = dict(record, model=model.variant, num_classes=model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
