@@ -230,3 +230,19 @@ def architecture(variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES):
         for i, rate in enumerate(ASPP_RATES))
     return Architecture(variant=variant, num_classes=num_classes, stem=stem, pool=pool,
                         blocks=tuple(blocks), head=head)
+
+
+def infer_variant(layer_names):
+    """The variant whose backbone convolutions are all among `layer_names` (the largest such).
+
+    For weights that do not record their variant (a converted ImageNet ResNet, the 2017
+    port's checkpoints, an .npz): ResNet-152's names include ResNet-101's, and
+    ResNet-50's the tiny variant's, hence the largest. None when no variant fits.
+    """
+    layer_names = set(layer_names)
+    best, best_count = None, 0
+    for variant in VARIANTS:
+        convs = [c.name for c in architecture(variant).convs if not is_head_variable(c.name)]
+        if len(convs) > best_count and layer_names.issuperset(convs):
+            best, best_count = variant, len(convs)
+    return best

@@ -197,14 +197,14 @@ def read_weights(net, caffemodel):
     return kaffe_convert.read_weights(net, caffemodel, fold_eps=net.folded_eps)
 
 
-@_user_errors
 def caffemodel_weights(path, variant, prototxt=None, new_head=False):
     """Converts a caffemodel to {parameter name: array} in the model's naming scheme.
 
     Args:
         path: the `.caffemodel`.
         variant: DeepLab variant the weights are for (picks the generated
-            deploy prototxt when `prototxt` is None).
+            deploy prototxt when `prototxt` is None); None: the one whose
+            layers the caffemodel has.
         prototxt: deploy prototxt of the caffemodel; default: the one
             `deploy_prototxt` generates for `variant`, with the class count
             read from the caffemodel's `fc1_voc12_c0` weights.
@@ -218,8 +218,10 @@ def caffemodel_weights(path, variant, prototxt=None, new_head=False):
     Raises:
         UserError: unreadable file, or a caffemodel that does not fit the prototxt.
     """
-    parsed = reader.read_caffemodel(path)
+    parsed = _user_errors(reader.read_caffemodel)(path)
     if prototxt is None:
+        variant = (variant or arch_lib.infer_variant(p.name for p in _layers(parsed))
+                   or defaults.VARIANT)
         num_classes = _head_classes(parsed, path, required=not new_head)
         text = deploy_prototxt(variant, num_classes or 1, head=num_classes is not None)
         net = load_net(text=text, source=f"<generated {variant} deploy prototxt>")
@@ -227,19 +229,32 @@ def caffemodel_weights(path, variant, prototxt=None, new_head=False):
         net = load_net(prototxt)
     # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
     # fold any other eps into the variances, whatever net the prototxt is.
-    params = kaffe_convert.read_weights(net, path, parsed=parsed, fold_eps=defaults.BN_EPS)
+    try:
+        params = kaffe_convert.read_weights(net, path, parsed=parsed, fold_eps=defaults.BN_EPS)
+    except KaffeError as exc:
+        if prototxt is not None:
+            raise UserError(str(exc)) from None
+        # E.g. an ImageNet ResNet (conv1 has a bias there): DeepLab's prototxt does not fit it.
+        raise SettingError(f"{exc}; if this is not a DeepLab caffemodel (e.g. an ImageNet "
+                           "ResNet), give its own deploy prototxt with {prototxt}",
+                           "prototxt") from None
     if net.deeplab is not None:
         return params, net.deeplab[1]
     head = params.get(arch_lib.param_name(HEAD_LAYER, arch_lib.WEIGHTS))
     return params, (int(head.shape[3]) if head is not None else None)
 
 
+def _layers(parsed):
+    """The layers of a parsed caffemodel, new (`layer`) and V1 (`layers`) ones."""
+    return list(parsed.layer) + list(parsed.layers)
+
+
 def _head_classes(parsed, path, required=True):
     """Output channels of the caffemodel's `fc1_voc12_c0`; None if absent and not `required`."""
-    for proto in list(parsed.layer) + list(parsed.layers):
+    for proto in _layers(parsed):
         if proto.name == HEAD_LAYER and len(proto.blobs):
             what = f"{path}: layer '{proto.name}' blob 0"
-            weights, _ = transforms.blob_array(proto.blobs[0], what)
+            weights, _ = _user_errors(transforms.blob_array)(proto.blobs[0], what)
             return int(weights.shape[0])
     if not required:
         return None

@@ -2,22 +2,12 @@
 
 import os
 
-import numpy as np
-
-from deeplab_resnet import caffe, checkpoint
+from deeplab_resnet import caffe, checkpoint, utils
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.utils import atomic_path
-
-
-def save_npz(params, path):
-    """Writes {name: array} as a plain .npz (no pickle), atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **params)
 
 
 def save_code(code, path):
-    with atomic_path(path) as tmp:
+    with utils.atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(code)
 
@@ -65,7 +55,7 @@ def convert(def_path, caffemodel=None, ckpt_path=None, data_output_path=None,
         variant, num_classes = net.deeplab or (None, None)
         checkpoint.save_params(params, ckpt_path, variant, num_classes)
     if data_output_path:
-        save_npz(params, data_output_path)
+        utils.save_npz(params, data_output_path)
     if code_output_path:
         save_code(code, code_output_path)
     return net

@@ -1,4 +1,4 @@
-"""Evaluation: predict every image of a labelled list, count one confusion matrix, report."""
+"""Evaluation: predict every image of a list, count one confusion matrix, report."""
 
 import os
 import sys
@@ -10,15 +10,16 @@ from deeplab_resnet import defaults, metrics, utils
 from deeplab_resnet.errors import UserError
 
 
-def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dir=None):
+def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=()):
     """Predicts every listed image and sums the confusion matrix.
 
     Args:
         predictor: a `predict.Predictor`.
-        pairs: [(image path, label path)].
+        pairs: [(image path, label path or None)]; an image without a label
+            is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
-        save_dir: folder for the predicted label PNGs, or None.
+        save_dirs: folders that each get the predicted labels as <stem>.png.
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     """
@@ -27,19 +28,22 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     for image_path, label_path in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr,
                                        dynamic_ncols=True, disable=None):
         image = utils.read_image(image_path)
-        label = utils.read_label(label_path)
-        if label.shape != image.shape[:2]:
-            raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
-                            f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
-        try:
-            metrics.check_labels(label, num_classes, ignore_label)
-        except ValueError as exc:
-            raise UserError(f"{label_path}: {exc}") from None
+        label = None if label_path is None else utils.read_label(label_path)
+        if label is not None:
+            if label.shape != image.shape[:2]:
+                raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
+                                f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
+            try:
+                metrics.check_labels(label, num_classes, ignore_label)
+            except ValueError as exc:
+                raise UserError(f"{label_path}: {exc}") from None
         prediction = predictor(image)
-        confusion += metrics.confusion_matrix(label, prediction.labels, num_classes, ignore_label)
-        if save_dir is not None:
-            stem = os.path.splitext(os.path.basename(image_path))[0]
-            utils.save_label_png(prediction.labels, os.path.join(save_dir, stem + ".png"))
+        if label is not None:
+            confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,
+                                                  ignore_label)
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        for folder in save_dirs:
+            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
     return confusion
 
 

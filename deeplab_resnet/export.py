@@ -6,6 +6,8 @@ import tempfile
 
 import tensorflow as tf
 
+from deeplab_resnet import utils
+
 
 def export(predictor, output_dir):
     """Saves `predictor` as a SavedModel at `output_dir`, atomically.
@@ -16,6 +18,7 @@ def export(predictor, output_dir):
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:
+        utils.plain_mode(tmp)
         tf.saved_model.save(predictor, tmp,
                             signatures={"serving_default": predictor.serve.get_concrete_function()})
         if os.path.isdir(output_dir):

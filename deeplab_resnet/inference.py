@@ -16,10 +16,5 @@ def image_paths(path):
     if not paths:
         raise UserError(f"{path}: folder holds no image files "
                         f"({', '.join(utils.IMAGE_EXTENSIONS)})")
-    stems = {}
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if stem in stems:
-            raise UserError(f"{p} and {stems[stem]} would write the same outputs ({stem}_mask.png)")
-        stems[stem] = p
+    utils.check_distinct_stems(paths, "{stem}_mask.png")
     return paths

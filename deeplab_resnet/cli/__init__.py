@@ -9,6 +9,7 @@ fast and bad input gives exactly one line on stderr.
 """
 
 import argparse
+import functools
 import math
 import sys
 
@@ -85,6 +86,10 @@ non_negative_float = _number(float, lambda v: v >= 0, "0 or a positive number")
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
+                "or the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N")
+
+
 def add_model_args(parser):
     """--model and --num-classes; both default to what the checkpoint records."""
     group = parser.add_argument_group("model")
@@ -108,6 +113,18 @@ def add_data_args(parser, data_dir=None, data_list=None):
     group.add_argument("--ignore-label", type=int, default=defaults.IGNORE_LABEL,
                        help="label value that is not scored (default: %(default)s)")
     return group
+
+
+def flag_errors(function):
+    """Lets a command's errors name flags: a `SettingError` leaves as a `UserError` whose
+    message shows each setting as its flag (for callers of `main` other than `run`)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except SettingError as exc:
+            raise UserError(exc.naming(flag_name)) from None
+    return wrapper
 
 
 def check_writable_dir(path, flag):

@@ -10,6 +10,7 @@ from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.errors import UserError
 
 
+@cli.flag_errors
 def main(argv=None):
     parser = cli.ArgumentParser(
         description="Writes the Caffe deploy prototxt of a DeepLab variant.")

@@ -23,7 +23,7 @@ def get_arguments(argv=None):
         description="Export a DeepLab-ResNet checkpoint as a SavedModel (uint8 image in, "
                     "class-index map and probabilities out).")
     parser.add_argument("--restore-from", required=True,
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     parser.add_argument("--output-dir", required=True,
                         help="SavedModel folder to create (must not exist, or be empty)")
     cli.add_model_args(parser)
@@ -40,6 +40,7 @@ def check_output_dir(path):
     return path
 
 
+@cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
     # The library (and TensorFlow) after the flags: --help stays fast.

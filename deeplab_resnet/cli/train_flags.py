@@ -61,9 +61,15 @@ def build_parser(recipe, description=None):
     g.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seed of data order, augmentation and new weights (default: %(default)s)")
     g.add_argument("--restore-from", default=None,
-                   help="starting weights: checkpoint prefix or folder, or .caffemodel "
-                        "(default: random initialisation); a checkpoint in --snapshot-dir "
-                        "takes precedence (resume)")
+                   help=f"starting weights of a new run: {cli.WEIGHTS_HELP} (a training "
+                        "snapshot too: its optimizer state is dropped; default: random "
+                        "initialisation); when --snapshot-dir holds this run's checkpoint, "
+                        "training resumes from it instead")
+    if recipe.head_only:
+        g.add_argument("--from-scratch", action="store_true",
+                       help="allow training the head on a randomly initialised backbone when "
+                            "no --restore-from is given (refused otherwise: almost always a "
+                            "forgotten --restore-from)")
     g.add_argument("--not-restore-last", action="store_true",
                    help="do not restore the head (fc1_voc12_*): start a new one with "
                         f"--num-classes classes (default {defaults.NUM_CLASSES}), e.g. from an "
@@ -83,8 +89,9 @@ def build_parser(recipe, description=None):
                    help="save a checkpoint and image summaries every N updates "
                         "(default: %(default)s)")
     g.add_argument("--snapshot-dir", default=d["snapshot_dir"],
-                   help="checkpoints and TensorBoard logs; rerunning the same command resumes "
-                        "from the latest checkpoint here (default: %(default)s)")
+                   help="checkpoints and TensorBoard logs of one run; rerunning the same "
+                        "command resumes from the latest checkpoint here, and another run's "
+                        "checkpoint is refused (default: %(default)s)")
     g.add_argument("--keep-checkpoints", type=cli.positive_int, default=d["keep_checkpoints"],
                    help="checkpoints kept in --snapshot-dir (default: %(default)s)")
     g.add_argument("--stop-after", type=cli.positive_int, default=None,
@@ -111,6 +118,7 @@ def config_from_args(args):
     return TrainConfig(**{name: value for name, value in settings.items() if name in fields})
 
 
+@cli.flag_errors
 def main(recipe, argv=None, description=None):
     """A training script: parse the flags, train."""
     args = build_parser(recipe, description).parse_args(argv)

@@ -33,7 +33,9 @@ class TrainConfig:
         scales: input scales of multi-scale training, the first the reference.
         random_mirror, random_scale, scale_mode: augmentation.
         random_seed: seed of data order, augmentation and new weights.
-        restore_from: starting weights (checkpoint or .caffemodel), or None.
+        restore_from: starting weights of a new run (checkpoint, .caffemodel, ...), or None.
+        from_scratch: let a head-only recipe train on a random backbone (no
+            `restore_from`), which is otherwise refused.
         new_head: do not restore the head; start one with `num_classes` classes.
         train_bn, bn_momentum: train BatchNorm, and its moving-average fraction.
         save_num_images, save_pred_every, snapshot_dir, keep_checkpoints:
@@ -61,6 +63,7 @@ class TrainConfig:
     scale_mode: str = "uniform"
     random_seed: int = 1234
     restore_from: str = None
+    from_scratch: bool = False
     new_head: bool = False
     train_bn: bool = False
     bn_momentum: float = defaults.BN_MOMENTUM

@@ -1,6 +1,7 @@
 """The one training loop behind train.py, train_msc.py and fine_tune.py."""
 
 import contextlib
+import os
 import sys
 import time
 
@@ -9,11 +10,11 @@ from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import defaults, distribute
-from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.image_reader import ImageReader
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.training import snapshots, summaries
+from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import Adam, CaffeSGD, poly_learning_rate, sgd_params
 from deeplab_resnet.training.step import COMPUTE_DTYPES, LossScale, Trainer
@@ -39,6 +40,48 @@ def build_model(config, latest):
 
 def _log(message):
     tqdm.write(message, file=sys.stderr)
+
+
+# Settings that change the updates of a run, recorded in its checkpoints (`run_record`)
+# under these keys (the training scripts' flag names); those a recipe does not use are
+# left out.
+_RUN_SETTINGS = {"input_size": "input_size", "learning_rate": "learning_rate",
+                 "random_mirror": "random_mirror", "random_scale": "random_scale",
+                 "scale_mode": "scale_mode", "random_seed": "random_seed",
+                 "mixed_precision": "mixed_precision", "ignore_label": "ignore_label"}
+_SGD_SETTINGS = {"momentum": "momentum", "power": "power", "weight_decay": "weight_decay"}
+_BN_SETTINGS = {"is_training": "train_bn", "bn_momentum": "bn_momentum"}
+
+
+def _run_settings(config, recipe):
+    """The `run_record.new` settings: what changes the updates, the total, what is given."""
+    keys = dict(_RUN_SETTINGS)
+    if recipe.optimizer == "sgd":
+        keys.update(_SGD_SETTINGS)
+    if not recipe.head_only:
+        keys.update(_BN_SETTINGS)
+    if recipe.multi_scale:
+        keys["scales"] = "scales"
+    settings = {key: getattr(config, field) for key, field in keys.items()}
+    given = config.restore_from is not None
+    return dict(settings, num_steps=config.num_steps, model=config.variant,
+                num_classes=config.num_classes,
+                restore_from=os.path.abspath(config.restore_from) if given else None,
+                not_restore_last=config.new_head if given else None)
+
+
+def _weights_source(config, latest, step, record, name_of):
+    """Where the weights come from, for the first lines of output."""
+    if latest is not None:
+        return f"resuming from {latest} (update {step} of {config.num_steps})"
+    if config.restore_from is None:
+        return f"random initialisation — no {name_of('restore_from')} given"
+    path = config.restore_from
+    if not ckpt_lib.is_caffemodel(path):
+        path = ckpt_lib.resolve(path)
+    new_head = (f"; new head ({HEAD_PREFIX}_*) with {record['num_classes']} classes"
+                if config.new_head else "")
+    return f"{path}{new_head}"
 
 
 def _field_name(field):
@@ -70,8 +113,20 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                          random_scale=config.random_scale, random_mirror=config.random_mirror,
                          ignore_label=config.ignore_label, seed=config.random_seed,
                          scale_mode=config.scale_mode)
+    micro = config.grad_update_every if recipe.multi_scale else 1
+    wanted = run_record.new(recipe.name, config.data_list, config.data_dir, len(reader),
+                            config.batch_size, replicas, micro, _run_settings(config, recipe))
     latest = tf.train.latest_checkpoint(snapshot_dir)
+    record, notes = wanted, []
+    if latest is not None:
+        record, notes = run_record.check_resume(latest, snapshot_dir, wanted, name_of)
+    elif recipe.head_only and config.restore_from is None and not config.from_scratch:
+        raise SettingError(f"{recipe.name} trains only the head: without {{restore_from}} the "
+                           "backbone would be random; give {restore_from} (a trained or "
+                           "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
+                           "anyway", "restore_from", "from_scratch")
     model = build_model(config, latest)
+    record = dict(record, model=model.variant, num_classes=model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -87,26 +142,41 @@ def train(config, recipe, on_save=None, name_of=_field_name):
         loss_scale = LossScale() if config.mixed_precision == "fp16" else None
     # Checkpoints without --mixed-precision fp16 keep the layout they always had.
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
-    checkpoint = tf.train.Checkpoint(params=model.params, meta=model.meta, optimizer=optimizer,
-                                     step=step, data_position=position, **scaling)
+    state = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
+                 **scaling)
+    # Saved with the run record (`meta/run`); restored without it, which also
+    # resumes checkpoints written before records existed.
+    checkpoint = tf.train.Checkpoint(meta={**model.meta, "run": run_record.variable(record)},
+                                     **state)
 
     def log(message):
         if chief:
             _log(message)
 
     if latest is not None:
-        snapshots.resume(checkpoint, latest)
-        ignored = (f"; {name_of('restore_from')} {config.restore_from} ignored"
-                   if config.restore_from else "")
-        log(f"resuming from {latest} (update {int(step.numpy())}){ignored}")
+        snapshots.resume(tf.train.Checkpoint(meta=model.meta, **state), latest, snapshot_dir)
     start = int(step.numpy())
+    for note in notes:
+        log(note)
+    if chief:  # what this run is, on stdout; progress, notices and errors go to stderr
+        stop = ("" if config.stop_after is None
+                else f", stopping after {config.stop_after} more")
+        source = _weights_source(config, latest, start, record, name_of)
+        print(f"{recipe.name}: weights: {source}\n"
+              f"{recipe.name}: model: {model.variant}, {model.num_classes} classes; data: "
+              f"{len(reader)} images ({config.data_list})\n"
+              f"{recipe.name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
+              f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
+              f"update; updates: {start} done of {config.num_steps}{stop}\n"
+              f"{recipe.name}: checkpoints: {snapshot_dir} (every {config.save_pred_every} "
+              f"updates, the last {config.keep_checkpoints} kept)", flush=True)
     if start >= config.num_steps:
-        log(f"{snapshot_dir}: already trained for {start} of {name_of('num_steps')} "
-            f"{config.num_steps} updates")
+        num_steps = name_of("num_steps")
+        log(f"{snapshot_dir}: already trained for {start} of {num_steps} {config.num_steps} "
+            f"updates: nothing to do (a larger {num_steps} continues this run)")
         return 0
     end = config.num_steps if config.stop_after is None else min(config.num_steps,
                                                               start + config.stop_after)
-    micro = config.grad_update_every if recipe.multi_scale else 1
     objective = Objective(model, config.ignore_label,
                           scales=config.scales if recipe.multi_scale else None,
                           compute_dtype=COMPUTE_DTYPES[config.mixed_precision])

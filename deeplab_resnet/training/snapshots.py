@@ -46,15 +46,16 @@ def save_dir(snapshot_dir, chief):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(checkpoint, latest):
+def resume(checkpoint, latest, snapshot_dir):
     """Restores the latest snapshot into `checkpoint`; an error if it is another run's kind."""
     status = checkpoint.restore(latest)
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
-        raise SettingError(f"{{snapshot_dir}}: {latest} was not written by this kind of training "
-                           f"(another script or optimizer?); use a new {{snapshot_dir}} "
-                           f"({first_line(exc)[:120]})", "snapshot_dir") from None
+        raise SettingError(f"{{snapshot_dir}} {snapshot_dir}: {latest} was written by another "
+                           f"kind of training ({first_line(exc)[:120]}): give another "
+                           f"{{snapshot_dir}}, or {{restore_from}} {latest} to start a new run "
+                           "from its weights", "snapshot_dir", "restore_from") from None
 
 
 def check_head(path, new_head):
