@@ -68,8 +68,10 @@ def test_outputs_have_plain_open_modes(umask, tree, tmp_path, capsys):  # noqa: 
     for script, args in (("convert_sbd.py", ["--voc-root", voc, "--sbd-root", sbd]),
                          ("build_voc_lists.py", ["--voc-root", voc, "--sbd-root", sbd,
                                                  "--output-dir", out / "lists"])):
+        # The tools import the installed package; make it this checkout's.
         result = subprocess.run([sys.executable, str(ROOT / "dataset" / script), *map(str, args)],
-                                capture_output=True, text=True, timeout=120, check=False)
+                                capture_output=True, text=True, timeout=120, check=False,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert result.returncode == 0, result.stderr
 
     modes = _modes(out)

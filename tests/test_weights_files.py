@@ -157,7 +157,7 @@ def test_training_restores_the_port_weights(source, params, files):
 def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capsys):
     """train.py --restore-from the port's V1 file: one update with a negligible learning rate
     leaves its weights in the first snapshot."""
-    import train
+    from deeplab_resnet.cli import train
     argv = ["--restore-from", files["v1"], "--data-dir", data, "--data-list", data / "list.txt",
             "--input-size", "33,33", "--batch-size", 1, "--num-steps", 1, "--learning-rate", 1e-12,
             "--momentum", 0, "--weight-decay", 0, "--save-num-images", 0,
