@@ -10,10 +10,10 @@ import subprocess
 import sys
 
 import numpy as np
+from tensorflow.core.util import event_pb2
 
 from deeplab_resnet import checkpoint
 from deeplab_resnet.tf_quiet import tf
-from tensorflow.core.util import event_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,8 @@ def run_train(deploy, init, data_dir, data_list, snapshot_dir, size, batch, micr
                "--num-steps", str(updates), "--learning-rate", repr(base_lr),
                "--weight-decay", repr(weight_decay), "--snapshot-dir", str(snapshot_dir),
                "--save-num-images", "0"]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                          check=False)
 
 
 def logged_losses(snapshot_dir):

@@ -10,10 +10,9 @@ its update (after - init) must equal Caffe's per tensor to float32 noise.
 import json
 import pathlib
 
+import caffe_training
 import numpy as np
 import pytest
-
-import caffe_training
 from conftest import SHARED_FIXTURES
 
 OWN_CASES = pathlib.Path(__file__).resolve().parent / "data" / "caffe_train"
@@ -40,8 +39,8 @@ def test_train_py_update_equals_caffe(folder, spec, case, tmp_path):
     solver = spec["solver"]
     snapshot_dir = tmp_path / "snapshots"
     result = caffe_training.run_train(
-        folder / spec["net"], folder / spec["init"], folder / spec["data_dir"],
-        folder / spec["data_list"], snapshot_dir, spec["input_size"], case["batch_size"],
+        folder / spec["net"], folder / spec["init"], folder / case.get("data_dir", spec["data_dir"]),
+        folder / case.get("data_list", spec["data_list"]), snapshot_dir, spec["input_size"], case["batch_size"],
         case["micro_batches"], case["updates"], case["base_lr"], spec["variant"],
         spec["num_classes"], weight_decay=case.get("weight_decay", solver["weight_decay"]))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
-
-from caffe_fixtures import caffe_interp, deeplab_label_shrink, deeplab_zoom_to_image, interp_size
+from caffe_fixtures import (
+    caffe_interp,
+    deeplab_label_shrink,
+    deeplab_zoom_to_image,
+    interp_size,
+)
 from conftest import tiny_model
+
 from deeplab_resnet import geometry
 from deeplab_resnet.msc import MultiScale
 from deeplab_resnet.tf_quiet import tf
