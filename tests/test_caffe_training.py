@@ -37,10 +37,12 @@ def test_train_py_update_equals_caffe(folder, spec, case, tmp_path):
     if folder is None:
         pytest.skip("no Caffe training cases present")
     solver = spec["solver"]
+    # Data shared by a folder's cases, or each case's own.
+    data = {key: case.get(key) or spec[key] for key in ("data_dir", "data_list")}
     snapshot_dir = tmp_path / "snapshots"
     result = caffe_training.run_train(
-        folder / spec["net"], folder / spec["init"], folder / case.get("data_dir", spec["data_dir"]),
-        folder / case.get("data_list", spec["data_list"]), snapshot_dir, spec["input_size"], case["batch_size"],
+        folder / spec["net"], folder / spec["init"], folder / data["data_dir"],
+        folder / data["data_list"], snapshot_dir, spec["input_size"], case["batch_size"],
         case["micro_batches"], case["updates"], case["base_lr"], spec["variant"],
         spec["num_classes"], weight_decay=case.get("weight_decay", solver["weight_decay"]))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -46,7 +46,7 @@ def without_decay(net):
         for param in layer.param:
             param.decay_mult = 0
 ref.set_deeplab_lr_mults = without_decay
-sys.argv = sys.argv[1:]
+sys.argv = ["caffe_train_ref.py"] + sys.argv[2:]
 ref.main()
 """
 
@@ -108,7 +108,7 @@ def main(argv=None):
     init_blobs = caffe_training.caffemodel_blobs(init)
     for case in cases:
         folder = work / case["name"]
-        reference = [CAFFE_TOOLS / "caffe_train_ref.py", deploy, init, folder,
+        reference = [deploy, init, folder,
                      "--size", *args.size, "--batch", case["batch_size"],
                      "--micro-batches", case["micro_batches"], "--iters", case["updates"],
                      "--base-lr", args.base_lr, "--seed", args.seed,
@@ -116,7 +116,7 @@ def main(argv=None):
         if args.no_weight_decay:
             caffe(args, "-c", NO_DECAY, CAFFE_TOOLS, *reference)
         else:
-            caffe(args, *reference)
+            caffe(args, CAFFE_TOOLS / "caffe_train_ref.py", *reference)
         snapshots = folder / "snapshots"
         shutil.rmtree(snapshots, ignore_errors=True)
         result = caffe_training.run_train(
@@ -158,14 +158,15 @@ def save(args, case, folder, deploy, init, weight_decay):
         shutil.copy(deploy, target / spec["net"])
         shutil.copy(init, target / spec["init"])
     name = f"{case['name']}{'_nodecay' if weight_decay == 0 else ''}"
-    # Each case reads exactly the images Caffe trained on (train.py shuffles its whole list).
-    shutil.rmtree(target / f"{name}_data", ignore_errors=True)
-    shutil.copytree(folder / "data", target / f"{name}_data")
+    # Each case reads exactly the images Caffe trained on (train.py shuffles its whole list);
+    # caffe_train_ref.py makes them from (seed, count).
+    data = f"data_seed{args.seed}_n{case['batch_size'] * case['micro_batches']}"
+    if not (target / data).exists():
+        shutil.copytree(folder / "data", target / data)
     shutil.copy(folder / "caffe_after.npz", target / f"{name}_after.npz")
     spec["cases"] = [c for c in spec["cases"] if c["name"] != name] + [
         {**case, "name": name, "base_lr": args.base_lr, "weight_decay": weight_decay,
-         "data_dir": f"{name}_data", "data_list": f"{name}_data/train.txt",
-         "after": f"{name}_after.npz"}]
+         "data_dir": data, "data_list": f"{data}/train.txt", "after": f"{name}_after.npz"}]
     index.write_text(json.dumps(spec, indent=1) + "\n")
 
 
