@@ -26,8 +26,8 @@ def add_prediction_args(parser, with_crf=True):
                        help="DeepLab's test protocol (behind the paper's numbers): pad the image "
                             "at the bottom/right with the mean colour to --pad-size, zoom the "
                             "logits x8 with align-corners bilinear interpolation, crop back to the "
-                            "image. Default: the image at its own size, logits resized bilinearly "
-                            "to it")
+                            "image. Default: the image at its own size, logits resized to it with "
+                            "the same geometry (pixel p reads logit p/8)")
     group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
                        help="padded side for --deeplab-protocol (default %(default)s; rounded up "
                             "to 8k+1 and to the image size for larger images)")

@@ -44,11 +44,11 @@ def build_parser(recipe, description=None):
                        help="L2 decay of convolution weights (default: %(default)s)")
     g.add_argument("--num-steps", type=cli.positive_int, default=d["num_steps"],
                    help="number of updates (default: %(default)s)")
+    g.add_argument("--grad-update-every", type=cli.positive_int, default=d["grad_update_every"],
+                   help="mini-batches whose gradients are averaged per update, each loss the mean "
+                        "over its own valid pixels (Caffe's iter_size: batch 10 as --batch-size 2 "
+                        "--grad-update-every 5; default: %(default)s)")
     if recipe.multi_scale:
-        g.add_argument("--grad-update-every", type=cli.positive_int,
-                       default=d["grad_update_every"],
-                       help="mini-batches whose gradients are accumulated per update "
-                            "(Caffe's iter_size; default: %(default)s)")
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
                        help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
     g.add_argument("--random-mirror", action="store_true",

@@ -14,7 +14,7 @@ Everything else is written once, in these modules:
     loop        model building and the loop, with an `on_save` hook
 
 One update = `micro_batches` forward/backward passes whose gradients are
-averaged (Caffe's `iter_size`; 1 for train.py), then one optimizer step. The
+averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the

@@ -29,7 +29,7 @@ class TrainConfig:
             (momentum, power and weight decay: Caffe SGD only).
         num_steps: updates in the whole run.
         grad_update_every: mini-batches whose gradients make one update
-            (multi-scale training).
+            (Caffe's iter_size).
         scales: input scales of multi-scale training, the first the reference.
         random_mirror, random_scale, scale_mode: augmentation.
         random_seed: seed of data order, augmentation and new weights.
@@ -56,7 +56,7 @@ class TrainConfig:
     power: float = 0.9
     weight_decay: float = 5e-4
     num_steps: int = 20001
-    grad_update_every: int = 10
+    grad_update_every: int = 1
     scales: tuple = (1.0, 0.75, 0.5)
     random_mirror: bool = False
     random_scale: bool = False
@@ -85,8 +85,7 @@ class Recipe:
     Attributes:
         name: script name, for messages.
         optimizer: "sgd" (Caffe SGD, poly learning rate) or "adam" (constant rate).
-        multi_scale: train through `msc.MultiScale` with `scales` and
-            accumulate gradients over `grad_update_every` mini-batches.
+        multi_scale: train through `msc.MultiScale` with `scales`.
         head_only: train only the ASPP head (fc1_voc12_*).
         defaults: `TrainConfig` defaults that differ for this script.
     """
@@ -103,7 +102,7 @@ class Recipe:
 
 TRAIN = Recipe("train.py")
 TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
-                   defaults={"batch_size": 1, "save_num_images": 1})
+                   defaults={"batch_size": 1, "save_num_images": 1, "grad_update_every": 10})
 FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                    defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
                              "snapshot_dir": "./snapshots_finetune/"})

@@ -113,7 +113,7 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                          random_scale=config.random_scale, random_mirror=config.random_mirror,
                          ignore_label=config.ignore_label, seed=config.random_seed,
                          scale_mode=config.scale_mode)
-    micro = config.grad_update_every if recipe.multi_scale else 1
+    micro = config.grad_update_every
     wanted = run_record.new(recipe.name, config.data_list, config.data_dir, len(reader),
                             config.batch_size, replicas, micro, _run_settings(config, recipe))
     latest = tf.train.latest_checkpoint(snapshot_dir)

@@ -2,26 +2,15 @@
 
 import tensorflow as tf
 
-from deeplab_resnet import distribute
+from deeplab_resnet import distribute, geometry
 from deeplab_resnet.msc import MultiScale
-
-
-def resize_labels(labels, size):
-    """[B, H, W] integer labels -> [B, h, w] by nearest neighbour (values kept exactly)."""
-    return tf.image.resize(labels[..., None], size, method="nearest")[..., 0]
-
-
-def _spatial_size(logits):
-    static = logits.shape[1:3]
-    if static.is_fully_defined():
-        return static.as_list()
-    return tf.shape(logits)[1:3]
 
 
 def cross_entropy_sums(logits, labels, ignore_label):
     """Softmax cross-entropy at logit resolution, summed over the valid pixels.
 
-    Labels are resized to the logits by nearest neighbour. Pixels equal to
+    Labels are shrunk to the logits as DeepLab does (`geometry.shrink_labels`:
+    logit i takes the label at pixel i*(H-1)/(h-1)). Pixels equal to
     `ignore_label`, or outside [0, num_classes), contribute nothing (the 2017
     port kept only labels below the class count). Computed in float32.
 
@@ -29,7 +18,7 @@ def cross_entropy_sums(logits, labels, ignore_label):
         (summed loss, correctly classified valid pixels, valid pixels).
     """
     num_classes = logits.shape[-1]
-    labels = resize_labels(labels, _spatial_size(logits))
+    labels = geometry.shrink_labels(labels, geometry.spatial_size(logits))
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     logits = tf.cast(logits, tf.float32)
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -5,8 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import distribute
-from deeplab_resnet.training.losses import resize_labels
+from deeplab_resnet import distribute, geometry
 
 # --mixed-precision: the dtype the network computes in.
 COMPUTE_DTYPES = {"none": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
@@ -170,7 +169,7 @@ class Trainer:
         return loss, hits / max(pixels, 1.0), bool(ok)
 
     def _predict(self, images):
-        """Class map at the input size (nearest neighbour) for summaries."""
+        """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""
         logits = self.objective.logits(images, training=False)
-        labels = tf.argmax(logits, -1, output_type=tf.int32)
-        return resize_labels(labels, tf.shape(images)[1:3])
+        resized = geometry.logits_to_image(logits, geometry.spatial_size(images))
+        return tf.argmax(resized, -1, output_type=tf.int32)
