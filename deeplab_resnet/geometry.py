@@ -92,7 +92,7 @@ def resize_align_corners(images, size):
 
 
 def logits_to_image(logits, size, stride=OUTPUT_STRIDE):
-    """Logits [N, h, w, C] -> [N, H, W, C] at image size `size`: pixel p reads logit position p/stride.
+    """Logits [N, h, w, C] -> [N, H, W, C] at image size `size`: pixel p reads logit p/stride.
 
     Bilinear; positions past the last logit read the last logit. For an image
     of 8k+1 pixels this is the align-corners zoom x8; for any other size it is

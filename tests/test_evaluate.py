@@ -143,7 +143,7 @@ def test_protocol_flags_reach_the_predictor_and_num_steps_limits(model, dataset,
 
 def _one_line_error(code, err, *fragments):
     assert code == 2
-    lines = [l for l in err.strip().splitlines() if l.startswith("error: ")]
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0]

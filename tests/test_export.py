@@ -1,4 +1,4 @@
-"""export.py: a SavedModel whose serving signature matches inference.py, loaded in a fresh process."""
+"""export.py: a SavedModel whose serving signature matches inference.py, loaded afresh."""
 
 import os
 import subprocess
@@ -47,7 +47,8 @@ def test_saved_model_in_a_fresh_process_matches_inference(ckpt, tmp_path, capsys
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (43, 58, 3), dtype=np.uint8)).save(
         image_path)
     exported = tmp_path / "exported"
-    assert _run(export.main, ["--restore-from", ckpt, "--output-dir", str(exported)], capsys)[0] == 0
+    argv = ["--restore-from", ckpt, "--output-dir", str(exported)]
+    assert _run(export.main, argv, capsys)[0] == 0
     assert (exported / "saved_model.pb").exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
     assert _run(inference.main, [str(image_path), ckpt, "--save-dir", str(tmp_path / "inf")],

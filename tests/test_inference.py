@@ -30,7 +30,8 @@ def ckpt(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("images") / "street.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (45, 61, 3), dtype=np.uint8)).save(path)
+    pixels = np.random.default_rng(0).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
     return str(path)
 
 

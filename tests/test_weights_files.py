@@ -117,10 +117,9 @@ def test_evaluate_reads_a_snapshot_folder_and_names_the_checkpoint_used(files, d
     reports = {}
     for kind in ("ours", "v2"):
         out = tmp_path / f"{kind}.json"
-        code, stdout, err = _run(evaluate.main, ["--data-dir", data, "--data-list",
-                                                 data / "list.txt", "--restore-from", files[kind],
-                                                 "--json-output", out, "--save-dir", tmp_path / kind],
-                                 capsys)
+        argv = ["--data-dir", data, "--data-list", data / "list.txt", "--restore-from",
+                files[kind], "--json-output", out, "--save-dir", tmp_path / kind]
+        code, stdout, err = _run(evaluate.main, argv, capsys)
         assert code == 0, err
         assert f"written to {out}" in stdout and f"written to {tmp_path / kind}" in stdout
         assert stdout.strip().splitlines()[-1].startswith("Mean IoU: ")

@@ -1,4 +1,4 @@
-"""train.py against real Caffe's SGD solver on any DeepLab deploy net (needs real Caffe; not run in CI).
+"""train.py against real Caffe's SGD solver on any DeepLab deploy net (needs real Caffe; not in CI).
 
 For each case: real Caffe (../shared/tools/caffe/caffe_train_ref.py under the
 python that imports it) trains the deploy net from a calibrated random
