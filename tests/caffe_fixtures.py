@@ -132,7 +132,8 @@ def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, ca
 
 
 def caffe_interp(x, out_h, out_w):
-    """Caffe's `Interp` layer (DeepLab's caffe_cpu_interp2), transcribed: NHWC float32, align corners.
+    """Caffe's `Interp` layer (DeepLab's caffe_cpu_interp2), transcribed: NHWC float32, align
+    corners.
 
     Output (h2, w2) reads input position (rheight*h2, rwidth*w2) with
     rheight = (H-1)/(out_h-1) in float32 (0 for a single output row), bilinear.
@@ -161,7 +162,7 @@ def caffe_interp(x, out_h, out_w):
 
 
 def interp_size(size, shrink=1, zoom=1):
-    """Caffe Interp's output side for shrink/zoom factors (DeepLab's MSC: 0.75 = zoom 3, shrink 4)."""
+    """Caffe Interp's output side for shrink/zoom factors (DeepLab's MSC: 0.75: zoom 3, shrink 4)."""
     size = (size - 1) // shrink + 1
     return size + (size - 1) * (zoom - 1)
 

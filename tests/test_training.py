@@ -64,7 +64,8 @@ def test_caffe_sgd_matches_hand_computation():
     b0 = np.array([0.25, -1.0], np.float32)
     w, b = tf.Variable(w0), tf.Variable(b0)
     sgd = optim.CaffeSGD({"fc1_voc12_c0/weights": (w, 10.0, 1.0),
-                             "fc1_voc12_c0/biases": (b, 20.0, 0.0)}, momentum=0.9, weight_decay=0.01)
+                          "fc1_voc12_c0/biases": (b, 20.0, 0.0)}, momentum=0.9,
+                         weight_decay=0.01)
     gw = [np.array([[0.1, 0.2], [0.3, 0.4]], np.float32), np.array([[1, 0], [0, -1]], np.float32)]
     gb = [np.array([0.5, -0.5], np.float32), np.array([0.1, 0.1], np.float32)]
     rates = [0.1, 0.05]  # the rate changes between the steps: it sits inside the velocity
@@ -89,7 +90,8 @@ def test_adam_matches_hand_computation():
         adam.apply([("x", tf.constant(g, tf.float32), w)], tf.constant(0.1))
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
-        expected = expected - 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-8)
+        rate = 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        expected = expected - rate * m / (np.sqrt(v) + 1e-8)
     np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
 
 
@@ -142,7 +144,8 @@ def mean_iou(model, data):
         valid = label != 255
         confusion += np.bincount(n * label[valid].astype(int) + pred[valid],
                                  minlength=n * n).reshape(n, n)
-    iou = np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1) - np.diag(confusion), 1)
+    union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+    iou = np.diag(confusion) / np.maximum(union, 1)
     return float(iou.mean())
 
 
