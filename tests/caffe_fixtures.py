@@ -162,7 +162,7 @@ def caffe_interp(x, out_h, out_w):
 
 
 def interp_size(size, shrink=1, zoom=1):
-    """Caffe Interp's output side for shrink/zoom factors (DeepLab's MSC: 0.75: zoom 3, shrink 4)."""
+    """Caffe Interp's output side for shrink/zoom factors (MSC: 0.75 is zoom 3, shrink 4)."""
     size = (size - 1) // shrink + 1
     return size + (size - 1) * (zoom - 1)
 
