@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-import demo
 from deeplab_resnet import shapes, utils
+from deeplab_resnet.cli import demo
 
 
 def test_picture_has_column_titles_and_a_colour_legend():
