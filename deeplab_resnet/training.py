@@ -10,6 +10,9 @@ One update = `micro_batches` forward/backward passes whose gradients are
 averaged (Caffe's `iter_size`; 1 for train.py), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
+SIGTERM or SIGINT (`deeplab_resnet.stop`) ends a run at the next update
+boundary with a checkpoint, exit status 128 + the signal number.
+
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
 stateless function of (seed, example number).
@@ -43,7 +46,8 @@ from tqdm import tqdm
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
 from deeplab_resnet import distribute
-from deeplab_resnet.errors import UserError, first_line
+from deeplab_resnet import stop
+from deeplab_resnet.errors import Stopped, UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
                                   is_head_variable)
@@ -736,14 +740,15 @@ def train(args, recipe):
         return args.learning_rate
 
     batches = reader.batches(args.batch_size, micro, start=int(position.numpy()),
-                             strategy=strategy)
+                             strategy=strategy, num_classes=model.num_classes)
     with contextlib.closing(batches), _save_dir(snapshot_dir, chief) as save_dir, \
-            tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
+            stop.StopRequests(strategy) as stop_requests, tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
                  desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
         manager = tf.train.CheckpointManager(checkpoint, save_dir,
                                              max_to_keep=args.keep_checkpoints,
                                              checkpoint_name=CHECKPOINT_NAME)
         started = time.perf_counter()
+        saved_at = None
         for images, labels in batches:
             update = int(step.numpy())
             lr = learning_rate(update)
@@ -774,6 +779,7 @@ def train(args, recipe):
                     with writer.as_default():
                         _write_image_summary(trainer, images, labels, args, done)
                 saved = _save(manager, model, done)
+                saved_at = done
                 if chief and bar.disable:  # no progress bar: one line per checkpoint instead
                     rate = (done - start) / max(time.perf_counter() - started, 1e-9)
                     _log(f"update {done}/{args.num_steps}: loss {loss:.4f}, pixel accuracy "
@@ -781,6 +787,16 @@ def train(args, recipe):
                          f"ETA {(args.num_steps - done) / rate / 60:.1f} min; saved {saved}")
             if done >= end:
                 break
+            signum = stop_requests.poll()
+            if signum is not None:
+                if saved_at != done:
+                    _save(manager, model, done)
+                if writer is not None:
+                    writer.flush()
+                distribute.barrier(strategy)
+                raise Stopped(f"{stop.signal_name(signum)}: stopped after update {done} of "
+                              f"{args.num_steps}, checkpoint saved in {snapshot_dir}; rerun the "
+                              "same command to resume", 128 + signum)
     if writer is not None:
         writer.flush()
     distribute.barrier(strategy)
@@ -794,4 +810,6 @@ def train(args, recipe):
 
 def main(recipe, argv=None, description=None):
     """Entry point of a training script: parse the flags, train."""
-    return train(build_parser(recipe, description).parse_args(argv), recipe)
+    args = build_parser(recipe, description).parse_args(argv)
+    with cli.new_folder_removed_on_failure(args.snapshot_dir):
+        return train(args, recipe)

@@ -6,6 +6,7 @@ output file behind.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -221,3 +222,53 @@ def test_kill_during_checkpoint_saves_leaves_a_loadable_checkpoint(env, tmp_path
     steps = [int(p.name.split("-")[-1].split(".")[0]) for p in out.glob("*.index")]
     assert max(steps) >= 2
 
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+SIGNAL_RUN_STEPS = 200
+
+
+def _signal_run_command(env, out):
+    """A deterministic tiny run that saves only at its end (or when stopped)."""
+    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
+    return [sys.executable, script("train.py"), *argv, "--num-steps", str(SIGNAL_RUN_STEPS),
+            "--save-pred-every", str(10 * SIGNAL_RUN_STEPS), "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    subprocess.run(_signal_run_command(env, out), check=True, capture_output=True,
+                   cwd=out.parent, timeout=300)
+    return checkpoint.read_params(checkpoint.resolve(out))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path, signum,
+                                                                   uninterrupted_weights):
+    out = tmp_path / "out"
+    command = _signal_run_command(env, out)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path)
+    deadline = time.time() + 120
+    # The event file appears after the first update.
+    while time.time() < deadline and not (out.exists() and any(out.glob("events.*"))):
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert process.returncode == 128 + signum, stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {signum.name}: stopped after update")
+    stopped = int(lines[0].split("after update ")[1].split()[0])
+    assert 1 <= stopped < SIGNAL_RUN_STEPS, "the signal came too late to test anything"
+    assert checkpoint.resolve(out).endswith(f"model.ckpt-{stopped}")
+    assert not list(out.glob("*_temp*")) and not list(out.glob(".tmp*"))
+
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"update {stopped})" in rerun.stderr  # it resumed
+    final = checkpoint.read_params(checkpoint.resolve(out))
+    assert final.keys() == uninterrupted_weights.keys()
+    for name, value in final.items():
+        np.testing.assert_array_equal(value, uninterrupted_weights[name], err_msg=name)
