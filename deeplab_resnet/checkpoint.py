@@ -6,7 +6,10 @@ Every checkpoint of the project holds `params/<caffe name>` (see
 extra flags and a contradicting flag is an error.
 """
 
+import contextlib
+import glob
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -26,13 +29,45 @@ def is_caffemodel(path):
     return str(path).endswith(".caffemodel")
 
 
+# What a failed read of a checkpoint raises: TensorFlow's errors, and IndexError
+# for a `.data` file shorter than its index says.
+READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
+
+
+def latest_in(folder):
+    """The checkpoint prefix a folder's `checkpoint` state file names; None without one.
+
+    Raises:
+        UserError naming the state file when it cannot be parsed or names a
+        checkpoint that is not there (resuming from an older one, or from
+        scratch, would silently discard progress).
+    """
+    state_file = os.path.join(str(folder), "checkpoint")
+    if not os.path.isfile(state_file):
+        return None
+    state = None
+    with contextlib.suppress(*READ_ERRORS):
+        state = tf.train.get_checkpoint_state(str(folder))
+    if state is None or not state.model_checkpoint_path:
+        raise UserError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
+                        "delete it to use the newest checkpoint in the folder")
+    prefix = state.model_checkpoint_path
+    if not os.path.isabs(prefix):
+        prefix = os.path.join(str(folder), prefix)
+    if not os.path.exists(prefix + ".index"):
+        raise UserError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
+                        f"{os.path.basename(prefix)}.index); delete the state file to use the "
+                        "newest checkpoint in the folder")
+    return prefix
+
+
 def resolve(path):
     """A checkpoint prefix for `path`: a prefix, a `.index` file or a folder of checkpoints."""
     path = str(path)
     if path.endswith(".index"):
         path = path[: -len(".index")]
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = latest_in(path)
         if latest is None:
             prefixes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
             if not prefixes:
@@ -48,18 +83,52 @@ def resolve(path):
 def _reader(prefix):
     try:
         return tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as exc:
+    except READ_ERRORS as exc:
         raise UserError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
+
+
+def _tensor(reader, prefix, key):
+    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a UserError."""
+    try:
+        return reader.get_tensor(key)
+    except READ_ERRORS as exc:
+        raise UserError(f"{prefix}: corrupt or truncated checkpoint data "
+                        f"({first_line(exc)[:200]})") from None
+
+
+def corrupt(prefix, exc):
+    """The UserError for a checkpoint that failed to restore with `exc`."""
+    return UserError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})")
+
+
+@contextlib.contextmanager
+def writing(path, partial=()):
+    """Turns TensorFlow's failure to write `path` (disk full, file too large, no
+    permission) into an OSError naming it, after removing `partial` (glob patterns
+    of what the failed write may have left)."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        for pattern in partial:
+            for leftover in glob.glob(pattern):
+                if os.path.isdir(leftover):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    os.remove(leftover)
+        # TensorFlow's message: "<op> <file being written>; <reason> [Op:Name]".
+        reason = first_line(exc).rpartition("; ")[2].partition(" [Op:")[0]
+        raise OSError(None, reason or first_line(exc), str(path)) from None
 
 
 def read_meta(path):
     """(variant, num_classes) recorded in a checkpoint, or (None, None) for a plain one."""
-    reader = _reader(resolve(path))
+    prefix = resolve(path)
+    reader = _reader(prefix)
     if not reader.has_tensor(_META_KEY.format("model")):
         return None, None
-    variant = reader.get_tensor(_META_KEY.format("model"))
+    variant = _tensor(reader, prefix, _META_KEY.format("model"))
     variant = variant.decode() if isinstance(variant, bytes) else str(variant)
-    return variant, int(reader.get_tensor(_META_KEY.format("num_classes")))
+    return variant, int(_tensor(reader, prefix, _META_KEY.format("num_classes")))
 
 
 def param_names(path):
@@ -78,11 +147,12 @@ def _param_name(key):
 
 def read_params(path):
     """All `params/*` tensors of a checkpoint as {caffe name: numpy array}."""
-    reader = _reader(resolve(path))
+    prefix = resolve(path)
+    reader = _reader(prefix)
     out = {}
     for key in reader.get_variable_to_shape_map():
         if _is_param_key(key):
-            out[_param_name(key)] = reader.get_tensor(key)
+            out[_param_name(key)] = _tensor(reader, prefix, key)
     return out
 
 
@@ -105,14 +175,13 @@ def save_params(params, prefix, variant=None, num_classes=None):
         root = {"params": variables}
         if variant is not None:
             root["meta"] = {"model": tf.Variable(variant), "num_classes": tf.Variable(int(num_classes))}
-        tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
+        with writing(prefix):
+            tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
         for name in files:
             os.replace(os.path.join(tmp_dir, name), prefix + name[len("ckpt"):])
     finally:
-        for name in os.listdir(tmp_dir):
-            os.remove(os.path.join(tmp_dir, name))
-        os.rmdir(tmp_dir)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return prefix
 
 

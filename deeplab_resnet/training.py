@@ -33,6 +33,7 @@ uses dynamic loss scaling (`LossScale`).
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -574,7 +575,10 @@ def build_model(args, latest):
 
 
 def _resume(checkpoint, latest):
-    status = checkpoint.restore(latest)
+    try:
+        status = checkpoint.restore(latest)
+    except ckpt_lib.READ_ERRORS as exc:
+        raise ckpt_lib.corrupt(latest, exc) from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
@@ -644,7 +648,10 @@ def _save(manager, model, step):
         raise UserError(f"weights became inf or nan by update {step}: training stopped; last "
                         f"checkpoint: {manager.latest_checkpoint or 'none'} "
                         "(a lower --learning-rate may help)")
-    return manager.save(checkpoint_number=step)
+    prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
+    # A failed write (disk full) leaves the previous checkpoints as they were.
+    with ckpt_lib.writing(prefix, partial=(prefix + ".*", prefix + "_temp*")):
+        return manager.save(checkpoint_number=step)
 
 
 def _log(message):
@@ -690,7 +697,7 @@ def train(args, recipe):
                          random_scale=args.random_scale, random_mirror=args.random_mirror,
                          ignore_label=args.ignore_label, seed=args.random_seed,
                          scale_mode=args.scale_mode)
-    latest = tf.train.latest_checkpoint(snapshot_dir)
+    latest = ckpt_lib.latest_in(snapshot_dir)
     model = build_model(args, latest)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
