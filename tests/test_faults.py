@@ -7,6 +7,8 @@ output file behind.
 
 import codecs
 import os
+import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -402,3 +404,105 @@ def test_signals_save_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path
     assert final.keys() == uninterrupted_weights.keys()
     for name, value in final.items():
         np.testing.assert_array_equal(value, uninterrupted_weights[name], err_msg=name)
+
+
+# -- odd encodings that are clear -------------------------------------------------------------
+
+
+def test_odd_encodings_read_as_their_plain_equivalents(env, tmp_path):
+    """Grayscale and CMYK JPEGs, 16-bit and opaque gray+alpha labels, a list with a
+    byte-order mark: evaluate.py scores them exactly as their plain RGB / palette
+    equivalents, and train.py trains on them."""
+    data = env / "data"
+    cmyk = np.asarray(Image.open(data / "cmyk_rgb.png"), np.float32)
+    assert np.abs(cmyk - np.asarray(Image.open(data / "img" / "1.jpg"))).mean() < 4
+    scores = []
+    for name in ("odd", "plain"):
+        result, _ = run_case(env, tmp_path, "evaluate.py", [
+            "--data-dir", "{root}/data", "--data-list", f"{{root}}/data/{name}.txt",
+            "--restore-from", "{root}/ckpt/tiny"])
+        assert result.returncode == 0, result.stderr
+        scores.append(result.stdout)
+    assert scores[0] == scores[1]
+    result, out = run_case(env, tmp_path, "train.py", [
+        *TRAIN_TINY[:6], "--data-list", "{root}/data/odd.txt", *TRAIN_TINY[8:], "--num-steps", "1"])
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.resolve(out).endswith("model.ckpt-1")
+
+
+# -- full disks --------------------------------------------------------------------------------
+
+
+def limited_file_size(max_bytes):
+    """preexec_fn: files may grow to `max_bytes` only, and a bigger write fails with EFBIG
+    (as it would with ENOSPC on a full disk) instead of killing the process (SIGXFSZ)."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return limit
+
+
+def run_limited(env, tmp_path, script_name, args, max_bytes):
+    out = tmp_path / "out"
+    argv = [a.format(root=env, out=out) for a in args]
+    return subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300, preexec_fn=limited_file_size(max_bytes)), out
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+    """A --snapshot-dir holding one tiny training checkpoint (update 1)."""
+    folder = tmp_path_factory.mktemp("trained")
+    result, out = run_case(env, folder, "train.py", TRAIN_TINY + ["--num-steps", "1"])
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+WRITE_CASES = [
+    ("masks", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny", "--save-dir", "{out}"],
+     300, "out/0_mask.png"),
+    ("saved-model", "export.py", ["--restore-from", "{root}/ckpt/tiny", "--output-dir", "{out}/saved"],
+     4096, "out/saved"),
+    ("converted-checkpoint", "convert.py",
+     ["{root}/tiny.prototxt", "--caffemodel", "{root}/tiny.caffemodel", "--ckpt-path", "{out}/c"],
+     100_000, "out/c"),
+]
+
+
+@pytest.mark.parametrize("case,script_name,args,max_bytes,culprit", WRITE_CASES,
+                         ids=[c[0] for c in WRITE_CASES])
+def test_disk_full_names_the_file_and_leaves_nothing(env, tmp_path, case, script_name, args,
+                                                     max_bytes, culprit):
+    result, out = run_limited(env, tmp_path, script_name, args, max_bytes)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and lines[0].endswith(f"{culprit}: File too large")
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_disk_full_during_checkpoint_save_keeps_the_previous_one(trained, env, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    data_size = next(out.glob("model.ckpt-1.data-*")).stat().st_size
+    result, _ = run_limited(env, tmp_path, "train.py", TRAIN_TINY + ["--num-steps", "3"],
+                            data_size // 2)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], result.stderr
+    assert lines[-1].endswith("model.ckpt-2: File too large"), result.stderr
+    assert sorted(p.name for p in out.iterdir() if "ckpt-2" in p.name) == []
+    assert not list(out.glob(".tmp*"))
+    assert checkpoint.resolve(out).endswith("model.ckpt-1")
+    checkpoint.load_weights(out)
+
+
+def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    data = next(out.glob("model.ckpt-1.data-*"))
+    data.write_bytes(flip_bit(data.read_bytes()))
+    result, _ = run_case(env, tmp_path, "train.py", TRAIN_TINY + ["--num-steps", "3"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "model.ckpt-1: corrupt or truncated" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in trained.iterdir())
