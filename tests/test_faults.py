@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from test_distribute import free_ports, worker_env
 from deeplab_resnet import checkpoint, deploy, utils
 from deeplab_resnet.model import DeepLabResNet
 from kaffe import caffe_pb
@@ -506,3 +507,33 @@ def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "model.ckpt-1: corrupt or truncated" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in trained.iterdir())
+
+
+def test_signal_to_one_worker_stops_every_worker_at_the_same_update(env, tmp_path):
+    """Under --strategy multi-worker a SIGTERM to the second worker alone stops both
+    workers after the same update, with the chief's checkpoint of that update."""
+    out = tmp_path / "out"
+    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
+    command = [sys.executable, script("train.py"), *argv, "--num-steps", "100000",
+               "--save-pred-every", "100000", "--strategy", "multi-worker"]
+    ports = free_ports(2)
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=worker_env(ports, i),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out.exists() and any(out.glob("events.*"))):
+            time.sleep(0.02)
+        workers[1].send_signal(signal.SIGTERM)
+        errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    stopped = []
+    for worker, stderr in zip(workers, errors):
+        lines = stderr.strip().splitlines()
+        assert worker.returncode == 128 + signal.SIGTERM and len(lines) == 1, stderr
+        assert lines[0].startswith("error: SIGTERM: stopped after update"), stderr
+        stopped.append(int(lines[0].split("after update ")[1].split()[0]))
+    assert stopped[0] == stopped[1]
+    assert checkpoint.resolve(out).endswith(f"model.ckpt-{stopped[0]}")
