@@ -13,6 +13,7 @@ operations require.
 """
 
 import signal
+import threading
 
 from deeplab_resnet.tf_quiet import tf
 
@@ -36,8 +37,12 @@ class StopRequests:
         self._identity = tf.function(lambda flags: flags)
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only
         for signum in SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._request)
+            previous = signal.signal(signum, self._request)
+            # None: a handler not installed from Python; the default is the closest.
+            self._previous[signum] = signal.SIG_DFL if previous is None else previous
         return self
 
     def __exit__(self, *exc_info):
@@ -48,7 +53,7 @@ class StopRequests:
     def _request(self, signum, frame):
         self.received = signum
         # The next one of this signal gets its usual effect.
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        signal.signal(signum, self._previous[signum])
 
     def poll(self):
         """The signal number a stop was requested with (by any worker), else None.
@@ -67,4 +72,5 @@ class StopRequests:
 
 
 def signal_name(signum):
+    """'SIGTERM' for 15, ..."""
     return signal.Signals(signum).name

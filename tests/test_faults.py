@@ -446,8 +446,10 @@ def limited_file_size(max_bytes):
 def run_limited(env, tmp_path, script_name, args, max_bytes):
     out = tmp_path / "out"
     argv = [a.format(root=env, out=out) for a in args]
-    return subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=300, preexec_fn=limited_file_size(max_bytes)), out
+    result = subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300,
+                            preexec_fn=limited_file_size(max_bytes))
+    return result, out
 
 
 @pytest.fixture(scope="module")
@@ -462,8 +464,8 @@ def trained(env, tmp_path_factory):
 WRITE_CASES = [
     ("masks", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny", "--save-dir", "{out}"],
      300, "out/0_mask.png"),
-    ("saved-model", "export.py", ["--restore-from", "{root}/ckpt/tiny", "--output-dir", "{out}/saved"],
-     4096, "out/saved"),
+    ("saved-model", "export.py",
+     ["--restore-from", "{root}/ckpt/tiny", "--output-dir", "{out}/saved"], 4096, "out/saved"),
     ("converted-checkpoint", "convert.py",
      ["{root}/tiny.prototxt", "--caffemodel", "{root}/tiny.caffemodel", "--ckpt-path", "{out}/c"],
      100_000, "out/c"),
