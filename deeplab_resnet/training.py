@@ -749,7 +749,8 @@ def train(args, recipe):
     batches = reader.batches(args.batch_size, micro, start=int(position.numpy()),
                              strategy=strategy, num_classes=model.num_classes)
     with contextlib.closing(batches), _save_dir(snapshot_dir, chief) as save_dir, \
-            stop.StopRequests(strategy) as stop_requests, tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
+            stop.StopRequests(strategy) as stop_requests, \
+            tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
                  desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
         manager = tf.train.CheckpointManager(checkpoint, save_dir,
                                              max_to_keep=args.keep_checkpoints,

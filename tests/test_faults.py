@@ -192,7 +192,8 @@ def png_claiming(width, height):
     def chunk(kind, body):
         return (struct.pack(">I", len(body)) + kind + body
                 + struct.pack(">I", zlib.crc32(kind + body)))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
@@ -203,7 +204,7 @@ def jpeg_claiming(jpeg, width, height):
 
 
 def copy_checkpoint(source, folder, damage=None):
-    """Copies the checkpoint files of prefix `source` into `folder`; `damage(bytes)` edits the .data."""
+    """Copies checkpoint prefix `source`'s files into `folder`; `damage(bytes)` edits the .data."""
     folder.mkdir()
     for path in source.parent.glob(source.name + ".*"):
         data = path.read_bytes()
@@ -242,7 +243,8 @@ def write_bad_inputs(root):
     (root / "unknown.prototxt").write_text(
         text + '\nlayer {\n  name: "norm9"\n  type: "LRN"\n  bottom: "fc1_voc12"\n  top: "norm9"\n}\n')
     (root / "wide.prototxt").write_text(text.replace("num_output: 16", "num_output: 24", 1))
-    (root / "absurd.prototxt").write_text(text.replace("num_output: 16", "num_output: 2000000000", 1))
+    (root / "absurd.prototxt").write_text(
+        text.replace("num_output: 16", "num_output: 2000000000", 1))
     write_odd_encodings(root / "data")
 
 
