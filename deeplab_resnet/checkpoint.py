@@ -34,8 +34,17 @@ def is_caffemodel(path):
 READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
 
 
+def _step_order(prefix):
+    """Sort key of checkpoint prefixes: by their trailing number (model.ckpt-9 before -10)."""
+    head, _, number = prefix.rpartition("-")
+    return (head, int(number)) if number.isdigit() else (prefix, -1)
+
+
 def latest_in(folder):
-    """The checkpoint prefix a folder's `checkpoint` state file names; None without one.
+    """The newest checkpoint prefix in a folder, None when it holds none.
+
+    The newest is the one its `checkpoint` state file names; without a state
+    file, the one with the highest number.
 
     Raises:
         UserError naming the state file when it cannot be parsed or names a
@@ -44,7 +53,8 @@ def latest_in(folder):
     """
     state_file = os.path.join(str(folder), "checkpoint")
     if not os.path.isfile(state_file):
-        return None
+        prefixes = [f[: -len(".index")] for f in os.listdir(folder) if f.endswith(".index")]
+        return os.path.join(str(folder), max(prefixes, key=_step_order)) if prefixes else None
     state = None
     with contextlib.suppress(*READ_ERRORS):
         state = tf.train.get_checkpoint_state(str(folder))
@@ -54,6 +64,9 @@ def latest_in(folder):
     prefix = state.model_checkpoint_path
     if not os.path.isabs(prefix):
         prefix = os.path.join(str(folder), prefix)
+    moved = os.path.join(str(folder), os.path.basename(prefix))
+    if not os.path.exists(prefix + ".index") and os.path.exists(moved + ".index"):
+        prefix = moved  # an absolute path written where the folder used to be
     if not os.path.exists(prefix + ".index"):
         raise UserError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
                         f"{os.path.basename(prefix)}.index); delete the state file to use the "
@@ -69,10 +82,7 @@ def resolve(path):
     if os.path.isdir(path):
         latest = latest_in(path)
         if latest is None:
-            prefixes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
-            if not prefixes:
-                raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
-            latest = os.path.join(path, prefixes[-1])
+            raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
         return latest
     if not os.path.exists(path + ".index"):
         raise UserError(f"{path}: no such checkpoint (expected {path}.index, a folder of "

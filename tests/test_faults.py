@@ -168,6 +168,10 @@ CASES = [
     ("checkpoint-state-names-missing-prefix", "export.py",
      ["--restore-from", "{root}/ckpt_stale", "--output-dir", "{out}/saved"],
      "ckpt_stale/checkpoint: names checkpoint"),
+    ("garbled-checkpoint-state-file-on-resume", "train.py",
+     ["--model", "tiny", "--num-classes", "3", "--data-dir", "{root}/data", "--data-list",
+      "{root}/data/good.txt", "--input-size", "33,33", "--snapshot-dir",
+      "{root}/ckpt_garbled_state"], "ckpt_garbled_state/checkpoint: not a readable"),
     ("truncated-caffemodel-for-inference", "inference.py",
      ["{root}/data/img/0.jpg", "{root}/truncated.caffemodel", "--model", "tiny", "--save-dir",
       "{out}"], "truncated.caffemodel"),
@@ -237,6 +241,8 @@ def write_bad_inputs(root):
     copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_flipped", flip_bit)
     copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_stale")
     (root / "ckpt_stale" / "checkpoint").write_text('model_checkpoint_path: "tiny-9"\n')
+    copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_garbled_state")
+    (root / "ckpt_garbled_state" / "checkpoint").write_bytes(b"\x00\x17{{ not a state file")
     (root / "random.caffemodel").write_bytes(np.random.default_rng(1).bytes(5000))
     text = (root / "tiny.prototxt").read_text()
     (root / "syntax.prototxt").write_text(text.replace("layer {", "layer {{", 3))
