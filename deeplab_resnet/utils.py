@@ -137,8 +137,8 @@ def read_label(path):
     VOC labels are palette ('P') images whose pixel values are the class
     indices; the palette only colours them. Single-channel 8-bit images are
     read the same way, 16-bit ones when their values fit 0..255, and gray or
-    palette images with alpha when every pixel is opaque. RGB-coloured labels are refused: decoding colours as
-    classes gives wrong labels.
+    palette images with alpha when every pixel is opaque. RGB-coloured labels
+    are refused: decoding colours as classes gives wrong labels.
     """
     image = open_image(path)
     if image.mode in ("LA", "PA"):
