@@ -7,7 +7,7 @@ restore and resume, the input pipeline, the compiled step, checkpoints,
 summaries, progress, NaN handling) is written once here.
 
 One update = `micro_batches` forward/backward passes whose gradients are
-averaged (Caffe's `iter_size`; 1 for train.py), then one optimizer step. The
+averaged (Caffe's `iter_size`, --grad-update-every), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
 SIGTERM or SIGINT (`deeplab_resnet.stop`) ends a run at the next update
@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
-from deeplab_resnet import distribute, run_record
+from deeplab_resnet import distribute, geometry, run_record
 from deeplab_resnet.errors import Stopped, UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
@@ -72,7 +72,7 @@ DEFAULTS = {
     "save_pred_every": 1000,
     "snapshot_dir": "./snapshots/",
     "random_seed": 1234,
-    "grad_update_every": 10,
+    "grad_update_every": 1,
     "scales": (1.0, 0.75, 0.5),
     "keep_checkpoints": 5,
     "bn_momentum": 0.999,
@@ -93,8 +93,7 @@ class Recipe:
     Attributes:
         name: script name, for messages.
         optimizer: "sgd" (Caffe SGD, poly learning rate) or "adam" (constant rate).
-        multi_scale: train through `msc.MultiScale` with --scales and
-            accumulate gradients over --grad-update-every mini-batches.
+        multi_scale: train through `msc.MultiScale` with --scales.
         head_only: train only the ASPP head (fc1_voc12_*).
         defaults: flag defaults that differ from `DEFAULTS`.
     """
@@ -107,7 +106,7 @@ class Recipe:
 
 TRAIN = Recipe("train.py")
 TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
-                   defaults={"batch_size": 1, "save_num_images": 1})
+                   defaults={"batch_size": 1, "save_num_images": 1, "grad_update_every": 10})
 FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                    defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
                              "snapshot_dir": "./snapshots_finetune/"})
@@ -142,11 +141,11 @@ def build_parser(recipe, description=None):
                        help="L2 decay of convolution weights (default: %(default)s)")
     g.add_argument("--num-steps", type=cli.positive_int, default=d["num_steps"],
                    help="number of updates (default: %(default)s)")
+    g.add_argument("--grad-update-every", type=cli.positive_int, default=d["grad_update_every"],
+                   help="mini-batches whose gradients are averaged per update, each loss the mean "
+                        "over its own valid pixels (Caffe's iter_size: batch 10 as --batch-size 2 "
+                        "--grad-update-every 5; default: %(default)s)")
     if recipe.multi_scale:
-        g.add_argument("--grad-update-every", type=cli.positive_int,
-                       default=d["grad_update_every"],
-                       help="mini-batches whose gradients are accumulated per update "
-                            "(Caffe's iter_size; default: %(default)s)")
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
                        help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
     g.add_argument("--random-mirror", action="store_true",
@@ -210,22 +209,11 @@ def build_parser(recipe, description=None):
 # -- losses ------------------------------------------------------------------------------------
 
 
-def resize_labels(labels, size):
-    """[B, H, W] integer labels -> [B, h, w] by nearest neighbour (values kept exactly)."""
-    return tf.image.resize(labels[..., None], size, method="nearest")[..., 0]
-
-
-def _spatial_size(logits):
-    static = logits.shape[1:3]
-    if static.is_fully_defined():
-        return static.as_list()
-    return tf.shape(logits)[1:3]
-
-
 def cross_entropy_sums(logits, labels, ignore_label):
     """Softmax cross-entropy at logit resolution, summed over the valid pixels.
 
-    Labels are resized to the logits by nearest neighbour. Pixels equal to
+    Labels are shrunk to the logits as DeepLab does (`geometry.shrink_labels`:
+    logit i takes the label at pixel i*(H-1)/(h-1)). Pixels equal to
     `ignore_label`, or outside [0, num_classes), contribute nothing (the 2017
     port kept only labels below the class count). Computed in float32.
 
@@ -233,7 +221,7 @@ def cross_entropy_sums(logits, labels, ignore_label):
         (summed loss, correctly classified valid pixels, valid pixels).
     """
     num_classes = logits.shape[-1]
-    labels = resize_labels(labels, _spatial_size(logits))
+    labels = geometry.shrink_labels(labels, geometry.spatial_size(logits))
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     logits = tf.cast(logits, tf.float32)
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -546,10 +534,10 @@ class Trainer:
         return loss, hits / max(pixels, 1.0), bool(ok)
 
     def _predict(self, images):
-        """Class map at the input size (nearest neighbour) for summaries."""
+        """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""
         logits = self.objective.logits(images, training=False)
-        labels = tf.argmax(logits, -1, output_type=tf.int32)
-        return resize_labels(labels, tf.shape(images)[1:3])
+        resized = geometry.logits_to_image(logits, geometry.spatial_size(images))
+        return tf.argmax(resized, -1, output_type=tf.int32)
 
 
 # -- model and checkpoints ---------------------------------------------------------------------
@@ -735,7 +723,7 @@ def train(args, recipe):
                          random_scale=args.random_scale, random_mirror=args.random_mirror,
                          ignore_label=args.ignore_label, seed=args.random_seed,
                          scale_mode=args.scale_mode)
-    micro = args.grad_update_every if recipe.multi_scale else 1
+    micro = args.grad_update_every
     wanted = run_record.new(recipe.name, args.data_list, args.data_dir, len(reader),
                             args.batch_size, replicas, micro, _run_settings(args))
     latest = ckpt_lib.latest_in(snapshot_dir)
