@@ -363,14 +363,16 @@ def _signal_run_command(env, out):
     """A deterministic tiny run that saves only at its end (or when stopped)."""
     argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
     return [sys.executable, script("train.py"), *argv, "--num-steps", str(SIGNAL_RUN_STEPS),
-            "--save-pred-every", str(10 * SIGNAL_RUN_STEPS), "--deterministic"]
+            "--save-pred-every", str(10 * SIGNAL_RUN_STEPS), "--deterministic",
+            "--learning-rate", "1e-6"]  # the tiny random net diverges at the default rate
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_weights(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "out"
-    subprocess.run(_signal_run_command(env, out), check=True, capture_output=True,
-                   cwd=out.parent, timeout=300)
+    result = subprocess.run(_signal_run_command(env, out), capture_output=True, text=True,
+                            cwd=out.parent, timeout=300)
+    assert result.returncode == 0, result.stderr
     return checkpoint.read_params(checkpoint.resolve(out))
 
 
@@ -525,7 +527,8 @@ def test_signal_to_one_worker_stops_every_worker_at_the_same_update(env, tmp_pat
     out = tmp_path / "out"
     argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
     command = [sys.executable, script("train.py"), *argv, "--num-steps", "100000",
-               "--save-pred-every", "100000", "--strategy", "multi-worker"]
+               "--save-pred-every", "100000", "--strategy", "multi-worker",
+               "--learning-rate", "1e-6"]
     ports = free_ports(2)
     workers = [subprocess.Popen(command, cwd=tmp_path, env=worker_env(ports, i),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
