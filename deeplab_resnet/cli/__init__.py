@@ -9,14 +9,16 @@ fast and bad input gives exactly one line on stderr.
 """
 
 import argparse
+import contextlib
 import functools
 import math
+import os
 import sys
 
 from deeplab_resnet import defaults
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
-from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.errors import SettingError, Stopped, UserError
 from deeplab_resnet.utils import writable_dir
 
 MIN_INPUT_SIZE = 32
@@ -135,14 +137,32 @@ def check_writable_dir(path, flag):
         raise UserError(exc.naming(lambda field: flag)) from None
 
 
+@contextlib.contextmanager
+def new_folder_removed_on_failure(path):
+    """Runs the block; when it fails, removes `path` if the block created it and left it empty.
+
+    For output folders made before the work starts (e.g. --snapshot-dir): a
+    failed run leaves no empty folder behind, while one holding files (a
+    checkpoint saved before the failure) is kept.
+    """
+    existed = os.path.lexists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+        raise
+
+
 def run(main, argv=None, tensorflow=True):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
     With `tensorflow` (commands that use the network) TensorFlow is loaded
-    first, quietly (`tf_quiet`); light tools pass False and start fast. UserError (bad input):
-    `error: ...`, exit 2. Operating-system errors (disk full, permissions) and
-    running out of host or device memory: `error: ...`, exit 1. Anything else
-    is a bug and keeps its traceback.
+    first, quietly (`tf_quiet`); light tools pass False and start fast.
+    UserError (bad input): `error: ...`, exit 2. Operating-system errors (disk
+    full, permissions) and running out of host or device memory: `error: ...`,
+    exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
+    exit 128 + the signal number. Anything else is a bug and keeps its traceback.
     """
     try:
         if tensorflow:
@@ -154,6 +174,9 @@ def run(main, argv=None, tensorflow=True):
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_status)
     except OSError as exc:  # disk full, permissions, ... met while reading or writing
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -122,4 +122,5 @@ def config_from_args(args):
 def main(recipe, argv=None, description=None):
     """A training script: parse the flags, train."""
     args = build_parser(recipe, description).parse_args(argv)
-    return train(config_from_args(args), recipe, name_of=cli.flag_name)
+    with cli.new_folder_removed_on_failure(args.snapshot_dir):
+        return train(config_from_args(args), recipe, name_of=cli.flag_name)

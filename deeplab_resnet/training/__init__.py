@@ -17,6 +17,9 @@ One update = `micro_batches` forward/backward passes whose gradients are
 averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
+SIGTERM or SIGINT (`deeplab_resnet.stop`) ends a run at the next update
+boundary with a checkpoint, exit status 128 + the signal number.
+
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
 stateless function of (seed, example number).

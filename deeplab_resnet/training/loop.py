@@ -11,9 +11,10 @@ from tqdm import tqdm
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import defaults, distribute
 from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
-from deeplab_resnet.errors import SettingError
+from deeplab_resnet.errors import SettingError, Stopped
 from deeplab_resnet.image_reader import ImageReader
 from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.stop import StopRequests, signal_name
 from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import Adam, CaffeSGD, poly_learning_rate, sgd_params
@@ -116,10 +117,13 @@ def train(config, recipe, on_save=None, name_of=_field_name):
     micro = config.grad_update_every
     wanted = run_record.new(recipe.name, config.data_list, config.data_dir, len(reader),
                             config.batch_size, replicas, micro, _run_settings(config, recipe))
-    latest = tf.train.latest_checkpoint(snapshot_dir)
+    latest = ckpt_lib.latest_in(snapshot_dir)
     record, notes = wanted, []
     if latest is not None:
-        record, notes = run_record.check_resume(latest, snapshot_dir, wanted, name_of)
+        try:
+            record, notes = run_record.check_resume(latest, snapshot_dir, wanted, name_of)
+        except ckpt_lib.READ_ERRORS as exc:
+            raise ckpt_lib.corrupt(latest, exc) from None
     elif recipe.head_only and config.restore_from is None and not config.from_scratch:
         raise SettingError(f"{recipe.name} trains only the head: without {{restore_from}} the "
                            "backbone would be random; give {restore_from} (a trained or "
@@ -192,14 +196,16 @@ def train(config, recipe, on_save=None, name_of=_field_name):
         return config.learning_rate
 
     batches = reader.batches(config.batch_size, micro, start=int(position.numpy()),
-                             strategy=strategy)
+                             strategy=strategy, num_classes=model.num_classes)
     with contextlib.closing(batches), snapshots.save_dir(snapshot_dir, chief) as save_dir, \
+            StopRequests(strategy) as stop_requests, \
             tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True,
                  desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
         manager = tf.train.CheckpointManager(checkpoint, save_dir,
                                              max_to_keep=config.keep_checkpoints,
                                              checkpoint_name=snapshots.CHECKPOINT_NAME)
         started = time.perf_counter()
+        saved_at = None
         for images, labels in batches:
             update = int(step.numpy())
             lr = learning_rate(update)
@@ -232,6 +238,7 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                                                       config.save_num_images, done,
                                                       config.ignore_label)
                 saved = snapshots.save(manager, model, done)
+                saved_at = done
                 if on_save is not None:
                     on_save(model, done, saved)
                 if chief and bar.disable:  # no progress bar: one line per checkpoint instead
@@ -241,6 +248,18 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                          f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}")
             if done >= end:
                 break
+            signum = stop_requests.poll()
+            if signum is not None:
+                if saved_at != done:
+                    saved = snapshots.save(manager, model, done)
+                    if on_save is not None:
+                        on_save(model, done, saved)
+                if writer is not None:
+                    writer.flush()
+                distribute.barrier(strategy)
+                raise Stopped(f"{signal_name(signum)}: stopped after update {done} of "
+                              f"{config.num_steps}, checkpoint saved in {snapshot_dir}; rerun the "
+                              "same command to resume", 128 + signum)
     if writer is not None:
         writer.flush()
     distribute.barrier(strategy)

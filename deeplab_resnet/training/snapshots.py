@@ -1,6 +1,7 @@
 """Training checkpoints: where they go, the finite-weights guard, resuming, the head check."""
 
 import contextlib
+import os
 import shutil
 import tempfile
 
@@ -25,7 +26,10 @@ def save(manager, model, step):
         raise SettingError(f"weights became inf or nan by update {step}: training stopped; last "
                            f"checkpoint: {manager.latest_checkpoint or 'none'} "
                            "(a lower {learning_rate} may help)", "learning_rate")
-    return manager.save(checkpoint_number=step)
+    prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
+    # A failed write (disk full) leaves the previous checkpoints as they were.
+    with ckpt_lib.writing(prefix, partial=(prefix + ".*", prefix + "_temp*")):
+        return manager.save(checkpoint_number=step)
 
 
 @contextlib.contextmanager
@@ -48,7 +52,10 @@ def save_dir(snapshot_dir, chief):
 
 def resume(checkpoint, latest, snapshot_dir):
     """Restores the latest snapshot into `checkpoint`; an error if it is another run's kind."""
-    status = checkpoint.restore(latest)
+    try:
+        status = checkpoint.restore(latest)
+    except ckpt_lib.READ_ERRORS as exc:
+        raise ckpt_lib.corrupt(latest, exc) from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
