@@ -18,7 +18,8 @@ Names are sorted, so the same inputs always give byte-identical lists.
 
 import os
 
-from _common import (ArgumentParser, DATASET_DIR, UserError, check_writable_dir, read_names, resolve_sbd_root,
+from _common import (ArgumentParser, DATASET_DIR, UserError, check_writable_dir, read_names,
+                     resolve_sbd_root,
                      resolve_voc_root, run, write_text)
 
 AUG_LABEL_DIR = "SegmentationClassAug"

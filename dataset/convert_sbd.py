@@ -22,8 +22,8 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from _common import (ArgumentParser, NUM_VOC_CLASSES, UserError, check_label_values, check_writable_dir,
-                     resolve_sbd_root, resolve_voc_root, run)
+from _common import (ArgumentParser, NUM_VOC_CLASSES, UserError, check_label_values,
+                     check_writable_dir, resolve_sbd_root, resolve_voc_root, run)
 from deeplab_resnet.utils import read_label, save_label_png
 
 OUTPUT_NAME = "SegmentationClassAug"

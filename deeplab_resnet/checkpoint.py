@@ -102,7 +102,8 @@ def resolve(path):
 
 
 def source_path(path):
-    """The file actually read for `path`: the checkpoint prefix a folder resolves to, else `path`."""
+    """The file actually read for `path`: the prefix a folder of checkpoints resolves to, else
+    `path`."""
     if is_caffemodel(path) or _is_array_file(path):
         return str(path)
     return resolve(path)
@@ -250,7 +251,8 @@ def save_params(params, prefix, variant=None, num_classes=None):
         variables = {k: tf.Variable(np.asarray(v)) for k, v in params.items()}
         root = {"params": variables}
         if variant is not None:
-            root["meta"] = {"model": tf.Variable(variant), "num_classes": tf.Variable(int(num_classes))}
+            root["meta"] = {"model": tf.Variable(variant),
+                            "num_classes": tf.Variable(int(num_classes))}
         with writing(prefix):
             tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))

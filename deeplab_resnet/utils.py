@@ -174,7 +174,8 @@ def open_image(path):
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not an image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = "empty file" if os.path.exists(path) and os.path.getsize(path) == 0 else "not an image"
+        empty = os.path.exists(path) and os.path.getsize(path) == 0
+        reason = "empty file" if empty else "not an image"
         raise UserError(f"{path}: {reason} ({type(exc).__name__})") from None
     return image
 
@@ -220,7 +221,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 def list_images(folder):
     """Sorted paths of the files in `folder` whose extension is an image format's."""
     names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+                   if n.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(folder, n)))
     return [os.path.join(folder, n) for n in names]
 
 

@@ -50,9 +50,11 @@ def env(tmp_path_factory):
     (data / "lab").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / "img" / f"{i}.jpg")
+        pixels = rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / "img" / f"{i}.jpg")
         utils.save_label_png(rng.integers(0, NUM_CLASSES, (40, 44)), data / "lab" / f"{i}.png")
-    Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / "lab" / "rgb.png")
+    pixels = rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(data / "lab" / "rgb.png")
     utils.save_label_png(np.full((40, 44), 7), data / "lab" / "seven.png")
     utils.save_label_png(np.zeros((30, 44)), data / "lab" / "short.png")
     (data / "not_image.jpg").write_text("this is not a JPEG")
@@ -79,15 +81,16 @@ def script(name):
 # (case id, script, arguments ({root} is the fixture folder), text the message must contain)
 CASES = [
     ("truncated-caffemodel", "convert.py",
-     ["{root}/tiny.prototxt", "--caffemodel", "{root}/truncated.caffemodel", "--ckpt-path", "{out}/c"],
+     ["{root}/tiny.prototxt", "--caffemodel", "{root}/truncated.caffemodel",
+      "--ckpt-path", "{out}/c"],
      "truncated.caffemodel"),
     ("random-bytes-caffemodel", "convert.py",
      ["{root}/tiny.prototxt", "--caffemodel", "{root}/random.caffemodel", "--ckpt-path", "{out}/c"],
      "random.caffemodel"),
-    ("prototxt-syntax-error", "convert.py", ["{root}/syntax.prototxt",
-                                             "--code-output-path", "{out}/net.py"], "syntax.prototxt"),
-    ("unknown-layer-type", "convert.py", ["{root}/unknown.prototxt", "--code-output-path", "{out}/n.py"],
-     "LRN"),
+    ("prototxt-syntax-error", "convert.py",
+     ["{root}/syntax.prototxt", "--code-output-path", "{out}/net.py"], "syntax.prototxt"),
+    ("unknown-layer-type", "convert.py",
+     ["{root}/unknown.prototxt", "--code-output-path", "{out}/n.py"], "LRN"),
     ("blob-shape-mismatch", "convert.py",
      ["{root}/wide.prototxt", "--caffemodel", "{root}/tiny.caffemodel", "--ckpt-path", "{out}/c"],
      "conv1"),
@@ -108,9 +111,9 @@ CASES = [
      "--model resnet50"),
     ("output-folder-not-writable", "inference.py",
      ["{root}/data/img/0.jpg", "{root}/ckpt/tiny", "--save-dir", "{root}/a_file/sub"], "a_file"),
-    ("rgb-label-png", "evaluate.py", ["--data-dir", "{root}/data", "--data-list", "{root}/data/rgb.txt",
-                                      "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"],
-     "rgb.png"),
+    ("rgb-label-png", "evaluate.py",
+     ["--data-dir", "{root}/data", "--data-list", "{root}/data/rgb.txt",
+      "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "rgb.png"),
     ("label-value-out-of-range", "evaluate.py",
      ["--data-dir", "{root}/data", "--data-list", "{root}/data/seven.txt",
       "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "seven.png"),
@@ -120,12 +123,12 @@ CASES = [
     ("missing-file-in-list", "evaluate.py",
      ["--data-dir", "{root}/data", "--data-list", "{root}/data/missing.txt",
       "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "nope.jpg"),
-    ("empty-list", "evaluate.py", ["--data-dir", "{root}/data", "--data-list", "{root}/data/empty.txt",
-                                   "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"],
-     "empty.txt"),
+    ("empty-list", "evaluate.py",
+     ["--data-dir", "{root}/data", "--data-list", "{root}/data/empty.txt",
+      "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "empty.txt"),
     ("caffemodel-with-wrong-model-flag", "inference.py",
-     ["{root}/data/img/0.jpg", "{root}/tiny.caffemodel", "--model", "resnet50", "--save-dir", "{out}"],
-     "tiny.caffemodel"),
+     ["{root}/data/img/0.jpg", "{root}/tiny.caffemodel", "--model", "resnet50",
+      "--save-dir", "{out}"], "tiny.caffemodel"),
     ("export-over-existing-folder", "export.py", ["--restore-from", "{root}/ckpt/tiny",
                                                   "--output-dir", "{root}/data"], "data"),
     ("input-size-not-h-w", "train.py", ["--data-dir", "{root}/data", "--data-list",
@@ -186,8 +189,9 @@ CASES = [
     ("list-not-utf8", "evaluate.py",
      ["--data-dir", "{root}/data", "--data-list", "{root}/data/latin1.txt",
       "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "latin1.txt:2: not UTF-8"),
-    ("unknown-model-name", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny",
-                                            "--model", "resnet18", "--save-dir", "{out}"], "resnet18"),
+    ("unknown-model-name", "inference.py",
+     ["{root}/data/img/0.jpg", "{root}/ckpt/tiny", "--model", "resnet18", "--save-dir", "{out}"],
+     "resnet18"),
 ]
 
 
@@ -247,7 +251,8 @@ def write_bad_inputs(root):
     text = (root / "tiny.prototxt").read_text()
     (root / "syntax.prototxt").write_text(text.replace("layer {", "layer {{", 3))
     (root / "unknown.prototxt").write_text(
-        text + '\nlayer {\n  name: "norm9"\n  type: "LRN"\n  bottom: "fc1_voc12"\n  top: "norm9"\n}\n')
+        text + '\nlayer {\n  name: "norm9"\n  type: "LRN"\n  bottom: "fc1_voc12"\n'
+               '  top: "norm9"\n}\n')
     (root / "wide.prototxt").write_text(text.replace("num_output: 16", "num_output: 24", 1))
     (root / "absurd.prototxt").write_text(
         text.replace("num_output: 16", "num_output: 2000000000", 1))

@@ -41,8 +41,9 @@ def test_palette_labels_and_padding(data):
 
 
 def test_deterministic_and_resumable(data):
-    make = lambda seed: ImageReader(data["root"], data["train"], (32, 32), random_scale=True,
-                                    random_mirror=True, seed=seed)
+    def make(seed):
+        return ImageReader(data["root"], data["train"], (32, 32), random_scale=True,
+                           random_mirror=True, seed=seed)
     first = take(make(7), 8)
     again = take(make(7), 8)
     for (a, b), (c, d) in zip(first, again):
