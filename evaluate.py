@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from deeplab_resnet import checkpoint, cli, metrics, predict, utils
+from deeplab_resnet import checkpoint, cli, metrics, precision, predict, utils
 from deeplab_resnet.errors import UserError
 
 
@@ -119,6 +119,7 @@ def main(argv=None):
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
+                    "precision": precision.NAMES[predictor.model.compute_dtype],
                     "pad_size": args.pad_size if args.deeplab_protocol else None,
                     "crf": dataclasses.asdict(crf) if crf is not None else None}
         document = dict(result, settings=settings, confusion_matrix=confusion.tolist())

@@ -163,6 +163,23 @@ def global_max_pool(x):
     return tf.reduce_max(x, axis=[1, 2], keepdims=True)
 
 
+def fold_batch_norm(weights, biases, mean, variance, scale, offset, eps=CAFFE_BN_EPS):
+    """Convolution + inference BatchNorm + Scale as one convolution: (W * a, b').
+
+    BN(conv(x, W) + b) = conv(x, W * a) + (b - mean) * a + offset per output
+    channel, with a = scale / sqrt(variance + eps). Works on tensors or arrays
+    of any float dtype (variables too: gradients flow to W through W * a).
+
+    Args:
+        weights: HWIO kernel.
+        biases: the convolution's biases, or None.
+        mean, variance, scale, offset: per-output-channel BatchNorm/Scale parameters.
+    """
+    a = scale * tf.math.rsqrt(variance + eps)
+    shift = -mean if biases is None else biases - mean
+    return weights * a, shift * a + offset
+
+
 def batch_norm(x, mean, variance, scale=None, offset=None, eps=CAFFE_BN_EPS):
     """Inference BatchNorm (+ Caffe Scale): (x - mean) / sqrt(var + eps) * scale + offset."""
     inv = tf.math.rsqrt(variance + eps)

@@ -25,6 +25,8 @@ from deeplab_resnet import layers
 IMG_MEAN = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)  # B, G, R
 HEAD_PREFIX = "fc1_voc12"
 ASPP_RATES = (6, 12, 18, 24)
+# Parameters of each BatchNorm (+ Caffe Scale) layer, as `layers.fold_batch_norm` takes them.
+BN_KEYS = ("mean", "variance", "scale", "offset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +211,10 @@ class DeepLabResNet(tf.Module):
             / sum of weights, `meta["bn_factor"]`), so they are unbiased from
             the first batch on, with the unbiased (m / (m - 1)) batch variance.
         seed: seed of the initial weights (He-normal backbone, N(0, 0.01) head).
+        fold_bn: compute each frozen BatchNorm (all of them, or with `train_bn`
+            outside training) folded into its convolution's weights, inside
+            the forward pass: the same function with fewer passes. False runs
+            BatchNorm as separate operations.
 
     Example:
         >>> model = DeepLabResNet("tiny", num_classes=3)
@@ -218,7 +224,7 @@ class DeepLabResNet(tf.Module):
     """
 
     def __init__(self, variant=DEFAULT_VARIANT, num_classes=21, train_bn=False,
-                 bn_eps=layers.CAFFE_BN_EPS, bn_momentum=0.999, seed=0, name=None):
+                 bn_eps=layers.CAFFE_BN_EPS, bn_momentum=0.999, seed=0, fold_bn=True, name=None):
         super().__init__(name=name or "deeplab_resnet")
         self.arch = architecture(variant, num_classes)
         self.variant = variant
@@ -226,6 +232,7 @@ class DeepLabResNet(tf.Module):
         self.train_bn = train_bn
         self.bn_eps = bn_eps
         self.bn_momentum = bn_momentum
+        self.fold_bn = bool(fold_bn)
         rng = np.random.default_rng(seed)
         params = {}
         for conv in self.arch.convs:
@@ -284,10 +291,19 @@ class DeepLabResNet(tf.Module):
     def _conv_bn(self, x, conv, training):
         p = self.params
         dtype = x.dtype
-        y = layers.conv2d(x, tf.cast(p[f"{conv.name}/weights"], dtype),
-                          tf.cast(p[f"{conv.name}/biases"], dtype) if conv.bias else None,
+        weights = p[f"{conv.name}/weights"]
+        biases = p[f"{conv.name}/biases"] if conv.bias else None
+        fold = conv.bn and self.fold_bn and not (training and self.train_bn)
+        if fold:
+            # Frozen BatchNorm is a per-channel affine map: one convolution with
+            # W * a and a bias instead of two passes over the activations, forward
+            # and backward. Folded in float32 inside the step, so gradients reach W.
+            weights, biases = layers.fold_batch_norm(
+                weights, biases, *(p[f"{conv.bn}/{k}"] for k in BN_KEYS), eps=self.bn_eps)
+        y = layers.conv2d(x, tf.cast(weights, dtype),
+                          tf.cast(biases, dtype) if biases is not None else None,
                           stride=conv.stride, pad=conv.pad, dilation=conv.dilation)
-        if conv.bn:
+        if conv.bn and not fold:
             y = self._batch_norm(y, conv.bn, training)
         if conv.relu:
             y = tf.nn.relu(y)

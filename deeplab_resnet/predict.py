@@ -25,12 +25,16 @@ from deeplab_resnet.tf_quiet import tf
 from deeplab_resnet import crf as crf_lib
 from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
+from deeplab_resnet import precision as precision_lib
 from deeplab_resnet.cli import positive_int, scales as scales_type
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.fused import FusedDeepLab
 
 OUTPUT_STRIDE = 8
 DEFAULT_PAD_SIZE = 513
+# Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
+# features (see benchmarks/RESULTS.md for what it costs and buys).
+FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
@@ -184,6 +188,13 @@ def add_prediction_args(parser, crf=True):
     group.add_argument("--pad-size", type=positive_int, default=DEFAULT_PAD_SIZE,
                        help="padded side for --deeplab-protocol (default 513; rounded up to 8k+1 "
                             "and to the image size for larger images)")
+    group.add_argument("--precision", choices=list(precision_lib.PRECISIONS),
+                       default=precision_lib.DEFAULT_PRECISION,
+                       help="number format the network computes in: bf16 (bfloat16) is about "
+                            "1.7x faster on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs, fp16 "
+                            "on GPUs; logits, resizing, softmax and argmax stay float32. Where "
+                            "the hardware lacks it, fp32 runs instead, with a message "
+                            "(default: fp32)")
     if not crf:
         return group
     defaults = crf_lib.CRFParams()
@@ -226,12 +237,16 @@ def predictor_from_args(model, args, crf=None):
     """A Predictor configured by the flags of `add_prediction_args`.
 
     The network runs in its inference form, BatchNorm folded into the
-    convolutions (`fused.FusedDeepLab`): same outputs, fewer passes.
+    convolutions (`fused.FusedDeepLab`): same outputs, fewer passes; in the
+    `--precision` this hardware runs natively (`precision.resolve`), with the
+    ASPP head in float32 under a reduced precision.
 
     Args:
         model: the loaded DeepLabResNet.
         args: parsed arguments.
         crf: CRFParams from `crf_from_args`, or None.
     """
-    return Predictor(FusedDeepLab(model), scales=args.scales, flip=args.flip,
+    network = FusedDeepLab(model, precision_lib.resolve(args.precision),
+                           float32_head=FLOAT32_HEAD)
+    return Predictor(network, scales=args.scales, flip=args.flip,
                      deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size, crf=crf)
