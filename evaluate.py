@@ -3,6 +3,7 @@
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
         [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
+        [--precision fp32|bf16|fp16]
         [--save-dir DIR] [--json-output FILE]
 
 Each image is predicted at full resolution, one at a time (any size), the

@@ -1,7 +1,8 @@
 """Segment one image, or every image of a folder, with a trained DeepLab-ResNet.
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
-        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf] ...
+        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf]
+        [--precision fp32|bf16|fp16] ...
 
 Writes, per image, into --save-dir:
     <stem>_mask.png     palette PNG, pixel value = class index, VOC colours
