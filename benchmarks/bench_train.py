@@ -12,8 +12,9 @@ median seconds per update and each process's peak RSS.
 Engines:
     tf           this project's `training.Trainer` (train.py's step), frozen BatchNorm
                  folded into the convolutions inside the step
-    tf-unfolded  the same with BatchNorm as separate operations (`fold_bn=False`,
-                 the step before folding)
+    tf-unfolded  the same with BatchNorm as separate operations (`fold_bn=False`)
+    tf-previous  the step before issue 13: BatchNorm as separate operations and every
+                 dilated convolution through space_to_batch, forward and backward
     torch        a PyTorch DeepLab-v2 of the same geometry, BatchNorm in eval mode
                  with its scale/offset frozen, torch.optim.SGD (skipped when torch
                  is absent)
@@ -54,8 +55,13 @@ def tf_engine(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from deeplab_resnet import checkpoint, training
+    from deeplab_resnet import checkpoint, layers, training
     from deeplab_resnet.model import DeepLabResNet
+    if args.engine == "tf-previous":
+        def space_to_batch_conv(x, weights, rate, ph, pw):
+            x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+            return tf.nn.atrous_conv2d(x, weights, rate, "VALID")
+        layers._dilated_conv = space_to_batch_conv
     model = DeepLabResNet(args.model, args.num_classes, fold_bn=args.engine == "tf")
     checkpoint.assign_params(model, dict(np.load(args.weights, allow_pickle=False)))
     optimizer = training.CaffeSGD(training.sgd_params(model), MOMENTUM, WEIGHT_DECAY)
@@ -119,7 +125,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--model", default="resnet101")
     parser.add_argument("--num-classes", type=int, default=21)
-    parser.add_argument("--engines", default="tf,tf-unfolded,torch")
+    parser.add_argument("--engines", default="tf,tf-unfolded,tf-previous,torch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -149,7 +155,8 @@ def main():
             r = results[engine]
             print(f"{engine:12} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f}  "
                   + " ".join(f"{t:.2f}" for t in r["times"]))
-    for ours, peer in (("tf", "torch"), ("tf", "tf-unfolded"), ("tf-unfolded", "torch")):
+    for ours, peer in (("tf", "torch"), ("tf", "tf-unfolded"), ("tf", "tf-previous"),
+                       ("tf-previous", "torch")):
         if ours in results and peer in results:
             print(f"ratio {ours} / {peer}: "
                   f"{results[ours]['seconds'] / results[peer]['seconds']:.2f}")
