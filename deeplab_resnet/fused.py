@@ -4,7 +4,9 @@ With frozen statistics, BN(conv(x, W)) = conv(x, W * a) + (offset - mean * a) wh
 a = scale / sqrt(variance + eps). Folding removes two elementwise passes per layer
 and leaves conv + bias + ReLU, which TensorFlow's CPU (oneDNN) and GPU backends
 run as one fused kernel. Padding stays inside the convolution (explicit pads), so
-no padded copy of any activation is made except for pool1.
+no padded copy of any activation is made except for pool1. The network may
+compute in bfloat16 or float16 (kernels stored in that dtype, the ASPP head
+optionally float32); its logits are float32.
 """
 
 import numpy as np

@@ -3,7 +3,9 @@
 RGB image -> `model.preprocess` -> network (one scale, or several fused by max
 through `msc.MultiScale`) -> logits resized to the image -> softmax ->
 (mirrored image averaged in) -> optional dense CRF -> argmax. evaluate.py,
-inference.py and export.py all go through `Predictor`.
+inference.py and export.py all go through `Predictor`. The network may compute
+in bfloat16 or float16 (`--precision`); its logits are float32, and so is
+everything after them.
 
 Two resizing protocols:
 
