@@ -1,21 +1,71 @@
-"""Converts a Caffe net (prototxt + caffemodel) to a TF checkpoint, an .npz and/or TF2 code.
+"""Converts a Caffe net (prototxt + caffemodel) to a TF checkpoint, an .npz and/or TF2 code,
+or rewrites a checkpoint (e.g. the 2017 TF port's) in this project's format.
 
 Examples:
     python convert.py misc/deploy.prototxt --caffemodel train_iter_20000.caffemodel \\
         --ckpt-path ckpt/deeplab_resnet
     python convert.py deploy.prototxt --caffemodel model.caffemodel \\
         --data-output-path weights.npz --code-output-path net.py
+    python convert.py deeplab_resnet.ckpt --ckpt-path ckpt/deeplab_resnet  # the 2017 port's
 """
 
 import argparse
+import os
 
 from deeplab_resnet.cli import ArgumentParser, run
+from deeplab_resnet.errors import UserError
+
+# Sources read as weights, not as a prototxt: the 2017 port's V1 files end in .ckpt.
+_WEIGHTS_SUFFIXES = (".ckpt", ".index", ".npz", ".npy")
+
+
+def is_weights_source(path):
+    """A checkpoint prefix, folder of checkpoints, V1 .ckpt file or .npz (not a prototxt)."""
+    return (os.path.isdir(path) or os.path.exists(path + ".index")
+            or path.endswith(_WEIGHTS_SUFFIXES))
+
+
+def rewrite(args):
+    """SOURCE is a checkpoint: write it in this project's format."""
+    from deeplab_resnet import checkpoint  # imports TensorFlow: only when needed
+    if args.caffemodel or args.code_output_path:
+        raise UserError(f"{args.def_path} is a checkpoint, not a prototxt: --caffemodel and "
+                        "--code-output-path need the net's deploy prototxt")
+    if not (args.ckpt_path or args.data_output_path):
+        raise UserError("nothing to do: give --ckpt-path or --data-output-path")
+    variant, num_classes, count = checkpoint.rewrite(args.def_path, args.ckpt_path,
+                                                     args.data_output_path)
+    what = (f"DeepLab {variant}, {num_classes} classes" if variant else
+            "no DeepLab head: variant and class count not recorded")
+    read = checkpoint.source_path(args.def_path)
+    for path in (args.ckpt_path, args.data_output_path):
+        if path:
+            print(f"{read} -> {path} ({count} tensors; {what})")
+
+
+def convert_caffe(args):
+    from kaffe.convert import convert  # after argparse: --help stays fast
+    converted = convert(args.def_path, caffemodel=args.caffemodel, ckpt_path=args.ckpt_path,
+                        data_output_path=args.data_output_path,
+                        code_output_path=args.code_output_path)
+    count = len(converted.param_shapes())
+    what = (f"DeepLab {converted.deeplab[0]}, {converted.deeplab[1]} classes" if converted.deeplab
+            else "not a DeepLab net: no variant or class count recorded")
+    if args.ckpt_path:
+        print(f"checkpoint {args.ckpt_path} ({count} tensors; {what})")
+    if args.data_output_path:
+        print(f"weights {args.data_output_path} ({count} tensors, .npz)")
+    if args.code_output_path:
+        print(f"TF2 code {args.code_output_path}")
 
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("def_path", help="deploy .prototxt of the net")
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("def_path", metavar="SOURCE",
+                        help="deploy .prototxt of the net (with --caffemodel); or a checkpoint to "
+                             "rewrite: the 2017 port's deeplab_resnet.ckpt (V1) or model.ckpt-N "
+                             "(V2), a folder of checkpoints, an .npz")
     parser.add_argument("--caffemodel", default=None, help="binary .caffemodel with the weights")
     parser.add_argument("--ckpt-path", default=None,
                         help="checkpoint prefix to write (deeplab_resnet.checkpoint format)")
@@ -23,10 +73,22 @@ def main(argv=None):
                         help=".npz file to write with the converted weights")
     parser.add_argument("--code-output-path", default=None,
                         help=".py file to write with TF2 code of the net")
+    parser.add_argument("-p", "--phase", choices=["test"], default="test",
+                        help="accepted for the 2017 port's commands: the deploy (test) phase is "
+                             "the one converted")
     args = parser.parse_args(argv)
-    from kaffe.convert import convert  # after argparse: --help stays fast
-    convert(args.def_path, caffemodel=args.caffemodel, ckpt_path=args.ckpt_path,
-            data_output_path=args.data_output_path, code_output_path=args.code_output_path)
+    if args.data_output_path and not args.data_output_path.endswith(".npz"):
+        raise UserError(f"--data-output-path {args.data_output_path}: the weights are written as "
+                        "an .npz of plain arrays (no pickle): name the file *.npz (for a "
+                        "checkpoint, the 2017 port's npy2ckpt.py step, use --ckpt-path)")
+    if args.def_path.endswith(".caffemodel"):
+        raise UserError(f"{args.def_path} is a caffemodel: give the deploy prototxt first, e.g. "
+                        f"convert.py misc/deploy.prototxt --caffemodel {args.def_path} "
+                        "--ckpt-path PREFIX (or use the caffemodel directly as --restore-from)")
+    if is_weights_source(args.def_path):
+        rewrite(args)
+    else:
+        convert_caffe(args)
     return 0
 
 

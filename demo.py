@@ -7,13 +7,13 @@ Needs no download and no GPU (a few minutes on two CPU cores):
      PNGs with 255 borders, list files);
   2. trains `--model tiny` on it with train.py's loop;
   3. evaluates it on the validation list with evaluate.py (mIoU far above chance);
-  4. runs inference.py on validation images and draws image | ground truth |
-     prediction grid as a PNG;
+  4. runs inference.py on validation images and draws a picture: columns titled
+     image | ground truth | prediction, and a legend of the class colours;
   5. writes a random-weight caffemodel for the tiny net's deploy prototxt,
      converts it with convert.py and runs inference.py on the checkpoint and on
      the .caffemodel itself, checking both give the same logits.
-Every step runs the project's real command-line code; the demo prints where
-each output is.
+Every step runs the project's real command-line code; the demo ends with a list
+of every folder (and main file) it wrote.
 """
 
 import json
@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from deeplab_resnet import cli, deploy, shapes, training, utils
 from deeplab_resnet.model import DeepLabResNet
@@ -41,20 +42,61 @@ def _banner(number, text):
     print(f"\n[{number}/5] {text}", flush=True)
 
 
-def _grid(rows):
-    """Stacks rows of equally tall RGB panels with white gaps into one image."""
-    gap = 4
-    width = max(sum(p.shape[1] for p in row) + gap * (len(row) - 1) for row in rows)
-    height = sum(row[0].shape[0] for row in rows) + gap * (len(rows) - 1)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    y = 0
+GAP = 4
+COLUMN_TITLES = ("image", "ground truth", "prediction")
+SWATCH = 12
+
+
+def _text_size(draw, text, font):
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom
+
+
+def picture(rows, titles, legend):
+    """Rows of RGB panels in aligned columns, a title over each column and a colour legend.
+
+    Args:
+        rows: lists of HxWx3 uint8 panels, one per column (a row's panels equally tall).
+        titles: one title per column.
+        legend: [(label value, name)]: swatches in the VOC colour of each value.
+    Returns:
+        HxWx3 uint8: title band, the rows, the legend band, on white.
+    """
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = max(_text_size(measure, t, font)[1] for t in (*titles, *(n for _, n in legend)))
+    widths = [max(row[c].shape[1] for row in rows) for c in range(len(titles))]
+    xs = [GAP + sum(widths[:c]) + GAP * c for c in range(len(titles))]
+    width = xs[-1] + widths[-1] + GAP
+    # The legend: swatch + name entries, wrapped to the width of the panels.
+    entries, x, y = [], GAP, 0
+    for index, name in legend:
+        size = SWATCH + GAP + _text_size(measure, name, font)[0]
+        if x > GAP and x + size > width - GAP:
+            x, y = GAP, y + max(line, SWATCH) + GAP
+        entries.append((x, y, index, name))
+        x += size + 3 * GAP
+    title_band = line + 2 * GAP
+    body = sum(row[0].shape[0] for row in rows) + GAP * (len(rows) - 1)
+    legend_band = y + max(line, SWATCH) + 2 * GAP
+    canvas = np.full((title_band + body + legend_band, width, 3), 255, np.uint8)
+    y = title_band
     for row in rows:
-        x = 0
-        for panel in row:
+        for x, panel in zip(xs, row):
             canvas[y:y + panel.shape[0], x:x + panel.shape[1]] = panel
-            x += panel.shape[1] + gap
-        y += row[0].shape[0] + gap
-    return canvas
+        y += row[0].shape[0] + GAP
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for x, column_width, title in zip(xs, widths, titles):
+        text_width = _text_size(draw, title, font)[0]
+        draw.text((x + (column_width - text_width) // 2, GAP), title, fill=(0, 0, 0), font=font)
+    top = title_band + body + GAP
+    for x, y, index, name in entries:
+        colour = tuple(int(v) for v in utils.VOC_PALETTE[index])
+        draw.rectangle((x, top + y, x + SWATCH - 1, top + y + SWATCH - 1), fill=colour,
+                       outline=(0, 0, 0))
+        draw.text((x + SWATCH + GAP, top + y), name, fill=(0, 0, 0), font=font)
+    return np.asarray(image)
 
 
 def train_step(data, out, num_steps, seed):
@@ -71,12 +113,13 @@ def train_step(data, out, num_steps, seed):
 
 def evaluate_step(data, out, snapshots):
     report = os.path.join(out, "evaluation.json")
+    predictions = os.path.join(out, "val_predictions")
     evaluate.main(["--data-dir", data["root"], "--data-list", data["val"],
                    "--class-names", ",".join(shapes.CLASSES),
-                   "--restore-from", snapshots, "--save-dir", os.path.join(out, "val_predictions"),
+                   "--restore-from", snapshots, "--save-dir", predictions,
                    "--json-output", report])
     with open(report) as f:
-        return json.load(f)["mean_iou"], report
+        return json.load(f)["mean_iou"], report, predictions
 
 
 def picture_step(data, out, snapshots):
@@ -90,7 +133,8 @@ def picture_step(data, out, snapshots):
         rows.append([utils.read_image(image_path), utils.colorize(utils.read_label(label_path)),
                      utils.colorize(predicted)])
     grid = os.path.join(out, "predictions_grid.png")
-    utils.save_rgb_png(_grid(rows), grid)
+    legend = [*enumerate(shapes.CLASSES), (cli.IGNORE_LABEL, "ignored")]
+    utils.save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
     return grid, masks
 
 
@@ -109,14 +153,15 @@ def caffe_step(data, out, seed):
     convert.main([prototxt, "--caffemodel", caffemodel, "--ckpt-path", ckpt])
     image = utils.read_list(data["root"], data["val"])[0][0]
     stem = os.path.splitext(os.path.basename(image))[0]
-    logits = []
+    logits, outputs = [], []
     for weights, name in ((ckpt, "from_checkpoint"), (caffemodel, "from_caffemodel")):
         save_dir = os.path.join(folder, name)
         inference.main([image, weights, "--model", "tiny", "--prototxt", prototxt,
                         "--save-dir", save_dir, "--save-logits"])
         logits.append(np.load(os.path.join(save_dir, f"{stem}_logits.npy"), allow_pickle=False))
+        outputs.append(save_dir)
     difference = float(np.abs(logits[0] - logits[1]).max() / np.abs(logits[1]).max())
-    return folder, ckpt, difference
+    return folder, ckpt, outputs, difference
 
 
 def main(argv=None):
@@ -139,7 +184,7 @@ def main(argv=None):
     snapshots = train_step(data, out, args.num_steps, args.seed)
 
     _banner(3, "Evaluating on the validation list (evaluate.py)")
-    mean_iou, report = evaluate_step(data, out, snapshots)
+    mean_iou, report, predictions = evaluate_step(data, out, snapshots)
     chance = 1.0 / NUM_CLASSES
     verdict = "well above" if mean_iou > 2 * chance else "NOT above"
     print(f"    mean IoU {mean_iou:.3f} — {verdict} chance (~{chance:.2f} for {NUM_CLASSES} classes)")
@@ -148,15 +193,19 @@ def main(argv=None):
     grid, masks = picture_step(data, out, snapshots)
 
     _banner(5, "Caffe round trip: random caffemodel -> convert.py -> inference.py")
-    folder, ckpt, difference = caffe_step(data, out, args.seed)
+    folder, ckpt, from_each, difference = caffe_step(data, out, args.seed)
     print(f"    logits from the converted checkpoint and from the .caffemodel directly: "
           f"max relative difference {difference:.1e}")
 
-    print(f"\nDone in {time.time() - start:.0f} s. Outputs:")
-    for what, path in (("dataset", data["root"]), ("checkpoints + TensorBoard logs", snapshots),
-                       ("evaluation report", report), ("prediction grid", grid),
-                       ("masks and overlays", masks), ("caffemodel round trip", folder),
-                       ("converted checkpoint", ckpt)):
+    print(f"\nDone in {time.time() - start:.0f} s. Outputs (every folder written):")
+    for what, path in (("dataset (images, labels, lists)", data["root"]),
+                       ("checkpoints + TensorBoard logs", snapshots),
+                       ("evaluation report", report), ("validation predictions", predictions),
+                       ("prediction grid", grid), ("masks and overlays", masks),
+                       ("caffemodel round trip", folder),
+                       ("converted checkpoint", os.path.dirname(ckpt)),
+                       ("inference from the checkpoint", from_each[0]),
+                       ("inference from the caffemodel", from_each[1])):
         print(f"    {what:32} {path}")
     print(f"    (tensorboard --logdir {snapshots})")
     if mean_iou <= 2 * chance or difference > 1e-5:

@@ -4,12 +4,15 @@
         [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
         [--precision fp32|bf16|fp16]
-        [--save-dir DIR] [--json-output FILE]
+        [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]
 
 Each image is predicted at full resolution, one at a time (any size), the
 logits resized bilinearly to the image, argmax; one confusion matrix is counted
 over the pixels whose label is not --ignore-label. The last line printed is
 `Mean IoU: 0.xxxx`.
+
+A list without labels (a test set: lines with only an image path) is predicted
+and written (--voc-submission DIR for the VOC test server, --save-dir), not scored.
 """
 
 import dataclasses
@@ -29,13 +32,18 @@ def get_arguments(argv=None):
         description="DeepLab-ResNet evaluation: confusion matrix, per-class IoU, mean IoU.")
     cli.add_data_args(parser)
     parser.add_argument("--restore-from", required=True,
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     cli.add_model_args(parser)
     parser.add_argument("--num-steps", type=cli.positive_int, default=None,
                         help="evaluate only the first N images of the list (default: all)")
     parser.add_argument("--save-dir", default=None,
                         help="also write the predicted labels as <stem>.png (palette PNG, "
                              "pixel value = class index) into this folder")
+    parser.add_argument("--voc-submission", metavar="DIR", default=None,
+                        help="also write DIR/results/VOC2012/Segmentation/comp6_test_cls/"
+                             "<stem>.png (palette PNGs of class indices), the layout the PASCAL "
+                             "VOC test server takes; with a list of image paths only (the test "
+                             "set), this is all it does")
     parser.add_argument("--class-names", type=lambda text: [n.strip() for n in text.split(",")],
                         default=None,
                         help="comma-separated class names for the report (default: VOC's for "
@@ -50,15 +58,16 @@ def get_arguments(argv=None):
     return args
 
 
-def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_dir=None):
+def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_dirs=()):
     """Predicts every listed image and sums the confusion matrix.
 
     Args:
         predictor: a `predict.Predictor`.
-        pairs: [(image path, label path)].
+        pairs: [(image path, label path or None)]; an image without a label
+            is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
-        save_dir: folder for the predicted label PNGs, or None.
+        save_dirs: folders that each get the predicted labels as <stem>.png.
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     """
@@ -67,19 +76,22 @@ def evaluate(predictor, pairs, num_classes, ignore_label=cli.IGNORE_LABEL, save_
     for image_path, label_path in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr,
                                        dynamic_ncols=True, disable=None):
         image = utils.read_image(image_path)
-        label = utils.read_label(label_path)
-        if label.shape != image.shape[:2]:
-            raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
-                            f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
-        try:
-            metrics.check_labels(label, num_classes, ignore_label)
-        except ValueError as exc:
-            raise UserError(f"{label_path}: {exc}") from None
+        label = None if label_path is None else utils.read_label(label_path)
+        if label is not None:
+            if label.shape != image.shape[:2]:
+                raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
+                                f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
+            try:
+                metrics.check_labels(label, num_classes, ignore_label)
+            except ValueError as exc:
+                raise UserError(f"{label_path}: {exc}") from None
         prediction = predictor(image)
-        confusion += metrics.confusion_matrix(label, prediction.labels, num_classes, ignore_label)
-        if save_dir is not None:
-            stem = os.path.splitext(os.path.basename(image_path))[0]
-            utils.save_label_png(prediction.labels, os.path.join(save_dir, stem + ".png"))
+        if label is not None:
+            confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,
+                                                  ignore_label)
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        for folder in save_dirs:
+            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
     return confusion
 
 
@@ -102,21 +114,42 @@ def report(result):
 
 def main(argv=None):
     args = get_arguments(argv)
-    images, labels = utils.read_list(args.data_dir, args.data_list)
-    pairs = list(zip(images, labels))[:args.num_steps]
+    images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
+    if not labels:
+        if args.voc_submission is None and args.save_dir is None:
+            raise UserError(f"--data-list {args.data_list}: names no label files, so there is "
+                            "nothing to score: add --voc-submission DIR (the VOC test server's "
+                            "layout) or --save-dir DIR to write the predictions")
+        if args.json_output is not None:
+            raise UserError(f"--json-output: --data-list {args.data_list} names no label "
+                            "files, so there are no scores to write")
+    pairs = list(zip(images, labels or [None] * len(images)))[:args.num_steps]
+    if args.save_dir is not None or args.voc_submission is not None:
+        utils.check_distinct_stems([image for image, _ in pairs])
     crf = predict.crf_from_args(args)
     if args.save_dir is not None:
         cli.check_writable_dir(args.save_dir, "--save-dir")
     if args.json_output is not None:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)), "--json-output")
-    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
-                                    prototxt=args.prototxt)
+    source = checkpoint.source_path(args.restore_from)  # a folder: its latest, read once
+    model = checkpoint.load_weights(source, args.model, args.num_classes, prototxt=args.prototxt)
     names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
+    save_dirs = [] if args.save_dir is None else [args.save_dir]
+    if args.voc_submission is not None:
+        save_dirs.append(cli.check_writable_dir(
+            utils.voc_submission_folder(args.voc_submission, model.num_classes),
+            "--voc-submission"))
     predictor = predict.predictor_from_args(model, args, crf)
-    confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, args.save_dir)
+    confusion = evaluate(predictor, pairs, model.num_classes, args.ignore_label, save_dirs)
+    if not labels:
+        print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
+              f"label PNGs in: {', '.join(save_dirs)}")
+        return 0
+    if args.voc_submission is not None:
+        print(f"VOC test-server results: {save_dirs[-1]} ({len(pairs)} PNGs)")
     result = metrics.scores(confusion, names)
     if args.json_output is not None:
-        settings = {"restore_from": args.restore_from, "model": model.variant,
+        settings = {"restore_from": source, "model": model.variant,
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
@@ -127,6 +160,10 @@ def main(argv=None):
         with utils.atomic_path(args.json_output) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(document, f, indent=2)
+    if args.save_dir is not None:
+        print(f"Predicted labels ({len(pairs)} PNGs) written to {args.save_dir}")
+    if args.json_output is not None:
+        print(f"Scores, confusion matrix and settings (JSON) written to {args.json_output}")
     print(report(result))
     return 0
 

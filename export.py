@@ -19,7 +19,7 @@ import tempfile
 
 from deeplab_resnet.tf_quiet import tf
 
-from deeplab_resnet import checkpoint, cli, predict
+from deeplab_resnet import checkpoint, cli, predict, utils
 from deeplab_resnet.errors import UserError
 
 
@@ -28,7 +28,7 @@ def get_arguments(argv=None):
         description="Export a DeepLab-ResNet checkpoint as a SavedModel (uint8 image in, "
                     "class-index map and probabilities out).")
     parser.add_argument("--restore-from", required=True,
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     parser.add_argument("--output-dir", required=True,
                         help="SavedModel folder to create (must not exist, or be empty)")
     cli.add_model_args(parser)
@@ -54,6 +54,7 @@ def export(predictor, output_dir):
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:
+        utils.plain_mode(tmp)
         tf.saved_model.save(predictor, tmp,
                             signatures={"serving_default": predictor.serve.get_concrete_function()})
         if os.path.isdir(output_dir):

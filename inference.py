@@ -1,6 +1,7 @@
 """Segment one image, or every image of a folder, with a trained DeepLab-ResNet.
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
+        [--voc-submission DIR]
         [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf]
         [--precision fp32|bf16|fp16] ...
 
@@ -9,12 +10,16 @@ Writes, per image, into --save-dir:
     <stem>_overlay.png  the mask colours blended over the image
     <stem>_logits.npy   with --save-logits: float32 (h', w', num_classes), the
                         network's raw output before any resizing
+With --voc-submission DIR, the VOC test server's layout instead (--save-dir only
+when given): DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png.
 """
 
 import os
 
 from deeplab_resnet import checkpoint, cli, predict, utils
 from deeplab_resnet.errors import UserError
+
+DEFAULT_SAVE_DIR = "./output/"
 
 
 def get_arguments(argv=None):
@@ -23,10 +28,15 @@ def get_arguments(argv=None):
     parser.add_argument("img_path", metavar="IMG_PATH",
                         help="an image file (JPEG, PNG, BMP, ... any mode) or a folder of them")
     parser.add_argument("model_weights", metavar="MODEL_WEIGHTS",
-                        help="checkpoint prefix, folder of checkpoints, or .caffemodel")
+                        help=cli.WEIGHTS_HELP)
     cli.add_model_args(parser)
-    parser.add_argument("--save-dir", default="./output/",
-                        help="folder for the outputs (default ./output/)")
+    parser.add_argument("--save-dir", default=None,
+                        help=f"folder for the outputs (default {DEFAULT_SAVE_DIR}; with "
+                             "--voc-submission, none unless given)")
+    parser.add_argument("--voc-submission", metavar="DIR", default=None,
+                        help="write DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png "
+                             "(palette PNGs of class indices), the layout the PASCAL VOC test "
+                             "server takes; needs a 21-class model")
     parser.add_argument("--save-logits", action="store_true",
                         help="also write <stem>_logits.npy: the raw network output, float32 "
                              "(h', w', num_classes)")
@@ -43,12 +53,7 @@ def image_paths(path):
     paths = utils.list_images(path)
     if not paths:
         raise UserError(f"{path}: folder holds no image files ({', '.join(utils.IMAGE_EXTENSIONS)})")
-    stems = {}
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if stem in stems:
-            raise UserError(f"{p} and {stems[stem]} would write the same outputs ({stem}_mask.png)")
-        stems[stem] = p
+    utils.check_distinct_stems(paths, "{stem}_mask.png")
     return paths
 
 
@@ -56,19 +61,38 @@ def main(argv=None):
     args = get_arguments(argv)
     paths = image_paths(args.img_path)
     crf = predict.crf_from_args(args)
-    cli.check_writable_dir(args.save_dir, "--save-dir")
+    save_dir = args.save_dir
+    if save_dir is None and (args.voc_submission is None or args.save_logits):
+        save_dir = DEFAULT_SAVE_DIR
+    if save_dir is not None:
+        cli.check_writable_dir(save_dir, "--save-dir")
     model = checkpoint.load_weights(args.model_weights, args.model, args.num_classes,
                                     prototxt=args.prototxt)
+    submission = None
+    if args.voc_submission is not None:
+        submission = cli.check_writable_dir(
+            utils.voc_submission_folder(args.voc_submission, model.num_classes),
+            "--voc-submission")
     predictor = predict.predictor_from_args(model, args, crf)
     for path in paths:
         image = utils.read_image(path)
         prediction = predictor(image)
-        stem = os.path.join(args.save_dir, os.path.splitext(os.path.basename(path))[0])
-        utils.save_label_png(prediction.labels, stem + "_mask.png")
-        utils.save_rgb_png(utils.overlay(image, prediction.labels), stem + "_overlay.png")
-        if args.save_logits:
-            utils.save_npy(prediction.logits, stem + "_logits.npy")
-        print(f"{path} -> {stem}_mask.png")
+        name = os.path.splitext(os.path.basename(path))[0]
+        written = []
+        if submission is not None:
+            written.append(os.path.join(submission, name + ".png"))
+            utils.save_label_png(prediction.labels, written[-1])
+        if save_dir is not None:
+            stem = os.path.join(save_dir, name)
+            written.append(stem + "_mask.png")
+            utils.save_label_png(prediction.labels, stem + "_mask.png")
+            utils.save_rgb_png(utils.overlay(image, prediction.labels), stem + "_overlay.png")
+            if args.save_logits:
+                utils.save_npy(prediction.logits, stem + "_logits.npy")
+        print(f"{path} -> {', '.join(written)}")
+    if submission is not None:
+        print(f"VOC test-server results: {submission} ({len(paths)} PNGs); archive the "
+              f"'results' folder of {args.voc_submission} and upload it")
     return 0
 
 

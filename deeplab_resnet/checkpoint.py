@@ -3,17 +3,24 @@
 Every checkpoint of the project holds `params/<caffe name>` (see
 `deeplab_resnet.model` for the naming scheme) and, for DeepLab networks,
 `meta/model` (variant name) and `meta/num_classes`, so that loading needs no
-extra flags and a contradicting flag is an error.
+extra flags and a contradicting flag is an error. Weights that do not record
+them (the 2017 port's checkpoints, see `deeplab_resnet.legacy`; `.npz` files of
+convert.py; converted ImageNet ResNets) get them from their parameters' names
+and the head's shape.
 """
 
+import functools
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 from deeplab_resnet.tf_quiet import tf
 
+from deeplab_resnet import legacy
 from deeplab_resnet.errors import UserError, first_line
-from deeplab_resnet.model import DeepLabResNet, is_head_variable
+from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, DeepLabResNet, infer_variant,
+                                  is_head_variable)
 
 DEFAULT_NUM_CLASSES = 21  # PASCAL VOC
 
@@ -26,6 +33,12 @@ def is_caffemodel(path):
     return str(path).endswith(".caffemodel")
 
 
+def _step_order(prefix):
+    """Sort key: `model.ckpt-9000` before `model.ckpt-10000` (by step, then by name)."""
+    step = prefix.rsplit("-", 1)[-1]
+    return (int(step) if step.isdigit() else -1, prefix)
+
+
 def resolve(path):
     """A checkpoint prefix for `path`: a prefix, a `.index` file or a folder of checkpoints."""
     path = str(path)
@@ -33,16 +46,25 @@ def resolve(path):
         path = path[: -len(".index")]
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            prefixes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+        if latest is None:  # no state file, or one naming paths of another machine
+            prefixes = [f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index")]
             if not prefixes:
                 raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
-            latest = os.path.join(path, prefixes[-1])
+            latest = os.path.join(path, max(prefixes, key=_step_order))
         return latest
     if not os.path.exists(path + ".index"):
+        if os.path.isfile(path):
+            return path  # a V1 single-file checkpoint (the 2017 port's) has no .index
         raise UserError(f"{path}: no such checkpoint (expected {path}.index, a folder of "
-                        "checkpoints or a .caffemodel)")
+                        "checkpoints, a .caffemodel, an .npz or a 2017-port .ckpt file)")
     return path
+
+
+def source_path(path):
+    """The file actually read for `path`: the checkpoint prefix a folder resolves to, else `path`."""
+    if is_caffemodel(path) or _is_array_file(path):
+        return str(path)
+    return resolve(path)
 
 
 def _reader(prefix):
@@ -52,8 +74,47 @@ def _reader(prefix):
         raise UserError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
 
 
+def _is_array_file(path):
+    """An `.npz` (read as weights) or a `.npy` (refused: the 2017 port's pickles)."""
+    path = str(path)
+    if path.endswith(".npy"):
+        legacy.refuse_npy(path)
+    return path.endswith(".npz")
+
+
+def _read_npz(path):
+    """{name: array} of an .npz (convert.py --data-output-path), never unpickling."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz of weights ({first_line(exc)})") from None
+
+
+def _weights(path):
+    """{parameter name: (shape, read)} of a weights file; `read()` returns the array.
+
+    Reads this project's checkpoints, the 2017 port's (V1 or V2) and `.npz` files.
+    """
+    if _is_array_file(path):
+        return {name: (a.shape, functools.partial(np.asarray, a))
+                for name, a in _read_npz(path).items()}
+    reader = _reader(resolve(path))
+    shapes = reader.get_variable_to_shape_map()
+    if legacy.is_port_checkpoint(shapes):
+        keys = legacy.name_map(shapes)
+    else:
+        keys = {_param_name(k): k for k in shapes if _is_param_key(k)}
+    return {name: (tuple(shapes[key]), functools.partial(reader.get_tensor, key))
+            for name, key in keys.items()}
+
+
 def read_meta(path):
     """(variant, num_classes) recorded in a checkpoint, or (None, None) for a plain one."""
+    if _is_array_file(path):
+        return None, None
     reader = _reader(resolve(path))
     if not reader.has_tensor(_META_KEY.format("model")):
         return None, None
@@ -63,9 +124,22 @@ def read_meta(path):
 
 
 def param_names(path):
-    """The caffe names of a checkpoint's `params/*` tensors, without reading their values."""
-    keys = _reader(resolve(path)).get_variable_to_shape_map()
-    return [_param_name(k) for k in keys if _is_param_key(k)]
+    """The caffe names of a weights file's parameters, without reading their values."""
+    return list(_weights(path))
+
+
+def infer_meta(names):
+    """(variant, num_classes) of weights that do not record them, from their parameters.
+
+    Args:
+        names: {parameter name: shape}.
+    Returns:
+        the variant whose backbone layers are all present (None if none is), and the
+        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
+    """
+    variant = infer_variant(n[: -len("/weights")] for n in names if n.endswith("/weights"))
+    head = names.get(f"{HEAD_PREFIX}_c0/weights")
+    return variant, (int(head[-1]) if head is not None else None)
 
 
 def _is_param_key(key):
@@ -77,13 +151,8 @@ def _param_name(key):
 
 
 def read_params(path):
-    """All `params/*` tensors of a checkpoint as {caffe name: numpy array}."""
-    reader = _reader(resolve(path))
-    out = {}
-    for key in reader.get_variable_to_shape_map():
-        if _is_param_key(key):
-            out[_param_name(key)] = reader.get_tensor(key)
-    return out
+    """The parameters of a weights file (see `load_weights`) as {caffe name: numpy array}."""
+    return {name: read() for name, (_, read) in _weights(path).items()}
 
 
 def save_params(params, prefix, variant=None, num_classes=None):
@@ -122,6 +191,32 @@ def save_model(model, prefix):
                        model.num_classes)
 
 
+def rewrite(source, ckpt_path=None, npz_path=None):
+    """Writes a weights file's parameters in this project's formats (convert.py SOURCE).
+
+    Args:
+        source: anything `load_weights` reads but a caffemodel: e.g. the 2017
+            port's `deeplab_resnet.ckpt` or `model.ckpt-N`, or an `.npz`.
+        ckpt_path: checkpoint prefix to write; it records the variant and class
+            count when both are known (the DeepLab head present), else nothing.
+        npz_path: `.npz` to write (same names and values).
+    Returns:
+        (variant, num_classes, number of tensors); the first two None when not recorded.
+    """
+    variant, num_classes = check_meta(source, None, None)
+    if variant is None or num_classes is None:
+        variant = num_classes = None
+    params = read_params(source)
+    if not params:
+        raise UserError(f"{source}: holds no model parameters to convert")
+    if ckpt_path:
+        save_params(params, ckpt_path, variant, num_classes)
+    if npz_path:
+        from kaffe.convert import save_npz  # the converter's writer; needed only here
+        save_npz(params, npz_path)
+    return variant, num_classes, len(params)
+
+
 def check_meta(path, variant, num_classes, new_head=False):
     """Returns the (variant, num_classes) to build for `path`, flags filled from the file.
 
@@ -130,17 +225,17 @@ def check_meta(path, variant, num_classes, new_head=False):
     count when the head is not restored (`new_head`).
     """
     saved_variant, saved_classes = read_meta(path)
-    if saved_variant is not None:
-        if variant is not None and variant != saved_variant:
-            raise UserError(f"{path}: checkpoint holds model '{saved_variant}', "
-                            f"but --model {variant} was given")
-        if new_head and num_classes is not None:
-            return saved_variant, num_classes
-        if num_classes is not None and num_classes != saved_classes:
-            raise UserError(f"{path}: checkpoint has {saved_classes} classes, "
-                            f"but --num-classes {num_classes} was given")
-        return saved_variant, saved_classes
-    return variant, num_classes
+    if saved_variant is None:
+        saved_variant, saved_classes = infer_meta({n: s for n, (s, _) in _weights(path).items()})
+    if variant is not None and saved_variant is not None and variant != saved_variant:
+        raise UserError(f"{path}: checkpoint holds model '{saved_variant}', "
+                        f"but --model {variant} was given")
+    if saved_classes is None or (new_head and num_classes is not None):
+        return saved_variant or variant, num_classes
+    if num_classes is not None and num_classes != saved_classes:
+        raise UserError(f"{path}: checkpoint has {saved_classes} classes, "
+                        f"but --num-classes {num_classes} was given")
+    return saved_variant or variant, saved_classes
 
 
 def fold_stem_bias(params):
@@ -187,9 +282,11 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
     """Builds a DeepLabResNet and fills it from a checkpoint or a `.caffemodel`.
 
     Args:
-        path: checkpoint prefix, folder of checkpoints, or `.caffemodel`.
+        path: checkpoint prefix, folder of checkpoints, `.caffemodel`, `.npz`
+            (convert.py --data-output-path), or a 2017-port checkpoint (V1 file
+            or V2 prefix).
         variant, num_classes: the user's flags, None when not given; taken
-            from the checkpoint when it records them.
+            from the file when it records them, else from its parameters.
         skip_head: keep the freshly initialised head (`--not-restore-last`);
             it has `num_classes` classes, 21 when not given (not the count of
             the restored weights' head, which is dropped).
@@ -203,17 +300,18 @@ def load_weights(path, variant=None, num_classes=None, skip_head=False, prototxt
     if is_caffemodel(path):
         # Imported here: the converter is needed only for caffemodels.
         from deeplab_resnet import caffe_weights
-        variant = variant or "resnet101"
         params, found_classes = caffe_weights.read_caffemodel(path, variant, prototxt,
                                                               new_head=skip_head)
         if num_classes is not None and found_classes != num_classes and not skip_head:
             raise UserError(f"{path}: caffemodel has {found_classes} classes, "
                             f"but --num-classes {num_classes} was given")
         num_classes = num_classes or found_classes
+        variant = variant or infer_meta({n: np.shape(v) for n, v in params.items()})[0]
     else:
         variant, num_classes = check_meta(path, variant, num_classes, new_head=skip_head)
         params = read_params(path)
-    model = DeepLabResNet(variant or "resnet101", num_classes or DEFAULT_NUM_CLASSES, **model_kwargs)
+    model = DeepLabResNet(variant or DEFAULT_VARIANT, num_classes or DEFAULT_NUM_CLASSES,
+                          **model_kwargs)
     assign_params(model, params, skip_head=skip_head, source=str(path))
     model.mark_statistics_trained()
     return model

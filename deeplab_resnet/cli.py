@@ -70,6 +70,10 @@ non_negative_float = _number(float, lambda v: v >= 0, "0 or a positive number")
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
+                "or the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N")
+
+
 def add_model_args(parser):
     """--model and --num-classes; both default to what the checkpoint records."""
     from deeplab_resnet.model import VARIANTS

@@ -153,6 +153,22 @@ def architecture(variant=DEFAULT_VARIANT, num_classes=21):
                         blocks=tuple(blocks), head=head)
 
 
+def infer_variant(layer_names):
+    """The variant whose backbone convolutions are all among `layer_names` (the largest such), or None.
+
+    For weights that do not record their variant (a converted ImageNet ResNet, the 2017
+    port's checkpoints, an .npz): ResNet-152's names include ResNet-101's, and
+    ResNet-50's the tiny variant's, hence the largest.
+    """
+    layer_names = set(layer_names)
+    best, best_count = None, 0
+    for variant in VARIANTS:
+        convs = [c.name for c in architecture(variant).convs if not is_head_variable(c.name)]
+        if len(convs) > best_count and layer_names.issuperset(convs):
+            best, best_count = variant, len(convs)
+    return best
+
+
 def output_size(size, variant=DEFAULT_VARIANT):
     """Logit size for an input size (int), exactly as Caffe computes it."""
     arch = architecture(variant, 1)

@@ -30,6 +30,7 @@ uses dynamic loss scaling (`LossScale`).
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
-from deeplab_resnet import distribute
+from deeplab_resnet import distribute, run_record
 from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
@@ -154,9 +155,15 @@ def build_parser(recipe, description=None):
     g.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seed of data order, augmentation and new weights (default: %(default)s)")
     g.add_argument("--restore-from", default=None,
-                   help="starting weights: checkpoint prefix or folder, or .caffemodel "
-                        "(default: random initialisation); a checkpoint in --snapshot-dir "
-                        "takes precedence (resume)")
+                   help=f"starting weights of a new run: {cli.WEIGHTS_HELP} (a training "
+                        "snapshot too: its optimizer state is dropped; default: random "
+                        "initialisation); when --snapshot-dir holds this run's checkpoint, "
+                        "training resumes from it instead")
+    if recipe.head_only:
+        g.add_argument("--from-scratch", action="store_true",
+                       help="allow training the head on a randomly initialised backbone when "
+                            "no --restore-from is given (refused otherwise: almost always a "
+                            "forgotten --restore-from)")
     g.add_argument("--not-restore-last", action="store_true",
                    help="do not restore the head (fc1_voc12_*): start a new one with "
                         "--num-classes classes (default 21), e.g. from an ImageNet ResNet, "
@@ -175,8 +182,9 @@ def build_parser(recipe, description=None):
                    help="save a checkpoint and image summaries every N updates "
                         "(default: %(default)s)")
     g.add_argument("--snapshot-dir", default=d["snapshot_dir"],
-                   help="checkpoints and TensorBoard logs; rerunning the same command resumes "
-                        "from the latest checkpoint here (default: %(default)s)")
+                   help="checkpoints and TensorBoard logs of one run; rerunning the same "
+                        "command resumes from the latest checkpoint here, and another run's "
+                        "checkpoint is refused (default: %(default)s)")
     g.add_argument("--keep-checkpoints", type=cli.positive_int, default=d["keep_checkpoints"],
                    help="checkpoints kept in --snapshot-dir (default: %(default)s)")
     g.add_argument("--stop-after", type=cli.positive_int, default=None,
@@ -569,14 +577,45 @@ def build_model(args, latest):
                          args.num_classes or ckpt_lib.DEFAULT_NUM_CLASSES, **kwargs)
 
 
-def _resume(checkpoint, latest):
+def _resume(checkpoint, latest, snapshot_dir):
     status = checkpoint.restore(latest)
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
-        raise UserError(f"--snapshot-dir: {latest} was not written by this kind of training "
-                        f"(another script or optimizer?); use a new --snapshot-dir "
-                        f"({first_line(exc)[:120]})") from None
+        raise UserError(f"--snapshot-dir {snapshot_dir}: {latest} was written by another kind "
+                        f"of training ({first_line(exc)[:120]}): give another --snapshot-dir, "
+                        f"or --restore-from {latest} to start a new run from its weights") from None
+
+
+# Flags that change the updates of a run, recorded in its checkpoints (`run_record`);
+# those a script lacks are left out.
+RUN_FLAGS = ("input_size", "learning_rate", "momentum", "power", "weight_decay", "is_training",
+             "bn_momentum", "random_mirror", "random_scale", "scale_mode", "random_seed",
+             "scales", "mixed_precision", "ignore_label")
+
+
+def _run_settings(args):
+    """The `run_record.new` settings of the command: `RUN_FLAGS`, the total and what is given."""
+    given = args.restore_from is not None
+    settings = {key: getattr(args, key) for key in RUN_FLAGS if hasattr(args, key)}
+    return dict(settings, num_steps=args.num_steps, model=args.model,
+                num_classes=args.num_classes,
+                restore_from=os.path.abspath(args.restore_from) if given else None,
+                not_restore_last=args.not_restore_last if given else None)
+
+
+def _weights_source(args, latest, step, record):
+    """Where the weights come from, for the first lines of output."""
+    if latest is not None:
+        return f"resuming from {latest} (update {step} of {args.num_steps})"
+    if args.restore_from is None:
+        return "random initialisation — no --restore-from given"
+    path = args.restore_from
+    if not ckpt_lib.is_caffemodel(path):
+        path = ckpt_lib.resolve(path)
+    new_head = (f"; new head ({HEAD_PREFIX}_*) with {record['num_classes']} classes"
+                if args.not_restore_last else "")
+    return f"{path}{new_head}"
 
 
 def _image_summary(images, labels, predictions, ignore_label, count):
@@ -686,8 +725,19 @@ def train(args, recipe):
                          random_scale=args.random_scale, random_mirror=args.random_mirror,
                          ignore_label=args.ignore_label, seed=args.random_seed,
                          scale_mode=args.scale_mode)
+    micro = args.grad_update_every if recipe.multi_scale else 1
+    wanted = run_record.new(recipe.name, args.data_list, args.data_dir, len(reader),
+                            args.batch_size, replicas, micro, _run_settings(args))
     latest = tf.train.latest_checkpoint(snapshot_dir)
+    record, notes = wanted, []
+    if latest is not None:
+        record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
+    elif recipe.head_only and args.restore_from is None and not args.from_scratch:
+        raise UserError(f"{recipe.name} trains only the head: without --restore-from the "
+                        "backbone would be random; give --restore-from (a trained or converted "
+                        "checkpoint, or a .caffemodel), or --from-scratch to do it anyway")
     model = build_model(args, latest)
+    record = dict(record, model=model.variant, num_classes=model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -703,24 +753,38 @@ def train(args, recipe):
         loss_scale = LossScale() if args.mixed_precision == "fp16" else None
     # Checkpoints without --mixed-precision fp16 keep the layout they always had.
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
-    checkpoint = tf.train.Checkpoint(params=model.params, meta=model.meta, optimizer=optimizer,
-                                     step=step, data_position=position, **scaling)
+    state = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
+                 **scaling)
+    # Saved with the run record (`meta/run`); restored without it, which also
+    # resumes checkpoints written before records existed.
+    checkpoint = tf.train.Checkpoint(meta={**model.meta, "run": run_record.variable(record)},
+                                     **state)
 
     def log(message):
         if chief:
             _log(message)
 
     if latest is not None:
-        _resume(checkpoint, latest)
-        ignored = f"; --restore-from {args.restore_from} ignored" if args.restore_from else ""
-        log(f"resuming from {latest} (update {int(step.numpy())}){ignored}")
+        _resume(tf.train.Checkpoint(meta=model.meta, **state), latest, snapshot_dir)
     start = int(step.numpy())
+    for note in notes:
+        log(note)
+    if chief:  # what this run is, on stdout; progress, notices and errors go to stderr
+        stop = "" if args.stop_after is None else f", stopping after {args.stop_after} more"
+        print(f"{recipe.name}: weights: {_weights_source(args, latest, start, record)}\n"
+              f"{recipe.name}: model: {model.variant}, {model.num_classes} classes; data: "
+              f"{len(reader)} images ({args.data_list})\n"
+              f"{recipe.name}: batch: {args.batch_size} per replica x {replicas} replica(s) x "
+              f"{micro} mini-batch(es) = {args.batch_size * replicas * micro} images per "
+              f"update; updates: {start} done of {args.num_steps}{stop}\n"
+              f"{recipe.name}: checkpoints: {snapshot_dir} (every {args.save_pred_every} "
+              f"updates, the last {args.keep_checkpoints} kept)", flush=True)
     if start >= args.num_steps:
-        log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} updates")
+        log(f"{snapshot_dir}: already trained for {start} of --num-steps {args.num_steps} "
+            "updates: nothing to do (a larger --num-steps continues this run)")
         return 0
     end = args.num_steps if args.stop_after is None else min(args.num_steps,
                                                               start + args.stop_after)
-    micro = args.grad_update_every if recipe.multi_scale else 1
     objective = Objective(model, args.ignore_label,
                           scales=args.scales if recipe.multi_scale else None,
                           compute_dtype=COMPUTE_DTYPES[args.mixed_precision])

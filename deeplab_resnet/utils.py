@@ -54,6 +54,23 @@ def colorize(labels):
     return VOC_PALETTE[np.asarray(labels, dtype=np.uint8)]
 
 
+def current_umask():
+    """The process umask (read by setting it, so set back at once; Python has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path):
+    """Gives a temporary file or folder the mode a plain open()/mkdir() would: 0666/0777 & ~umask.
+
+    mkstemp and mkdtemp create 0600 and 0700 whatever the umask, and the mode
+    survives the rename into place.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renamed onto it only if the block succeeds."""
@@ -66,6 +83,7 @@ def atomic_path(path):
         raise UserError(f"{folder}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     try:
+        plain_mode(tmp)
         yield tmp
         os.replace(tmp, path)
     finally:
@@ -90,6 +108,33 @@ def save_npy(array, path):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
+
+
+# The VOC test server's layout of a submission ("comp6": trained on any data), under its root.
+VOC_SUBMISSION_FOLDER = os.path.join("results", "VOC2012", "Segmentation", "comp6_test_cls")
+
+
+def voc_submission_folder(root, num_classes):
+    """Where the VOC test server wants the predicted palette PNGs, under `root`.
+
+    Raises:
+        UserError for a model that does not have VOC's 21 classes.
+    """
+    if num_classes != len(VOC_CLASSES):
+        raise UserError(f"--voc-submission: the VOC test server scores VOC's "
+                        f"{len(VOC_CLASSES)} classes; this model has {num_classes}")
+    return os.path.join(root, VOC_SUBMISSION_FOLDER)
+
+
+def check_distinct_stems(paths, output="{stem}.png"):
+    """A UserError when two images would write the same output file (same name, other folder)."""
+    seen = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in seen:
+            raise UserError(f"{path} and {seen[stem]} would write the same outputs "
+                            f"({output.format(stem=stem)})")
+        seen[stem] = path
 
 
 def open_image(path):
@@ -168,13 +213,15 @@ def read_list(data_dir, data_list, with_labels=True):
         data_dir: folder the listed paths are relative to (None: as written).
         data_list: list file, one 'IMAGE_PATH LABEL_PATH' per line (or just
             'IMAGE_PATH' when `with_labels` is False); blank lines are skipped.
-        with_labels: whether each line must name a label file.
+        with_labels: True: each line must name a label file; False: labels
+            are optional, but every line names one or none does (a test set).
     Returns:
         (image paths, label paths) as lists of strings; label paths is empty
-        when `with_labels` is False.
+        for a list without labels.
     Raises:
         UserError naming the list file and line for an unreadable list, a
-        malformed line, a missing file or an empty list.
+        malformed line (or, without `with_labels`, a line unlike the first),
+        a missing file or an empty list.
     """
     if data_list is None:
         raise UserError("--data-list is required")
@@ -196,13 +243,16 @@ def read_list(data_dir, data_list, with_labels=True):
             continue
         if len(fields) not in allowed:
             raise UserError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'")
-        paths = [data_path(data_dir, p) for p in fields[:2 if with_labels else 1]]
+        if images and (len(fields) == 2) != bool(labels):
+            raise UserError(f"{data_list}:{number}: "
+                            f"{'names a label' if labels == [] else 'names no label'} unlike "
+                            "the lines before it: every line names a label file or none does")
+        paths = [data_path(data_dir, p) for p in fields]
         for path in paths:
             if not os.path.isfile(path):
                 raise UserError(f"{data_list}:{number}: {path}: no such file")
         images.append(paths[0])
-        if with_labels:
-            labels.append(paths[1])
+        labels.extend(paths[1:])
     if not images:
         raise UserError(f"--data-list {data_list}: the list is empty")
     return images, labels

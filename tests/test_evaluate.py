@@ -191,3 +191,49 @@ def test_class_names_label_the_report(dataset, ckpt, capsys):
     assert code == 0 and "thing3" in out and "class_3" not in out
     code, _, err = _run(_args(dataset, ckpt, "--class-names", "a,b"), capsys)
     _one_line_error(code, err, "--class-names", f"{NUM_CLASSES} classes")
+
+
+def test_a_list_without_labels_writes_the_voc_submission_without_scores(tmp_path, capsys):
+    """The VOC test list (image paths only) with --voc-submission: the test server's PNGs,
+    no metrics, and it says so; without an output to write, it is refused."""
+    voc = tiny_model(21, seed=4, head_biases=np.linspace(-0.5, 0.5, 21))
+    voc_ckpt = checkpoint.save_model(voc, tmp_path / "ckpt" / "voc")
+    root = tmp_path / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    names = ["2008_000006", "2008_000011"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(
+            root / "JPEGImages" / f"{name}.jpg")
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("".join(f"/JPEGImages/{name}.jpg\n" for name in names))
+    argv = ["--data-dir", str(root), "--data-list", str(test_list), "--restore-from", voc_ckpt]
+    code, out, _ = _run(argv + ["--voc-submission", str(tmp_path / "sub")], capsys)
+    assert code == 0
+    folder = tmp_path / "sub" / utils.VOC_SUBMISSION_FOLDER
+    assert sorted(os.listdir(folder)) == [f"{name}.png" for name in names]
+    for name in names:
+        png = Image.open(folder / f"{name}.png")
+        assert png.mode == "P"
+        expected = predict.Predictor(voc)(utils.read_image(root / "JPEGImages" / f"{name}.jpg"))
+        np.testing.assert_array_equal(np.asarray(png), expected.labels)
+    assert "Mean IoU" not in out
+    assert out.strip() == f"2 images predicted, not scored (the list names no labels); label " \
+                          f"PNGs in: {folder}"
+
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and "names no label files, so there is nothing to score" in err
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(f"/JPEGImages/{names[0]}.jpg\n/JPEGImages/{names[1]}.jpg /x.png\n")
+    code, _, err = _run(["--data-dir", str(root), "--data-list", str(mixed), "--restore-from",
+                         voc_ckpt, "--save-dir", str(tmp_path / "p")], capsys)
+    assert code == 2 and err.strip() == (f"error: {mixed}:2: names a label unlike the lines "
+                                         "before it: every line names a label file or none does")
+
+
+def test_voc_submission_beside_the_scores(dataset, tmp_path, capsys):
+    voc_ckpt = checkpoint.save_model(tiny_model(21, seed=4), tmp_path / "ckpt" / "voc")
+    code, out, _ = _run(_args(dataset, voc_ckpt, "--voc-submission", str(tmp_path / "sub"),
+                              "--num-steps", "1"), capsys)
+    assert code == 0 and out.strip().splitlines()[-1].startswith("Mean IoU: ")
+    assert os.listdir(tmp_path / "sub" / utils.VOC_SUBMISSION_FOLDER) == ["img0.png"]

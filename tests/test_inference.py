@@ -148,3 +148,38 @@ def test_command_line_error_has_no_traceback(image_file, tmp_path, root):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_voc_submission_writes_the_test_server_layout(tmp_path, capsys, monkeypatch):
+    """--voc-submission DIR: DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png, palette
+    PNGs of class indices, for every image given and nothing in ./output/."""
+    voc = tiny_model(21, seed=3, head_biases=np.linspace(-0.5, 0.5, 21))
+    voc_ckpt = checkpoint.save_model(voc, tmp_path / "ckpt" / "voc")
+    images = tmp_path / "test_images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for name, size in (("2008_000006", (40, 52)), ("2008_000011", (37, 33))):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            images / f"{name}.jpg")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run([str(images), voc_ckpt, "--voc-submission", "submission"], capsys)
+    assert code == 0
+    folder = tmp_path / "submission" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
+    assert sorted(os.listdir(folder)) == ["2008_000006.png", "2008_000011.png"]
+    assert not (tmp_path / "output").exists()
+    for name in ("2008_000006", "2008_000011"):
+        png = Image.open(folder / f"{name}.png")
+        assert png.mode == "P" and png.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
+        expected = predict.Predictor(voc)(utils.read_image(images / f"{name}.jpg")).labels
+        np.testing.assert_array_equal(np.asarray(png), expected)
+    assert f"VOC test-server results: submission/{folder.relative_to(tmp_path / 'submission')}" \
+        in out
+    # The test server scores VOC's 21 classes: another model is refused before any work.
+    code, _, err = _run([str(images), voc_ckpt.replace("voc", "x"), "--voc-submission", "s"],
+                        capsys)
+    assert code == 2
+    small = checkpoint.save_model(tiny_model(NUM_CLASSES), tmp_path / "ckpt" / "small")
+    code, _, err = _run([str(images), small, "--voc-submission", "s2"], capsys)
+    assert code == 2 and err.strip() == ("error: --voc-submission: the VOC test server scores "
+                                         "VOC's 21 classes; this model has 4")
+    assert not (tmp_path / "s2").exists()

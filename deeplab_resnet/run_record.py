@@ -1,0 +1,169 @@
+"""What a training run is, so that a snapshot folder only ever resumes that run.
+
+Every checkpoint a training script writes holds `meta/run`: a JSON record of
+the script, the model, the data list (its contents' digest) and every setting
+that changes the updates (global batch, micro-batches, crop size, optimizer
+constants, augmentation, seed, scales, precision, ...). A rerun resumes only
+when its own record agrees with the latest checkpoint's; otherwise it stops
+with one line naming the folder, what it holds and the two ways out.
+
+Not compared: the number of updates (a changed total re-targets the poly
+schedule from the current update), how the work is laid out (replicas x
+per-replica batch, as long as the global batch is the same), and settings
+that change no number (checkpoint interval, XLA, determinism, ...). The
+starting weights (`restore_from`) and the model and class count are compared
+only when given: a resume needs none of them.
+
+Checkpoints written before records existed are resumed with a warning naming
+what cannot be checked; their variant and class count are still checked.
+"""
+
+import hashlib
+import json
+import os
+
+from deeplab_resnet.tf_quiet import tf
+
+from deeplab_resnet.errors import UserError
+
+# The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
+KEY = "meta/run/.ATTRIBUTES/VARIABLE_VALUE"
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+_MODEL_KEY = "meta/model/.ATTRIBUTES/VARIABLE_VALUE"
+_CLASSES_KEY = "meta/num_classes/.ATTRIBUTES/VARIABLE_VALUE"
+
+# Entries that are compared only when the rerun states them (None: not given).
+OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last")
+# Entries shown but never compared: where things are, and the total (see the docstring).
+NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps")
+# How a difference is named in messages (default: --<key with dashes>).
+LABELS = {"script": "script", "list_sha256": "--data-list contents", "images": "list lines",
+          "global_batch": "global batch (--batch-size x replicas)",
+          "micro_batches": "--grad-update-every"}
+
+
+def list_digest(data_list):
+    """SHA-256 of a list file's entries (fields of its non-blank lines): its data and order."""
+    digest = hashlib.sha256()
+    with open(data_list, "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields:
+                digest.update(b" ".join(fields) + b"\n")
+    return digest.hexdigest()
+
+
+def new(script, data_list, data_dir, images, batch_size, replicas, micro_batches, settings):
+    """The record of the run a command asks for.
+
+    Args:
+        script: the training script's name.
+        data_list, data_dir: the list file and its folder (shown, not compared).
+        images: lines of the list.
+        batch_size, replicas, micro_batches: per-replica batch, replicas in
+            sync, mini-batches per update; their product is what is compared.
+        settings: every other setting that changes the updates, {name: value}
+            with JSON values, including `OPTIONAL` ones (None when not given)
+            and `num_steps`.
+    """
+    return {"script": script, "data_list": os.path.abspath(data_list),
+            "data_dir": os.path.abspath(data_dir) if data_dir else None,
+            "images": int(images), "list_sha256": list_digest(data_list),
+            "batch_size": int(batch_size), "replicas": int(replicas),
+            "global_batch": int(batch_size) * int(replicas), "micro_batches": int(micro_batches),
+            **json.loads(json.dumps(settings))}  # tuples become lists, as when read back
+
+
+def read(prefix):
+    """(record or None, update count) of a training checkpoint.
+
+    A checkpoint without a record gives a partial one: its variant and class
+    count, when it records them.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    step = int(reader.get_tensor(_STEP_KEY)) if reader.has_tensor(_STEP_KEY) else None
+    if reader.has_tensor(KEY):
+        return json.loads(_text(reader.get_tensor(KEY))), step
+    if reader.has_tensor(_MODEL_KEY):
+        return {"model": _text(reader.get_tensor(_MODEL_KEY)),
+                "num_classes": int(reader.get_tensor(_CLASSES_KEY))}, step
+    return {}, step
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _label(key):
+    return LABELS.get(key, "--" + key.replace("_", "-"))
+
+
+def _shown(value):
+    if isinstance(value, str) and len(value) > 12 and all(c in "0123456789abcdef" for c in value):
+        return value[:8]  # a digest
+    return "none" if value is None else str(value).replace(" ", "")
+
+
+def differences(saved, wanted):
+    """["<label> <saved> -> <wanted>"] for the compared entries that differ."""
+    found = []
+    for key, value in wanted.items():
+        if key in NOT_COMPARED or key not in saved:
+            continue
+        if key in OPTIONAL and value is None:
+            continue
+        if saved[key] != value:
+            found.append(f"{_label(key)} {_shown(saved[key])} there, {_shown(value)} here")
+    return found
+
+
+def describe(saved, step):
+    """What a checkpoint holds, in a few words: 'train.py, update 300 of 20001'."""
+    parts = [saved.get("script", "a run written before run records")]
+    if step is not None:
+        total = saved.get("num_steps")
+        parts.append(f"update {step}" + (f" of {total}" if total else ""))
+    if "model" in saved:
+        parts.append(f"{saved['model']}, {saved['num_classes']} classes")
+    return ", ".join(parts)
+
+
+def check_resume(latest, folder, wanted, flag="--snapshot-dir"):
+    """The record to write from now on, when `latest` may be resumed by the run `wanted`.
+
+    Args:
+        latest: the newest checkpoint prefix in the snapshot folder.
+        folder: the snapshot folder (for messages).
+        wanted: `new(...)` for the command being run.
+    Returns:
+        (record, notes): the record to store in the next checkpoints (the
+        saved one's starting weights and model kept when the rerun omits
+        them), and lines worth telling the user (a changed total, an
+        unchecked old checkpoint).
+    Raises:
+        UserError: one line naming the folder, what it holds and the ways out.
+    """
+    saved, step = read(latest)
+    found = differences(saved, wanted)
+    if found:
+        shown = "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")
+        raise UserError(f"{flag} {folder} holds another run ({describe(saved, step)}; "
+                        f"{shown}): give another {flag} to start this one, or "
+                        f"--restore-from {latest} to start a new run from its weights")
+    record = dict(wanted)
+    for key in OPTIONAL:
+        if record.get(key) is None and key in saved:
+            record[key] = saved[key]
+    notes = []
+    if "script" not in saved:
+        notes.append(f"warning: {latest} was written before run records: cannot check that "
+                     f"it is {wanted['script']}'s run with these data and flags; resuming it")
+    elif saved.get("num_steps") != wanted["num_steps"]:
+        notes.append(f"--num-steps {saved.get('num_steps')} -> {wanted['num_steps']}: the "
+                     f"learning-rate schedule now ends at update {wanted['num_steps']}")
+    return record, notes
+
+
+def variable(record):
+    """The string variable that holds `record` in a checkpoint (as `meta/run`)."""
+    return tf.Variable(json.dumps(record, sort_keys=True), trainable=False, name="run")

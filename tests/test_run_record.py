@@ -1,0 +1,222 @@
+"""One --snapshot-dir, one run: the run record, what may change on a resume, the first lines
+of output, fine_tune.py's random-backbone guard, and the README's real path run as written."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from deeplab_resnet import checkpoint, run_record, shapes, training
+from deeplab_resnet.errors import UserError
+from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.tf_quiet import tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = len(shapes.CLASSES)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return shapes.make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=4,
+                                      num_val=2, size=(40, 48), seed=1)
+
+
+def tiny(data, snapshot_dir, *extra):
+    return ["--model", "tiny", "--num-classes", str(CLASSES), "--data-dir", data["root"],
+            "--data-list", data["train"], "--input-size", "32,32", "--batch-size", "1",
+            "--num-steps", "1", "--save-num-images", "0", "--snapshot-dir", str(snapshot_dir),
+            *map(str, extra)]
+
+
+@pytest.fixture(scope="module")
+def one_update(data, tmp_path_factory):
+    """A folder holding train.py's run `tiny(data, folder)` after its one update."""
+    folder = tmp_path_factory.mktemp("one_update")
+    assert training.main(training.TRAIN, tiny(data, folder)) == 0
+    return folder
+
+
+def copy_run(one_update, snapshots):
+    """`one_update` copied to `snapshots` (the checkpoint state file holds relative names)."""
+    shutil.copytree(one_update, snapshots)
+    return snapshots
+
+
+def saved_record(folder):
+    record, step = run_record.read(tf.train.latest_checkpoint(str(folder)))
+    return record, step
+
+
+def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
+    snapshots = tmp_path / "snap"
+    assert training.main(training.TRAIN, tiny(data, snapshots, "--random-mirror")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The first lines: weights, model and data, batch and updates, checkpoints.
+    assert lines[0] == "train.py: weights: random initialisation — no --restore-from given"
+    assert lines[1] == f"train.py: model: tiny, {CLASSES} classes; data: 4 images ({data['train']})"
+    assert lines[2].startswith("train.py: batch: 1 per replica x 1 replica(s) x 1 mini-batch(es) "
+                               "= 1 images per update; updates: 0 done of 1")
+    assert lines[3].startswith(f"train.py: checkpoints: {snapshots} ")
+    record, step = saved_record(snapshots)
+    assert step == 1
+    assert record["script"] == "train.py" and record["model"] == "tiny"
+    assert record["num_classes"] == CLASSES and record["images"] == 4
+    assert record["global_batch"] == 1 and record["micro_batches"] == 1
+    assert record["input_size"] == [32, 32] and record["random_mirror"] is True
+    assert record["learning_rate"] == 2.5e-4 and record["num_steps"] == 1
+    assert record["restore_from"] is None
+    assert len(record["list_sha256"]) == 64
+
+
+def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update, tmp_path):
+    """train.py then train_msc.py in one folder: one line, exit 2, nothing done."""
+    snapshots = copy_run(one_update, tmp_path / "snap")
+    latest = tf.train.latest_checkpoint(str(snapshots))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_msc.py"),
+                             *tiny(data, snapshots, "--grad-update-every", 1)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --snapshot-dir {snapshots} holds another run (train.py, update 1 of 1, tiny, "
+        f"{CLASSES} classes; script train.py there, train_msc.py here): give another "
+        f"--snapshot-dir to start this one, or --restore-from {latest} to start a new run from "
+        "its weights"]
+    assert tf.train.latest_checkpoint(str(snapshots)) == latest
+
+    # A new class count names the folder and the flag, not a file the user never named.
+    with pytest.raises(UserError, match=rf"--snapshot-dir {snapshots} holds another run .*"
+                                        rf"--num-classes {CLASSES} there, 7 here"):
+        training.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
+
+    # The second way out: a new run from the snapshot's weights, without its optimizer state.
+    msc = tmp_path / "msc"
+    assert training.main(training.TRAIN_MSC, tiny(data, msc, "--grad-update-every", 1,
+                                                  "--restore-from", latest)) == 0
+    record, step = saved_record(msc)
+    assert step == 1 and record["script"] == "train_msc.py"
+    assert record["restore_from"] == os.path.abspath(latest)
+
+
+@pytest.mark.parametrize("change, allowed", [
+    (["--num-steps", 2], True),
+    (["--save-pred-every", 5, "--keep-checkpoints", 2, "--stop-after", 1, "--jit"], True),
+    (["--learning-rate", 0.1], False),
+    (["--batch-size", 2], False),
+    (["--random-scale"], False),
+    (["--restore-from", "elsewhere"], False),
+])
+def test_what_may_change_on_a_resume(data, one_update, tmp_path, change, allowed):
+    snapshots = copy_run(one_update, tmp_path / "snap")
+    if allowed:
+        assert training.main(training.TRAIN, tiny(data, snapshots, *change)) == 0
+        record, step = saved_record(snapshots)
+        expected = 2 if "--num-steps" in change else 1
+        assert step == expected and record["num_steps"] == expected
+    else:
+        flag = str(change[0])
+        label = "global batch" if flag == "--batch-size" else flag
+        with pytest.raises(UserError, match=re.escape(label)):
+            training.main(training.TRAIN, tiny(data, snapshots, *change))
+
+
+def test_changed_list_contents_are_another_run(data, tmp_path):
+    snapshots = tmp_path / "snap"
+    listed = tmp_path / "train.txt"
+    lines = open(data["train"]).read().splitlines()
+    listed.write_text("\n".join(lines) + "\n")
+    args = tiny(data, snapshots) + ["--data-list", str(listed)]
+    assert training.main(training.TRAIN, args) == 0
+    listed.write_text("\n".join(reversed(lines)) + "\n")
+    with pytest.raises(UserError, match="--data-list contents"):
+        training.main(training.TRAIN, args)
+    listed.write_text("  \n".join(lines) + "\n\n")  # spacing only: the same entries
+    assert training.main(training.TRAIN, args + ["--num-steps", "2"]) == 0
+
+
+def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tmp_path, capsys,
+                                                            monkeypatch):
+    snapshots = copy_run(one_update, tmp_path / "snap")
+    monkeypatch.setattr(run_record, "KEY", "no/such/key")  # as written before records
+    capsys.readouterr()
+    with pytest.raises(UserError, match=rf"--num-classes {CLASSES} there, 7 here"):
+        training.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
+    assert training.main(training.TRAIN, tiny(data, snapshots, "--num-steps", 2)) == 0
+    out, err = capsys.readouterr()
+    assert "was written before run records: cannot check that it is train.py's run" in err
+    assert "resuming from" in out
+
+
+def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys):
+    snapshots = tmp_path / "ft"
+    with pytest.raises(UserError, match="without --restore-from the backbone would be random.*"
+                                        "--from-scratch"):
+        training.main(training.FINE_TUNE, tiny(data, snapshots))
+    assert tf.train.latest_checkpoint(str(snapshots)) is None
+    assert training.main(training.FINE_TUNE, tiny(data, snapshots, "--from-scratch")) == 0
+    assert "random initialisation" in capsys.readouterr().out
+    # Resuming needs neither flag.
+    assert training.main(training.FINE_TUNE, tiny(data, snapshots, "--num-steps", 2)) == 0
+
+
+def readme_real_path():
+    """The training commands of the README's "real path" block, as argument lists."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = text.split("## The real path, start to finish", 1)[1].split("```bash", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    return [(c[1], c[2:]) for c in commands
+            if c[0] == "python" and c[1] in ("train.py", "train_msc.py", "fine_tune.py")]
+
+
+def test_the_readme_real_path_runs_as_written(data, tmp_path, monkeypatch):
+    """Its training commands in order, in one folder with the default snapshot folders, on
+    tiny data: each starts its own run from the weights the README names."""
+    monkeypatch.chdir(tmp_path)
+    init = DeepLabResNet("tiny", 21, seed=5)  # stands in for init.caffemodel
+    init_prefix = checkpoint.save_model(init, tmp_path / "init" / "tiny")
+    recipes = {"train.py": training.TRAIN, "train_msc.py": training.TRAIN_MSC,
+               "fine_tune.py": training.FINE_TUNE}
+    commands = readme_real_path()
+    assert [script for script, _ in commands] == ["train.py", "train_msc.py", "fine_tune.py"]
+    substitutes = {"VOCdevkit/VOC2012": data["root"], "dataset/train.txt": data["train"],
+                   "init.caffemodel": init_prefix}
+    for script, args in commands:
+        args = [substitutes.get(a, a) for a in args]
+        small = ["--input-size", "32,32", "--batch-size", "1", "--num-steps", "1",
+                 "--save-num-images", "0"]
+        if script == "train_msc.py":
+            small += ["--grad-update-every", "1"]
+        assert training.main(recipes[script], args + small) == 0, script
+    for folder, script in (("snapshots", "train.py"), ("snapshots_msc", "train_msc.py"),
+                           ("snapshots_finetune", "fine_tune.py")):
+        record, step = saved_record(tmp_path / folder)
+        assert (record["script"], step) == (script, 1)
+    record, _ = saved_record(tmp_path / "snapshots_finetune")
+    assert record["restore_from"] == str(tmp_path / "snapshots")
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_the_global_batch_counts_not_its_layout(tmp_path):
+    """--strategy may change the replicas as long as the global batch stays (the same maths)."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("/a.jpg /a.png\n")
+
+    def record(batch, replicas, micro=1, **settings):
+        return run_record.new("train.py", str(listed), None, 1, batch, replicas, micro,
+                              dict({"num_steps": 10, "model": None}, **settings))
+
+    saved = dict(record(10, 1), model="tiny")
+    assert run_record.differences(saved, record(5, 2)) == []
+    assert run_record.differences(saved, record(10, 1, num_steps=20)) == []
+    assert run_record.differences(saved, record(5, 1)) == [
+        "global batch (--batch-size x replicas) 10 there, 5 here"]
+    assert run_record.differences(saved, record(10, 1, micro=2)) == [
+        "--grad-update-every 1 there, 2 here"]
+    assert run_record.differences(saved, record(10, 1, model="resnet50")) == [
+        "--model tiny there, resnet50 here"]
