@@ -55,8 +55,9 @@ def export(predictor, output_dir):
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:
         utils.plain_mode(tmp)
-        tf.saved_model.save(predictor, tmp,
-                            signatures={"serving_default": predictor.serve.get_concrete_function()})
+        with checkpoint.writing(output_dir):
+            tf.saved_model.save(predictor, tmp, signatures={
+                "serving_default": predictor.serve.get_concrete_function()})
         if os.path.isdir(output_dir):
             # An empty folder left by the user: rename() replaces it only when it is empty.
             os.rmdir(output_dir)

@@ -60,7 +60,7 @@ def read_names(path, what):
     per-class lists `NAME  1`) is refused, since it means the wrong file.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is dropped
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise UserError(f"{what} {path}: no such file") from None

@@ -9,8 +9,11 @@ convert.py; converted ImageNet ResNets) get them from their parameters' names
 and the head's shape.
 """
 
+import contextlib
 import functools
+import glob
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -33,10 +36,54 @@ def is_caffemodel(path):
     return str(path).endswith(".caffemodel")
 
 
+# What a failed read of a checkpoint raises: TensorFlow's errors, and IndexError
+# for a `.data` file shorter than its index says.
+READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
+
+
 def _step_order(prefix):
     """Sort key: `model.ckpt-9000` before `model.ckpt-10000` (by step, then by name)."""
     step = prefix.rsplit("-", 1)[-1]
     return (int(step) if step.isdigit() else -1, prefix)
+
+
+def latest_in(folder):
+    """The newest checkpoint prefix in a folder, None when it holds none.
+
+    The newest is the one its `checkpoint` state file names; without a state
+    file, the one with the highest number.
+
+    Raises:
+        UserError naming the state file when it cannot be parsed or names a
+        checkpoint that is not there (resuming from an older one, or from
+        scratch, would silently discard progress).
+    """
+    state_file = os.path.join(str(folder), "checkpoint")
+    if not os.path.isfile(state_file):
+        prefixes = [f[: -len(".index")] for f in os.listdir(folder) if f.endswith(".index")]
+        return os.path.join(str(folder), max(prefixes, key=_step_order)) if prefixes else None
+    state = None
+    with contextlib.suppress(*READ_ERRORS):
+        state = tf.train.get_checkpoint_state(str(folder))
+    if state is None or not state.model_checkpoint_path:
+        raise UserError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
+                        "delete it to use the newest checkpoint in the folder")
+    prefix = state.model_checkpoint_path
+    if not os.path.isabs(prefix):
+        prefix = os.path.join(str(folder), prefix)
+    moved = os.path.join(str(folder), os.path.basename(prefix))
+    if not _is_checkpoint(prefix) and _is_checkpoint(moved):
+        prefix = moved  # an absolute path written where the folder used to be
+    if not _is_checkpoint(prefix):
+        raise UserError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
+                        f"{os.path.basename(prefix)}.index); delete the state file to use the "
+                        "newest checkpoint in the folder")
+    return prefix
+
+
+def _is_checkpoint(prefix):
+    """A V2 checkpoint has a `.index`; a V1 one (the 2017 port's) is a single file."""
+    return os.path.exists(prefix + ".index") or os.path.isfile(prefix)
 
 
 def resolve(path):
@@ -45,12 +92,9 @@ def resolve(path):
     if path.endswith(".index"):
         path = path[: -len(".index")]
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:  # no state file, or one naming paths of another machine
-            prefixes = [f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index")]
-            if not prefixes:
-                raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
-            latest = os.path.join(path, max(prefixes, key=_step_order))
+        latest = latest_in(path)
+        if latest is None:
+            raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
         return latest
     if not os.path.exists(path + ".index"):
         if os.path.isfile(path):
@@ -70,8 +114,41 @@ def source_path(path):
 def _reader(prefix):
     try:
         return tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as exc:
+    except READ_ERRORS as exc:
         raise UserError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
+
+
+def _tensor(reader, prefix, key):
+    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a UserError."""
+    try:
+        return reader.get_tensor(key)
+    except READ_ERRORS as exc:
+        raise UserError(f"{prefix}: corrupt or truncated checkpoint data "
+                        f"({first_line(exc)[:200]})") from None
+
+
+def corrupt(prefix, exc):
+    """The UserError for a checkpoint that failed to restore with `exc`."""
+    return UserError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})")
+
+
+@contextlib.contextmanager
+def writing(path, partial=()):
+    """Turns TensorFlow's failure to write `path` (disk full, file too large, no
+    permission) into an OSError naming it, after removing `partial` (glob patterns
+    of what the failed write may have left)."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        for pattern in partial:
+            for leftover in glob.glob(pattern):
+                if os.path.isdir(leftover):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    os.remove(leftover)
+        # TensorFlow's message: "<op> <file being written>; <reason> [Op:Name]".
+        reason = first_line(exc).rpartition("; ")[2].partition(" [Op:")[0]
+        raise OSError(None, reason or first_line(exc), str(path)) from None
 
 
 def _is_array_file(path):
@@ -101,13 +178,14 @@ def _weights(path):
     if _is_array_file(path):
         return {name: (a.shape, functools.partial(np.asarray, a))
                 for name, a in _read_npz(path).items()}
-    reader = _reader(resolve(path))
+    prefix = resolve(path)
+    reader = _reader(prefix)
     shapes = reader.get_variable_to_shape_map()
     if legacy.is_port_checkpoint(shapes):
         keys = legacy.name_map(shapes)
     else:
         keys = {_param_name(k): k for k in shapes if _is_param_key(k)}
-    return {name: (tuple(shapes[key]), functools.partial(reader.get_tensor, key))
+    return {name: (tuple(shapes[key]), functools.partial(_tensor, reader, prefix, key))
             for name, key in keys.items()}
 
 
@@ -115,12 +193,13 @@ def read_meta(path):
     """(variant, num_classes) recorded in a checkpoint, or (None, None) for a plain one."""
     if _is_array_file(path):
         return None, None
-    reader = _reader(resolve(path))
+    prefix = resolve(path)
+    reader = _reader(prefix)
     if not reader.has_tensor(_META_KEY.format("model")):
         return None, None
-    variant = reader.get_tensor(_META_KEY.format("model"))
+    variant = _tensor(reader, prefix, _META_KEY.format("model"))
     variant = variant.decode() if isinstance(variant, bytes) else str(variant)
-    return variant, int(reader.get_tensor(_META_KEY.format("num_classes")))
+    return variant, int(_tensor(reader, prefix, _META_KEY.format("num_classes")))
 
 
 def param_names(path):
@@ -174,14 +253,13 @@ def save_params(params, prefix, variant=None, num_classes=None):
         root = {"params": variables}
         if variant is not None:
             root["meta"] = {"model": tf.Variable(variant), "num_classes": tf.Variable(int(num_classes))}
-        tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
+        with writing(prefix):
+            tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
         for name in files:
             os.replace(os.path.join(tmp_dir, name), prefix + name[len("ckpt"):])
     finally:
-        for name in os.listdir(tmp_dir):
-            os.remove(os.path.join(tmp_dir, name))
-        os.rmdir(tmp_dir)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return prefix
 
 

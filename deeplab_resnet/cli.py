@@ -4,11 +4,12 @@ Imports no TensorFlow at module level, so light tools (dataset/) start fast.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import Stopped, UserError
 
 IGNORE_LABEL = 255
 MIN_INPUT_SIZE = 32
@@ -109,18 +110,39 @@ def check_writable_dir(path, flag):
     return path
 
 
+@contextlib.contextmanager
+def new_folder_removed_on_failure(path):
+    """Runs the block; when it fails, removes `path` if the block created it and left it empty.
+
+    For output folders made before the work starts (e.g. --snapshot-dir): a
+    failed run leaves no empty folder behind, while one holding files (a
+    checkpoint saved before the failure) is kept.
+    """
+    existed = os.path.lexists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+        raise
+
+
 def run(main, argv=None):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
     UserError (bad input): `error: ...`, exit 2. Operating-system errors (disk
     full, permissions) and running out of host or device memory: `error: ...`,
-    exit 1. Anything else is a bug and keeps its traceback.
+    exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
+    exit 128 + the signal number. Anything else is a bug and keeps its traceback.
     """
     try:
         status = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_status)
     except OSError as exc:  # disk full, permissions, ... met while reading or writing
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -11,7 +11,11 @@ expands palette PNGs to RGB colours, which would turn VOC class indices into
 wrong labels.
 """
 
-from deeplab_resnet import utils
+import functools
+
+import numpy as np
+
+from deeplab_resnet import metrics, utils
 from deeplab_resnet.errors import UserError, first_line
 from deeplab_resnet.model import preprocess
 from deeplab_resnet.tf_quiet import tf
@@ -73,7 +77,9 @@ class ImageReader:
     def __len__(self):
         return len(self.images)
 
-    def _load(self, index):
+    def _load(self, index, num_classes=None):
+        """The decoded pair of file `index`; with `num_classes`, its label values are checked
+        (a value that is neither a class nor the ignore label is an error, not ignored)."""
         index = int(index)
         try:
             image = utils.read_image(self.images[index])
@@ -82,6 +88,14 @@ class ImageReader:
                 raise UserError(
                     f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
                     f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)")
+            if num_classes is not None:
+                # The values present (a histogram is faster than np.unique on every pixel).
+                present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+                try:
+                    metrics.check_labels(present, num_classes, self.ignore_label)
+                except ValueError as exc:
+                    raise UserError(f"{self.labels[index]}: {exc} (--num-classes "
+                                    f"{num_classes})") from None
         except UserError as exc:
             self.error = str(exc)
             raise
@@ -96,9 +110,10 @@ class ImageReader:
         return tf.random.experimental.index_shuffle(
             position, tf.stack([tf.constant(self.seed, tf.int64), epoch]), count - 1)
 
-    def _example(self, example):
+    def _example(self, example, num_classes=None):
         """(preprocessed float32 HxWx3 crop, int32 HxW label crop) for example number `example`."""
-        image, label = tf.numpy_function(self._load, [self._file_index(example)],
+        load = functools.partial(self._load, num_classes=num_classes)
+        image, label = tf.numpy_function(load, [self._file_index(example)],
                                          (tf.uint8, tf.uint8), stateful=False)
         image.set_shape([None, None, 3])
         label = tf.cast(label[..., None], tf.int32)
@@ -134,7 +149,7 @@ class ImageReader:
         label.set_shape([crop_h, crop_w, 1])
         return image, label
 
-    def dataset(self, batch_size, micro_batches=None, start=0, shard=None):
+    def dataset(self, batch_size, micro_batches=None, start=0, shard=None, num_classes=None):
         """Endless dataset of (images, labels) batches.
 
         Args:
@@ -148,6 +163,8 @@ class ImageReader:
                 `num_replicas_in_sync / num_input_pipelines` consecutive replicas
                 of its worker, one element per replica in turn. Default: one
                 pipeline, one replica.
+            num_classes: if given, a label value that is neither a class nor
+                the ignore label stops the pipeline with an error naming the file.
 
         Micro-batch m of update u is the global batch of examples
         `start + (u * micro_batches + m) * G + [0, G)`, G = batch_size x replicas,
@@ -168,13 +185,14 @@ class ImageReader:
             return start + (update * group + micro) * global_batch + replica * batch_size + index
 
         data = tf.data.Dataset.range(_ENDLESS).map(example_number)
-        data = data.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = data.map(functools.partial(self._example, num_classes=num_classes),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         data = data.batch(batch_size, drop_remainder=True)
         if micro_batches is not None:
             data = data.batch(micro_batches, drop_remainder=True)
         return data.prefetch(tf.data.AUTOTUNE)
 
-    def batches(self, batch_size, micro_batches=None, start=0, strategy=None):
+    def batches(self, batch_size, micro_batches=None, start=0, strategy=None, num_classes=None):
         """Iterates over `dataset(...)`, turning a decoding failure into a UserError.
 
         With a `tf.distribute` strategy (default: the current one), each
@@ -187,7 +205,7 @@ class ImageReader:
         """
         strategy = strategy or tf.distribute.get_strategy()
         iterator = iter(strategy.distribute_datasets_from_function(
-            lambda shard: self.dataset(batch_size, micro_batches, start, shard)))
+            lambda shard: self.dataset(batch_size, micro_batches, start, shard, num_classes)))
         while True:
             try:
                 yield next(iterator)

@@ -1,19 +1,16 @@
 """Multi-scale wrapper: one shared network over several input scales, fused by max."""
 
+from deeplab_resnet import geometry
 from deeplab_resnet.tf_quiet import tf
 
 
-def scaled_size(size, scale):
-    """Input size at `scale`, as DeepLab's multi-scale nets compute it: int(s * size)."""
-    return max(1, int(scale * size))
-
-
 class MultiScale(tf.Module):
-    """Runs `model` on the input resized to each scale and fuses the logits.
+    """Runs `model` on the input resized to each scale and fuses the logits, as DeepLab's MSC net.
 
-    The outputs at the other scales are resized bilinearly to the size of the
-    first scale's output and fused by element-wise max, as in DeepLab's MSC
-    training.
+    The input at scale s is (in-1)*s + 1 pixels per side (321 -> 241, 161),
+    resized bilinearly with align corners; the logits at the other scales are
+    zoomed with align corners to the size of the first scale's logits and
+    fused by element-wise max (`geometry`).
 
     Args:
         model: a callable `model(images, training=...) -> logits`.
@@ -33,31 +30,15 @@ class MultiScale(tf.Module):
 
     def __call__(self, images, training=False):
         """Returns (fused logits, [logits at each scale])."""
-        h, w = images.shape[1], images.shape[2]
-        if h is None or w is None:
-            shape = tf.shape(images)
-            h, w = shape[1], shape[2]
+        h, w = geometry.spatial_size(images)
         outputs = []
         for scale in self.scales:
-            if scale == 1.0:
-                scaled = images
-            else:
-                size = self._size(h, w, scale)
-                # tf.image.resize returns float32: keep the input's (mixed-precision) dtype.
-                scaled = tf.cast(tf.image.resize(images, size, method="bilinear"), images.dtype)
+            size = [geometry.msc_input_size(h, scale), geometry.msc_input_size(w, scale)]
+            scaled = images if scale == 1.0 else geometry.resize_align_corners(images, size)
             outputs.append(self.model(scaled, training=training))
-        reference = outputs[0]
-        target = tf.shape(reference)[1:3]
-        fused = reference
+        fused = outputs[0]
+        target = geometry.spatial_size(fused)
         for logits in outputs[1:]:
-            fused = tf.maximum(fused, tf.cast(tf.image.resize(logits, target, method="bilinear"),
-                                              fused.dtype))
+            zoomed = geometry.resize_align_corners(logits, target)
+            fused = tf.maximum(fused, tf.cast(zoomed, fused.dtype))
         return fused, outputs
-
-    @staticmethod
-    def _size(h, w, scale):
-        if isinstance(h, int) and isinstance(w, int):
-            return [scaled_size(h, scale), scaled_size(w, scale)]
-        hs = tf.maximum(1, tf.cast(tf.cast(h, tf.float32) * scale, tf.int32))
-        ws = tf.maximum(1, tf.cast(tf.cast(w, tf.float32) * scale, tf.int32))
-        return tf.stack([hs, ws])

@@ -7,16 +7,17 @@ inference.py and export.py all go through `Predictor`. The network may compute
 in bfloat16 or float16 (`--precision`); its logits are float32, and so is
 everything after them.
 
-Two resizing protocols:
+Both protocols resize logits to the image with DeepLab's geometry: image pixel
+p reads logit position p/8 (bilinear, `geometry.logits_to_image`), where logit
+i's receptive field is centred.
 
-* full (default, the 2017 TF port's): the image goes through the network at
-  its own size; the logits are resized bilinearly (half-pixel centres) to it.
+* full (default): the image goes through the network at its own size.
 * DeepLab's (`deeplab_protocol=True`, behind the paper's numbers): the
   preprocessed image is padded at the bottom/right with 0 (the mean colour) to
-  `pad_size` x `pad_size` (513), the logits are zoomed x8 bilinearly with
-  align-corners geometry ((n - 1) * 8 + 1, 65 -> 513) and cropped back to the
-  image. A larger image, or a pad size not of the form 8k + 1, is padded up to
-  the next 8k + 1 so that the zoomed logits cover the padded image exactly.
+  `pad_size` x `pad_size` (513) first; reading the logits at p/8 is then
+  DeepLab's align-corners zoom x8 ((n - 1) * 8 + 1, 65 -> 513) cropped back to
+  the image. A larger image, or a pad size not of the form 8k + 1, is padded
+  up to the next 8k + 1 so that the zoomed logits cover the padded image.
 """
 
 import collections
@@ -25,6 +26,7 @@ import numpy as np
 from deeplab_resnet.tf_quiet import tf
 
 from deeplab_resnet import crf as crf_lib
+from deeplab_resnet import geometry
 from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
 from deeplab_resnet import precision as precision_lib
@@ -32,7 +34,6 @@ from deeplab_resnet.cli import positive_int, scales as scales_type
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.fused import FusedDeepLab
 
-OUTPUT_STRIDE = 8
 DEFAULT_PAD_SIZE = 513
 # Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
 # features (see benchmarks/RESULTS.md for what it costs and buys).
@@ -63,7 +64,8 @@ def padded_size(size, pad_size):
         8k + 1 gives k + 1 logits, whose x8 align-corners zoom is 8k + 1 again.
     """
     target = tf.maximum(size, pad_size) if tf.is_tensor(size) else max(size, pad_size)
-    return (target - 1 + OUTPUT_STRIDE - 1) // OUTPUT_STRIDE * OUTPUT_STRIDE + 1
+    stride = geometry.OUTPUT_STRIDE
+    return (target - 1 + stride - 1) // stride * stride + 1
 
 
 class Predictor(tf.Module):
@@ -76,8 +78,8 @@ class Predictor(tf.Module):
         model: a DeepLabResNet (or any callable preprocessed NHWC -> logits).
         scales: input scales; more than one fuses the logits by max (MSC).
         flip: also run the mirrored image and average the two probability maps.
-        deeplab_protocol: pad to `pad_size`, zoom x8 with align-corners, crop
-            (see the module docstring) instead of resizing logits to the image.
+        deeplab_protocol: pad the image to `pad_size` before the network
+            (see the module docstring).
         pad_size: padded side for `deeplab_protocol`.
         crf: a `crf.CRFParams` to refine probabilities with a dense CRF, or None.
 
@@ -112,16 +114,8 @@ class Predictor(tf.Module):
             ph, pw = padded_size(h, self.pad_size), padded_size(w, self.pad_size)
             # Zero after preprocessing is the mean colour, DeepLab's padding value.
             images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
-            logits = self._network(images)
-            lh, lw = tf.shape(logits)[1], tf.shape(logits)[2]
-            # Caffe's Interp geometry: corners aligned, no half-pixel centres.
-            zoomed = tf.raw_ops.ResizeBilinear(
-                images=logits, size=[(lh - 1) * OUTPUT_STRIDE + 1, (lw - 1) * OUTPUT_STRIDE + 1],
-                align_corners=True, half_pixel_centers=False)
-            resized = zoomed[:, :h, :w, :]
-        else:
-            logits = self._network(images)
-            resized = tf.image.resize(logits, [h, w], method="bilinear")
+        logits = self._network(images)
+        resized = geometry.logits_to_image(logits, [h, w])
         return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)[0]
 
     @tf.function(input_signature=[IMAGE_SPEC])
@@ -186,7 +180,8 @@ def add_prediction_args(parser, crf=True):
                        help="DeepLab's test protocol (behind the paper's numbers): pad the image at "
                             "the bottom/right with the mean colour to --pad-size, zoom the logits x8 "
                             "with align-corners bilinear interpolation, crop back to the image. "
-                            "Default: the image at its own size, logits resized bilinearly to it")
+                            "Default: the image at its own size, logits resized to it with the "
+                            "same geometry (pixel p reads logit p/8)")
     group.add_argument("--pad-size", type=positive_int, default=DEFAULT_PAD_SIZE,
                        help="padded side for --deeplab-protocol (default 513; rounded up to 8k+1 "
                             "and to the image size for larger images)")

@@ -7,8 +7,11 @@ restore and resume, the input pipeline, the compiled step, checkpoints,
 summaries, progress, NaN handling) is written once here.
 
 One update = `micro_batches` forward/backward passes whose gradients are
-averaged (Caffe's `iter_size`; 1 for train.py), then one optimizer step. The
+averaged (Caffe's `iter_size`, --grad-update-every), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
+
+SIGTERM or SIGINT (`deeplab_resnet.stop`) ends a run at the next update
+boundary with a checkpoint, exit status 128 + the signal number.
 
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
@@ -43,12 +46,13 @@ from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import cli
-from deeplab_resnet import distribute, run_record
-from deeplab_resnet.errors import UserError, first_line
+from deeplab_resnet import distribute, geometry, run_record
+from deeplab_resnet.errors import Stopped, UserError, first_line
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.model import (DEFAULT_VARIANT, HEAD_PREFIX, IMG_MEAN, DeepLabResNet,
                                   is_head_variable)
 from deeplab_resnet.msc import MultiScale
+from deeplab_resnet.stop import StopRequests, signal_name
 from deeplab_resnet.utils import colorize
 
 CHECKPOINT_NAME = "model.ckpt"
@@ -68,7 +72,7 @@ DEFAULTS = {
     "save_pred_every": 1000,
     "snapshot_dir": "./snapshots/",
     "random_seed": 1234,
-    "grad_update_every": 10,
+    "grad_update_every": 1,
     "scales": (1.0, 0.75, 0.5),
     "keep_checkpoints": 5,
     "bn_momentum": 0.999,
@@ -89,8 +93,7 @@ class Recipe:
     Attributes:
         name: script name, for messages.
         optimizer: "sgd" (Caffe SGD, poly learning rate) or "adam" (constant rate).
-        multi_scale: train through `msc.MultiScale` with --scales and
-            accumulate gradients over --grad-update-every mini-batches.
+        multi_scale: train through `msc.MultiScale` with --scales.
         head_only: train only the ASPP head (fc1_voc12_*).
         defaults: flag defaults that differ from `DEFAULTS`.
     """
@@ -103,7 +106,7 @@ class Recipe:
 
 TRAIN = Recipe("train.py")
 TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
-                   defaults={"batch_size": 1, "save_num_images": 1})
+                   defaults={"batch_size": 1, "save_num_images": 1, "grad_update_every": 10})
 FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                    defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
                              "snapshot_dir": "./snapshots_finetune/"})
@@ -138,11 +141,11 @@ def build_parser(recipe, description=None):
                        help="L2 decay of convolution weights (default: %(default)s)")
     g.add_argument("--num-steps", type=cli.positive_int, default=d["num_steps"],
                    help="number of updates (default: %(default)s)")
+    g.add_argument("--grad-update-every", type=cli.positive_int, default=d["grad_update_every"],
+                   help="mini-batches whose gradients are averaged per update, each loss the mean "
+                        "over its own valid pixels (Caffe's iter_size: batch 10 as --batch-size 2 "
+                        "--grad-update-every 5; default: %(default)s)")
     if recipe.multi_scale:
-        g.add_argument("--grad-update-every", type=cli.positive_int,
-                       default=d["grad_update_every"],
-                       help="mini-batches whose gradients are accumulated per update "
-                            "(Caffe's iter_size; default: %(default)s)")
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
                        help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
     g.add_argument("--random-mirror", action="store_true",
@@ -206,22 +209,11 @@ def build_parser(recipe, description=None):
 # -- losses ------------------------------------------------------------------------------------
 
 
-def resize_labels(labels, size):
-    """[B, H, W] integer labels -> [B, h, w] by nearest neighbour (values kept exactly)."""
-    return tf.image.resize(labels[..., None], size, method="nearest")[..., 0]
-
-
-def _spatial_size(logits):
-    static = logits.shape[1:3]
-    if static.is_fully_defined():
-        return static.as_list()
-    return tf.shape(logits)[1:3]
-
-
 def cross_entropy_sums(logits, labels, ignore_label):
     """Softmax cross-entropy at logit resolution, summed over the valid pixels.
 
-    Labels are resized to the logits by nearest neighbour. Pixels equal to
+    Labels are shrunk to the logits as DeepLab does (`geometry.shrink_labels`:
+    logit i takes the label at pixel i*(H-1)/(h-1)). Pixels equal to
     `ignore_label`, or outside [0, num_classes), contribute nothing (the 2017
     port kept only labels below the class count). Computed in float32.
 
@@ -229,7 +221,7 @@ def cross_entropy_sums(logits, labels, ignore_label):
         (summed loss, correctly classified valid pixels, valid pixels).
     """
     num_classes = logits.shape[-1]
-    labels = resize_labels(labels, _spatial_size(logits))
+    labels = geometry.shrink_labels(labels, geometry.spatial_size(logits))
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     logits = tf.cast(logits, tf.float32)
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -542,10 +534,10 @@ class Trainer:
         return loss, hits / max(pixels, 1.0), bool(ok)
 
     def _predict(self, images):
-        """Class map at the input size (nearest neighbour) for summaries."""
+        """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""
         logits = self.objective.logits(images, training=False)
-        labels = tf.argmax(logits, -1, output_type=tf.int32)
-        return resize_labels(labels, tf.shape(images)[1:3])
+        resized = geometry.logits_to_image(logits, geometry.spatial_size(images))
+        return tf.argmax(resized, -1, output_type=tf.int32)
 
 
 # -- model and checkpoints ---------------------------------------------------------------------
@@ -578,7 +570,10 @@ def build_model(args, latest):
 
 
 def _resume(checkpoint, latest, snapshot_dir):
-    status = checkpoint.restore(latest)
+    try:
+        status = checkpoint.restore(latest)
+    except ckpt_lib.READ_ERRORS as exc:
+        raise ckpt_lib.corrupt(latest, exc) from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
@@ -679,7 +674,10 @@ def _save(manager, model, step):
         raise UserError(f"weights became inf or nan by update {step}: training stopped; last "
                         f"checkpoint: {manager.latest_checkpoint or 'none'} "
                         "(a lower --learning-rate may help)")
-    return manager.save(checkpoint_number=step)
+    prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
+    # A failed write (disk full) leaves the previous checkpoints as they were.
+    with ckpt_lib.writing(prefix, partial=(prefix + ".*", prefix + "_temp*")):
+        return manager.save(checkpoint_number=step)
 
 
 def _log(message):
@@ -725,13 +723,16 @@ def train(args, recipe):
                          random_scale=args.random_scale, random_mirror=args.random_mirror,
                          ignore_label=args.ignore_label, seed=args.random_seed,
                          scale_mode=args.scale_mode)
-    micro = args.grad_update_every if recipe.multi_scale else 1
+    micro = args.grad_update_every
     wanted = run_record.new(recipe.name, args.data_list, args.data_dir, len(reader),
                             args.batch_size, replicas, micro, _run_settings(args))
-    latest = tf.train.latest_checkpoint(snapshot_dir)
+    latest = ckpt_lib.latest_in(snapshot_dir)
     record, notes = wanted, []
     if latest is not None:
-        record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
+        try:
+            record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
+        except ckpt_lib.READ_ERRORS as exc:
+            raise ckpt_lib.corrupt(latest, exc) from None
     elif recipe.head_only and args.restore_from is None and not args.from_scratch:
         raise UserError(f"{recipe.name} trains only the head: without --restore-from the "
                         "backbone would be random; give --restore-from (a trained or converted "
@@ -800,14 +801,16 @@ def train(args, recipe):
         return args.learning_rate
 
     batches = reader.batches(args.batch_size, micro, start=int(position.numpy()),
-                             strategy=strategy)
+                             strategy=strategy, num_classes=model.num_classes)
     with contextlib.closing(batches), _save_dir(snapshot_dir, chief) as save_dir, \
+            StopRequests(strategy) as stop_requests, \
             tqdm(total=args.num_steps, initial=start, unit="step", dynamic_ncols=True,
                  desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
         manager = tf.train.CheckpointManager(checkpoint, save_dir,
                                              max_to_keep=args.keep_checkpoints,
                                              checkpoint_name=CHECKPOINT_NAME)
         started = time.perf_counter()
+        saved_at = None
         for images, labels in batches:
             update = int(step.numpy())
             lr = learning_rate(update)
@@ -838,6 +841,7 @@ def train(args, recipe):
                     with writer.as_default():
                         _write_image_summary(trainer, images, labels, args, done)
                 saved = _save(manager, model, done)
+                saved_at = done
                 if chief and bar.disable:  # no progress bar: one line per checkpoint instead
                     rate = (done - start) / max(time.perf_counter() - started, 1e-9)
                     _log(f"update {done}/{args.num_steps}: loss {loss:.4f}, pixel accuracy "
@@ -845,6 +849,16 @@ def train(args, recipe):
                          f"ETA {(args.num_steps - done) / rate / 60:.1f} min; saved {saved}")
             if done >= end:
                 break
+            signum = stop_requests.poll()
+            if signum is not None:
+                if saved_at != done:
+                    _save(manager, model, done)
+                if writer is not None:
+                    writer.flush()
+                distribute.barrier(strategy)
+                raise Stopped(f"{signal_name(signum)}: stopped after update {done} of "
+                              f"{args.num_steps}, checkpoint saved in {snapshot_dir}; rerun the "
+                              "same command to resume", 128 + signum)
     if writer is not None:
         writer.flush()
     distribute.barrier(strategy)
@@ -858,4 +872,6 @@ def train(args, recipe):
 
 def main(recipe, argv=None, description=None):
     """Entry point of a training script: parse the flags, train."""
-    return train(build_parser(recipe, description).parse_args(argv), recipe)
+    args = build_parser(recipe, description).parse_args(argv)
+    with cli.new_folder_removed_on_failure(args.snapshot_dir):
+        return train(args, recipe)

@@ -1,8 +1,10 @@
 """Label palettes, image and label file IO, atomic writes."""
 
+import codecs
 import contextlib
 import os
 import tempfile
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -86,6 +88,9 @@ def atomic_path(path):
         plain_mode(tmp)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        # Name the file the user asked for, not the temporary one (e.g. disk full).
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -137,11 +142,25 @@ def check_distinct_stems(paths, output="{stem}.png"):
         seen[stem] = path
 
 
+# Images with more pixels are refused before they are decoded (PIL's own
+# decompression-bomb limit, 0.09 gigapixels, e.g. 9459 x 9459).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 def open_image(path):
-    """Opens and decodes an image file; a missing, empty or non-image file is a UserError."""
+    """Opens and decodes an image file; a missing, empty, non-image or oversized file
+    (more than MAX_IMAGE_PIXELS by its header) is a UserError."""
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{width}x{height}")
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{path}: image too large (its header claims more than "
+                        f"{MAX_IMAGE_PIXELS} pixels); refused before decoding") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -162,16 +181,26 @@ def read_label(path):
 
     VOC labels are palette ('P') images whose pixel values are the class
     indices; the palette only colours them. Single-channel 8-bit images are
-    read the same way. RGB-coloured labels are refused: decoding colours as
-    classes gives wrong labels.
+    read the same way, 16-bit ones when their values fit 0..255, and gray or
+    palette images with alpha when every pixel is opaque. RGB-coloured labels
+    are refused: decoding colours as classes gives wrong labels.
     """
     image = open_image(path)
-    if image.mode in ("P", "L"):
+    if image.mode in ("LA", "PA"):
+        # Gray or palette index plus alpha: the index is the class when every
+        # pixel is opaque; transparent pixels have no clear meaning.
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min(initial=255) < 255:
+            raise UserError(f"{path}: label image '{image.mode}' has transparent pixels, whose "
+                            "class is unclear; save the class indices without alpha")
+        image = image.getchannel(0)
+    if image.mode in ("P", "L", "1"):
         return np.asarray(image, dtype=np.uint8)
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         values = np.asarray(image)
-        if values.max(initial=0) > 255:
-            raise UserError(f"{path}: label values above 255 in a 16-bit label image")
+        if values.size and (values.max() > 255 or values.min() < 0):
+            raise UserError(f"{path}: label values outside 0..255 (max {values.max()}) in a "
+                            f"{image.mode} label image")
         return values.astype(np.uint8)
     raise UserError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
                     "class indices; convert it first (python dataset/convert_rgb_labels.py)")
@@ -206,6 +235,24 @@ def data_path(data_dir, path):
     return os.path.join(data_dir, path.lstrip("/"))
 
 
+def _decode_list(data, source):
+    """A list file's text: UTF-8 (a byte-order mark is dropped), or UTF-16 when it
+    starts with a UTF-16 byte-order mark. Other encodings are refused, naming the line:
+    guessing an encoding could turn file names into other, wrong ones."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise UserError(f"--data-list {source}: not valid UTF-16 text despite its "
+                            "UTF-16 byte-order mark") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                        "save the list as UTF-8") from None
+
+
 def read_list(data_dir, data_list, with_labels=True):
     """Parses and checks a list file.
 
@@ -228,12 +275,12 @@ def read_list(data_dir, data_list, with_labels=True):
     if data_dir is not None and not os.path.isdir(data_dir):
         raise UserError(f"--data-dir {data_dir}: no such folder")
     try:
-        with open(data_list) as f:
-            lines = f.read().splitlines()
+        with open(data_list, "rb") as f:
+            lines = _decode_list(f.read(), data_list).splitlines()
     except FileNotFoundError:
         raise UserError(f"--data-list {data_list}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--data-list {data_list}: cannot read ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"--data-list {data_list}: cannot read ({exc.strerror or exc})") from None
     allowed, form = ((2,), "'IMAGE_PATH LABEL_PATH'") if with_labels else \
         ((1, 2), "'IMAGE_PATH [LABEL_PATH]'")
     images, labels = [], []

@@ -25,6 +25,9 @@ SUPPORTED = ("Input", "Convolution", "BatchNorm", "Scale", "ReLU", "Pooling", "E
 # Layers that compute one output element from the same element of the input:
 # they may run in place (top == bottom).
 ELEMENTWISE = ("BatchNorm", "Scale", "ReLU", "Dropout")
+# Learned values one layer may hold (4 GiB of float32; VGG's largest layer has
+# 1e8): a prototxt asking for more is refused before anything is allocated.
+MAX_LAYER_PARAMETERS = 2 ** 30
 
 
 @dataclasses.dataclass
@@ -167,6 +170,11 @@ def build_graph(net, source="<prototxt>"):
             _INFER[layer.type](layer)
         except _LayerError as exc:
             raise KaffeError(f"{source}: layer '{layer.name}' ({layer.type}): {exc}") from None
+        count = sum(math.prod(shape) for shape in layer.blob_shapes)
+        if count > MAX_LAYER_PARAMETERS:
+            raise KaffeError(f"{source}: layer '{layer.name}' ({layer.type}) would have {count} "
+                             f"parameters, more than the {MAX_LAYER_PARAMETERS} allowed: an "
+                             "absurd num_output or input size?")
         if layer.type == "Input":
             graph_inputs.update(zip(layer.tops, layer.out_shapes))
         for bottom in layer.bottoms:

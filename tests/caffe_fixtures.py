@@ -128,3 +128,59 @@ def write_random_caffemodel(prototxt, path, seed=0, bn_factor=0.5, text=None, ca
     with open(path, "wb") as f:
         f.write(caffemodel_bytes(converted, blobs, **kwargs))
     return blobs
+
+
+def caffe_interp(x, out_h, out_w):
+    """Caffe's `Interp` layer (DeepLab's caffe_cpu_interp2), transcribed: NHWC float32, align corners.
+
+    Output (h2, w2) reads input position (rheight*h2, rwidth*w2) with
+    rheight = (H-1)/(out_h-1) in float32 (0 for a single output row), bilinear.
+    """
+    x = np.asarray(x, np.float32)
+    height1, width1 = x.shape[1:3]
+    rheight = np.float32(height1 - 1) / np.float32(out_h - 1) if out_h > 1 else np.float32(0)
+    rwidth = np.float32(width1 - 1) / np.float32(out_w - 1) if out_w > 1 else np.float32(0)
+    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), np.float32)
+    for h2 in range(out_h):
+        h1r = np.float32(rheight * h2)
+        h1 = int(h1r)
+        h1p = 1 if h1 < height1 - 1 else 0
+        h1lambda = np.float32(h1r - h1)
+        h0lambda = np.float32(1) - h1lambda
+        for w2 in range(out_w):
+            w1r = np.float32(rwidth * w2)
+            w1 = int(w1r)
+            w1p = 1 if w1 < width1 - 1 else 0
+            w1lambda = np.float32(w1r - w1)
+            w0lambda = np.float32(1) - w1lambda
+            out[:, h2, w2] = (h0lambda * (w0lambda * x[:, h1, w1] + w1lambda * x[:, h1, w1 + w1p])
+                              + h1lambda * (w0lambda * x[:, h1 + h1p, w1]
+                                            + w1lambda * x[:, h1 + h1p, w1 + w1p]))
+    return out
+
+
+def interp_size(size, shrink=1, zoom=1):
+    """Caffe Interp's output side for shrink/zoom factors (DeepLab's MSC: 0.75 = zoom 3, shrink 4)."""
+    size = (size - 1) // shrink + 1
+    return size + (size - 1) * (zoom - 1)
+
+
+def deeplab_label_shrink(labels, out_h, out_w):
+    """[N, H, W] labels -> [N, out_h, out_w]: the label pixel nearest to i*(H-1)/(out_h-1)."""
+    _, h, w = labels.shape
+    ys = np.floor(np.arange(out_h) * (h - 1) / max(out_h - 1, 1) + 0.5).astype(int)
+    xs = np.floor(np.arange(out_w) * (w - 1) / max(out_w - 1, 1) + 0.5).astype(int)
+    return labels[:, ys][:, :, xs]
+
+
+def deeplab_zoom_to_image(logits, h, w, stride=8):
+    """DeepLab's test-time geometry: zoom the logits x`stride` with Interp, crop to h x w.
+
+    Where the image reaches past the zoomed logits (sizes not 8k+1), the last
+    row/column is repeated: pixel p reads logit position min(p/8, last).
+    """
+    lh, lw = logits.shape[1:3]
+    zoomed = caffe_interp(logits, (lh - 1) * stride + 1, (lw - 1) * stride + 1)
+    zh, zw = zoomed.shape[1:3]
+    zoomed = np.pad(zoomed, [(0, 0), (0, max(0, h - zh)), (0, max(0, w - zw)), (0, 0)], mode="edge")
+    return zoomed[:, :h, :w]

@@ -20,7 +20,7 @@ CLASSES = [(0, 1), (0, 2, 3), (1, 3)]
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model(NUM_CLASSES, seed=11, head_biases=[0.2, 0.1, 0.0, -0.1, -0.2, -50.0])
+    return tiny_model(NUM_CLASSES, seed=11, head_biases=[0.2, 0.1, 0.0, -0.1, -0.2, -1000.0])
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,26 @@ Each must end with a non-zero exit status and exactly one line on stderr,
 output file behind.
 """
 
+import codecs
 import os
+import resource
+import shutil
+import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ROOT
+from test_distribute import free_ports, worker_env
 from deeplab_resnet import checkpoint, deploy, utils
 from deeplab_resnet.model import DeepLabResNet
+from kaffe import caffe_pb
 from kaffe.writer import write_caffemodel
 
 NUM_CLASSES = 3
@@ -133,20 +141,141 @@ CASES = [
     ("training-empty-list", "train.py", ["--model", "tiny", "--data-dir", "{root}/data",
                                          "--data-list", "{root}/data/empty.txt",
                                          "--snapshot-dir", "{out}"], "empty.txt"),
+    ("label-beyond-num-classes-in-training", "train.py",
+     ["--model", "tiny", "--num-classes", "3", "--data-dir", "{root}/data", "--data-list",
+      "{root}/data/seven.txt", "--input-size", "33,33", "--batch-size", "1",
+      "--snapshot-dir", "{out}"], "seven.png: label values 7"),
+    # Oversized inputs, refused from their headers.
+    ("image-header-claims-1.6-gigapixels", "inference.py",
+     ["{root}/huge.png", "{root}/ckpt/tiny", "--save-dir", "{out}"], "huge.png"),
+    ("training-image-header-claims-3-gigapixels", "train.py",
+     ["--model", "tiny", "--num-classes", "3", "--data-dir", "{root}/data", "--data-list",
+      "{root}/data/huge.txt", "--input-size", "33,33", "--batch-size", "1",
+      "--snapshot-dir", "{out}"], "huge.jpg: image too large"),
+    ("caffemodel-blob-claims-gigabytes", "convert.py",
+     ["{root}/tiny.prototxt", "--caffemodel", "{root}/bomb.caffemodel", "--ckpt-path", "{out}/c"],
+     "bomb.caffemodel: layer 'conv1' blob 0"),
+    ("prototxt-absurd-channel-count", "convert.py",
+     ["{root}/absurd.prototxt", "--code-output-path", "{out}/net.py"], "layer 'conv1'"),
+    # Corrupt state.
+    ("truncated-checkpoint-data", "inference.py",
+     ["{root}/data/img/0.jpg", "{root}/ckpt_truncated/tiny", "--save-dir", "{out}"],
+     "ckpt_truncated/tiny: corrupt or truncated"),
+    ("bit-flipped-checkpoint-data", "evaluate.py",
+     ["--data-dir", "{root}/data", "--data-list", "{root}/data/good.txt",
+      "--restore-from", "{root}/ckpt_flipped/tiny", "--save-dir", "{out}"],
+     "ckpt_flipped/tiny: corrupt or truncated"),
+    ("checkpoint-state-names-missing-prefix", "export.py",
+     ["--restore-from", "{root}/ckpt_stale", "--output-dir", "{out}/saved"],
+     "ckpt_stale/checkpoint: names checkpoint"),
+    ("garbled-checkpoint-state-file-on-resume", "train.py",
+     ["--model", "tiny", "--num-classes", "3", "--data-dir", "{root}/data", "--data-list",
+      "{root}/data/good.txt", "--input-size", "33,33", "--snapshot-dir",
+      "{root}/ckpt_garbled_state"], "ckpt_garbled_state/checkpoint: not a readable"),
+    ("truncated-caffemodel-for-inference", "inference.py",
+     ["{root}/data/img/0.jpg", "{root}/truncated.caffemodel", "--model", "tiny", "--save-dir",
+      "{out}"], "truncated.caffemodel"),
+    # Encodings whose meaning is unclear.
+    ("16-bit-label-above-255", "evaluate.py",
+     ["--data-dir", "{root}/data", "--data-list", "{root}/data/lab300.txt",
+      "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "lab300.png"),
+    ("label-with-transparent-pixels", "train.py",
+     ["--model", "tiny", "--num-classes", "3", "--data-dir", "{root}/data", "--data-list",
+      "{root}/data/transparent.txt", "--input-size", "33,33", "--batch-size", "1",
+      "--snapshot-dir", "{out}"], "transparent.png"),
+    ("list-not-utf8", "evaluate.py",
+     ["--data-dir", "{root}/data", "--data-list", "{root}/data/latin1.txt",
+      "--restore-from", "{root}/ckpt/tiny", "--save-dir", "{out}"], "latin1.txt:2: not UTF-8"),
     ("unknown-model-name", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny",
                                             "--model", "resnet18", "--save-dir", "{out}"], "resnet18"),
 ]
 
 
+def png_claiming(width, height):
+    """A PNG whose header claims width x height gray pixels, with almost no pixel data."""
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def jpeg_claiming(jpeg, width, height):
+    """A real JPEG whose frame header is patched to claim width x height."""
+    at = jpeg.index(b"\xff\xc0") + 5  # marker, length (2), precision (1)
+    return jpeg[:at] + struct.pack(">HH", height, width) + jpeg[at + 4:]
+
+
+def copy_checkpoint(source, folder, damage=None):
+    """Copies checkpoint prefix `source`'s files into `folder`; `damage(bytes)` edits the .data."""
+    folder.mkdir()
+    for path in source.parent.glob(source.name + ".*"):
+        data = path.read_bytes()
+        if damage is not None and ".data-" in path.name:
+            data = damage(data)
+        (folder / path.name).write_bytes(data)
+
+
+def flip_bit(data):
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1:]
+
+
 def write_bad_inputs(root):
     good = (root / "tiny.caffemodel").read_bytes()
     (root / "truncated.caffemodel").write_bytes(good[: len(good) // 3])
+    # A caffemodel whose first blob claims 100000 x 100000 x 3 x 3 values and holds 10.
+    bomb = caffe_pb.NetParameter()
+    layer = bomb.layer.add(name="conv1", type="Convolution")
+    blob = layer.blobs.add()
+    blob.shape.dim.extend([100000, 100000, 3, 3])
+    blob.data.extend([1.0] * 10)
+    (root / "bomb.caffemodel").write_bytes(bomb.SerializeToString())
+    (root / "huge.png").write_bytes(png_claiming(40000, 40000))
+    (root / "data" / "huge.jpg").write_bytes(
+        jpeg_claiming((root / "data" / "img" / "0.jpg").read_bytes(), 60000, 50000))
+    (root / "data" / "huge.txt").write_text("/huge.jpg /lab/0.png\n")
+    copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_truncated",
+                    lambda data: data[: len(data) // 2])
+    copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_flipped", flip_bit)
+    copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_stale")
+    (root / "ckpt_stale" / "checkpoint").write_text('model_checkpoint_path: "tiny-9"\n')
+    copy_checkpoint(root / "ckpt" / "tiny", root / "ckpt_garbled_state")
+    (root / "ckpt_garbled_state" / "checkpoint").write_bytes(b"\x00\x17{{ not a state file")
     (root / "random.caffemodel").write_bytes(np.random.default_rng(1).bytes(5000))
     text = (root / "tiny.prototxt").read_text()
     (root / "syntax.prototxt").write_text(text.replace("layer {", "layer {{", 3))
     (root / "unknown.prototxt").write_text(
         text + '\nlayer {\n  name: "norm9"\n  type: "LRN"\n  bottom: "fc1_voc12"\n  top: "norm9"\n}\n')
     (root / "wide.prototxt").write_text(text.replace("num_output: 16", "num_output: 24", 1))
+    (root / "absurd.prototxt").write_text(
+        text.replace("num_output: 16", "num_output: 2000000000", 1))
+    write_odd_encodings(root / "data")
+
+
+def write_odd_encodings(data):
+    """Readable oddities (grayscale and CMYK JPEGs, 16-bit and opaque gray+alpha labels,
+    a list with a byte-order mark) beside the same content in plain form; and unreadable
+    ones (a 16-bit label over 255, transparent label pixels, a Latin-1 list)."""
+    rgb = np.asarray(Image.open(data / "img" / "1.jpg"))
+    labels = np.asarray(Image.open(data / "lab" / "1.png"))
+    Image.fromarray(rgb).convert("L").save(data / "gray.jpg", quality=95)
+    Image.fromarray(rgb).convert("CMYK").save(data / "cmyk.jpg", quality=95)
+    Image.fromarray(labels.astype(np.uint16)).save(data / "lab16.png")
+    Image.fromarray(np.stack([labels, np.full_like(labels, 255)], -1), "LA").save(data / "la.png")
+    # The reference: what a plain RGB JPEG reader and palette labels give.
+    Image.open(data / "gray.jpg").convert("RGB").save(data / "gray_rgb.png")
+    Image.open(data / "cmyk.jpg").convert("RGB").save(data / "cmyk_rgb.png")
+    (data / "odd.txt").write_bytes(codecs.BOM_UTF8 + b"/gray.jpg /lab16.png\n/cmyk.jpg /la.png\n")
+    (data / "plain.txt").write_text("/gray_rgb.png /lab/1.png\n/cmyk_rgb.png /lab/1.png\n")
+    Image.fromarray(np.full((40, 44), 300, np.uint16)).save(data / "lab300.png")
+    transparent = np.stack([labels, np.where(np.arange(44) < 4, 0, 255)[None].repeat(40, 0)], -1)
+    Image.fromarray(transparent.astype(np.uint8), "LA").save(data / "transparent.png")
+    (data / "lab300.txt").write_text("/img/0.jpg /lab300.png\n")
+    (data / "transparent.txt").write_text("/img/0.jpg /transparent.png\n")
+    (data / "latin1.txt").write_bytes("/img/0.jpg /lab/0.png\n/img/caf\u00e9.jpg /lab/1.png\n"
+                                      .encode("latin-1"))
 
 
 def run_case(env, tmp_path, script_name, args):
@@ -169,6 +298,8 @@ def test_bad_input_is_one_line_error(env, tmp_path, case, script_name, args, cul
     assert culprit in lines[0]
     # Nothing was written: no output folder content, no stray file beside the inputs.
     assert not out.exists() or not any(out.rglob("*"))
+    if script_name == "train.py":  # not even an empty --snapshot-dir
+        assert not out.exists()
     assert sorted(p.name for p in env.rglob("*")) == before
 
 
@@ -221,3 +352,201 @@ def test_kill_during_checkpoint_saves_leaves_a_loadable_checkpoint(env, tmp_path
     steps = [int(p.name.split("-")[-1].split(".")[0]) for p in out.glob("*.index")]
     assert max(steps) >= 2
 
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+SIGNAL_RUN_STEPS = 120
+
+
+def _signal_run_command(env, out):
+    """A deterministic tiny run that saves only at its end (or when stopped)."""
+    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
+    return [sys.executable, script("train.py"), *argv, "--num-steps", str(SIGNAL_RUN_STEPS),
+            "--save-pred-every", str(10 * SIGNAL_RUN_STEPS), "--deterministic",
+            "--learning-rate", "1e-6"]  # the tiny random net diverges at the default rate
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    result = subprocess.run(_signal_run_command(env, out), capture_output=True, text=True,
+                            cwd=out.parent, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return checkpoint.read_params(checkpoint.resolve(out))
+
+
+def _stop_with(signum, command, out, cwd):
+    """Starts `command`, sends `signum` after its first update; returns the update it stopped at."""
+    before = set(out.glob("events.*")) if out.exists() else set()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, cwd=cwd)
+    deadline = time.time() + 120
+    # Each run writes a new event file after its first update.
+    while time.time() < deadline and not (out.exists() and set(out.glob("events.*")) - before):
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert process.returncode == 128 + signum, stderr
+    # A resumed run says so first; then exactly one error line.
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], stderr
+    assert lines[-1].startswith(f"error: {signum.name}: stopped after update"), stderr
+    stopped = int(lines[-1].split("after update ")[1].split()[0])
+    assert stopped < SIGNAL_RUN_STEPS, "the signal came too late to test anything"
+    assert checkpoint.resolve(out).endswith(f"model.ckpt-{stopped}")
+    assert not list(out.glob("*_temp*")) and not list(out.glob(".tmp*"))
+    return stopped
+
+
+def test_signals_save_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path,
+                                                                  uninterrupted_weights):
+    """SIGTERM, then SIGINT on the resumed run, then a rerun to the end: the final
+    weights equal an uninterrupted run's, bit for bit."""
+    out = tmp_path / "out"
+    command = _signal_run_command(env, out)
+    first = _stop_with(signal.SIGTERM, command, out, tmp_path)
+    second = _stop_with(signal.SIGINT, command, out, tmp_path)
+    assert 1 <= first < second
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"(update {second} of {SIGNAL_RUN_STEPS})" in rerun.stdout  # it resumed
+    final = checkpoint.read_params(checkpoint.resolve(out))
+    assert final.keys() == uninterrupted_weights.keys()
+    for name, value in final.items():
+        np.testing.assert_array_equal(value, uninterrupted_weights[name], err_msg=name)
+
+
+# -- odd encodings that are clear -------------------------------------------------------------
+
+
+def test_odd_encodings_read_as_their_plain_equivalents(env, tmp_path):
+    """Grayscale and CMYK JPEGs, 16-bit and opaque gray+alpha labels, a list with a
+    byte-order mark: evaluate.py scores them exactly as their plain RGB / palette
+    equivalents, and train.py trains on them."""
+    data = env / "data"
+    cmyk = np.asarray(Image.open(data / "cmyk_rgb.png"), np.float32)
+    assert np.abs(cmyk - np.asarray(Image.open(data / "img" / "1.jpg"))).mean() < 4
+    scores = []
+    for name in ("odd", "plain"):
+        result, _ = run_case(env, tmp_path, "evaluate.py", [
+            "--data-dir", "{root}/data", "--data-list", f"{{root}}/data/{name}.txt",
+            "--restore-from", "{root}/ckpt/tiny"])
+        assert result.returncode == 0, result.stderr
+        scores.append(result.stdout)
+    assert scores[0] == scores[1]
+    result, out = run_case(env, tmp_path, "train.py", [
+        *TRAIN_TINY[:6], "--data-list", "{root}/data/odd.txt", *TRAIN_TINY[8:], "--num-steps", "1"])
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.resolve(out).endswith("model.ckpt-1")
+
+
+# -- full disks --------------------------------------------------------------------------------
+
+
+def limited_file_size(max_bytes):
+    """preexec_fn: files may grow to `max_bytes` only, and a bigger write fails with EFBIG
+    (as it would with ENOSPC on a full disk) instead of killing the process (SIGXFSZ)."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return limit
+
+
+def run_limited(env, tmp_path, script_name, args, max_bytes):
+    out = tmp_path / "out"
+    argv = [a.format(root=env, out=out) for a in args]
+    result = subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300,
+                            preexec_fn=limited_file_size(max_bytes))
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+    """A --snapshot-dir holding one tiny training checkpoint (update 1)."""
+    folder = tmp_path_factory.mktemp("trained")
+    result, out = run_case(env, folder, "train.py", TRAIN_TINY + ["--num-steps", "1"])
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+WRITE_CASES = [
+    ("masks", "inference.py", ["{root}/data/img/0.jpg", "{root}/ckpt/tiny", "--save-dir", "{out}"],
+     300, "out/0_mask.png"),
+    ("saved-model", "export.py",
+     ["--restore-from", "{root}/ckpt/tiny", "--output-dir", "{out}/saved"], 4096, "out/saved"),
+    ("converted-checkpoint", "convert.py",
+     ["{root}/tiny.prototxt", "--caffemodel", "{root}/tiny.caffemodel", "--ckpt-path", "{out}/c"],
+     100_000, "out/c"),
+]
+
+
+@pytest.mark.parametrize("case,script_name,args,max_bytes,culprit", WRITE_CASES,
+                         ids=[c[0] for c in WRITE_CASES])
+def test_disk_full_names_the_file_and_leaves_nothing(env, tmp_path, case, script_name, args,
+                                                     max_bytes, culprit):
+    result, out = run_limited(env, tmp_path, script_name, args, max_bytes)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and lines[0].endswith(f"{culprit}: File too large")
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_disk_full_during_checkpoint_save_keeps_the_previous_one(trained, env, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    data_size = next(out.glob("model.ckpt-1.data-*")).stat().st_size
+    result, _ = run_limited(env, tmp_path, "train.py", TRAIN_TINY + ["--num-steps", "3"],
+                            data_size // 2)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], result.stderr
+    assert lines[-1].endswith("model.ckpt-2: File too large"), result.stderr
+    assert sorted(p.name for p in out.iterdir() if "ckpt-2" in p.name) == []
+    assert not list(out.glob(".tmp*"))
+    assert checkpoint.resolve(out).endswith("model.ckpt-1")
+    checkpoint.load_weights(out)
+
+
+def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    data = next(out.glob("model.ckpt-1.data-*"))
+    data.write_bytes(flip_bit(data.read_bytes()))
+    result, _ = run_case(env, tmp_path, "train.py", TRAIN_TINY + ["--num-steps", "3"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "model.ckpt-1: corrupt or truncated" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in trained.iterdir())
+
+
+def test_signal_to_one_worker_stops_every_worker_at_the_same_update(env, tmp_path):
+    """Under --strategy multi-worker a SIGTERM to the second worker alone stops both
+    workers after the same update, with the chief's checkpoint of that update."""
+    out = tmp_path / "out"
+    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
+    command = [sys.executable, script("train.py"), *argv, "--num-steps", "100000",
+               "--save-pred-every", "100000", "--strategy", "multi-worker",
+               "--learning-rate", "1e-6"]
+    ports = free_ports(2)
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=worker_env(ports, i),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out.exists() and any(out.glob("events.*"))):
+            time.sleep(0.02)
+        workers[1].send_signal(signal.SIGTERM)
+        errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    stopped = []
+    for worker, stderr in zip(workers, errors):
+        lines = stderr.strip().splitlines()
+        assert worker.returncode == 128 + signal.SIGTERM and len(lines) == 1, stderr
+        assert lines[0].startswith("error: SIGTERM: stopped after update"), stderr
+        stopped.append(int(lines[0].split("after update ")[1].split()[0]))
+    assert stopped[0] == stopped[1]
+    assert checkpoint.resolve(out).endswith(f"model.ckpt-{stopped[0]}")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from caffe_fixtures import caffe_interp, deeplab_label_shrink, interp_size
 from deeplab_resnet import shapes, training
 from deeplab_resnet.model import DeepLabResNet
 from deeplab_resnet.tf_quiet import tf
@@ -10,28 +11,13 @@ from deeplab_resnet.tf_quiet import tf
 SCALES = (1.0, 0.75, 0.5)
 
 
-def nearest(labels, size):
-    """TF2 nearest-neighbour geometry (half-pixel centres), by hand: [H, W] -> size."""
-    h, w = labels.shape
-    ys = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
-    xs = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
-    return labels[ys][:, xs]
-
-
 def numpy_ce(logits, labels, ignore=255):
-    small = np.stack([nearest(lab, logits.shape[1:3]) for lab in labels])
+    small = deeplab_label_shrink(labels, *logits.shape[1:3])
     valid = small != ignore
     log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
     picked = np.take_along_axis(log_p, np.where(valid, small, 0)[..., None], -1)[..., 0]
     return -picked[valid].mean()
-
-
-def test_label_resizing_is_nearest_neighbour():
-    labels = np.random.default_rng(0).integers(0, 255, (2, 33, 47)).astype(np.int32)
-    resized = training.resize_labels(tf.constant(labels), [5, 6]).numpy()
-    for got, lab in zip(resized, labels):
-        np.testing.assert_array_equal(got, nearest(lab, (5, 6)))
 
 
 def test_msc_loss_is_fused_plus_every_scale():
@@ -41,14 +27,14 @@ def test_msc_loss_is_fused_plus_every_scale():
     labels = rng.integers(0, 3, (2, 49, 49)).astype(np.int32)
     labels[:, :5] = 255
     loss, _, _ = training.Objective(model, 255, SCALES)(images, tf.constant(labels))
-    outputs = []
-    for s in SCALES:
-        size = [int(s * 49)] * 2
-        scaled = images if s == 1.0 else tf.image.resize(images, size, method="bilinear")
-        outputs.append(model(scaled).numpy())
+    # DeepLab's MSC net: Interp shrinks the input (49 -> 37, 25), zooms the logits back.
+    outputs = [model(images).numpy()]
+    for shrink, zoom in ((4, 3), (2, 1)):
+        size = [interp_size(49, shrink, zoom)] * 2
+        outputs.append(model(tf.constant(caffe_interp(images.numpy(), *size))).numpy())
     fused = outputs[0]
     for out in outputs[1:]:
-        fused = np.maximum(fused, tf.image.resize(out, fused.shape[1:3]).numpy())
+        fused = np.maximum(fused, caffe_interp(out, *fused.shape[1:3]))
     expected = numpy_ce(fused, labels) + sum(numpy_ce(out, labels) for out in outputs)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
 
@@ -90,6 +76,8 @@ def test_train_msc_flags_and_update_counting(tmp_path):
     defaults = parser.parse_args([])
     assert (defaults.batch_size, defaults.save_num_images, defaults.grad_update_every,
             defaults.scales, defaults.num_steps) == (1, 1, 10, SCALES, 20001)
+    for recipe in (training.TRAIN, training.FINE_TUNE):  # Caffe's iter_size 1
+        assert training.build_parser(recipe).parse_args([]).grad_update_every == 1
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=6, num_val=1, seed=4)
     snapshots = tmp_path / "snap"
     args = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],

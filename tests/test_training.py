@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from deeplab_resnet import checkpoint, shapes, training, utils
+from deeplab_resnet import checkpoint, geometry, shapes, training, utils
 from deeplab_resnet.errors import UserError
 from deeplab_resnet.model import DeepLabResNet, is_head_variable, preprocess
 from deeplab_resnet.tf_quiet import tf
@@ -107,10 +107,11 @@ def test_poly_learning_rate():
     assert training.poly_learning_rate(1.0, 20000, 20000, 0.9) == 0.0
 
 
-def test_cross_entropy_ignores_label_and_resizes_nearest():
+def test_cross_entropy_ignores_label_and_shrinks_labels_like_deeplab():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(1, 2, 2, 3)).astype(np.float32)
-    labels = np.array([[[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 255, 255], [1, 1, 255, 255]]], np.int32)
+    # Logit (i, j) takes label pixel (3i, 3j): the corners (TF's nearest would take (1, 1)...).
+    labels = np.array([[[0, 9, 9, 2], [9, 9, 9, 9], [9, 9, 9, 9], [1, 9, 9, 255]]], np.int32)
     loss, correct, count = training.cross_entropy(tf.constant(logits), tf.constant(labels), 255)
     small = np.array([[0, 2], [1, 255]])
     log_p = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
@@ -132,7 +133,7 @@ def mean_iou(model, data):
     for image_path, label_path in zip(images, labels):
         label = utils.read_label(label_path)
         logits = model(preprocess(utils.read_image(image_path)[None]))
-        pred = np.argmax(tf.image.resize(logits, label.shape).numpy()[0], -1)
+        pred = np.argmax(geometry.logits_to_image(logits, label.shape).numpy()[0], -1)
         valid = label != 255
         confusion += np.bincount(n * label[valid].astype(int) + pred[valid],
                                  minlength=n * n).reshape(n, n)
@@ -265,14 +266,14 @@ def test_fine_tune_trains_only_the_head_and_resumes(data, tmp_path):
                                     tmp_path / "start" / "tiny", "tiny", len(shapes.CLASSES))
     snapshots = tmp_path / "ft"
     args = tiny_args(data, snapshots, "--restore-from", prefix, "--num-steps", 4,
-                     "--save-pred-every", 10, "--learning-rate", 0.01)
+                     "--save-pred-every", 10, "--learning-rate", 0.01, "--grad-update-every", 2)
     assert training.main(training.FINE_TUNE, args + ["--stop-after", "2"]) == 0
     assert tf.train.latest_checkpoint(str(snapshots)).endswith("-2")
     assert training.main(training.FINE_TUNE, args) == 0
     saved = checkpoint_tensors(tf.train.latest_checkpoint(str(snapshots)))
     assert saved["step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
     assert saved["optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 4
-    assert saved["data_position/.ATTRIBUTES/VARIABLE_VALUE"] == 4 * 2
+    assert saved["data_position/.ATTRIBUTES/VARIABLE_VALUE"] == 4 * 2 * 2
     tuned = checkpoint.read_params(snapshots)
     for name, var in start.params.items():
         changed = not np.array_equal(tuned[name], var.numpy())
