@@ -15,7 +15,7 @@ from deeplab_resnet import checkpoint, cli, precision, shapes, utils
 from deeplab_resnet.fused import FusedDeepLab
 from deeplab_resnet.model import preprocess
 from deeplab_resnet.predict import Predictor
-from deeplab_resnet.training import resize_labels
+from deeplab_resnet.geometry import shrink_labels
 
 NUM_CLASSES = len(shapes.CLASSES)
 BF16_CPU = precision.Hardware(cpu_flags=frozenset({"avx512f", "avx512_bf16"}))
@@ -34,7 +34,7 @@ def fitted_model():
     model = tiny_model(NUM_CLASSES, seed=4)
     images, labels = (np.stack(t) for t in zip(*_samples(0, 8)))
     features = model.features(preprocess(images)).numpy()
-    small = resize_labels(tf.constant(labels.astype(np.int32)), features.shape[1:3]).numpy()
+    small = shrink_labels(tf.constant(labels.astype(np.int32)), features.shape[1:3]).numpy()
     valid = small != shapes.IGNORE_LABEL
     x = np.concatenate([features[valid], np.ones((int(valid.sum()), 1))], axis=1)
     y = 8.0 * np.eye(NUM_CLASSES)[small[valid]] - 4.0
