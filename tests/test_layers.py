@@ -117,3 +117,22 @@ def test_batch_norm_uses_given_epsilon():
     y = layers.batch_norm(x, mean, var, tf.constant([2.0, 1.0]), tf.constant([0.0, 1.0]), eps=1e-5)
     expected = [(1.0 - 0.5) / np.sqrt(1e-6 + 1e-5) * 2.0, (2.0 - 1.0) / np.sqrt(4.0 + 1e-5) + 1.0]
     np.testing.assert_allclose(y.numpy().ravel(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rate, pad, size", [(2, 2, (9, 11)), (4, 4, (10, 7)), (3, 5, (8, 8)),
+                                             (2, 0, (9, 9)), (2, 7, (6, 6))])
+def test_dilated_convolution_gradients_equal_space_to_batch(rate, pad, size):
+    rng = np.random.default_rng(rate + pad)
+    x = tf.constant(rng.normal(size=(2,) + size + (5,)), tf.float32)
+    w = tf.constant(rng.normal(size=(3, 3, 5, 4)), tf.float32)
+    results = []
+    for fn in (lambda x, w: layers.conv2d(x, w, pad=pad, dilation=rate),
+               lambda x, w: tf.nn.atrous_conv2d(
+                   tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), w, rate, "VALID")):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = fn(x, w)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        results.append([y.numpy()] + [g.numpy() for g in tape.gradient(loss, [x, w])])
+    for ours, reference in zip(*results):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())

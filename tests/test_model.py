@@ -127,3 +127,42 @@ def test_loaded_statistics_count_as_a_long_history(tmp_path):
                            "tiny", 3)
     loaded = checkpoint.load_weights(tmp_path / "c", train_bn=True, bn_momentum=0.99)
     assert loaded.meta["bn_factor"].numpy() == pytest.approx(100.0)
+
+
+def _with_statistics(fold_bn, train_bn=False):
+    """A tiny net with non-trivial BatchNorm/Scale parameters (the same for every call)."""
+    net = DeepLabResNet("tiny", 3, seed=2, fold_bn=fold_bn, train_bn=train_bn)
+    rng = np.random.default_rng(7)
+    for name, var in net.params.items():
+        n = var.shape[-1]
+        if name.endswith("/variance"):
+            var.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+        elif name.endswith(("/mean", "/offset", "/biases")):
+            var.assign(rng.normal(0.0, 0.2, n).astype(np.float32))
+        elif name.endswith("/scale"):
+            var.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+    return net
+
+
+def _value_and_gradients(net, images, training):
+    weights = [v for k, v in net.params.items() if k.endswith(("/weights", "/biases"))]
+    with tf.GradientTape() as tape:
+        logits = net(images, training=training)
+        loss = tf.reduce_sum(tf.square(logits))
+    return logits.numpy(), [g.numpy() for g in tape.gradient(loss, weights)]
+
+
+def test_folded_frozen_batchnorm_is_the_same_function_with_the_same_gradients():
+    images = tf.constant(np.random.default_rng(3).normal(0, 50, (2, 33, 41, 3)), tf.float32)
+    folded, folded_grads = _value_and_gradients(_with_statistics(True), images, True)
+    plain, plain_grads = _value_and_gradients(_with_statistics(False), images, True)
+    np.testing.assert_allclose(folded, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+    for a, b in zip(folded_grads, plain_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+def test_trained_batchnorm_keeps_separate_operations_in_training():
+    images = tf.constant(np.random.default_rng(4).normal(0, 50, (2, 33, 33, 3)), tf.float32)
+    folded, _ = _value_and_gradients(_with_statistics(True, train_bn=True), images, True)
+    plain, _ = _value_and_gradients(_with_statistics(False, train_bn=True), images, True)
+    np.testing.assert_array_equal(folded, plain)

@@ -3,6 +3,7 @@
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
         [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
+        [--precision fp32|bf16|fp16]
         [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]
 
 Each image is predicted at full resolution, one at a time (any size), the
@@ -58,7 +59,7 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, evaluation, metrics, utils
+    from deeplab_resnet import checkpoint, evaluation, metrics, precision, utils
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:
         if args.voc_submission is None and args.save_dir is None:
@@ -100,6 +101,7 @@ def main(argv=None):
                     "num_classes": model.num_classes, "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
+                    "precision": precision.NAMES[predictor.model.compute_dtype],
                     "pad_size": args.pad_size if args.deeplab_protocol else None,
                     "crf": dataclasses.asdict(crf) if crf is not None else None}
         document = dict(result, settings=settings, confusion_matrix=confusion.tolist())

@@ -1,14 +1,16 @@
 """Export a DeepLab-ResNet checkpoint as a TensorFlow SavedModel for serving.
 
     python export.py --restore-from CKPT --output-dir DIR [--model M] [--num-classes N]
-        [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol]
+        [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--precision fp32|bf16|fp16]
 
 The `serving_default` signature takes `image`: a uint8 RGB tensor [H, W, 3] of
 any size, and returns `labels` (int32 [H, W], class indices) and
 `probabilities` (float32 [H, W, num_classes]) at the image's resolution,
 computed exactly as inference.py computes them (dense CRF excepted: it is not
-a TensorFlow op). The SavedModel is written to a temporary folder beside
---output-dir and renamed into place, so a failed export leaves nothing.
+a TensorFlow op). With --precision bf16 or fp16 the saved network computes in
+that precision (the signature is unchanged). The SavedModel is written to a
+temporary folder beside --output-dir and renamed into place, so a failed
+export leaves nothing.
 """
 
 import os

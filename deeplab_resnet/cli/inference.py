@@ -2,7 +2,8 @@
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
         [--voc-submission DIR]
-        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf] ...
+        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf]
+        [--precision fp32|bf16|fp16] ...
 
 Writes, per image, into --save-dir:
     <stem>_mask.png     palette PNG, pixel value = class index, VOC colours

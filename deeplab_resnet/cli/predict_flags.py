@@ -31,6 +31,14 @@ def add_prediction_args(parser, with_crf=True):
     group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
                        help="padded side for --deeplab-protocol (default %(default)s; rounded up "
                             "to 8k+1 and to the image size for larger images)")
+    from deeplab_resnet import precision  # TensorFlow: parsers are built after cli.run loaded it
+    group.add_argument("--precision", choices=list(precision.PRECISIONS),
+                       default=precision.DEFAULT_PRECISION,
+                       help="number format the network computes in: bf16 (bfloat16) is about "
+                            "1.7x faster on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs, fp16 "
+                            "on GPUs; logits, resizing, softmax and argmax stay float32. Where "
+                            "the hardware lacks it, fp32 runs instead, with a message "
+                            "(default: fp32)")
     if not with_crf:
         return group
     crf_defaults = crf.CRFParams()
@@ -73,5 +81,6 @@ def predictor(model, args, crf_settings=None):
     """The `predict.Predictor` of a loaded model for the flags of `add_prediction_args`."""
     from deeplab_resnet import predict
     config = predict.PredictConfig(scales=args.scales, flip=args.flip,
-                                   deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size)
+                                   deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size,
+                                   precision=args.precision)
     return predict.make_predictor(model, config, crf_settings)

@@ -1,0 +1,107 @@
+"""The number format inference computes in, and whether this machine runs it fast.
+
+bfloat16 and float16 halve the memory traffic and, on hardware with native
+instructions, double the arithmetic rate. Without such instructions TensorFlow
+emulates them, many times slower than float32, so a reduced precision is used
+only where the hardware has it; elsewhere inference runs float32 and says so.
+
+    bf16: a GPU of compute capability >= 8.0 (Ampere and later), or a CPU with
+          AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm).
+    fp16: a GPU of compute capability >= 6.0, or a CPU with AVX512-FP16 or
+          AMX-FP16 (x86).
+"""
+
+import dataclasses
+import sys
+
+import tensorflow as tf
+
+PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
+DEFAULT_PRECISION = "fp32"
+NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
+
+# CPU flags (as /proc/cpuinfo spells them) and the least GPU compute capability
+# that run each reduced precision natively.
+_CPU_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16", "bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
+_GPU_CAPABILITY = {"bf16": (8, 0), "fp16": (6, 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """What decides whether a precision is fast here.
+
+    Attributes:
+        cpu_flags: the CPU's feature flags (x86 `flags`, Arm `Features`).
+        gpu_capabilities: (major, minor) compute capability of each visible GPU.
+    """
+    cpu_flags: frozenset = frozenset()
+    gpu_capabilities: tuple = ()
+
+    def supports(self, precision):
+        """Whether `precision` ("fp32", "bf16", "fp16") runs natively here."""
+        if precision == "fp32":
+            return True
+        needed = _GPU_CAPABILITY[precision]
+        if any(tuple(cc) >= needed for cc in self.gpu_capabilities):
+            return True
+        return bool(self.cpu_flags & _CPU_FLAGS[precision])
+
+    def describe(self):
+        if self.gpu_capabilities:
+            return "GPU of compute capability " + ", ".join(f"{a}.{b}" for a, b in
+                                                            self.gpu_capabilities)
+        return "CPU"
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags, or an empty set where the file is absent (not Linux)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def detect():
+    """The `Hardware` of this process: CPU flags and visible GPUs."""
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            capabilities.append(tuple(capability))
+    return Hardware(cpu_flags(), tuple(capabilities))
+
+
+_warned = set()
+
+
+def resolve(precision, hardware=None, stream=None):
+    """The dtype to compute in for a requested precision.
+
+    A reduced precision this hardware cannot run natively falls back to
+    float32, with one message (per precision and process) on `stream`.
+
+    Args:
+        precision: "fp32", "bf16" or "fp16".
+        hardware: a `Hardware` (default: `detect()`); tests pass their own.
+        stream: where the message goes (default: stderr).
+    Returns:
+        tf.float32, tf.bfloat16 or tf.float16.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return tf.float32
+    hardware = hardware if hardware is not None else detect()
+    if hardware.supports(precision):
+        return PRECISIONS[precision]
+    if precision not in _warned:
+        _warned.add(precision)
+        print(f"--precision {precision}: this {hardware.describe()} has no native {precision} "
+              f"arithmetic (emulated it would be many times slower); running fp32",
+              file=stream or sys.stderr)
+    return tf.float32
