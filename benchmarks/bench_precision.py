@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 
-from deeplab_resnet import checkpoint, metrics, precision, shapes, training, utils
+from deeplab_resnet import checkpoint, defaults, metrics, precision, shapes, training, utils
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.fused import FusedDeepLab
 from deeplab_resnet.predict import Predictor
@@ -68,7 +68,7 @@ def main():
             for k, labels in predicted.items():
                 agree[k] += int((labels == predicted["fp32"]).sum())
                 confusion[k] += metrics.confusion_matrix(label, labels, NUM_CLASSES,
-                                                         shapes.IGNORE_LABEL)
+                                                         defaults.IGNORE_LABEL)
     print(f"tiny DeepLab trained {args.num_steps} updates on shapes; {args.num_val} validation "
           f"images, {pixels} pixels")
     reference = metrics.scores(confusion["fp32"])["mean_iou"]

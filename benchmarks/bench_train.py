@@ -39,7 +39,7 @@ from deeplab_resnet import defaults
 LEARNING_RATE = 2.5e-4
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-IGNORE_LABEL = 255
+IGNORE_LABEL = defaults.IGNORE_LABEL
 
 
 def batch(args):

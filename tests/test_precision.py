@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import save_model, tiny_model
-from deeplab_resnet import cli, precision, shapes, utils
+from deeplab_resnet import cli, defaults, precision, shapes, utils
 from deeplab_resnet.cli import evaluate, export, inference
 from deeplab_resnet.fused import FusedDeepLab
 from deeplab_resnet.geometry import shrink_labels
@@ -33,7 +33,7 @@ def fitted_model():
     images, labels = (np.stack(t) for t in zip(*_samples(0, 8)))
     features = model.features(preprocess(images)).numpy()
     small = shrink_labels(tf.constant(labels.astype(np.int32)), features.shape[1:3]).numpy()
-    valid = small != shapes.IGNORE_LABEL
+    valid = small != defaults.IGNORE_LABEL
     x = np.concatenate([features[valid], np.ones((int(valid.sum()), 1))], axis=1)
     y = 8.0 * np.eye(NUM_CLASSES)[small[valid]] - 4.0
     fit = np.linalg.solve(x.T @ x + 1e-2 * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
@@ -58,7 +58,7 @@ def test_bf16_predictor_agrees_with_fp32(fitted_model, float32_head):
         np.testing.assert_allclose(reduced.probabilities, reference.probabilities, atol=0.05)
         agree += int((reduced.labels == reference.labels).sum())
         total += label.size
-        scored = label != shapes.IGNORE_LABEL
+        scored = label != defaults.IGNORE_LABEL
         right += int((reference.labels == label)[scored].sum())
         valid += int(scored.sum())
     assert right / valid > 0.8  # the probe is a real classifier: the check means something
