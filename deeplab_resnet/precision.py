@@ -101,7 +101,7 @@ def resolve(precision, hardware=None, stream=None):
         return PRECISIONS[precision]
     if precision not in _warned:
         _warned.add(precision)
-        print(f"--precision {precision}: this {hardware.describe()} has no native {precision} "
+        print(f"{precision} requested: this {hardware.describe()} has no native {precision} "
               f"arithmetic (emulated it would be many times slower); running fp32",
               file=stream or sys.stderr)
     return tf.float32

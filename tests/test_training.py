@@ -154,11 +154,7 @@ def test_tiny_model_learns_shapes(data, tmp_path):
     args = tiny_args(data, snapshots, "--input-size", "64,64", "--batch-size", "8",
                      "--num-steps", "200", "--save-pred-every", "100", "--learning-rate", "0.01",
                      "--is-training", "--bn-momentum", "0.9", "--random-scale", "--random-mirror")
-    started = time.perf_counter()
     assert train_flags.main(training.TRAIN, args) == 0
-    elapsed = time.perf_counter() - started
-    print(f"tiny model, 200 steps of 8 x 64x64 crops: {elapsed:.1f} s")
-    assert elapsed < 120
     model = checkpoint.load_weights(snapshots)
     # Chance (uniform guesses) is about 0.15; predicting background everywhere about 0.2.
     assert mean_iou(model, data) > 0.6
