@@ -12,7 +12,7 @@ import numpy as np
 
 from deeplab_resnet import cli, defaults
 from deeplab_resnet.cli import ArgumentParser, check_writable_dir  # noqa: F401 (re-exported)
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.utils import atomic_path
 
 DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -25,12 +25,12 @@ run = functools.partial(cli.run, tensorflow=False)
 def resolve_voc_root(path, flag="--voc-root"):
     """The VOC2012 folder (holding JPEGImages/, ImageSets/); VOCdevkit/ above it is accepted too."""
     if not os.path.isdir(path):
-        raise UserError(f"{flag} {path}: no such folder")
+        raise DeepLabError(f"{flag} {path}: no such folder")
     for candidate in (path, os.path.join(path, "VOC2012")):
         if os.path.isdir(os.path.join(candidate, "ImageSets")) or \
                 os.path.isdir(os.path.join(candidate, "JPEGImages")):
             return candidate
-    raise UserError(f"{flag} {path}: not a VOC2012 folder (no ImageSets/ or JPEGImages/ in it; "
+    raise DeepLabError(f"{flag} {path}: not a VOC2012 folder (no ImageSets/ or JPEGImages/ in it; "
                     "pass VOCdevkit/VOC2012)")
 
 
@@ -41,12 +41,12 @@ def resolve_sbd_root(path, flag="--sbd-root"):
     the archive unpacks to and users often pass it.
     """
     if not os.path.isdir(path):
-        raise UserError(f"{flag} {path}: no such folder")
+        raise DeepLabError(f"{flag} {path}: no such folder")
     for candidate in (path, os.path.join(path, "dataset")):
         if os.path.isdir(os.path.join(candidate, "cls")) or \
                 os.path.isfile(os.path.join(candidate, "train.txt")):
             return candidate
-    raise UserError(f"{flag} {path}: not an SBD dataset folder (no cls/ or train.txt in it; "
+    raise DeepLabError(f"{flag} {path}: not an SBD dataset folder (no cls/ or train.txt in it; "
                     "pass benchmark_RELEASE/dataset)")
 
 
@@ -60,22 +60,22 @@ def read_names(path, what):
         with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is dropped
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise UserError(f"{what} {path}: no such file") from None
+        raise DeepLabError(f"{what} {path}: no such file") from None
     except IsADirectoryError:
-        raise UserError(f"{what} {path}: is a folder, not a list file") from None
+        raise DeepLabError(f"{what} {path}: is a folder, not a list file") from None
     except UnicodeDecodeError:
-        raise UserError(f"{what} {path}: not a text file") from None
+        raise DeepLabError(f"{what} {path}: not a text file") from None
     names = []
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 1 or "/" in fields[0]:
-            raise UserError(f"{what} {path}:{number}: expected one image name per line, "
+            raise DeepLabError(f"{what} {path}:{number}: expected one image name per line, "
                             f"got '{line.strip()}'")
         names.append(fields[0])
     if not names:
-        raise UserError(f"{what} {path}: no image names in it")
+        raise DeepLabError(f"{what} {path}: no image names in it")
     return names
 
 
@@ -92,5 +92,5 @@ def check_label_values(labels, path, num_classes):
     bad = sorted(v for v in values if v >= num_classes and v != IGNORE_LABEL)
     if bad:
         shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise UserError(f"{path}: label values {shown} are not class indices "
+        raise DeepLabError(f"{path}: label values {shown} are not class indices "
                         f"(0..{num_classes - 1}) or {IGNORE_LABEL} (ignore)")

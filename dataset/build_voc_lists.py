@@ -18,7 +18,7 @@ Names are sorted, so the same inputs always give byte-identical lists.
 
 import os
 
-from _common import (ArgumentParser, DATASET_DIR, UserError, check_writable_dir, read_names,
+from _common import (ArgumentParser, DATASET_DIR, DeepLabError, check_writable_dir, read_names,
                      resolve_sbd_root,
                      resolve_voc_root, run, write_text)
 
@@ -64,7 +64,7 @@ def check_files_exist(voc_root, names, folder, extension, hint):
                if not os.path.isfile(os.path.join(voc_root, folder, name + extension))]
     if missing:
         first = os.path.join(voc_root, folder, missing[0] + extension)
-        raise UserError(f"{len(missing)} of {len(names)} listed files missing in "
+        raise DeepLabError(f"{len(missing)} of {len(names)} listed files missing in "
                         f"{os.path.join(voc_root, folder)}, first: {first}{hint}")
 
 
@@ -76,7 +76,7 @@ def main(argv=None):
     # List lines are split on whitespace, so a label folder with a space would
     # be read back as a broken line.
     if not label_dir or any(c.isspace() for c in label_dir):
-        raise UserError(f"--label-dir '{args.label_dir}': must be a folder name without spaces")
+        raise DeepLabError(f"--label-dir '{args.label_dir}': must be a folder name without spaces")
 
     sets_dir = os.path.join(voc_root, "ImageSets", "Segmentation")
     voc_train = read_names(os.path.join(sets_dir, "train.txt"), "VOC train list")

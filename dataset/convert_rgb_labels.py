@@ -19,8 +19,8 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from _common import (ArgumentParser, IGNORE_LABEL, NUM_VOC_CLASSES, UserError, check_label_values,
-                     check_writable_dir, run)
+from _common import (ArgumentParser, IGNORE_LABEL, NUM_VOC_CLASSES, DeepLabError,
+                     check_label_values, check_writable_dir, run)
 from deeplab_resnet.utils import VOC_PALETTE, open_image, read_label, save_label_png
 
 # Lossless formats only: a JPEG label has blended colours at every edge.
@@ -55,7 +55,7 @@ def _key(rgb):
 
 
 def rgb_to_indices(rgb, table, path):
-    """HxWx3 uint8 colours -> HxW uint8 class indices; an unknown colour is a UserError."""
+    """HxWx3 uint8 colours -> HxW uint8 class indices; an unknown colour is a DeepLabError."""
     keys = _key(rgb)
     # Map the few distinct colours, not every pixel, through the table.
     colours, inverse = np.unique(keys, return_inverse=True)
@@ -67,7 +67,7 @@ def rgb_to_indices(rgb, table, path):
             rgb_text = f"({colour >> 16 & 255}, {colour >> 8 & 255}, {colour & 255})"
             hint = (" (JPEG-compressed labels cannot be converted exactly)"
                     if path.lower().endswith((".jpg", ".jpeg")) else "")
-            raise UserError(f"{path}: colour {rgb_text} at pixel (row {ys[0]}, col {xs[0]}), "
+            raise DeepLabError(f"{path}: colour {rgb_text} at pixel (row {ys[0]}, col {xs[0]}), "
                             f"{len(ys)} pixels, is not a VOC class colour{hint}")
         lookup[i] = index
     return lookup[inverse.reshape(keys.shape)]
@@ -83,10 +83,10 @@ def convert(path, table, num_classes):
     if image.mode == "RGBA":
         alpha = np.asarray(image)[..., 3]
         if alpha.min() < 255:
-            raise UserError(f"{path}: has transparent pixels; a label image must be opaque")
+            raise DeepLabError(f"{path}: has transparent pixels; a label image must be opaque")
         image = image.convert("RGB")
     if image.mode != "RGB":
-        raise UserError(f"{path}: image mode '{image.mode}' is neither RGB nor a palette "
+        raise DeepLabError(f"{path}: image mode '{image.mode}' is neither RGB nor a palette "
                         "or grayscale label image")
     return rgb_to_indices(np.asarray(image), table, path), True
 
@@ -99,20 +99,20 @@ def collect_inputs(inputs):
             found = sorted(f for f in glob.glob(os.path.join(glob.escape(item), "*"))
                            if f.lower().endswith(FOLDER_EXTENSIONS) and os.path.isfile(f))
             if not found:
-                raise UserError(f"{item}: no label images in this folder "
+                raise DeepLabError(f"{item}: no label images in this folder "
                                 f"({', '.join(FOLDER_EXTENSIONS)})")
             files.extend(found)
         elif os.path.exists(item):
             files.append(item)
         else:
-            raise UserError(f"{item}: no such file or folder")
+            raise DeepLabError(f"{item}: no such file or folder")
     # Two inputs with the same name (a.png, a.bmp) would silently overwrite
     # each other's output.
     seen = {}
     for f in files:
         name = os.path.splitext(os.path.basename(f))[0]
         if name in seen and os.path.abspath(seen[name]) != os.path.abspath(f):
-            raise UserError(f"{f} and {seen[name]} would both be written as {name}.png")
+            raise DeepLabError(f"{f} and {seen[name]} would both be written as {name}.png")
         seen[name] = f
     # The same file given twice (as itself and via its folder) is converted once.
     return list(seen.values())

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from _common import (ArgumentParser, NUM_VOC_CLASSES, UserError, check_label_values,
+from _common import (ArgumentParser, NUM_VOC_CLASSES, DeepLabError, check_label_values,
                      check_writable_dir, resolve_sbd_root, resolve_voc_root, run)
 from deeplab_resnet.utils import read_label, save_label_png
 
@@ -52,10 +52,10 @@ def read_sbd_label(path):
         # (IndexError, OSError, MatReadError, ValueError, ...); any of them
         # means "this file is not a readable .mat", which is what the user needs.
         reason = str(exc) or type(exc).__name__
-        raise UserError(f"{path}: not a readable MATLAB file ({reason})") from None
+        raise DeepLabError(f"{path}: not a readable MATLAB file ({reason})") from None
     if "GTcls" not in contents:
         found = ", ".join(sorted(k for k in contents if not k.startswith("__"))) or "nothing"
-        raise UserError(f"{path}: no 'GTcls' struct in it (found: {found}); "
+        raise DeepLabError(f"{path}: no 'GTcls' struct in it (found: {found}); "
                         "is this an SBD cls/ file?")
     gt = contents["GTcls"]
     # squeeze_me gives a mat_struct; a struct array saved by other tools can
@@ -64,18 +64,18 @@ def read_sbd_label(path):
         gt = gt.item()
     segmentation = getattr(gt, "Segmentation", None)
     if segmentation is None:
-        raise UserError(f"{path}: struct 'GTcls' has no 'Segmentation' field")
+        raise DeepLabError(f"{path}: struct 'GTcls' has no 'Segmentation' field")
     segmentation = np.asarray(segmentation)
     if segmentation.ndim != 2 or segmentation.size == 0:
-        raise UserError(f"{path}: GTcls.Segmentation has shape {segmentation.shape}, "
+        raise DeepLabError(f"{path}: GTcls.Segmentation has shape {segmentation.shape}, "
                         "expected an HxW map")
     if not np.issubdtype(segmentation.dtype, np.integer) and not (
             np.issubdtype(segmentation.dtype, np.floating)
             and np.array_equal(segmentation, np.round(segmentation))):
-        raise UserError(f"{path}: GTcls.Segmentation holds {segmentation.dtype} values, "
+        raise DeepLabError(f"{path}: GTcls.Segmentation holds {segmentation.dtype} values, "
                         "not class indices")
     if segmentation.min() < 0 or segmentation.max() > 255:
-        raise UserError(f"{path}: GTcls.Segmentation values outside 0..255")
+        raise DeepLabError(f"{path}: GTcls.Segmentation values outside 0..255")
     return segmentation.astype(np.uint8)
 
 
@@ -94,13 +94,13 @@ def main(argv=None):
     voc_files = sorted(glob.glob(os.path.join(glob.escape(voc_label_dir), "*.png")))
     sbd_files = sorted(glob.glob(os.path.join(glob.escape(sbd_label_dir), "*.mat")))
     if not voc_files:
-        raise UserError(f"{voc_label_dir}: no label PNGs (is --voc-root the VOC2012 trainval "
+        raise DeepLabError(f"{voc_label_dir}: no label PNGs (is --voc-root the VOC2012 trainval "
                         "release?)")
     if not sbd_files:
-        raise UserError(f"{sbd_label_dir}: no .mat files "
+        raise DeepLabError(f"{sbd_label_dir}: no .mat files "
                         "(is --sbd-root benchmark_RELEASE/dataset?)")
     if os.path.isdir(output_dir) and os.path.samefile(output_dir, voc_label_dir):
-        raise UserError(f"--output-dir {output_dir}: is VOC's own SegmentationClass; "
+        raise DeepLabError(f"--output-dir {output_dir}: is VOC's own SegmentationClass; "
                         "choose another folder")
     check_writable_dir(output_dir, "--output-dir")
 

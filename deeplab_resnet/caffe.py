@@ -16,7 +16,7 @@ I/O). Here the converter meets the network description (`arch`):
   (so a caffemodel is accepted anywhere a checkpoint is), `caffemodel_bytes`
   and `write_caffemodel` the reverse.
 
-The converter's errors (`kaffe.KaffeError`) leave this module as `UserError`.
+The converter's errors (`kaffe.KaffeError`) leave this module as `DeepLabError`.
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ import functools
 
 from deeplab_resnet import arch as arch_lib
 from deeplab_resnet import defaults
-from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.errors import SettingError, DeepLabError
 from deeplab_resnet.utils import atomic_path
 from kaffe import convert as kaffe_convert
 from kaffe import emit, reader, transforms, writer
@@ -34,13 +34,13 @@ HEAD_LAYER = f"{arch_lib.HEAD_PREFIX}_c0"
 
 
 def _user_errors(function):
-    """Re-raises the converter's errors as the project's one-line `UserError`."""
+    """Re-raises the converter's errors as the project's one-line `DeepLabError`."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except KaffeError as exc:
-            raise UserError(str(exc)) from None
+            raise DeepLabError(str(exc)) from None
     return wrapper
 
 
@@ -216,7 +216,7 @@ def caffemodel_weights(path, variant, prototxt=None, new_head=False):
         model's eps is 1e-5); num_classes is None for a net without the
         DeepLab head (e.g. an ImageNet ResNet given with its own prototxt).
     Raises:
-        UserError: unreadable file, or a caffemodel that does not fit the prototxt.
+        DeepLabError: unreadable file, or a caffemodel that does not fit the prototxt.
     """
     parsed = _user_errors(reader.read_caffemodel)(path)
     if prototxt is None:
@@ -233,7 +233,7 @@ def caffemodel_weights(path, variant, prototxt=None, new_head=False):
         params = kaffe_convert.read_weights(net, path, parsed=parsed, fold_eps=defaults.BN_EPS)
     except KaffeError as exc:
         if prototxt is not None:
-            raise UserError(str(exc)) from None
+            raise DeepLabError(str(exc)) from None
         # E.g. an ImageNet ResNet (conv1 has a bias there): DeepLab's prototxt does not fit it.
         raise SettingError(f"{exc}; if this is not a DeepLab caffemodel (e.g. an ImageNet "
                            "ResNet), give its own deploy prototxt with {prototxt}",

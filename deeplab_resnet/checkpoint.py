@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet import arch, caffe, defaults, legacy, utils
-from deeplab_resnet.errors import SettingError, UserError, first_line
+from deeplab_resnet.errors import SettingError, DeepLabError, first_line
 from deeplab_resnet.model import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -51,7 +51,7 @@ def latest_in(folder):
     file, the one with the highest number.
 
     Raises:
-        UserError naming the state file when it cannot be parsed or names a
+        DeepLabError naming the state file when it cannot be parsed or names a
         checkpoint that is not there (resuming from an older one, or from
         scratch, would silently discard progress).
     """
@@ -63,7 +63,7 @@ def latest_in(folder):
     with contextlib.suppress(*READ_ERRORS):
         state = tf.train.get_checkpoint_state(str(folder))
     if state is None or not state.model_checkpoint_path:
-        raise UserError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
+        raise DeepLabError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
                         "delete it to use the newest checkpoint in the folder")
     prefix = state.model_checkpoint_path
     if not os.path.isabs(prefix):
@@ -72,7 +72,7 @@ def latest_in(folder):
     if not _is_checkpoint(prefix) and _is_checkpoint(moved):
         prefix = moved  # an absolute path written where the folder used to be
     if not _is_checkpoint(prefix):
-        raise UserError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
+        raise DeepLabError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
                         f"{os.path.basename(prefix)}.index); delete the state file to use the "
                         "newest checkpoint in the folder")
     return prefix
@@ -91,12 +91,12 @@ def resolve(path):
     if os.path.isdir(path):
         latest = latest_in(path)
         if latest is None:
-            raise UserError(f"{path}: folder holds no checkpoint (no *.index file)")
+            raise DeepLabError(f"{path}: folder holds no checkpoint (no *.index file)")
         return latest
     if not os.path.exists(path + ".index"):
         if os.path.isfile(path):
             return path  # a V1 single-file checkpoint (the 2017 port's) has no .index
-        raise UserError(f"{path}: no such checkpoint (expected {path}.index, a folder of "
+        raise DeepLabError(f"{path}: no such checkpoint (expected {path}.index, a folder of "
                         "checkpoints, a .caffemodel, an .npz or a 2017-port .ckpt file)")
     return path
 
@@ -113,21 +113,21 @@ def _reader(prefix):
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
-        raise UserError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
+        raise DeepLabError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 def _tensor(reader, prefix, key):
-    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a UserError."""
+    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a DeepLabError."""
     try:
         return reader.get_tensor(key)
     except READ_ERRORS as exc:
-        raise UserError(f"{prefix}: corrupt or truncated checkpoint data "
+        raise DeepLabError(f"{prefix}: corrupt or truncated checkpoint data "
                         f"({first_line(exc)[:200]})") from None
 
 
 def corrupt(prefix, exc):
-    """The UserError for a checkpoint that failed to restore with `exc`."""
-    return UserError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})")
+    """The DeepLabError for a checkpoint that failed to restore with `exc`."""
+    return DeepLabError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})")
 
 
 @contextlib.contextmanager
@@ -163,9 +163,9 @@ def _read_npz(path):
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise DeepLabError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: not a readable .npz of weights ({first_line(exc)})") from None
+        raise DeepLabError(f"{path}: not a readable .npz of weights ({first_line(exc)})") from None
 
 
 def _weights(path):
@@ -246,7 +246,7 @@ def save_params(params, prefix, variant=None, num_classes=None):
         os.makedirs(folder, exist_ok=True)
         tmp_dir = tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=folder)
     except OSError as exc:
-        raise UserError(f"{folder}: cannot write checkpoint here ({exc.strerror})") from None
+        raise DeepLabError(f"{folder}: cannot write checkpoint here ({exc.strerror})") from None
     try:
         variables = {k: tf.Variable(np.asarray(v)) for k, v in params.items()}
         root = {"params": variables}
@@ -280,7 +280,7 @@ def rewrite(source, ckpt_path=None, npz_path=None):
         variant = num_classes = None
     params = read_params(source)
     if not params:
-        raise UserError(f"{source}: holds no model parameters to convert")
+        raise DeepLabError(f"{source}: holds no model parameters to convert")
     if ckpt_path:
         save_params(params, ckpt_path, variant, num_classes)
     if npz_path:
@@ -344,12 +344,12 @@ def assign_params(model, params, new_head=False, source="weights"):
             continue
         value = np.asarray(params[name])
         if tuple(value.shape) != tuple(var.shape):
-            raise UserError(f"{source}: '{name}' has shape {tuple(value.shape)}, "
+            raise DeepLabError(f"{source}: '{name}' has shape {tuple(value.shape)}, "
                             f"model '{model.variant}' expects {tuple(var.shape)}")
         var.assign(value.astype(var.dtype.as_numpy_dtype))
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise UserError(f"{source}: {len(missing)} variables of model '{model.variant}' "
+        raise DeepLabError(f"{source}: {len(missing)} variables of model '{model.variant}' "
                         f"are missing ({shown})")
 
 

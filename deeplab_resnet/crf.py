@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 INSTALL_HINT = ("dense CRF needs the optional package pydensecrf2: "
                 "pip install 'deeplab-resnet[crf]' (or: pip install pydensecrf2)")
@@ -44,7 +44,7 @@ def available():
     """True when pydensecrf2 can be imported."""
     try:
         _densecrf()
-    except UserError:
+    except DeepLabError:
         return False
     return True
 
@@ -54,7 +54,7 @@ def _densecrf():
         # pydensecrf2 installs the module under the original project's name.
         import pydensecrf.densecrf as densecrf
     except ImportError:
-        raise UserError(INSTALL_HINT) from None
+        raise DeepLabError(INSTALL_HINT) from None
     return densecrf
 
 

@@ -23,13 +23,13 @@ import os
 
 import tensorflow as tf
 
-from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.errors import SettingError, DeepLabError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def check_tf_config(text):
-    """Validates a TF_CONFIG value for multi-worker training; a one-line UserError if bad.
+    """Validates a TF_CONFIG value for multi-worker training; a one-line DeepLabError if bad.
 
     Returns:
         the parsed {"cluster": {...}, "task": {...}}.
@@ -41,21 +41,21 @@ def check_tf_config(text):
     try:
         config = json.loads(text)
     except ValueError as exc:
-        raise UserError(f"TF_CONFIG is not JSON ({exc})") from None
+        raise DeepLabError(f"TF_CONFIG is not JSON ({exc})") from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster.get("worker") and not cluster.get("chief"):
-        raise UserError("TF_CONFIG: 'cluster' must list the 'worker' addresses (host:port)")
+        raise DeepLabError("TF_CONFIG: 'cluster' must list the 'worker' addresses (host:port)")
     for job, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(
                 isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses):
-            raise UserError(f"TF_CONFIG: cluster '{job}' must be a list of 'host:port' strings")
+            raise DeepLabError(f"TF_CONFIG: cluster '{job}' must be a list of 'host:port' strings")
     if not isinstance(task, dict) or task.get("type") not in cluster:
-        raise UserError(f"TF_CONFIG: 'task' must name a 'type' of the cluster "
+        raise DeepLabError(f"TF_CONFIG: 'task' must name a 'type' of the cluster "
                         f"({', '.join(cluster)}) and an 'index'")
     index = task.get("index")
     if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
-        raise UserError(f"TF_CONFIG: task index {index!r} is not in 0..."
+        raise DeepLabError(f"TF_CONFIG: task index {index!r} is not in 0..."
                         f"{len(cluster[task['type']]) - 1} of cluster '{task['type']}'")
     return config
 

@@ -1,27 +1,63 @@
-"""The exception types that commands turn into one-line error messages, and a helper."""
+"""The library's typed errors: each message is one complete line, as raised.
+
+    DeepLabError            anything the caller did or gave that cannot be used
+    ├── BadFileError        a file that is missing, unreadable or holds the wrong thing (`.path`)
+    ├── SettingError        a bad value of a setting, a config field (`.field`, `.fields`)
+    └── WriteError          an output could not be written (disk full, permissions; `.path`);
+                            also an `OSError`
+
+The command line prints `error: <message>` and exits 2 (1 for `WriteError`),
+showing settings as its flags (`SettingError.naming`).
+"""
 
 
-class UserError(Exception):
-    """Bad input from the user (file, setting, layer): printed as one line, exit status 2."""
+class DeepLabError(Exception):
+    """Base of the library's errors; its message is one line that names what is wrong.
+
+    Args:
+        message: the complete message.
+        path: the file concerned, when there is one (else None).
+    """
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
 
 
-class SettingError(UserError):
+class BadFileError(DeepLabError):
+    """A file given to the library is missing, unreadable or holds the wrong thing.
+
+    Attributes:
+        path: the file (a checkpoint prefix for checkpoints).
+    """
+
+
+class SettingError(DeepLabError):
     """A bad value of a setting (a config field), named in the message.
 
     The library names settings by their config field (`snapshot_dir`); the
     command line shows them as its flags (`--snapshot-dir`). The message is a
     template holding `{field}` for each field named, e.g.
-    `SettingError("{snapshot_dir} /out: folder is not writable", "snapshot_dir")`.
+    `SettingError("{snapshot_dir} /out: folder is not writable", "snapshot_dir")`;
+    as raised, each `{field}` reads as the field's name.
 
     Args:
         template: the message, with `{field}` where a field is named.
         *fields: the fields the message names.
+        path: the file concerned, when there is one.
+
+    Attributes:
+        fields: the fields named; `field` is the first (None when none is).
     """
 
-    def __init__(self, template, *fields):
+    def __init__(self, template, *fields, path=None):
         self.template = template
         self.fields = fields
-        super().__init__(self.naming(lambda field: field))
+        super().__init__(self.naming(lambda field: field), path=path)
+
+    @property
+    def field(self):
+        return self.fields[0] if self.fields else None
 
     def naming(self, name_of):
         """The message with each field shown as `name_of(field)` (e.g. its flag)."""
@@ -29,6 +65,20 @@ class SettingError(UserError):
         for field in self.fields:
             message = message.replace("{" + field + "}", name_of(field))
         return message
+
+
+class WriteError(DeepLabError, OSError):
+    """An output file could not be written; nothing partial is left behind.
+
+    Args:
+        path: the file that was being written.
+        reason: why (e.g. "No space left on device").
+    """
+
+    def __init__(self, path, reason):
+        DeepLabError.__init__(self, f"{path}: {reason}", path=path)
+        self.filename = str(path)
+        self.strerror = reason
 
 
 def first_line(exc):

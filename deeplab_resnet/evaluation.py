@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deeplab_resnet import defaults, metrics, utils
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=()):
@@ -31,12 +31,12 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         label = None if label_path is None else utils.read_label(label_path)
         if label is not None:
             if label.shape != image.shape[:2]:
-                raise UserError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
+                raise DeepLabError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
                                 f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
             try:
                 metrics.check_labels(label, num_classes, ignore_label)
             except ValueError as exc:
-                raise UserError(f"{label_path}: {exc}") from None
+                raise DeepLabError(f"{label_path}: {exc}") from None
         prediction = predictor(image)
         if label is not None:
             confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet import defaults, metrics, utils
-from deeplab_resnet.errors import SettingError, UserError, first_line
+from deeplab_resnet.errors import SettingError, DeepLabError, first_line
 from deeplab_resnet.model import preprocess
 
 SCALE_MODES = ("uniform", "caffe")
@@ -85,7 +85,7 @@ class ImageReader:
             image = utils.read_image(self.images[index])
             label = utils.read_label(self.labels[index])
             if image.shape[:2] != label.shape:
-                raise UserError(
+                raise DeepLabError(
                     f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
                     f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)")
             if num_classes is not None:
@@ -96,7 +96,7 @@ class ImageReader:
                 except ValueError as exc:
                     raise SettingError(f"{self.labels[index]}: {exc} ({{num_classes}} "
                                        f"{num_classes})", "num_classes") from None
-        except UserError as exc:
+        except DeepLabError as exc:
             self.error = exc  # raised again outside tf.data, which turns it into a string
             raise
         return image, label
@@ -193,7 +193,7 @@ class ImageReader:
         return data.prefetch(tf.data.AUTOTUNE)
 
     def batches(self, batch_size, micro_batches=None, start=0, strategy=None, num_classes=None):
-        """Iterates over `dataset(...)`, turning a decoding failure into a UserError.
+        """Iterates over `dataset(...)`, turning a decoding failure into a DeepLabError.
 
         With a `tf.distribute` strategy (default: the current one), each
         worker reads only its replicas' shard and the batches are distributed
@@ -212,5 +212,5 @@ class ImageReader:
             except tf.errors.OpError as exc:
                 if self.error is not None:
                     raise self.error from None
-                raise UserError(f"reading {len(self)} files of the list failed: "
+                raise DeepLabError(f"reading {len(self)} files of the list failed: "
                                 f"{first_line(exc)}") from None

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.errors import SettingError, DeepLabError
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
@@ -82,7 +82,7 @@ def atomic_path(path):
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     except OSError as exc:
-        raise UserError(f"{folder}: cannot write here ({exc.strerror})") from None
+        raise DeepLabError(f"{folder}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     try:
         plain_mode(tmp)
@@ -140,12 +140,12 @@ def voc_submission_folder(root, num_classes):
 
 
 def check_distinct_stems(paths, output="{stem}.png"):
-    """A UserError when two images would write the same output file (same name, other folder)."""
+    """A DeepLabError when two images would write the same output file (same name, other folder)."""
     seen = {}
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
         if stem in seen:
-            raise UserError(f"{path} and {seen[stem]} would write the same outputs "
+            raise DeepLabError(f"{path} and {seen[stem]} would write the same outputs "
                             f"({output.format(stem=stem)})")
         seen[stem] = path
 
@@ -157,7 +157,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 
 def open_image(path):
     """Opens and decodes an image file; a missing, empty, non-image or oversized file
-    (more than MAX_IMAGE_PIXELS by its header) is a UserError."""
+    (more than MAX_IMAGE_PIXELS by its header) is a DeepLabError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -167,16 +167,16 @@ def open_image(path):
             raise Image.DecompressionBombError(f"{width}x{height}")
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path}: image too large (its header claims more than "
+        raise DeepLabError(f"{path}: image too large (its header claims more than "
                         f"{MAX_IMAGE_PIXELS} pixels); refused before decoding") from None
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise DeepLabError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not an image") from None
+        raise DeepLabError(f"{path}: is a folder, not an image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         empty = os.path.exists(path) and os.path.getsize(path) == 0
         reason = "empty file" if empty else "not an image"
-        raise UserError(f"{path}: {reason} ({type(exc).__name__})") from None
+        raise DeepLabError(f"{path}: {reason} ({type(exc).__name__})") from None
     return image
 
 
@@ -200,7 +200,7 @@ def read_label(path):
         # pixel is opaque; transparent pixels have no clear meaning.
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min(initial=255) < 255:
-            raise UserError(f"{path}: label image '{image.mode}' has transparent pixels, whose "
+            raise DeepLabError(f"{path}: label image '{image.mode}' has transparent pixels, whose "
                             "class is unclear; save the class indices without alpha")
         image = image.getchannel(0)
     if image.mode in ("P", "L", "1"):
@@ -208,10 +208,10 @@ def read_label(path):
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         values = np.asarray(image)
         if values.size and (values.max() > 255 or values.min() < 0):
-            raise UserError(f"{path}: label values outside 0..255 (max {values.max()}) in a "
+            raise DeepLabError(f"{path}: label values outside 0..255 (max {values.max()}) in a "
                             f"{image.mode} label image")
         return values.astype(np.uint8)
-    raise UserError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
+    raise DeepLabError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
                     "class indices; convert it first (python dataset/convert_rgb_labels.py)")
 
 
@@ -259,7 +259,7 @@ def _decode_list(data, source):
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+        raise DeepLabError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
                         "save the list as UTF-8") from None
 
 
@@ -276,7 +276,7 @@ def read_list(data_dir, data_list, with_labels=True):
         (image paths, label paths) as lists of strings; label paths is empty
         for a list without labels.
     Raises:
-        UserError naming the list file and line for an unreadable list, a
+        DeepLabError naming the list file and line for an unreadable list, a
         malformed line (or, without `with_labels`, a line unlike the first),
         a missing file or an empty list.
     """
@@ -300,15 +300,15 @@ def read_list(data_dir, data_list, with_labels=True):
         if not fields:
             continue
         if len(fields) not in allowed:
-            raise UserError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'")
+            raise DeepLabError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'")
         if images and (len(fields) == 2) != bool(labels):
-            raise UserError(f"{data_list}:{number}: "
+            raise DeepLabError(f"{data_list}:{number}: "
                             f"{'names a label' if labels == [] else 'names no label'} unlike "
                             "the lines before it: every line names a label file or none does")
         paths = [data_path(data_dir, p) for p in fields]
         for path in paths:
             if not os.path.isfile(path):
-                raise UserError(f"{data_list}:{number}: {path}: no such file")
+                raise DeepLabError(f"{data_list}:{number}: {path}: no such file")
         images.append(paths[0])
         labels.extend(paths[1:])
     if not images:

@@ -6,7 +6,7 @@ import errno
 import pytest
 
 from deeplab_resnet import cli
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 def exit_of(main, capsys):
@@ -17,7 +17,7 @@ def exit_of(main, capsys):
 
 def test_user_error_is_one_line_exit_2(capsys):
     def main(argv):
-        raise UserError("data.txt:3: no such file")
+        raise DeepLabError("data.txt:3: no such file")
     assert exit_of(main, capsys) == (2, "error: data.txt:3: no such file\n")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from deeplab_resnet import crf, predict
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.model import DeepLabResNet
 
 
@@ -70,7 +70,7 @@ def test_missing_library_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf", None)
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
     assert not crf.available()
-    with pytest.raises(UserError, match=r"pip install"):
+    with pytest.raises(DeepLabError, match=r"pip install"):
         crf.refine(np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 2), 0.5, np.float32))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from deeplab_resnet import distribute, shapes, training
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.image_reader import ImageReader
 from deeplab_resnet.model import DeepLabResNet
 import tensorflow as tf
@@ -172,7 +172,7 @@ def test_shards_of_the_replicas_make_up_the_global_batch(data):
      "task index 2"),
 ])
 def test_bad_tf_config_is_a_user_error(config, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(DeepLabError, match=message):
         distribute.check_tf_config(config)
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from deeplab_resnet import shapes, utils
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.image_reader import CAFFE_SCALES, ImageReader, draw_scale
 from deeplab_resnet.model import preprocess
 import tensorflow as tf
@@ -87,7 +87,7 @@ def test_rgb_label_refused_with_advice(data, tmp_path):
     Image.fromarray(utils.colorize(label)).save(rgb)
     image = data["root"] + "/JPEGImages/shape_0000.jpg"
     reader = ImageReader(None, _one_line_list(tmp_path, image, rgb), (32, 32))
-    with pytest.raises(UserError, match="convert"):
+    with pytest.raises(DeepLabError, match="convert"):
         take(reader, 1, batch_size=1)
 
 
@@ -96,7 +96,7 @@ def test_size_mismatch_names_files(data, tmp_path):
     utils.save_label_png(np.zeros((5, 7), np.uint8), small)
     image = data["root"] + "/JPEGImages/shape_0000.jpg"
     reader = ImageReader(None, _one_line_list(tmp_path, image, small), (32, 32))
-    with pytest.raises(UserError, match="small.png: label is 7x5 but image"):
+    with pytest.raises(DeepLabError, match="small.png: label is 7x5 but image"):
         take(reader, 1, batch_size=1)
 
 
@@ -109,5 +109,5 @@ def test_size_mismatch_names_files(data, tmp_path):
 def test_list_errors(data, tmp_path, content, message):
     path = tmp_path / "list.txt"
     path.write_text(content)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(DeepLabError, match=message):
         ImageReader(data["root"], str(path), (32, 32))

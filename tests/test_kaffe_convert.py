@@ -12,7 +12,7 @@ from caffe_fixtures import caffemodel_bytes, random_blobs, write_random_caffemod
 from deeplab_resnet import caffe, checkpoint
 from deeplab_resnet.caffe import load_net
 from deeplab_resnet.conversion import convert
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from kaffe import convert as kaffe_convert
 from kaffe.errors import KaffeError
 
@@ -100,7 +100,7 @@ def test_caffemodel_loads_like_a_checkpoint(tiny):
     np.testing.assert_allclose(var2[tiny] - var[tiny], 1e-3 - 1e-5, rtol=1e-4)
     m = checkpoint.load_weights(model, variant="tiny")
     assert m.num_classes == 3
-    with pytest.raises(UserError, match="conv1.*shape"):
+    with pytest.raises(DeepLabError, match="conv1.*shape"):
         caffe.caffemodel_weights(model, "resnet50")
 
 

@@ -16,7 +16,7 @@ from conftest import save_model
 
 from deeplab_resnet import shapes, training
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.model import DeepLabResNet
 from deeplab_resnet.training import run_record
 
@@ -93,7 +93,7 @@ def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update
     assert tf.train.latest_checkpoint(str(snapshots)) == latest
 
     # A new class count names the folder and the flag, not a file the user never named.
-    with pytest.raises(UserError, match=rf"--snapshot-dir {snapshots} holds another run .*"
+    with pytest.raises(DeepLabError, match=rf"--snapshot-dir {snapshots} holds another run .*"
                                         rf"--num-classes {CLASSES} there, 7 here"):
         train_flags.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
 
@@ -124,7 +124,7 @@ def test_what_may_change_on_a_resume(data, one_update, tmp_path, change, allowed
     else:
         flag = str(change[0])
         label = "global batch" if flag == "--batch-size" else flag
-        with pytest.raises(UserError, match=re.escape(label)):
+        with pytest.raises(DeepLabError, match=re.escape(label)):
             train_flags.main(training.TRAIN, tiny(data, snapshots, *change))
 
 
@@ -136,7 +136,7 @@ def test_changed_list_contents_are_another_run(data, tmp_path):
     args = tiny(data, snapshots) + ["--data-list", str(listed)]
     assert train_flags.main(training.TRAIN, args) == 0
     listed.write_text("\n".join(reversed(lines)) + "\n")
-    with pytest.raises(UserError, match="--data-list contents"):
+    with pytest.raises(DeepLabError, match="--data-list contents"):
         train_flags.main(training.TRAIN, args)
     listed.write_text("  \n".join(lines) + "\n\n")  # spacing only: the same entries
     assert train_flags.main(training.TRAIN, args + ["--num-steps", "2"]) == 0
@@ -147,7 +147,7 @@ def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tm
     snapshots = copy_run(one_update, tmp_path / "snap")
     monkeypatch.setattr(run_record, "KEY", "no/such/key")  # as written before records
     capsys.readouterr()
-    with pytest.raises(UserError, match=rf"--num-classes {CLASSES} there, 7 here"):
+    with pytest.raises(DeepLabError, match=rf"--num-classes {CLASSES} there, 7 here"):
         train_flags.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
     assert train_flags.main(training.TRAIN, tiny(data, snapshots, "--num-steps", 2)) == 0
     out, err = capsys.readouterr()
@@ -157,7 +157,7 @@ def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tm
 
 def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys):
     snapshots = tmp_path / "ft"
-    with pytest.raises(UserError, match="without --restore-from the backbone would be random.*"
+    with pytest.raises(DeepLabError, match="without --restore-from the backbone would be random.*"
                                         "--from-scratch"):
         train_flags.main(training.FINE_TUNE, tiny(data, snapshots))
     assert tf.train.latest_checkpoint(str(snapshots)) is None

@@ -15,7 +15,7 @@ import tensorflow as tf
 from deeplab_resnet import checkpoint, cli, geometry, shapes, training, utils
 from deeplab_resnet.arch import is_head_variable
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.errors import SettingError, UserError
+from deeplab_resnet.errors import SettingError, DeepLabError
 from deeplab_resnet.model import DeepLabResNet, preprocess
 from deeplab_resnet.training import losses, optim
 
@@ -199,7 +199,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     snapshots = tmp_path / "snap"
     args = tiny_args(data, snapshots, "--num-steps", 50, "--save-pred-every", 1,
                      "--learning-rate", 1e4)
-    with pytest.raises(UserError, match="loss became .* at update"):
+    with pytest.raises(DeepLabError, match="loss became .* at update"):
         train_flags.main(training.TRAIN, args)
     latest = tf.train.latest_checkpoint(str(snapshots))
     assert latest is not None  # the first update still had a finite loss

@@ -18,7 +18,7 @@ import sys
 from deeplab_resnet import defaults
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
-from deeplab_resnet.errors import SettingError, Stopped, UserError
+from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError
 from deeplab_resnet.utils import writable_dir
 
 MIN_INPUT_SIZE = 32
@@ -118,14 +118,14 @@ def add_data_args(parser, data_dir=None, data_list=None):
 
 
 def flag_errors(function):
-    """Lets a command's errors name flags: a `SettingError` leaves as a `UserError` whose
+    """Lets a command's errors name flags: a `SettingError` leaves as a `DeepLabError` whose
     message shows each setting as its flag (for callers of `main` other than `run`)."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except SettingError as exc:
-            raise UserError(exc.naming(flag_name)) from None
+            raise DeepLabError(exc.naming(flag_name)) from None
     return wrapper
 
 
@@ -134,7 +134,7 @@ def check_writable_dir(path, flag):
     try:
         return writable_dir(path, "dir")
     except SettingError as exc:
-        raise UserError(exc.naming(lambda field: flag)) from None
+        raise DeepLabError(exc.naming(lambda field: flag)) from None
 
 
 @contextlib.contextmanager
@@ -159,7 +159,7 @@ def run(main, argv=None, tensorflow=True):
 
     With `tensorflow` (commands that use the network) TensorFlow is loaded
     first, quietly (`tf_quiet`); light tools pass False and start fast.
-    UserError (bad input): `error: ...`, exit 2. Operating-system errors (disk
+    DeepLabError (bad input): `error: ...`, exit 2. Operating-system errors (disk
     full, permissions) and running out of host or device memory: `error: ...`,
     exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
     exit 128 + the signal number. Anything else is a bug and keeps its traceback.
@@ -171,7 +171,10 @@ def run(main, argv=None, tensorflow=True):
     except SettingError as exc:
         print(f"error: {exc.naming(flag_name)}", file=sys.stderr)
         sys.exit(2)
-    except UserError as exc:
+    except WriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except DeepLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Stopped as exc:

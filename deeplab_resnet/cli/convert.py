@@ -13,7 +13,7 @@ import argparse
 import os
 
 from deeplab_resnet import cli
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 # Sources read as weights, not as a prototxt: the 2017 port's V1 files end in .ckpt.
 _WEIGHTS_SUFFIXES = (".ckpt", ".index", ".npz", ".npy")
@@ -29,10 +29,10 @@ def rewrite(args):
     """SOURCE is a checkpoint: write it in this project's format."""
     from deeplab_resnet import checkpoint  # imports TensorFlow: only when needed
     if args.caffemodel or args.code_output_path:
-        raise UserError(f"{args.def_path} is a checkpoint, not a prototxt: --caffemodel and "
+        raise DeepLabError(f"{args.def_path} is a checkpoint, not a prototxt: --caffemodel and "
                         "--code-output-path need the net's deploy prototxt")
     if not (args.ckpt_path or args.data_output_path):
-        raise UserError("nothing to do: give --ckpt-path or --data-output-path")
+        raise DeepLabError("nothing to do: give --ckpt-path or --data-output-path")
     variant, num_classes, count = checkpoint.rewrite(args.def_path, args.ckpt_path,
                                                      args.data_output_path)
     what = (f"DeepLab {variant}, {num_classes} classes" if variant else
@@ -79,11 +79,12 @@ def main(argv=None):
                              "the one converted")
     args = parser.parse_args(argv)
     if args.data_output_path and not args.data_output_path.endswith(".npz"):
-        raise UserError(f"--data-output-path {args.data_output_path}: the weights are written as "
-                        "an .npz of plain arrays (no pickle): name the file *.npz (for a "
-                        "checkpoint, the 2017 port's npy2ckpt.py step, use --ckpt-path)")
+        raise DeepLabError(f"--data-output-path {args.data_output_path}: the weights are "
+                           "written as an .npz of plain arrays (no pickle): name the file "
+                           "*.npz (for a checkpoint, the 2017 port's npy2ckpt.py step, use "
+                           "--ckpt-path)")
     if args.def_path.endswith(".caffemodel"):
-        raise UserError(f"{args.def_path} is a caffemodel: give the deploy prototxt first, e.g. "
+        raise DeepLabError(f"{args.def_path} is a caffemodel: give the deploy prototxt first, e.g. "
                         f"convert.py misc/deploy.prototxt --caffemodel {args.def_path} "
                         "--ckpt-path PREFIX (or use the caffemodel directly as --restore-from)")
     if is_weights_source(args.def_path):

@@ -7,7 +7,7 @@ Regenerate the committed files with
 
 from deeplab_resnet import cli, defaults
 from deeplab_resnet.arch import VARIANTS
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 @cli.flag_errors
@@ -20,7 +20,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="prototxt file to write")
     args = parser.parse_args(argv)
     if args.num_classes < 1 or args.input_size < 1:
-        raise UserError("--num-classes and --input-size must be positive")
+        raise DeepLabError("--num-classes and --input-size must be positive")
     from deeplab_resnet import caffe, utils
     text = caffe.deploy_prototxt(args.model, args.num_classes, args.input_size)
     with utils.atomic_path(args.output) as tmp:

@@ -21,7 +21,7 @@ import os
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 def get_arguments(argv=None):
@@ -63,11 +63,11 @@ def main(argv=None):
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:
         if args.voc_submission is None and args.save_dir is None:
-            raise UserError(f"--data-list {args.data_list}: names no label files, so there is "
+            raise DeepLabError(f"--data-list {args.data_list}: names no label files, so there is "
                             "nothing to score: add --voc-submission DIR (the VOC test server's "
                             "layout) or --save-dir DIR to write the predictions")
         if args.json_output is not None:
-            raise UserError(f"--json-output: --data-list {args.data_list} names no label "
+            raise DeepLabError(f"--json-output: --data-list {args.data_list} names no label "
                             "files, so there are no scores to write")
     pairs = list(zip(images, labels or [None] * len(images)))[:args.num_steps]
     if args.save_dir is not None or args.voc_submission is not None:

@@ -17,7 +17,7 @@ import os
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 def get_arguments(argv=None):
@@ -37,7 +37,7 @@ def check_output_dir(path):
     """The absolute output path; an error if it exists with content or its parent is read-only."""
     path = os.path.abspath(path)
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise UserError(f"--output-dir {path}: already exists and is not an empty folder")
+        raise DeepLabError(f"--output-dir {path}: already exists and is not an empty folder")
     cli.check_writable_dir(os.path.dirname(path), "--output-dir")
     return path
 

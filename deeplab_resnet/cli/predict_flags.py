@@ -4,7 +4,7 @@ TensorFlow-free: the library's `predict` is imported when a predictor is made.
 """
 
 from deeplab_resnet import cli, crf, defaults
-from deeplab_resnet.errors import UserError
+from deeplab_resnet.errors import DeepLabError
 
 
 def add_prediction_args(parser, with_crf=True):
@@ -68,9 +68,9 @@ def crf_params(args):
     if not getattr(args, "crf", False):
         return None
     if args.crf_iterations < 0:
-        raise UserError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
+        raise DeepLabError(f"--crf-iterations must be >= 0, got {args.crf_iterations}")
     if not crf.available():
-        raise UserError(crf.INSTALL_HINT)
+        raise DeepLabError(crf.INSTALL_HINT)
     return crf.CRFParams(
         iterations=args.crf_iterations, gaussian_sxy=args.crf_gaussian_sxy,
         gaussian_weight=args.crf_gaussian_weight, bilateral_sxy=args.crf_bilateral_sxy,
