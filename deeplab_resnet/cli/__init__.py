@@ -18,6 +18,7 @@ import sys
 from deeplab_resnet import defaults
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
+from deeplab_resnet.cli.reporting import reporting
 from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError
 from deeplab_resnet.utils import writable_dir
 
@@ -158,7 +159,8 @@ def run(main, argv=None, tensorflow=True):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
     With `tensorflow` (commands that use the network) TensorFlow is loaded
-    first, quietly (`tf_quiet`); light tools pass False and start fast.
+    first, quietly (`tf_quiet`); light tools pass False and start fast. The library's
+    log records are shown while `main` runs (`reporting`).
     DeepLabError (bad input): `error: ...`, exit 2. Operating-system errors (disk
     full, permissions) and running out of host or device memory: `error: ...`,
     exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
@@ -167,7 +169,8 @@ def run(main, argv=None, tensorflow=True):
     try:
         if tensorflow:
             tf_quiet.import_tensorflow()
-        status = main(argv)
+        with reporting():
+            status = main(argv)
     except SettingError as exc:
         print(f"error: {exc.naming(flag_name)}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,50 @@
+"""How the commands show the library's log records: the library logs, the command line prints.
+
+The library logs through `logging.getLogger("deeplab_resnet")` and its children and never
+prints. A command installs `reporting()` around its work: INFO records are its report on
+stdout (what was loaded, what was written); WARNING and above, and records logged with
+`extra={"progress": True}` (periodic progress, notices along the way), go to stderr, written
+through tqdm so that they do not break a progress bar. Messages are shown as they are, with no
+level or logger prefix, so the output reads as before.
+"""
+
+import contextlib
+import logging
+import sys
+
+from tqdm import tqdm
+
+LIBRARY_LOGGER = "deeplab_resnet"
+
+
+class _CommandHandler(logging.Handler):
+    """Writes each record's message to stdout (report) or stderr (progress, warnings)."""
+
+    def emit(self, record):
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING or getattr(record, "progress", False):
+                tqdm.write(message, file=sys.stderr)
+                sys.stderr.flush()
+            else:
+                print(message, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never raise into the work
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def reporting(level=logging.INFO):
+    """Shows the library's log records on the terminal while the block runs."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    handler = _CommandHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level, previous_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False  # a root handler (e.g. absl's) would print it twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        logger.propagate = previous_propagate
