@@ -1,0 +1,72 @@
+"""Weights-loading benchmark: a ResNet-101 `.caffemodel` and checkpoint into a model.
+
+Writes random ResNet-101 weights (21 classes, non-trivial BatchNorm statistics) as a
+caffemodel (`caffe.write_caffemodel`) and as a checkpoint (`checkpoint.save_params`)
+into a temporary folder, then times `checkpoint.load_weights` on each, `--repeats`
+times, and prints the median and the range in seconds. The files are written with the
+code being measured; run the script from two checkouts to compare them, e.g.
+
+    python benchmarks/bench_load.py                      # this checkout
+    PYTHONPATH=/tmp/old python benchmarks/bench_load.py  # another one
+
+Usage:
+    python benchmarks/bench_load.py [--repeats 3] [--model resnet101]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def random_params(variant, num_classes, seed=0):
+    """{name: float32 array} shaped like `variant`'s parameters."""
+    from deeplab_resnet.arch import architecture
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in architecture(variant, num_classes).param_shapes().items():
+        if name.endswith("/variance") or name.endswith("/scale"):
+            params[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        else:
+            params[name] = rng.normal(0.0, 0.05, shape).astype(np.float32)
+    return params
+
+
+def timed(load, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        load()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="resnet101")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import deeplab_resnet
+    from deeplab_resnet import caffe, checkpoint
+    print(f"package: {os.path.dirname(deeplab_resnet.__file__)}")
+    params = random_params(args.model, 21)
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as folder:
+        caffemodel = os.path.join(folder, f"{args.model}.caffemodel")
+        caffe.write_caffemodel(None, params, caffemodel,
+                               text=caffe.deploy_prototxt(args.model, 21))
+        prefix = checkpoint.save_params(params, os.path.join(folder, "ckpt", args.model),
+                                        args.model, 21)
+        for label, path in ((".caffemodel", caffemodel), ("checkpoint", prefix)):
+            times = timed(lambda path=path: checkpoint.load_weights(path), args.repeats)
+            print(f"{args.model} {label:12s} load_weights: median {statistics.median(times):.2f} s"
+                  f" (min {min(times):.2f}, max {max(times):.2f}; {args.repeats} runs)")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
