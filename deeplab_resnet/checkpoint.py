@@ -405,7 +405,7 @@ def assign_params(model, params, new_head=False, source="weights"):
         if tuple(value.shape) != tuple(var.shape):
             raise BadFileError(f"{source}: '{name}' has shape {tuple(value.shape)}, "
                                f"model '{model.variant}' expects {tuple(var.shape)}", path=source)
-        var.assign(value.astype(var.dtype.as_numpy_dtype))
+        var.assign(np.asarray(value, dtype=var.dtype.as_numpy_dtype))
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise BadFileError(f"{source}: {len(missing)} variables of model '{model.variant}' "
