@@ -60,7 +60,7 @@ def recorded_meta(path, variant, num_classes, class_names):
     """
     name = variant.decode("utf-8", "replace") if isinstance(variant, bytes) else None
     if name not in arch_lib.VARIANTS:
-        shown = repr(name if name is not None else variant)[:60]
+        shown = (repr(name) if name is not None else str(np.asarray(variant)))[:60]
         raise BadFileError(f"{path}: meta/model {shown} is not a known model (one of "
                            f"{', '.join(arch_lib.VARIANTS)}): corrupt checkpoint?", path=path)
     count = np.asarray(num_classes)
