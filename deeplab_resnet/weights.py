@@ -3,17 +3,17 @@
 `checkpoint.open_weights` opens a checkpoint, an `.npz` or a caffemodel once into a
 `WeightsFile`: the file actually read, its format, the tensors it holds in the model's
 naming scheme (names and shapes, values read on demand), and the variant, class count
-and class names it records, or that its tensors imply. What it records is checked
-against what it holds as it is opened, before any model is built:
+and class names it records, or that its tensors imply. Checked, each failure a
+one-line `BadFileError` naming the file and the tensor:
 
-* `meta/model` must name a known variant, `meta/num_classes` must be a sane count that
-  agrees with the head's shape, `meta/class_names` must hold that many names;
-* every tensor must have the shape the architecture gives it, and a DeepLab weights
-  file (one holding the head) may hold no tensor the architecture does not name
-  (checkpoints and `.npz`; caffemodels keep other nets' layers, which are ignored);
-* every value read must be finite.
-
-Each failure is a one-line `BadFileError` naming the file and the tensor.
+* as the file is opened: `meta/model` must name a known variant, `meta/num_classes`
+  must be a sane count that agrees with the head's shape, `meta/class_names` must
+  hold that many names, and the tensors must be those of the recorded variant;
+* before tensors are read for a model (`WeightsFile.params_for`): every tensor must
+  have the shape the architecture gives it, and a DeepLab weights file (one holding
+  the head) may hold no tensor the architecture does not name (checkpoints and `.npz`;
+  caffemodels keep other nets' layers, which are ignored);
+* as each value is read: it must be finite floating point.
 """
 
 import dataclasses
