@@ -272,7 +272,9 @@ def param_names(path):
 
 
 def _is_param_key(key):
-    return key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)
+    """A model parameter's key (`params/<name>/...`), not an optimizer slot kept beside it."""
+    return (key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)
+            and "/.OPTIMIZER_SLOT/" not in key)
 
 
 def _param_name(key):
