@@ -3,10 +3,13 @@
 Writes random ResNet-101 weights (21 classes, non-trivial BatchNorm statistics) as a
 caffemodel (`caffe.write_caffemodel`) and as a checkpoint (`checkpoint.save_params`)
 into a temporary folder, then times `checkpoint.load_weights` on each, `--repeats`
-times, and prints the median and the range in seconds; and, for reference, the time to
-build the model with random initial values, which every load spends before it assigns
-the weights read. The files are written with the
-code being measured; run the script from two checkouts to compare them, e.g.
+times, and prints the median wall-clock and CPU seconds (CPU time of this process is
+less disturbed by other jobs on the machine) and the wall-clock range; also the reading
+alone (`caffe.caffemodel_weights`; `checkpoint.check_meta` + `read_params`, what a load
+did before building the model) and, for reference, the time to build the model with
+random initial values, which every load spends before it assigns the weights read.
+The files are written with the code being measured; run the script from two checkouts
+to compare them, e.g.
 
     python benchmarks/bench_load.py                      # this checkout
     PYTHONPATH=/tmp/old python benchmarks/bench_load.py  # another one
@@ -39,11 +42,12 @@ def random_params(variant, num_classes, seed=0):
 
 
 def timed(load, repeats):
+    """[(wall seconds, CPU seconds of this process)] of `repeats` calls of `load`."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         load()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
@@ -66,12 +70,19 @@ def main(argv=None):
                                         args.model, 21)
         runs = {"model built, random init (part of every load)":
                 lambda: DeepLabResNet(args.model, 21),
+                "caffe.caffemodel_weights (read only)":
+                lambda: caffe.caffemodel_weights(caffemodel, None),
+                "check_meta + read_params (read only)":
+                lambda: (checkpoint.check_meta(prefix, None, None),
+                         checkpoint.read_params(prefix)),
                 "load_weights(.caffemodel)": lambda: checkpoint.load_weights(caffemodel),
                 "load_weights(checkpoint)": lambda: checkpoint.load_weights(prefix)}
         for label, run in runs.items():
             times = timed(run, args.repeats)
-            print(f"{args.model} {label:48s} median {statistics.median(times):.2f} s"
-                  f" (min {min(times):.2f}, max {max(times):.2f}; {args.repeats} runs)")
+            wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
+            print(f"{args.model} {label:46s} median {wall:5.2f} s wall, {cpu:5.2f} s CPU "
+                  f"(wall {min(t[0] for t in times):.2f}-{max(t[0] for t in times):.2f}; "
+                  f"{args.repeats} runs)")
             sys.stdout.flush()
 
 

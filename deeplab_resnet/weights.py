@@ -87,9 +87,10 @@ def check_finite(path, name, value):
     if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
         raise BadFileError(f"{path}: tensor '{name}' holds {value.dtype} values, not "
                            "floating-point weights", path=path)
-    finite = np.isfinite(value)
-    if not finite.all():
-        bad = value.size - int(np.count_nonzero(finite))
+    # A NaN or infinity makes the sum non-finite (float64: finite float32 values cannot
+    # overflow it); only then are the values counted one by one.
+    if not np.isfinite(value.sum(dtype=np.float64)):
+        bad = value.size - int(np.count_nonzero(np.isfinite(value)))
         raise BadFileError(f"{path}: tensor '{name}' holds {bad} NaN or infinite values "
                            f"(of {value.size}): refused as weights", path=path)
     return value
