@@ -87,10 +87,14 @@ def check_finite(path, name, value):
     if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
         raise BadFileError(f"{path}: tensor '{name}' holds {value.dtype} values, not "
                            "floating-point weights", path=path)
-    # A NaN or infinity makes the sum non-finite (float64: finite float32 values cannot
-    # overflow it); only then are the values counted one by one.
-    if not np.isfinite(value.sum(dtype=np.float64)):
+    # A NaN or infinity makes the (fast) sum non-finite; so may an overflow of large finite
+    # values, hence the values are then counted one by one.
+    bad = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = value.sum()
+    if not np.isfinite(total):
         bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+    if bad:
         raise BadFileError(f"{path}: tensor '{name}' holds {bad} NaN or infinite values "
                            f"(of {value.size}): refused as weights", path=path)
     return value
