@@ -223,6 +223,8 @@ def open_caffemodel(path, variant=None, prototxt=None):
         var + eps - 1e-5 (the model's eps; the prototxt's eps, else Caffe's 1e-5).
     Raises:
         BadFileError: unreadable file, or a caffemodel that does not fit the prototxt.
+        SettingError (suggesting `prototxt`, when the tensors are first needed): a
+            caffemodel whose layers do not fit DeepLab's (e.g. an ImageNet ResNet's).
     """
     with _bad_file(path):
         parsed = reader.read_caffemodel(path)
