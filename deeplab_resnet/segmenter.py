@@ -9,9 +9,10 @@ from PIL import Image
 
 from deeplab_resnet import checkpoint, crf as crf_lib, defaults, evaluation, export as export_lib
 from deeplab_resnet import precision as precision_lib
-from deeplab_resnet import predict, utils
+from deeplab_resnet import predict as predict_lib
+from deeplab_resnet import utils
 from deeplab_resnet.arch import VARIANTS
-from deeplab_resnet.errors import DeepLabError, SettingError
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
 
 
 def as_rgb(image):
@@ -73,6 +74,19 @@ def _check_settings(model, num_classes, precision, scales):
         raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
 
 
+def _load_network(weights, model, num_classes, prototxt):
+    """(the file read, the DeepLabResNet) for `weights`; a fault of the file is a BadFileError."""
+    try:
+        source = checkpoint.source_path(weights)  # a folder: its latest, resolved once
+        return source, checkpoint.load_weights(source, model, num_classes, prototxt=prototxt)
+    except DeepLabError as exc:
+        if type(exc) is not DeepLabError:  # already typed (a setting, a file)
+            raise
+        # The loader's untyped errors are all about the file (missing, unreadable, corrupt,
+        # not fitting the network): the API promises a BadFileError for them.
+        raise BadFileError(str(exc), path=weights) from None
+
+
 class Segmenter:
     """A loaded network and its test protocol: images in, class labels out.
 
@@ -89,7 +103,7 @@ class Segmenter:
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
-        predictor: the underlying `predict.Predictor` (a `tf.Module`).
+        predictor: the underlying `predict_lib.Predictor` (a `tf.Module`).
 
     Example:
         >>> seg = deeplab_resnet.Segmenter.load("train_iter_20000.caffemodel")
@@ -147,13 +161,12 @@ class Segmenter:
         """
         _check_settings(model, num_classes, precision, scales)
         crf_params = _crf_params(crf)
-        source = checkpoint.source_path(weights)  # a folder: its latest, resolved once
-        network = checkpoint.load_weights(source, model, num_classes, prototxt=prototxt)
+        source, network = _load_network(weights, model, num_classes, prototxt)
         names = utils.class_names(network.num_classes, class_names)
-        config = predict.PredictConfig(scales=tuple(scales), flip=flip,
+        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
                                        deeplab_protocol=deeplab_protocol, pad_size=pad_size,
                                        precision=precision)
-        return cls(predict.make_predictor(network, config, crf_params), source, names)
+        return cls(predict_lib.make_predictor(network, config, crf_params), source, names)
 
     def predict(self, image):
         """Segments one image.
@@ -173,7 +186,7 @@ class Segmenter:
         """
         return self.predictor(as_rgb(image))
 
-    def predict_many(self, images, *, prefetch=predict.PREFETCH_DEPTH):
+    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH):
         """Segments a sequence of images, decoding the next ones while the network runs.
 
         Args:
@@ -187,7 +200,7 @@ class Segmenter:
             >>> for path, prediction in zip(paths, seg.predict_many(paths)):
             ...     print(path, np.bincount(prediction.labels.ravel()))
         """
-        for image in predict.prefetch(as_rgb, images, prefetch):
+        for image in predict_lib.prefetch(as_rgb, images, prefetch):
             yield self.predictor(image)
 
     def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
