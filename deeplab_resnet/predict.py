@@ -42,7 +42,7 @@ FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
-Prediction.__doc__ = """What `Predictor` returns for one image.
+Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
 
 Attributes:
     labels: HxW int32 class indices.
@@ -51,6 +51,12 @@ Attributes:
         before any resizing: the model's output size for the input (for
         several scales, the fused output at the first scale's size; with the
         DeepLab protocol, the output for the padded image).
+
+Example:
+    >>> prediction = deeplab_resnet.Segmenter.load("ckpt/voc12").predict("photo.jpg")
+    >>> labels, probabilities, logits = prediction     # a named tuple
+    >>> bool((probabilities.argmax(-1) == labels).all())
+    True
 """
 
 
