@@ -226,3 +226,20 @@ def test_caffemodel_weights_with_own_prototxt_fold_eps(tmp_path):
     convert(proto, tmp_path / "m.caffemodel", npz_path=tmp_path / "w.npz")
     with np.load(tmp_path / "w.npz", allow_pickle=False) as data:
         np.testing.assert_allclose(data["bn/variance"], blobs["bn"][1] / 2.0, rtol=1e-6)
+
+
+def test_settings_errors_name_convert_flags(tmp_path, capsys):
+    """The library names its arguments (npz_path, code_path); convert.py shows its own flags."""
+    from deeplab_resnet import cli
+    from deeplab_resnet.cli import convert as convert_command
+    proto = tmp_path / "p.prototxt"
+    proto.write_text(GOOD)
+    for argv, message in (
+            ([proto], "error: nothing to do: give --ckpt-path, --data-output-path or "
+                      "--code-output-path"),
+            ([proto, "--data-output-path", tmp_path / "w.npz"],
+             "error: --ckpt-path and --data-output-path need --caffemodel")):
+        with pytest.raises(SystemExit) as info:
+            cli.run(convert_command.main, [str(a) for a in argv])
+        assert (info.value.code, capsys.readouterr().err) == (2, message + "\n")
+    assert os.listdir(tmp_path) == ["p.prototxt"]
