@@ -1,6 +1,7 @@
 """`Segmenter`: the library's front door for prediction: load any weights, predict, evaluate,
 export. The commands evaluate.py, inference.py and export.py run through it."""
 
+import logging
 import os
 
 import numpy as np
@@ -13,6 +14,8 @@ from deeplab_resnet import predict as predict_lib
 from deeplab_resnet import utils
 from deeplab_resnet.arch import VARIANTS
 from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
+
+_log = logging.getLogger(__name__)
 
 
 def as_rgb(image):
@@ -166,7 +169,10 @@ class Segmenter:
         config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
                                        deeplab_protocol=deeplab_protocol, pad_size=pad_size,
                                        precision=precision)
-        return cls(predict_lib.make_predictor(network, config, crf_params), source, names)
+        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), source, names)
+        _log.debug("loaded %s: %s, %d classes, computing in %s", source, segmenter.model,
+                   segmenter.num_classes, segmenter.precision)
+        return segmenter
 
     def predict(self, image):
         """Segments one image.

@@ -102,6 +102,8 @@ def test_a_notebook_session(weights, data, tmp_path, capsys, caplog, monkeypatch
     assert capsys.readouterr() == ("", "")  # the library printed nothing...
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "running fp32" in warnings[0].getMessage()  # ...it logged
+    assert any(r.getMessage().startswith(f"loaded {weights['port']}: tiny, 4 classes")
+               for r in caplog.records)
     assert _process_state() == before
 
     # The commands give the same labels and the same mean IoU.
