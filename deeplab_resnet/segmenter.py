@@ -254,8 +254,10 @@ class Segmenter:
             writable; an OSError naming it when the write fails.
 
         Example:
-            >>> seg.export("exported/")
-            >>> serve = tf.saved_model.load("exported/").signatures["serving_default"]
+            >>> path = seg.export("exported/")
+            >>> serve = tf.saved_model.load(path).signatures["serving_default"]
+            >>> serve(image=tf.zeros([240, 320, 3], tf.uint8))["labels"].shape
+            TensorShape([240, 320])
         """
         output_dir = export_lib.check_output_dir(path, "path")
         export_lib.export(self.predictor, output_dir)
