@@ -168,6 +168,17 @@ def test_predict_many_reads_ahead_and_stops_where_a_file_is_bad(weights, tmp_pat
     with pytest.raises(deeplab_resnet.DeepLabError, match="absent.png"):
         next(results)
 
+    consumed = []
+
+    def paths():
+        for _ in range(5):
+            consumed.append(good)
+            yield good
+    results = seg.predict_many(paths(), prefetch=2)
+    next(results)
+    assert len(consumed) == 3  # the image predicted and the two decoded ahead of it
+    results.close()
+
 
 def test_convert_errors_name_its_arguments(weights, tmp_path):
     with pytest.raises(deeplab_resnet.SettingError, match="give ckpt_path, npz_path or code_path"):
