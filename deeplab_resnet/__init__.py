@@ -12,7 +12,8 @@ The Python API (the same code the commands run; see the README's "Python API"):
     DeepLabError  the base of the typed errors: BadFileError (a file),
                   SettingError (a setting), WriteError (an output)
 
-The library never prints: it logs on the "deeplab_resnet" logger. Only the
+The library never prints: it logs on the "deeplab_resnet" logger, silent until
+the application configures `logging` (e.g. `logging.basicConfig()`). Only the
 error classes are imported with the package; the rest (and TensorFlow) load on
 first use, so `import deeplab_resnet` stays light.
 
@@ -23,10 +24,14 @@ Example:
 """
 
 import importlib
+import logging
 
 from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, WriteError
 
 __version__ = "0.1.0"
+
+# Silent unless the application configures logging: no "last resort" output on stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {

@@ -191,12 +191,14 @@ def test_convert_errors_name_its_arguments(weights, tmp_path):
 
 
 def test_import_stays_light_and_lists_the_api():
-    """`import deeplab_resnet` loads neither TensorFlow nor the modules behind the API."""
-    code = ("import sys, deeplab_resnet\n"
+    """`import deeplab_resnet` loads neither TensorFlow nor the modules behind the API, and
+    its log records stay silent until the application configures logging."""
+    code = ("import logging, sys, deeplab_resnet\n"
+            "logging.getLogger('deeplab_resnet.precision').warning('not shown')\n"
             "print('tensorflow' in sys.modules, sorted(deeplab_resnet.__all__))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     loaded, names = result.stdout.split(" ", 1)
     assert loaded == "False"
     for name in ("Segmenter", "Prediction", "Scores", "convert", "DeepLabError", "BadFileError",
