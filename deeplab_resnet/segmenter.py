@@ -2,6 +2,7 @@
 export. The commands evaluate.py, inference.py and export.py run through it."""
 
 import logging
+import numbers
 import os
 
 import numpy as np
@@ -27,8 +28,8 @@ def as_rgb(image):
             HxWx4 RGBA. Files and PIL images are converted as the commands
             convert them (grayscale, CMYK, palette, RGBA ... -> RGB).
     Raises:
-        BadFileError for an unreadable file; SettingError ("image") for an
-        array of another type or shape.
+        DeepLabError naming a missing or unreadable file; SettingError ("image")
+        for an object of another type, or an array of another dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
         return utils.read_image(image)
@@ -39,12 +40,11 @@ def as_rgb(image):
     if not isinstance(image, np.ndarray):
         raise SettingError(f"{{image}}: expected a path, a PIL image or an HxWx3 uint8 array, "
                            f"got {type(image).__name__}", "image")
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+    channels = image.shape[2] if image.ndim == 3 else None
+    if image.dtype == np.uint8 and channels == 3:
         return image
-    if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3
-                                                        and image.shape[2] in (1, 4))):
-        return utils.to_rgb(Image.fromarray(image.squeeze(2) if image.ndim == 3
-                                            and image.shape[2] == 1 else image))
+    if image.dtype == np.uint8 and (image.ndim == 2 or channels in (1, 4)):
+        return utils.to_rgb(Image.fromarray(image[..., 0] if channels == 1 else image))
     raise SettingError(f"{{image}}: expected an HxWx3 uint8 RGB array (or HxW, HxWx4), got "
                        f"{image.dtype} {image.shape}", "image")
 
@@ -67,7 +67,8 @@ def _check_settings(model, num_classes, precision, scales):
     if model is not None and model not in VARIANTS:
         raise SettingError(f"{{variant}} '{model}': unknown (choose from "
                            f"{', '.join(sorted(VARIANTS))})", "variant")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 1):
         raise SettingError(f"{{num_classes}} must be a positive integer, got {num_classes!r}",
                            "num_classes")
     if precision not in precision_lib.PRECISIONS:
