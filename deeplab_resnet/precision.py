@@ -3,7 +3,8 @@
 bfloat16 and float16 halve the memory traffic and, on hardware with native
 instructions, double the arithmetic rate. Without such instructions TensorFlow
 emulates them, many times slower than float32, so a reduced precision is used
-only where the hardware has it; elsewhere inference runs float32 and says so.
+only where the hardware has it; elsewhere inference runs float32 and says so
+(a warning on the `deeplab_resnet.precision` logger).
 
     bf16: a GPU of compute capability >= 8.0 (Ampere and later), or a CPU with
           AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm).
@@ -12,9 +13,11 @@ only where the hardware has it; elsewhere inference runs float32 and says so.
 """
 
 import dataclasses
-import sys
+import logging
 
 import tensorflow as tf
+
+_log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 DEFAULT_PRECISION = "fp32"
@@ -79,16 +82,16 @@ def detect():
 _warned = set()
 
 
-def resolve(precision, hardware=None, stream=None):
+def resolve(precision, hardware=None):
     """The dtype to compute in for a requested precision.
 
     A reduced precision this hardware cannot run natively falls back to
-    float32, with one message (per precision and process) on `stream`.
+    float32, with one warning (per precision and process) logged on
+    `deeplab_resnet.precision`.
 
     Args:
         precision: "fp32", "bf16" or "fp16".
         hardware: a `Hardware` (default: `detect()`); tests pass their own.
-        stream: where the message goes (default: stderr).
     Returns:
         tf.float32, tf.bfloat16 or tf.float16.
     """
@@ -101,7 +104,6 @@ def resolve(precision, hardware=None, stream=None):
         return PRECISIONS[precision]
     if precision not in _warned:
         _warned.add(precision)
-        print(f"{precision} requested: this {hardware.describe()} has no native {precision} "
-              f"arithmetic (emulated it would be many times slower); running fp32",
-              file=stream or sys.stderr)
+        _log.warning("%s requested: this %s has no native %s arithmetic (emulated it would be "
+                     "many times slower); running fp32", precision, hardware.describe(), precision)
     return tf.float32

@@ -2,8 +2,9 @@
 
 RGB image -> `model.preprocess` -> network (one scale, or several fused by max
 through `msc.MultiScale`) -> logits resized to the image -> softmax ->
-(mirrored image averaged in) -> optional dense CRF -> argmax. evaluate.py,
-inference.py and export.py all go through `Predictor`. The network may compute
+(mirrored image averaged in) -> optional dense CRF -> argmax. `Segmenter`,
+evaluate.py, inference.py and export.py all go through `Predictor`; `prefetch`
+decodes the next images while the network runs. The network may compute
 in bfloat16 or float16 (`--precision`); its logits are float32, and so is
 everything after them.
 
@@ -21,7 +22,9 @@ i's receptive field is centred.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import itertools
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +42,7 @@ FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
-Prediction.__doc__ = """What `Predictor` returns for one image.
+Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
 
 Attributes:
     labels: HxW int32 class indices.
@@ -48,6 +51,12 @@ Attributes:
         before any resizing: the model's output size for the input (for
         several scales, the fused output at the first scale's size; with the
         DeepLab protocol, the output for the padded image).
+
+Example:
+    >>> prediction = deeplab_resnet.Segmenter.load("ckpt/voc12").predict("photo.jpg")
+    >>> labels, probabilities, logits = prediction     # a named tuple
+    >>> bool((probabilities.argmax(-1) == labels).all())
+    True
 """
 
 
@@ -195,3 +204,40 @@ def make_predictor(model, config=PredictConfig(), crf=None):
                            float32_head=FLOAT32_HEAD)
     return Predictor(network, scales=config.scales, flip=config.flip,
                      deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size, crf=crf)
+
+
+# Images decoded ahead of the network: enough to hide decoding behind compute,
+# few enough to hold little memory.
+PREFETCH_DEPTH = 2
+
+
+def prefetch(read, items, depth=PREFETCH_DEPTH):
+    """Yields `read(item)` for each item, in order, reading up to `depth` items ahead.
+
+    The reads run in one background thread (image decoding releases the GIL),
+    so reading the next images overlaps the prediction of the current one. A
+    read that fails raises when its result is reached, after every earlier
+    item was yielded, as a plain loop would.
+
+    Args:
+        read: item -> value, e.g. `utils.read_image`.
+        items: any iterable; it is consumed lazily, in the caller's thread.
+        depth: how many reads may run ahead of the consumer (>= 1).
+
+    Example:
+        >>> for image in prefetch(utils.read_image, ["a.jpg", "b.jpg"]):
+        ...     labels = predictor(image).labels
+    """
+    items = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix="deeplab-read") as pool:
+        pending = collections.deque(pool.submit(read, item)
+                                    for item in itertools.islice(items, max(1, depth)))
+        try:
+            while pending:
+                value = pending.popleft().result()
+                pending.extend(pool.submit(read, item) for item in itertools.islice(items, 1))
+                yield value
+        finally:  # the consumer stopped early or a read failed: drop what is queued
+            for future in pending:
+                future.cancel()

@@ -3,9 +3,13 @@
 One module per command (`train`, `evaluate`, `inference`, `export`, `convert`,
 `demo`, ...); each has `main(argv)` and `entry()`, the console script that
 `pip install` creates (see pyproject.toml), which the top-level scripts also
-call. Command modules import the library (and so TensorFlow) inside `main`,
-after `run` has quieted TensorFlow's start-up, so `--help` and flag errors stay
-fast and bad input gives exactly one line on stderr.
+call. `run` loads TensorFlow (quietly, `tf_quiet`) before the command's `main`
+for every command that uses the network, so their `--help` waits for
+TensorFlow too; the command modules import the library only inside `main`, so
+that importing them stays light and TensorFlow's start-up notices never reach
+stderr (bad input gives exactly one line there). The library itself is the
+Python API (`deeplab_resnet.Segmenter`, `convert`, `train`); this layer only
+turns flags into its arguments, prints, and exits.
 """
 
 import argparse
@@ -24,7 +28,8 @@ from deeplab_resnet.utils import writable_dir
 
 MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
-FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training"}
+FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
+              "npz_path": "--data-output-path", "code_path": "--code-output-path"}
 
 
 def flag_name(field):
