@@ -444,9 +444,20 @@ def load_weights(path, variant=None, num_classes=None, new_head=False, prototxt=
         >>> model.variant, model.num_classes
         ('resnet101', 21)
     """
+    opened = open_weights(path, prototxt=prototxt, variant=variant)
+    return build_model(opened, variant, num_classes, new_head, prototxt, **model_kwargs)
+
+
+def build_model(opened, variant=None, num_classes=None, new_head=False, prototxt=None,
+                **model_kwargs):
+    """A DeepLabResNet filled from an opened weights file (see `load_weights`).
+
+    Args:
+        opened: an `open_weights` result.
+        variant, num_classes, new_head, prototxt, **model_kwargs: as for `load_weights`.
+    """
     if new_head and num_classes is None:
         num_classes = defaults.NUM_CLASSES
-    opened = open_weights(path, prototxt=prototxt, variant=variant)
     opened.require_head(new_head, prototxt)
     variant, num_classes = opened.settle(variant, num_classes, new_head=new_head)
     network = arch.architecture(variant or defaults.VARIANT,

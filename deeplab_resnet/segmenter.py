@@ -14,7 +14,7 @@ from deeplab_resnet import precision as precision_lib
 from deeplab_resnet import predict as predict_lib
 from deeplab_resnet import utils
 from deeplab_resnet.arch import VARIANTS
-from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
+from deeplab_resnet.errors import DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
 
@@ -79,16 +79,9 @@ def _check_settings(model, num_classes, precision, scales):
 
 
 def _load_network(weights, model, num_classes, prototxt):
-    """(the file read, the DeepLabResNet) for `weights`; a fault of the file is a BadFileError."""
-    try:
-        source = checkpoint.source_path(weights)  # a folder: its latest, resolved once
-        return source, checkpoint.load_weights(source, model, num_classes, prototxt=prototxt)
-    except DeepLabError as exc:
-        if type(exc) is not DeepLabError:  # already typed (a setting, a file)
-            raise
-        # The loader's untyped errors are all about the file (missing, unreadable, corrupt,
-        # not fitting the network): the API promises a BadFileError for them.
-        raise BadFileError(str(exc), path=weights) from None
+    """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
+    opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
+    return opened, checkpoint.build_model(opened, model, num_classes, prototxt=prototxt)
 
 
 class Segmenter:
@@ -102,8 +95,8 @@ class Segmenter:
     Attributes:
         model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
         num_classes: the number of classes.
-        class_names: one name per class (VOC's for 21 classes, else class_<i>,
-            or those given to `load`).
+        class_names: one name per class: those given to `load`, else those the
+            weights record, else VOC's for 21 classes, else class_<i>.
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -151,8 +144,8 @@ class Segmenter:
             crf: refine with a dense CRF: True (DeepLab-v2's VOC settings) or a
                 `deeplab_resnet.crf.CRFParams`; needs the optional pydensecrf2.
             pad_size: padded side for `deeplab_protocol` (513).
-            class_names: one name per class (default: VOC's for 21 classes,
-                else class_<i>).
+            class_names: one name per class (default: those the weights record,
+                else VOC's for 21 classes, else class_<i>).
         Returns:
             a `Segmenter`.
         Raises:
@@ -165,13 +158,13 @@ class Segmenter:
         """
         _check_settings(model, num_classes, precision, scales)
         crf_params = _crf_params(crf)
-        source, network = _load_network(weights, model, num_classes, prototxt)
-        names = utils.class_names(network.num_classes, class_names)
+        opened, network = _load_network(weights, model, num_classes, prototxt)
+        names = utils.class_names(network.num_classes, class_names or opened.class_names)
         config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
                                        deeplab_protocol=deeplab_protocol, pad_size=pad_size,
                                        precision=precision)
-        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), source, names)
-        _log.debug("loaded %s: %s, %d classes, computing in %s", source, segmenter.model,
+        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path, names)
+        _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
         return segmenter
 
