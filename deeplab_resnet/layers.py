@@ -67,14 +67,21 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differ
 def native_dilated_gradient(x):
     """Whether TensorFlow can differentiate a dilated convolution of `x` where it runs.
 
-    Decided when the operation is built, from the device it is placed on (a
-    `tf.device` scope, a replica's device) or, unplaced, from whether a GPU
-    will take it: cuDNN (and XLA) differentiate dilated convolutions, TF's
-    CPU kernels do not. The CPU route (`_dilated_conv`) pads and copies the
+    Decided when the operation is built, from the device it is pinned to (a
+    `tf.device` scope around it in the same function, an eager tensor's
+    device) or, unpinned, from whether a GPU is visible, as TensorFlow then
+    places convolutions on GPU:0 (and a strategy's replicas on the GPUs):
+    cuDNN (and XLA) differentiate dilated convolutions, TF's CPU kernels do
+    not. The CPU route (`_dilated_conv`) pads and copies the
     activations through space_to_batch for the kernel gradient, memory a GPU
     need not spend.
     """
-    return devices.runs_on_gpu(x.device)
+    device = x.device
+    if not tf.executing_eagerly():
+        # The innermost tf.device scope, which a function's placeholders do
+        # not carry: an unused no-op shows it and is pruned.
+        device = tf.raw_ops.NoOp().device or device
+    return devices.runs_on_gpu(device)
 
 
 def _dilated_conv(x, weights, rate, ph, pw):
