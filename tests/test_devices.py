@@ -198,3 +198,61 @@ def test_synchronised_moments_take_one_all_reduce_and_match_two_passes(monkeypat
     np.testing.assert_allclose(mean.numpy(), reference_mean.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(variance.numpy(), reference_variance.numpy(), rtol=1e-5)
     assert float(count) == 2 * 17 * 19 * 2
+
+
+# -- the commands: devices named first, TF32 off unless --tf32 ------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint_and_image(tmp_path_factory):
+    from PIL import Image
+
+    from conftest import save_model, tiny_model
+    folder = tmp_path_factory.mktemp("devices")
+    image = folder / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (33, 41, 3), np.uint8)).save(image)
+    return str(save_model(tiny_model(3, seed=1), folder / "model")), str(image)
+
+
+def _command(main, argv, capsys):
+    from deeplab_resnet import cli
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    out, _ = capsys.readouterr()
+    assert exit_info.value.code == 0
+    return out
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_prediction_commands_run_true_float32_unless_told(checkpoint_and_image, tmp_path,
+                                                          capsys, tf32_restored, tf32):
+    from deeplab_resnet.cli import evaluate, export, inference
+    ckpt, image = checkpoint_and_image
+    flag = ["--tf32"] if tf32 else []
+    devices.use_tf32(not tf32)
+    out = _command(inference.main, [image, ckpt, "--save-dir", str(tmp_path / "out")] + flag,
+                   capsys)
+    assert out.splitlines()[0].startswith("devices: CPU (no GPU visible")
+    assert devices.tf32_enabled() == tf32
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{image}\n")
+    for main, argv in ((evaluate.main, ["--data-list", str(listing), "--restore-from", ckpt,
+                                        "--save-dir", str(tmp_path / "eval")]),
+                       (export.main, ["--restore-from", ckpt, "--output-dir",
+                                      str(tmp_path / "saved")])):
+        devices.use_tf32(not tf32)
+        out = _command(main, argv + flag, capsys)
+        assert out.startswith("devices: CPU") and devices.tf32_enabled() == tf32
+
+
+def test_training_runs_true_float32_and_names_its_devices(tmp_path, capsys, tf32_restored):
+    from deeplab_resnet import shapes
+    from deeplab_resnet.cli import train
+    data = shapes.make_shapes_dataset(tmp_path / "data", num_train=2, num_val=1, size=(40, 40))
+    argv = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],
+            "--data-list", data["train"], "--input-size", "33,33", "--batch-size", "1",
+            "--num-steps", "1", "--snapshot-dir", str(tmp_path / "snap"), "--memory-growth"]
+    devices.use_tf32(True)
+    out = _command(train.main, argv, capsys)
+    assert out.startswith("devices: CPU (no GPU visible") and not devices.tf32_enabled()
+    _command(train.main, argv + ["--num-steps", "2", "--tf32"], capsys)
+    assert devices.tf32_enabled()

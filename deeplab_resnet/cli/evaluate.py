@@ -58,6 +58,7 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
+    cli.use_devices(args)
     # The library (and TensorFlow) after the flags: --help stays fast.
     from deeplab_resnet import checkpoint, evaluation, metrics, precision, utils
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)

@@ -45,6 +45,7 @@ def check_output_dir(path):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
+    cli.use_devices(args)
     # The library (and TensorFlow) after the flags: --help stays fast.
     from deeplab_resnet import checkpoint, export
     output_dir = check_output_dir(args.output_dir)

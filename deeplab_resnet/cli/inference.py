@@ -47,6 +47,7 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
+    cli.use_devices(args)
     # The library (and TensorFlow) after the flags: --help stays fast.
     from deeplab_resnet import checkpoint, inference, utils
     paths = inference.image_paths(args.img_path)
