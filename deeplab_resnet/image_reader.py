@@ -9,8 +9,8 @@ state to save.
 Decoding runs in TensorFlow ops (no Python, no GIL) for the common formats,
 chosen per file from its header when the reader is made (`decoder_kinds`):
 RGB JPEGs (with libjpeg's accurate integer IDCT, the one PIL uses: the same
-pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and 8-bit palette PNG
-labels (VOC's: tf.io.decode_png returns a palette's colours, so each file's
+pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and palette PNG labels
+(VOC's: tf.io.decode_png returns a palette's colours, so each file's
 palette is swapped for the gray ramp (i, i, i) in memory and the gray decode
 is the class indices). The label check runs in
 the graph too. Every other encoding the README promises (16-bit, LA/PA, CMYK
@@ -106,12 +106,14 @@ def label_kind(path):
     """(how a label file is decoded: PNG_GRAY, PNG_PALETTE or PIL; (offset, length) of a
     palette PNG's PLTE chunk, else (0, 0))."""
     header = png_header(path)
-    if header is None or header[2] != 8 or not _small(*header[:2]):
+    if header is None or not _small(*header[:2]):
         return PIL, (0, 0)
-    colour, palette = header[3:]
-    if colour == _PNG_GRAY:
+    depth, colour, palette = header[2:]
+    if (depth, colour) == (8, _PNG_GRAY):
         return PNG_GRAY, (0, 0)
-    if colour == _PNG_INDEXED and palette and palette[1] % 3 == 0 and 0 < palette[1] <= 768:
+    # Packed palettes (1, 2, 4 bits: PIL writes small palettes so) unpack to their indices too.
+    if (colour == _PNG_INDEXED and depth in (1, 2, 4, 8) and palette
+            and palette[1] % 3 == 0 and 0 < palette[1] <= 768):
         return PNG_PALETTE, palette
     return PIL, (0, 0)
 
