@@ -37,13 +37,12 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                 metrics.check_labels(label, num_classes, ignore_label)
             except ValueError as exc:
                 raise DeepLabError(f"{label_path}: {exc}") from None
-        prediction = predictor(image)
+        predicted = predictor.predict_labels(image)  # the probabilities stay on the device
         if label is not None:
-            confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,
-                                                  ignore_label)
+            confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
+            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"))
     return confusion
 
 
