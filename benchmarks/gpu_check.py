@@ -5,8 +5,7 @@ Runs on a CPU too (the figures then describe the CPU). Prints:
 - the devices line every command prints, and TF32's state (TensorFlow's default, then the
   commands' default after `devices.use_tf32(False)`);
 - the precision chosen for --precision bf16/fp16 and --mixed-precision bf16/fp16;
-- the gradient path of dilated convolutions (native on a GPU, space_to_batch on a CPU) and
-  the --jit --deterministic policy;
+- the gradient path of dilated convolutions (native on a GPU, space_to_batch on a CPU);
 - images/s of a training update (train.py's step, frozen BatchNorm) and of inference (the
   BN-folded network, the full protocol, labels only);
 - exactness: logits and weight gradients on the default device (TF32 off, then on) against
@@ -29,7 +28,6 @@ import tensorflow as tf
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from deeplab_resnet import devices, layers, precision  # noqa: E402
-from deeplab_resnet.errors import SettingError  # noqa: E402
 from deeplab_resnet.model import DeepLabResNet, preprocess  # noqa: E402
 from deeplab_resnet.predict import make_predictor  # noqa: E402
 from deeplab_resnet.training import losses, optim, step  # noqa: E402
@@ -53,11 +51,6 @@ def decisions():
     native = layers.native_dilated_gradient(tf.zeros([1]))
     print("dilated convolution gradient: " + ("native (cuDNN/XLA)" if native
                                               else "space_to_batch kernel gradient (CPU)"))
-    try:
-        devices.check_jit_determinism(True, True)
-        print("--jit --deterministic: allowed here (XLA's CPU kernels are deterministic)")
-    except SettingError as exc:
-        print(f"--jit --deterministic: refused: {exc}")
 
 
 def batch(size, batch_size, seed=0):

@@ -62,15 +62,25 @@ def test_memory_growth_is_set_on_every_gpu(monkeypatch):
     assert error.value.fields == ("memory_growth",)
 
 
-def test_jit_with_determinism_is_refused_on_a_gpu_only():
+def test_jit_with_determinism_is_refused():
     with pytest.raises(SettingError, match="select-and-scatter") as error:
-        devices.check_jit_determinism(True, True, on_gpu=True)
+        devices.check_jit_determinism(True, True)
     assert error.value.fields == ("jit", "deterministic")
     assert "\n" not in str(error.value)
-    devices.check_jit_determinism(True, True, on_gpu=False)
-    devices.check_jit_determinism(True, False, on_gpu=True)
-    devices.check_jit_determinism(False, True, on_gpu=True)
-    devices.check_jit_determinism(True, True)  # this machine has no GPU
+    devices.check_jit_determinism(True, False)
+    devices.check_jit_determinism(False, True)
+
+
+def test_training_refuses_jit_with_determinism_in_one_line(tmp_path, capsys):
+    from deeplab_resnet import cli
+    from deeplab_resnet.cli import train
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(train.main, ["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "none"),
+                             "--snapshot-dir", str(tmp_path / "snap"), "--jit",
+                             "--deterministic"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: --jit with --deterministic is refused") and err.count("\n") == 1
 
 
 # -- precision from the device that runs the network ---------------------------------------
