@@ -39,7 +39,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     The next images and labels are decoded while the network runs (`predict.prefetch`).
 
     Args:
-        predictor: a `predict.Predictor` (or any RGB array -> `Prediction` callable).
+        predictor: a `predict.Predictor` (`predict_labels` is used).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -56,13 +56,12 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     read = functools.partial(_read_pair, num_classes, ignore_label)
     for image_path, image, label in predict.prefetch(read, pairs):
-        prediction = predictor(image)
+        predicted = predictor.predict_labels(image)  # the probabilities stay on the device
         if label is not None:
-            confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,
-                                                  ignore_label)
+            confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
+            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"))
         if progress is not None:
             progress(1)
     return confusion

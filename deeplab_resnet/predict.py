@@ -75,6 +75,14 @@ def padded_size(size, pad_size):
     return (target - 1 + stride - 1) // stride * stride + 1
 
 
+def _checked(image):
+    """`image` as an array; a ValueError unless it is HxWx3 uint8."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    return image
+
+
 class Predictor(tf.Module):
     """Image -> probabilities/labels for one model and one test protocol.
 
@@ -149,6 +157,34 @@ class Predictor(tf.Module):
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
                 "probabilities": probabilities}
 
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def labels(self, image):
+        """Class-index map [H,W] int32 alone (no CRF): the argmax runs where the network ran,
+        so only H x W int32 values reach the host, not H x W x C probabilities.
+
+        Args:
+            image: HxWx3 uint8 RGB tensor, any size.
+        """
+        _, probabilities = self.forward(image)
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+    def predict_labels(self, image):
+        """HxW int32 class indices of one image, equal to `self(image).labels`.
+
+        Without a CRF only the labels are copied to the host (`labels`); with
+        one, the probabilities are needed there and `__call__` runs.
+
+        Args:
+            image: HxWx3 uint8 RGB array.
+        Example:
+            >>> predictor = Predictor(DeepLabResNet("tiny", 3))
+            >>> predictor.predict_labels(np.zeros((50, 60, 3), np.uint8)).shape
+            (50, 60)
+        """
+        if self.crf is not None:
+            return self(image).labels
+        return self.labels(tf.constant(_checked(image))).numpy()
+
     def __call__(self, image):
         """Predicts one image.
 
@@ -157,9 +193,7 @@ class Predictor(tf.Module):
         Returns:
             a Prediction.
         """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+        image = _checked(image)
         logits, probabilities = self.forward(tf.constant(image))
         probabilities = probabilities.numpy()
         if self.crf is not None:

@@ -123,6 +123,30 @@ def add_data_args(parser, data_dir=None, data_list=None):
     return group
 
 
+def add_device_args(parser):
+    """--tf32 and --memory-growth, for every command that runs the network."""
+    group = parser.add_argument_group("devices")
+    group.add_argument("--tf32", action="store_true",
+                       help="let float32 convolutions and matrix products run as TF32 on GPUs "
+                            "of compute capability >= 8.0 (faster, ~1e-3 relative error); "
+                            "default: true float32, the numbers Caffe computes")
+    group.add_argument("--memory-growth", action="store_true",
+                       help="take GPU memory as needed instead of all of it, so that other "
+                            "processes can share the GPU (evaluation beside training, several "
+                            "workers); the same as TF_FORCE_GPU_ALLOW_GROWTH=true")
+    return group
+
+
+def use_devices(args):
+    """Applies the flags of `add_device_args` (process-wide, before TensorFlow uses a GPU) and
+    logs the devices in use, as a command's first line."""
+    from deeplab_resnet import devices  # TensorFlow: cli.run has loaded it quietly
+    devices.use_tf32(args.tf32)
+    if args.memory_growth:
+        devices.use_memory_growth()
+    devices.log_devices()
+
+
 def flag_errors(function):
     """Lets a command's errors name flags: a `SettingError` leaves as a `DeepLabError` whose
     message shows each setting as its flag (for callers of `main` other than `run`)."""

@@ -61,6 +61,7 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
+    cli.use_devices(args)
     from deeplab_resnet import evaluation, utils
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:

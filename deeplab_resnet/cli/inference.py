@@ -47,6 +47,7 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
+    cli.use_devices(args)
     from deeplab_resnet import inference, predict, utils
     paths = inference.image_paths(args.img_path)
     crf = predict_flags.crf_params(args)

@@ -40,6 +40,7 @@ def add_prediction_args(parser, with_crf=True):
                             "on GPUs; logits, resizing, softmax and argmax stay float32. Where "
                             "the hardware lacks it, fp32 runs instead, with a message "
                             "(default: fp32)")
+    cli.add_device_args(parser)
     if not with_crf:
         return group
     crf_defaults = crf.CRFParams()
