@@ -218,10 +218,11 @@ def test_the_global_batch_counts_not_its_layout(tmp_path):
     saved = dict(record(10, 1), model="tiny")
     assert run_record.differences(saved, record(5, 2)) == []
     assert run_record.differences(saved, record(10, 1, num_steps=20)) == []
-    # Settings are named as `{setting}`: the command line shows its flags there.
+    # Settings are named by their config field as `{field}`: the command line shows its
+    # flags there.
     assert run_record.differences(saved, record(5, 1)) == [
         "global batch ({batch_size} x replicas) 10 there, 5 here"]
     assert run_record.differences(saved, record(10, 1, micro=2)) == [
         "{grad_update_every} 1 there, 2 here"]
     assert run_record.differences(saved, record(10, 1, model="resnet50")) == [
-        "{model} tiny there, resnet50 here"]
+        "{variant} tiny there, resnet50 here"]
