@@ -5,6 +5,7 @@ round trip; --precision and its old name --mixed-precision; the commands' signal
 import json
 import logging
 import os
+import pathlib
 import signal
 import sys
 import threading
@@ -243,3 +244,17 @@ def test_the_first_request_wins():
     stop.request("first", code=2)
     stop.request("second", code=3)
     assert (stop.requested, stop.reason, stop.code) == (True, "first", 2)
+
+
+def test_the_readme_training_block_runs(tmp_path, monkeypatch, capsys):
+    """The README's "From Python" training example, as written, on generated data."""
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("**From Python**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    shapes.make_shapes_dataset(tmp_path / "demo_output" / "data", num_train=4, num_val=1,
+                               size=(40, 48), seed=3)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 ") and lines[-2] == "saved snapshots_py/model.ckpt-10"
+    assert lines[-1].startswith("snapshots_py/model.ckpt-10 10 ")
+    assert lines[-1].endswith(" False None")

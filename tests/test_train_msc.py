@@ -83,12 +83,13 @@ def test_train_msc_flags_and_update_counting(tmp_path):
         assert train_flags.build_parser(recipe).parse_args([]).grad_update_every == 1
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=6, num_val=1, seed=4)
     snapshots = tmp_path / "snap"
-    args = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],
-            "--data-list", data["train"], "--input-size", "48,48", "--grad-update-every", "3",
-            "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale",
-            "--jit"]  # the XLA-compiled step (the plain one is tested above)
-    assert train_flags.main(training.TRAIN_MSC, args) == 0
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
+    config = training.TRAIN_MSC.config(
+        variant="tiny", num_classes=4, data_dir=data["root"], data_list=data["train"],
+        input_size=(48, 48), grad_update_every=3, num_steps=2, snapshot_dir=str(snapshots),
+        random_scale=True, jit=True)  # the XLA-compiled step (the plain one is tested above)
+    result = training.train(config, "train_msc")
+    assert result.updates == 2 and result.checkpoint.endswith("model.ckpt-2")
+    reader = tf.train.load_checkpoint(result.checkpoint)
     # Two updates, each from 3 mini-batches of 1 image.
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert reader.get_tensor("data_position/.ATTRIBUTES/VARIABLE_VALUE") == 6

@@ -121,8 +121,7 @@ def build_parser(recipe, description=None):
     g.add_argument("--stop-after", type=cli.positive_int, default=None,
                    help="end this run after N updates (a checkpoint is saved); rerun to go on")
     g.add_argument("--deterministic", action="store_true",
-                   help="use deterministic kernels (tf.config.experimental.enable_op_determinism) "
-                        "and set TensorFlow's global seed to --random-seed")
+                   help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     g.add_argument("--precision", choices=sorted(PRECISIONS), default=d["precision"],
                    help="the number format the network computes in: float32 ('fp32', default), "

