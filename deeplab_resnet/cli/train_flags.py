@@ -75,6 +75,13 @@ def build_parser(recipe, description=None):
     if recipe.multi_scale:
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
                        help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
+    _add_start_args(g, recipe, d)
+    _add_output_args(g, d)
+    return parser
+
+
+def _add_start_args(g, recipe, d):
+    """Augmentation, seed and starting weights: flags of the argument group `g` (defaults `d`)."""
     g.add_argument("--random-mirror", action="store_true",
                    help="flip images and labels horizontally at random")
     g.add_argument("--random-scale", action="store_true",
@@ -107,6 +114,10 @@ def build_parser(recipe, description=None):
                        help="moving-average fraction of the BatchNorm statistics with "
                             "--is-training (Caffe's %(default)s; lower for short runs from "
                             "scratch)")
+
+
+def _add_output_args(g, d):
+    """Checkpoints, summaries and execution: flags of the argument group `g` (defaults `d`)."""
     g.add_argument("--save-num-images", type=cli.non_negative_int, default=d["save_num_images"],
                    help="images in each TensorBoard image summary (default: %(default)s)")
     g.add_argument("--save-pred-every", type=cli.positive_int, default=d["save_pred_every"],
@@ -134,7 +145,6 @@ def build_parser(recipe, description=None):
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
                         "global batch is --batch-size x replicas (default: default, one device)")
-    return parser
 
 
 def config_from_args(args):
