@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import logging
+import numbers
 import os
 import time
 
@@ -127,14 +128,14 @@ def check_settings(config):
         value = getattr(config, field)
         if field in _MAY_BE_NONE and value is None:
             continue
-        if not (isinstance(value, int) and value >= 1):
+        if not (isinstance(value, numbers.Integral) and value >= 1):
             raise SettingError(f"{{{field}}} must be a positive integer, got {value!r}", field)
     for field, choices in _CHOICES.items():
         value = getattr(config, field)
         if value not in choices and not (field in _MAY_BE_NONE and value is None):
             raise SettingError(f"{{{field}}} must be one of {', '.join(sorted(choices))}, "
                                f"got {value!r}", field)
-    if not config.learning_rate > 0:
+    if not (isinstance(config.learning_rate, numbers.Real) and config.learning_rate > 0):
         raise SettingError(f"{{learning_rate}} must be positive, got {config.learning_rate!r}",
                            "learning_rate")
 
