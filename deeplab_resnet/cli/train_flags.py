@@ -220,11 +220,13 @@ def main(recipe, argv=None, description=None):
     recipe = get_recipe(recipe)
     args = build_parser(recipe, description).parse_args(argv)
     config, stop = config_from_args(args), StopRequest()
+    # Made before the signal handlers: a multi-worker strategy takes SIGTERM when it starts.
+    strategy = distribute.make_strategy(config.strategy)
     bar = ProgressBar(recipe.name, config.num_steps)
     callbacks = [bar] if sys.stderr.isatty() else []
     with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
-        result = train(config, recipe, callbacks=callbacks, stop=stop)
+        result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
         if result.stopped_early:
             raise stopped(result, stop, config)
     return 0

@@ -70,7 +70,7 @@ class Callback:
         (on a worker other than the chief: a temporary one, removed when `train` returns)."""
 
 
-def train(config, recipe="train", *, callbacks=(), stop=None):
+def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     """Trains (or resumes training) as `config` says, in `config.snapshot_dir`.
 
     A rerun with the same settings resumes the run from its latest checkpoint
@@ -86,6 +86,10 @@ def train(config, recipe="train", *, callbacks=(), stop=None):
         callbacks: `Callback`s told of every update and checkpoint.
         stop: a `StopRequest`; once requested, training saves a checkpoint after
             the update in progress and returns with `stopped_early`.
+        strategy: the tf.distribute strategy of `config.strategy`, if already made
+            (`distribute.make_strategy`; default: made here). A multi-worker strategy
+            takes SIGTERM for TensorFlow's preemption notifier when it is made: install
+            a SIGTERM handler that sets `stop` after making it, as the commands do.
     Returns:
         a `TrainResult`.
     Raises:
@@ -103,7 +107,7 @@ def train(config, recipe="train", *, callbacks=(), stop=None):
     """
     recipe = get_recipe(recipe)
     check_settings(config)
-    run = _start(config, recipe)
+    run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
     if run.start >= config.num_steps:
         if run.chief:
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
@@ -161,10 +165,9 @@ class _Run:
     start: int
 
 
-def _start(config, recipe):
+def _start(config, recipe, strategy):
     """Checks what the run is against its snapshot folder, builds and restores its state, and
     logs the startup report."""
-    strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1 and config.jit and not tf.config.list_logical_devices("GPU"):
         raise SettingError(f"{{jit}} with {replicas} replicas needs GPUs: XLA cannot compile "
