@@ -3,9 +3,10 @@
 One module per command (`train`, `evaluate`, `inference`, `export`, `convert`,
 `demo`, ...); each has `main(argv)` and `entry()`, the console script that
 `pip install` creates (see pyproject.toml), which the top-level scripts also
-call. Command modules import the library (and so TensorFlow) inside `main`,
-after `run` has quieted TensorFlow's start-up, so `--help` and flag errors stay
-fast and bad input gives exactly one line on stderr.
+call. For the commands that use the network, `run` loads TensorFlow quietly
+before `main` parses the flags, and command modules import the library inside
+`main`, so bad input gives exactly one line on stderr; light tools skip
+TensorFlow and start fast.
 """
 
 import argparse
