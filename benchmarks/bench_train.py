@@ -69,7 +69,8 @@ def tf_engine(args):
     variables = {k: v for k, v in model.params.items() if v.trainable}
     trainer = step.Trainer(losses.Objective(model, IGNORE_LABEL), optimizer, variables)
     images, labels = (tf.constant(t[None]) for t in batch(args))  # one micro-batch
-    return lambda: trainer.step(images, labels, LEARNING_RATE)
+    # .read(): wait for the update, as the loop does (the step itself does not)
+    return lambda: trainer.step(images, labels, LEARNING_RATE).read()
 
 
 def torch_engine(args):

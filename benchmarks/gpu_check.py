@@ -42,12 +42,10 @@ def decisions():
     print(f"TF32: TensorFlow's default {'on' if default_tf32 else 'off'}; the commands' "
           f"default (devices.use_tf32(False)) {'on' if devices.tf32_enabled() else 'off'}")
     hardware = precision.detect()
-    quiet = open(os.devnull, "w")
     for name in ("bf16", "fp16"):
-        chosen = precision.NAMES[precision.resolve(name, hardware, stream=quiet)]
-        trained = precision.NAMES[precision.training_dtype(name, hardware, stream=quiet)]
-        print(f"--precision {name}: runs {chosen}; --mixed-precision {name}: computes in "
-              f"{trained} (decided from the {hardware.describe()})")
+        chosen = precision.NAMES[precision.resolve(name, hardware)]
+        print(f"--precision {name}: inference and training compute in {chosen} "
+              f"(decided from the {hardware.describe()})")
     native = layers.native_dilated_gradient(tf.zeros([1]))
     print("dilated convolution gradient: " + ("native (cuDNN/XLA)" if native
                                               else "space_to_batch kernel gradient (CPU)"))

@@ -61,10 +61,18 @@ class SettingError(DeepLabError):
 
     def naming(self, name_of):
         """The message with each field shown as `name_of(field)` (e.g. its flag)."""
-        message = self.template
-        for field in self.fields:
-            message = message.replace("{" + field + "}", name_of(field))
-        return message
+        return name_fields(self.template, self.fields, name_of)
+
+
+def name_fields(template, fields, name_of=str):
+    """`template` with each `{field}` of `fields` shown as `name_of(field)` (default: the field).
+
+    For every message that names settings: `SettingError`, and log records that
+    carry `template` and `fields` (the command line shows its flags there).
+    """
+    for field in fields:
+        template = template.replace("{" + field + "}", name_of(field))
+    return template
 
 
 class WriteError(DeepLabError, OSError):

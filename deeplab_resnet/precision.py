@@ -15,7 +15,7 @@ only where the hardware has it; elsewhere inference runs float32 and says so
 The device that runs the network decides: when there is a GPU, the GPUs alone
 (every visible one, as each may run a replica), never the host CPU's flags;
 the CPU's flags only when no GPU is visible. Inference (`resolve`) and
-training's mixed precision (`training_dtype`) follow the same rule.
+training's `precision` (`training.TrainConfig`) follow the same rule.
 """
 
 import dataclasses
@@ -112,30 +112,3 @@ def resolve(precision, hardware=None):
         _log.warning("%s requested: this %s has no native %s arithmetic (emulated it would be "
                      "many times slower); running fp32", precision, hardware.describe(), precision)
     return tf.float32
-
-
-# Training's --mixed-precision names: "none" is float32.
-TRAINING_PRECISIONS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
-
-
-def training_dtype(mixed_precision, hardware=None):
-    """The dtype training computes in for a `TrainConfig.mixed_precision` value.
-
-    Decided as for inference (`resolve`): from the GPUs when there are any,
-    else from the CPU; a precision the hardware cannot run natively falls
-    back to float32 with one message. Weights and loss stay float32 either way.
-
-    Args:
-        mixed_precision: "none", "bf16" or "fp16".
-        hardware: as for `resolve`.
-    Returns:
-        tf.float32, tf.bfloat16 or tf.float16.
-
-    Example:
-        >>> training_dtype("fp16", Hardware(gpu_capabilities=((7, 0),)))
-        tf.float16
-    """
-    if mixed_precision not in TRAINING_PRECISIONS:
-        raise ValueError(f"unknown mixed precision '{mixed_precision}' "
-                         f"(choose from {', '.join(TRAINING_PRECISIONS)})")
-    return resolve(TRAINING_PRECISIONS[mixed_precision], hardware)

@@ -1,76 +1,93 @@
-"""Stopping training cleanly on SIGTERM or SIGINT (preempted machines, Ctrl-C).
+"""Stopping training cleanly at an update boundary: `StopRequest` and its agreement over workers.
 
-While a `StopRequests` is active, the first SIGTERM or SIGINT only records a
-request; the training loop reads it at the next update boundary (`poll`),
-saves a checkpoint there and exits with status 128 + the signal number (143
-for SIGTERM, 130 for SIGINT). A second signal acts as it would without us
-(Ctrl-C twice interrupts at once, a second SIGTERM terminates).
+Anything may ask a run to stop: a signal handler (the training commands wire
+SIGTERM and SIGINT to it), another thread, a callback. The training loop reads
+the request before every update; when it is set, the loop saves a checkpoint
+of the updates done and returns (`TrainResult.stopped_early`). The library
+installs no signal handler: that is the command line's business.
 
-Under a multi-worker strategy the signal may reach one worker only: `poll`
-sums every worker's requests over all replicas (one small all-reduce per
-update), so all workers stop after the same update, as their collective
-operations require.
+Under a multi-worker strategy the request may reach one worker only: every
+worker's request is summed over all replicas before each update (one small
+all-reduce), so all workers stop after the same update, as their collective
+operations require, and each learns the request's `code`.
 """
-
-import signal
-import threading
 
 import tensorflow as tf
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+class StopRequest:
+    """A request, settable from anywhere, that training stop at the next update boundary.
+
+    Setting it is two attribute assignments and never blocks, so a signal
+    handler may call `request`. The first request wins; later ones are ignored.
+
+    Attributes:
+        reason: why the run was asked to stop (None: not asked).
+        code: a positive number travelling with the request to every worker (the
+            command line passes the signal number).
+
+    Example:
+        >>> stop = StopRequest()
+        >>> stop.requested
+        False
+        >>> stop.request("enough for today")
+        >>> stop.requested, stop.reason
+        (True, 'enough for today')
+    """
+
+    def __init__(self):
+        self.reason = None
+        self.code = None
+
+    @property
+    def requested(self):
+        return self.reason is not None
+
+    def request(self, reason="stop requested", code=1):
+        """Asks the run to stop after the update in progress.
+
+        Args:
+            reason: why, for `TrainResult.stop_reason` and messages.
+            code: a positive integer shared with the other workers (when two
+                workers ask with different codes, every worker sees the largest).
+        """
+        if self.reason is None:
+            self.code = int(code)  # before `reason`, which readers test first
+            self.reason = str(reason)
 
 
-class StopRequests:
-    """A context manager catching SIGINT and SIGTERM as stop requests.
+class StopAgreement:
+    """Whether a run must stop now: its `StopRequest`, agreed over the workers of `strategy`.
 
     Args:
-        strategy: the tf.distribute strategy of the run; requests are agreed
+        stop: the run's `StopRequest`.
+        strategy: the tf.distribute strategy of the run; the request is agreed
             over its workers when it spans more than one process.
     """
 
-    def __init__(self, strategy):
+    def __init__(self, stop, strategy):
+        self.stop = stop
         self.strategy = strategy
-        self.received = None
-        self._previous = {}
         # Multi-worker strategies have a cluster; one-process ones have none.
         self._across_workers = strategy.cluster_resolver is not None
-        self._identity = tf.function(lambda flags: flags)
+        replicas = strategy.num_replicas_in_sync
 
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self  # Python delivers signals to the main thread only
-        for signum in SIGNALS:
-            previous = signal.signal(signum, self._request)
-            # None: a handler not installed from Python; the default is the closest.
-            self._previous[signum] = signal.SIG_DFL if previous is None else previous
-        return self
+        @tf.function
+        def slot(code):  # each replica's code in its own slot: the sum holds them all
+            context = tf.distribute.get_replica_context()
+            return tf.one_hot(context.replica_id_in_sync_group, replicas) * code
 
-    def __exit__(self, *exc_info):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _request(self, signum, frame):
-        self.received = signum
-        # The next one of this signal gets its usual effect.
-        signal.signal(signum, self._previous[signum])
+        self._slot = slot
 
     def poll(self):
-        """The signal number a stop was requested with (by any worker), else None.
-
-        Call at the same point of every update on every worker.
-        """
+        """True when this worker or any other asked to stop (call at the same point on every
+        worker). A request seen only elsewhere is recorded in this worker's `StopRequest`."""
         if not self._across_workers:
-            return self.received
-        flags = tf.constant([float(self.received == s) for s in SIGNALS])
-        per_replica = self.strategy.run(self._identity, args=(flags,))
-        agreed = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        for signum, count in zip(SIGNALS, agreed.numpy()):
-            if count > 0:
-                return signum
-        return None
-
-
-def signal_name(signum):
-    """'SIGTERM' for 15, ..."""
-    return signal.Signals(signum).name
+            return self.stop.requested
+        code = tf.constant(float(self.stop.code) if self.stop.requested else 0.0)
+        codes = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                     self.strategy.run(self._slot, args=(code,)), axis=None)
+        agreed = int(tf.reduce_max(codes).numpy())
+        if agreed and not self.stop.requested:
+            self.stop.request("stop requested on another worker", agreed)
+        return agreed > 0

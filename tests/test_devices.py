@@ -100,15 +100,13 @@ def test_a_gpu_decides_alone_never_the_host_cpu(capabilities, bf16, fp16):
     expected = tf.bfloat16 if bf16 else tf.float32
     assert precision.resolve("bf16", hardware) == expected
     expected = tf.float16 if fp16 else tf.float32
-    assert precision.training_dtype("fp16", hardware) == expected
+    assert precision.resolve("fp16", hardware) == expected
 
 
 def test_without_a_gpu_the_cpu_flags_decide():
     assert precision.Hardware(cpu_flags=AMX_HOST).supports("bf16")
-    assert precision.training_dtype("bf16", precision.Hardware(AMX_HOST)) == tf.bfloat16
-    assert precision.training_dtype("none", precision.Hardware()) == tf.float32
-    with pytest.raises(ValueError, match="unknown mixed precision"):
-        precision.training_dtype("fp8")
+    assert precision.resolve("bf16", precision.Hardware(AMX_HOST)) == tf.bfloat16
+    assert precision.resolve("bf16", precision.Hardware()) == tf.float32
 
 
 def test_detect_reads_the_gpus_from_the_device_list(monkeypatch):

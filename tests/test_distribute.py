@@ -21,18 +21,23 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 7
 
-# Runs a training script's loop and records the weights it saves (all workers
-# save; only the chief's checkpoints stay), so that every worker can be compared.
+# Trains through the API with a callback that records the weights of every checkpoint
+# saved (all workers save; only the chief's checkpoints stay), so that every worker can be
+# compared; the log is shown as the commands show it.
 DRIVER = """
 import sys
 import numpy as np
-from deeplab_resnet import training
+from deeplab_resnet import checkpoint, training
 from deeplab_resnet.cli import train_flags
+from deeplab_resnet.cli.reporting import reporting
 weights_file = sys.argv[1]
-def record(model, update, path):
-    np.savez(weights_file, **{k.replace("/", "|"): v.numpy() for k, v in model.params.items()})
+class Record(training.Callback):
+    def on_checkpoint(self, update, path):
+        params = checkpoint.read_params(path)
+        np.savez(weights_file, **{k.replace("/", "|"): v for k, v in params.items()})
 args = train_flags.build_parser(training.TRAIN).parse_args(sys.argv[2:])
-sys.exit(training.train(train_flags.config_from_args(args), training.TRAIN, on_save=record))
+with reporting():
+    training.train(train_flags.config_from_args(args), "train", callbacks=[Record()])
 """
 
 

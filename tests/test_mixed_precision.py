@@ -1,4 +1,4 @@
-"""--mixed-precision on CPU: bfloat16 and float16 forward passes, bfloat16 training,
+"""--precision on CPU: bfloat16 and float16 forward passes, bfloat16 training,
 float16 dynamic loss scaling (overflow skips the update, the scale halves and grows)."""
 
 import numpy as np
@@ -49,7 +49,7 @@ def test_bf16_training_reduces_the_loss():
     images, labels = batch(seed=3, n=4)
     losses = []
     for _ in range(8):
-        loss, _, ok = trainer.step(images[None], labels[None], 0.001)
+        loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
         assert ok and np.isfinite(loss)
         losses.append(loss)
     assert losses[-1] < 0.7 * losses[0], losses
@@ -75,7 +75,7 @@ def test_fp16_overflow_skips_the_update_without_stopping():
     images, labels = batch(seed=4)
     # (BatchNorm's moving statistics follow every forward pass, as in any framework.)
     before = {k: v.numpy() for k, v in zip(trainer.names, trainer.variables)}
-    loss, _, ok = trainer.step(images[None], labels[None], 0.001)
+    loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
     assert ok and np.isfinite(loss)  # the loss is float32 and finite: training goes on
     assert float(loss_scale.scale) == 2.0 ** 99
     for key, value in before.items():
@@ -83,7 +83,7 @@ def test_fp16_overflow_skips_the_update_without_stopping():
 
     loss_scale.scale.assign(2.0 ** 8)
     for _ in range(2):
-        loss, _, ok = trainer.step(images[None], labels[None], 0.001)
+        loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
         assert ok and np.isfinite(loss)
     assert float(loss_scale.scale) == 2.0 ** 9  # grown after 2 good steps
     assert not np.array_equal(model.params["fc1_voc12_c0/weights"].numpy(),
@@ -97,7 +97,7 @@ def test_fp16_gradients_match_float32_after_unscaling():
     for dtype, loss_scale in ((tf.float32, None), (tf.float16, step.LossScale(2.0 ** 8))):
         model, trainer = make_trainer(dtype, loss_scale)
         before = model.params["fc1_voc12_c1/weights"].numpy()
-        _, _, ok = trainer.step(images[None], labels[None], 1e-6)
+        _, _, ok, _ = trainer.step(images[None], labels[None], 1e-6).read()
         assert ok
         deltas.append(model.params["fc1_voc12_c1/weights"].numpy() - before)
     reference, half = deltas
@@ -112,7 +112,7 @@ def test_training_scripts_run_in_mixed_precision(tmp_path, recipe, precision):
     args = ["--model", "tiny", "--num-classes", str(len(shapes.CLASSES)),
             "--data-dir", data["root"], "--data-list", data["train"], "--input-size", "40,40",
             "--batch-size", "2", "--num-steps", "2", "--learning-rate", "1e-4",
-            "--snapshot-dir", str(snapshots), "--mixed-precision", precision]
+            "--snapshot-dir", str(snapshots), "--precision", precision]
     if recipe.multi_scale:
         args += ["--grad-update-every", "2"]
     assert train_flags.main(recipe, args) == 0

@@ -14,8 +14,9 @@ import tensorflow as tf
 from conftest import save_model
 
 
-from deeplab_resnet import shapes, training
+from deeplab_resnet import cli, shapes, training
 from deeplab_resnet.cli import train_flags
+from deeplab_resnet.cli.reporting import reporting
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.model import DeepLabResNet
 from deeplab_resnet.training import run_record
@@ -37,11 +38,24 @@ def tiny(data, snapshot_dir, *extra):
             *map(str, extra)]
 
 
+def command(recipe, args):
+    """A training command in-process, its log shown as the command shows it."""
+    with reporting(name_of=cli.flag_name):
+        return train_flags.main(recipe, args)
+
+
 @pytest.fixture(scope="module")
 def one_update(data, tmp_path_factory):
     """A folder holding train.py's run `tiny(data, folder)` after its one update."""
     folder = tmp_path_factory.mktemp("one_update")
-    assert train_flags.main(training.TRAIN, tiny(data, folder)) == 0
+    config = training.TrainConfig(data_dir=data["root"], data_list=data["train"],
+                                  variant="tiny", num_classes=CLASSES, input_size=(32, 32),
+                                  batch_size=1, num_steps=1, save_num_images=0,
+                                  snapshot_dir=str(folder))
+    # The command's flags make the same config.
+    parsed = train_flags.build_parser(training.TRAIN).parse_args(tiny(data, folder))
+    assert train_flags.config_from_args(parsed) == config
+    assert training.train(config).updates == 1
     return folder
 
 
@@ -58,7 +72,7 @@ def saved_record(folder):
 
 def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
     snapshots = tmp_path / "snap"
-    assert train_flags.main(training.TRAIN, tiny(data, snapshots, "--random-mirror")) == 0
+    assert command(training.TRAIN, tiny(data, snapshots, "--random-mirror")) == 0
     lines = capsys.readouterr().out.splitlines()
     # The first lines: weights, model and data, batch and updates, checkpoints.
     assert lines[0] == "train.py: weights: random initialisation — no --restore-from given"
@@ -114,13 +128,16 @@ def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update
     (["--random-scale"], False),
     (["--restore-from", "elsewhere"], False),
 ])
-def test_what_may_change_on_a_resume(data, one_update, tmp_path, change, allowed):
+def test_what_may_change_on_a_resume(data, one_update, tmp_path, capsys, change, allowed):
     snapshots = copy_run(one_update, tmp_path / "snap")
     if allowed:
-        assert train_flags.main(training.TRAIN, tiny(data, snapshots, *change)) == 0
+        assert command(training.TRAIN, tiny(data, snapshots, *change)) == 0
         record, step = saved_record(snapshots)
         expected = 2 if "--num-steps" in change else 1
         assert step == expected and record["num_steps"] == expected
+        if "--num-steps" in change:
+            assert ("--num-steps 1 -> 2: the learning-rate schedule now ends at update 2"
+                    in capsys.readouterr().err)
     else:
         flag = str(change[0])
         label = "global batch" if flag == "--batch-size" else flag
@@ -149,7 +166,7 @@ def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tm
     capsys.readouterr()
     with pytest.raises(DeepLabError, match=rf"--num-classes {CLASSES} there, 7 here"):
         train_flags.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
-    assert train_flags.main(training.TRAIN, tiny(data, snapshots, "--num-steps", 2)) == 0
+    assert command(training.TRAIN, tiny(data, snapshots, "--num-steps", 2)) == 0
     out, err = capsys.readouterr()
     assert "was written before run records: cannot check that it is train.py's run" in err
     assert "resuming from" in out
@@ -161,7 +178,7 @@ def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys
                                         "--from-scratch"):
         train_flags.main(training.FINE_TUNE, tiny(data, snapshots))
     assert tf.train.latest_checkpoint(str(snapshots)) is None
-    assert train_flags.main(training.FINE_TUNE, tiny(data, snapshots, "--from-scratch")) == 0
+    assert command(training.FINE_TUNE, tiny(data, snapshots, "--from-scratch")) == 0
     assert "random initialisation" in capsys.readouterr().out
     # Resuming needs neither flag.
     assert train_flags.main(training.FINE_TUNE, tiny(data, snapshots, "--num-steps", 2)) == 0
@@ -218,10 +235,11 @@ def test_the_global_batch_counts_not_its_layout(tmp_path):
     saved = dict(record(10, 1), model="tiny")
     assert run_record.differences(saved, record(5, 2)) == []
     assert run_record.differences(saved, record(10, 1, num_steps=20)) == []
-    # Settings are named as `{setting}`: the command line shows its flags there.
+    # Settings are named by their config field as `{field}`: the command line shows its
+    # flags there.
     assert run_record.differences(saved, record(5, 1)) == [
         "global batch ({batch_size} x replicas) 10 there, 5 here"]
     assert run_record.differences(saved, record(10, 1, micro=2)) == [
         "{grad_update_every} 1 there, 2 here"]
     assert run_record.differences(saved, record(10, 1, model="resnet50")) == [
-        "{model} tiny there, resnet50 here"]
+        "{variant} tiny there, resnet50 here"]

@@ -62,8 +62,8 @@ def test_accumulated_batches_equal_one_big_batch(scales):
     for shape in ((n, 1), (1, n)):
         model, trainer = make_trainer(scales)
         before = {k: v.numpy() for k, v in model.params.items()}
-        loss, _, finite = trainer.step(images.reshape(*shape, size, size, 3),
-                                       labels.reshape(*shape, size, size), 0.01)
+        loss, _, finite, _ = trainer.step(images.reshape(*shape, size, size, 3),
+                                          labels.reshape(*shape, size, size), 0.01).read()
         assert finite and np.isfinite(loss)
         deltas.append({k: v.numpy() - before[k] for k, v in model.params.items()})
     accumulated, batched = deltas
@@ -83,12 +83,13 @@ def test_train_msc_flags_and_update_counting(tmp_path):
         assert train_flags.build_parser(recipe).parse_args([]).grad_update_every == 1
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=6, num_val=1, seed=4)
     snapshots = tmp_path / "snap"
-    args = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],
-            "--data-list", data["train"], "--input-size", "48,48", "--grad-update-every", "3",
-            "--num-steps", "2", "--snapshot-dir", str(snapshots), "--random-scale",
-            "--jit"]  # the XLA-compiled step (the plain one is tested above)
-    assert train_flags.main(training.TRAIN_MSC, args) == 0
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
+    config = training.TRAIN_MSC.config(
+        variant="tiny", num_classes=4, data_dir=data["root"], data_list=data["train"],
+        input_size=(48, 48), grad_update_every=3, num_steps=2, snapshot_dir=str(snapshots),
+        random_scale=True, jit=True)  # the XLA-compiled step (the plain one is tested above)
+    result = training.train(config, "train_msc")
+    assert result.updates == 2 and result.checkpoint.endswith("model.ckpt-2")
+    reader = tf.train.load_checkpoint(result.checkpoint)
     # Two updates, each from 3 mini-batches of 1 image.
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert reader.get_tensor("data_position/.ATTRIBUTES/VARIABLE_VALUE") == 6

@@ -1,6 +1,7 @@
 """The training loop: Caffe SGD, losses, learning, exact resume after kill -9, NaN stop,
 ImageNet starting points, fine-tuning, command-line errors."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,8 +15,7 @@ import tensorflow as tf
 
 from deeplab_resnet import checkpoint, cli, geometry, shapes, training, utils
 from deeplab_resnet.arch import is_head_variable
-from deeplab_resnet.cli import train_flags
-from deeplab_resnet.errors import SettingError, DeepLabError
+from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model import DeepLabResNet, preprocess
 from deeplab_resnet.training import losses, optim
 
@@ -32,6 +32,15 @@ def tiny_args(data, snapshot_dir, *extra):
             "--data-dir", data["root"], "--data-list", data["train"], "--input-size", "32,32",
             "--batch-size", "2", "--snapshot-dir", str(snapshot_dir), "--save-num-images", "1",
             *map(str, extra)]
+
+
+def tiny_config(data, snapshot_dir, recipe=training.TRAIN, **settings):
+    """The config of `tiny_args` (with the recipe's defaults), for training through the API."""
+    return recipe.config(**{"variant": "tiny", "num_classes": len(shapes.CLASSES),
+                            "data_dir": data["root"], "data_list": data["train"],
+                            "input_size": (32, 32), "batch_size": 2,
+                            "snapshot_dir": str(snapshot_dir), "save_num_images": 1,
+                            **settings})
 
 
 def run_script(script, *args):
@@ -151,10 +160,10 @@ def mean_iou(model, data):
 
 def test_tiny_model_learns_shapes(data, tmp_path):
     snapshots = tmp_path / "snap"
-    args = tiny_args(data, snapshots, "--input-size", "64,64", "--batch-size", "8",
-                     "--num-steps", "200", "--save-pred-every", "100", "--learning-rate", "0.01",
-                     "--is-training", "--bn-momentum", "0.9", "--random-scale", "--random-mirror")
-    assert train_flags.main(training.TRAIN, args) == 0
+    config = tiny_config(data, snapshots, input_size=(64, 64), batch_size=8, num_steps=200,
+                         save_pred_every=100, learning_rate=0.01, train_bn=True,
+                         bn_momentum=0.9, random_scale=True, random_mirror=True)
+    assert training.train(config).updates == 200
     model = checkpoint.load_weights(snapshots)
     # Chance (uniform guesses) is about 0.15; predicting background everywhere about 0.2.
     assert mean_iou(model, data) > 0.6
@@ -197,10 +206,10 @@ def test_resume_after_kill_is_exact(data, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     snapshots = tmp_path / "snap"
-    args = tiny_args(data, snapshots, "--num-steps", 50, "--save-pred-every", 1,
-                     "--learning-rate", 1e4)
-    with pytest.raises(DeepLabError, match="loss became .* at update"):
-        train_flags.main(training.TRAIN, args)
+    config = tiny_config(data, snapshots, num_steps=50, save_pred_every=1, learning_rate=1e4)
+    with pytest.raises(SettingError, match="loss became .* at update") as error:
+        training.train(config)
+    assert error.value.field == "learning_rate"
     latest = tf.train.latest_checkpoint(str(snapshots))
     assert latest is not None  # the first update still had a finite loss
     assert all(np.isfinite(v).all() for v in checkpoint.read_params(latest).values())
@@ -216,10 +225,9 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
     params["fc1000/weights"] = rng.normal(size=(2048, 1000)).astype(np.float32)
     params["fc1000/biases"] = np.zeros(1000, np.float32)
     prefix = checkpoint.save_params(params, tmp_path / "imagenet" / "resnet50")
-    parser = train_flags.build_parser(training.TRAIN)
-    args = parser.parse_args(["--model", "resnet50", "--num-classes", "5", "--restore-from",
-                              prefix, "--not-restore-last"])
-    model = training.build_model(train_flags.config_from_args(args), None)
+    config = training.TrainConfig(variant="resnet50", num_classes=5, restore_from=prefix,
+                                  new_head=True)
+    model = training.build_model(config, None)
     for name, var in model.params.items():
         if is_head_variable(name):
             continue
@@ -228,9 +236,8 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
             expected = expected - params["conv1/biases"]
         np.testing.assert_array_equal(var.numpy(), expected, err_msg=name)
     assert tuple(model.params["fc1_voc12_c0/weights"].shape) == (3, 3, 2048, 5)
-    args = parser.parse_args(["--model", "resnet50", "--restore-from", prefix])
     with pytest.raises(SettingError, match="add new_head") as error:
-        training.build_model(train_flags.config_from_args(args), None)
+        training.build_model(training.TrainConfig(variant="resnet50", restore_from=prefix), None)
     assert "add --not-restore-last" in error.value.naming(cli.flag_name)
 
 
@@ -242,9 +249,9 @@ def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_de
     blobs = write_random_caffemodel(resnet50_deploy_prototxt, caffemodel, seed=2)
     prefix = tmp_path / "ckpt" / "resnet50"
     convert(resnet50_deploy_prototxt, caffemodel, ckpt_path=prefix)
-    args = train_flags.build_parser(training.TRAIN).parse_args(
-        ["--model", "resnet50", "--restore-from", str(prefix), "--not-restore-last"])
-    model = training.build_model(train_flags.config_from_args(args), None)
+    model = training.build_model(training.TrainConfig(variant="resnet50",
+                                                      restore_from=str(prefix),
+                                                      new_head=True), None)
     checked = 0
     for name, var in model.params.items():
         layer, kind = name.split("/")
@@ -270,11 +277,13 @@ def test_fine_tune_trains_only_the_head_and_resumes(data, tmp_path):
     prefix = checkpoint.save_params({k: v.numpy() for k, v in start.params.items()},
                                     tmp_path / "start" / "tiny", "tiny", len(shapes.CLASSES))
     snapshots = tmp_path / "ft"
-    args = tiny_args(data, snapshots, "--restore-from", prefix, "--num-steps", 4,
-                     "--save-pred-every", 10, "--learning-rate", 0.01, "--grad-update-every", 2)
-    assert train_flags.main(training.FINE_TUNE, args + ["--stop-after", "2"]) == 0
-    assert tf.train.latest_checkpoint(str(snapshots)).endswith("-2")
-    assert train_flags.main(training.FINE_TUNE, args) == 0
+    config = tiny_config(data, snapshots, training.FINE_TUNE, restore_from=prefix, num_steps=4,
+                         save_pred_every=10, learning_rate=0.01, grad_update_every=2)
+    result = training.train(dataclasses.replace(config, stop_after=2), "fine_tune")
+    assert (result.updates, result.stopped_early) == (2, False)
+    assert result.checkpoint == tf.train.latest_checkpoint(str(snapshots))
+    assert result.checkpoint.endswith("-2")
+    assert training.train(config, "fine_tune").updates == 4
     saved = checkpoint_tensors(tf.train.latest_checkpoint(str(snapshots)))
     assert saved["step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
     assert saved["optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 4

@@ -198,7 +198,7 @@ def run(main, argv=None, tensorflow=True):
     try:
         if tensorflow:
             tf_quiet.import_tensorflow()
-        with reporting():
+        with reporting(name_of=flag_name):
             status = main(argv)
     except SettingError as exc:
         print(f"error: {exc.naming(flag_name)}", file=sys.stderr)

@@ -5,7 +5,8 @@ prints. A command installs `reporting()` around its work: INFO records are its r
 stdout (what was loaded, what was written); WARNING and above, and records logged with
 `extra={"progress": True}` (periodic progress, notices along the way), go to stderr, written
 through tqdm so that they do not break a progress bar. Messages are shown as they are, with no
-level or logger prefix, so the output reads as before.
+level or logger prefix, so the output reads as before; a record that names settings carries
+`template` and `fields` (as `SettingError` does) and is shown with the command's flags.
 """
 
 import contextlib
@@ -14,15 +15,23 @@ import sys
 
 from tqdm import tqdm
 
+from deeplab_resnet.errors import name_fields
+
 LIBRARY_LOGGER = "deeplab_resnet"
 
 
 class _CommandHandler(logging.Handler):
     """Writes each record's message to stdout (report) or stderr (progress, warnings)."""
 
+    def __init__(self, name_of):
+        super().__init__()
+        self.name_of = name_of
+
     def emit(self, record):
         try:
             message = self.format(record)
+            if getattr(record, "fields", None):
+                message = name_fields(record.template, record.fields, self.name_of)
             if record.levelno >= logging.WARNING or getattr(record, "progress", False):
                 tqdm.write(message, file=sys.stderr)
                 sys.stderr.flush()
@@ -33,10 +42,15 @@ class _CommandHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def reporting(level=logging.INFO):
-    """Shows the library's log records on the terminal while the block runs."""
+def reporting(level=logging.INFO, name_of=str):
+    """Shows the library's log records on the terminal while the block runs.
+
+    Args:
+        level: the least level shown.
+        name_of: how messages show a setting (the command line: its flag).
+    """
     logger = logging.getLogger(LIBRARY_LOGGER)
-    handler = _CommandHandler()
+    handler = _CommandHandler(name_of)
     handler.setFormatter(logging.Formatter("%(message)s"))
     previous_level, previous_propagate = logger.level, logger.propagate
     logger.addHandler(handler)

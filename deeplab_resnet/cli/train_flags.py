@@ -1,18 +1,42 @@
-"""The training scripts' flags, turned into a `TrainConfig` (train, train_msc, fine_tune).
+"""The training scripts' flags, turned into a `TrainConfig`, and the run around `train`:
+SIGTERM/SIGINT wired to its `StopRequest`, a progress bar on terminals, the exit status
+of a stopped run (train, train_msc, fine_tune).
 
 Imports the library (and TensorFlow): the command modules import it after
 `cli.run` has quieted TensorFlow's start-up.
 """
 
+import argparse
+import contextlib
 import dataclasses
+import signal
+import sys
+import threading
+
+from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults, distribute
+from deeplab_resnet.errors import Stopped
 from deeplab_resnet.image_reader import SCALE_MODES
-from deeplab_resnet.training import TrainConfig, train
-from deeplab_resnet.training.step import COMPUTE_DTYPES
+from deeplab_resnet.precision import PRECISIONS
+from deeplab_resnet.training import Callback, StopRequest, TrainConfig, train
+from deeplab_resnet.training.config import get_recipe
 
-# Flags whose config field has another name.
-_RENAMED = {"model": "variant", "not_restore_last": "new_head", "is_training": "train_bn"}
+# Flags whose config field has another name (argparse's dest -> field).
+_RENAMED = {flag[2:].replace("-", "_"): field for field, flag in cli.FLAG_NAMES.items()}
+# --mixed-precision, the old name of --precision: its values as --precision's.
+_MIXED_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _MixedPrecision(argparse.Action):
+    """--mixed-precision none|bf16|fp16: sets --precision, with a notice."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        precision = _MIXED_PRECISION[value]
+        print(f"note: --mixed-precision is now --precision: reading --mixed-precision {value} "
+              f"as --precision {precision}", file=sys.stderr)
+        setattr(namespace, self.dest, precision)
 
 
 def build_parser(recipe, description=None):
@@ -51,6 +75,14 @@ def build_parser(recipe, description=None):
     if recipe.multi_scale:
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
                        help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
+    _add_start_args(g, recipe, d)
+    _add_output_args(g, d)
+    cli.add_device_args(parser)
+    return parser
+
+
+def _add_start_args(g, recipe, d):
+    """Augmentation, seed and starting weights: flags of the argument group `g` (defaults `d`)."""
     g.add_argument("--random-mirror", action="store_true",
                    help="flip images and labels horizontally at random")
     g.add_argument("--random-scale", action="store_true",
@@ -83,6 +115,10 @@ def build_parser(recipe, description=None):
                        help="moving-average fraction of the BatchNorm statistics with "
                             "--is-training (Caffe's %(default)s; lower for short runs from "
                             "scratch)")
+
+
+def _add_output_args(g, d):
+    """Checkpoints, summaries and execution: flags of the argument group `g` (defaults `d`)."""
     g.add_argument("--save-num-images", type=cli.non_negative_int, default=d["save_num_images"],
                    help="images in each TensorBoard image summary (default: %(default)s)")
     g.add_argument("--save-pred-every", type=cli.positive_int, default=d["save_pred_every"],
@@ -99,17 +135,17 @@ def build_parser(recipe, description=None):
     g.add_argument("--deterministic", action="store_true",
                    help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
-    g.add_argument("--mixed-precision", choices=sorted(COMPUTE_DTYPES),
-                   default=d["mixed_precision"],
-                   help="compute in bfloat16 ('bf16') or float16 ('fp16', with dynamic loss "
-                        "scaling) on float32 weights; logits and loss stay float32 "
-                        "(default: none)")
+    g.add_argument("--precision", choices=sorted(PRECISIONS), default=d["precision"],
+                   help="the number format the network computes in: float32 ('fp32', default), "
+                        "bfloat16 ('bf16') or float16 ('fp16', with dynamic loss scaling); "
+                        "weights, logits and loss stay float32")
+    g.add_argument("--mixed-precision", choices=sorted(_MIXED_PRECISION), dest="precision",
+                   action=_MixedPrecision, default=argparse.SUPPRESS,
+                   help="the old name of --precision ('none' is fp32)")
     g.add_argument("--strategy", choices=distribute.STRATEGIES, default=d["strategy"],
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
                         "global batch is --batch-size x replicas (default: default, one device)")
-    cli.add_device_args(parser)
-    return parser
 
 
 def config_from_args(args):
@@ -119,10 +155,80 @@ def config_from_args(args):
     return TrainConfig(**{name: value for name, value in settings.items() if name in fields})
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop):
+    """While the block runs, the first SIGINT or SIGTERM sets `stop` (the signal's name and
+    number); the next one of that signal acts as it would without us (Ctrl-C twice
+    interrupts at once, a second SIGTERM terminates)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python delivers signals to the main thread only
+        return
+    previous = {}
+
+    def request(signum, frame):
+        stop.request(signal.Signals(signum).name, signum)
+        signal.signal(signum, previous[signum])
+
+    for signum in SIGNALS:
+        handler = signal.signal(signum, request)
+        # None: a handler not installed from Python; the default is the closest.
+        previous[signum] = signal.SIG_DFL if handler is None else handler
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar on stderr: updates done of the total, loss and learning rate."""
+
+    def __init__(self, name, total):
+        self.name, self.total, self.bar = name, total, None
+
+    def on_update(self, update, loss, learning_rate):
+        if self.bar is None:  # the first update tells where a resumed run starts
+            self.bar = tqdm(total=self.total, initial=update - 1, unit="step",
+                            dynamic_ncols=True, desc=self.name)
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.3g}", refresh=False)
+        self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stopped(result, stop, config):
+    """The `Stopped` error of a run a signal stopped: one line, exit status 128 + the signal."""
+    name = signal.Signals(stop.code).name
+    if result.last_loss is None:
+        done = "stopped before its first update"
+    else:
+        done = (f"stopped after update {result.updates} of {config.num_steps}, checkpoint "
+                f"saved in {config.snapshot_dir}")
+    return Stopped(f"{name}: {done}; rerun the same command to resume", 128 + stop.code)
+
+
 @cli.flag_errors
 def main(recipe, argv=None, description=None):
-    """A training script: parse the flags, train."""
+    """A training script: parse the flags, train; a run stopped by a signal raises `Stopped`.
+
+    Args:
+        recipe: the script's `Recipe` or its name ("train", "train_msc", "fine_tune").
+        argv: the arguments (default: sys.argv[1:]).
+        description: the script's help text.
+    """
+    recipe = get_recipe(recipe)
     args = build_parser(recipe, description).parse_args(argv)
     cli.use_devices(args)
-    with cli.new_folder_removed_on_failure(args.snapshot_dir):
-        return train(config_from_args(args), recipe, name_of=cli.flag_name)
+    config, stop = config_from_args(args), StopRequest()
+    # Made before the signal handlers: a multi-worker strategy takes SIGTERM when it starts.
+    strategy = distribute.make_strategy(config.strategy)
+    bar = ProgressBar(recipe.name, config.num_steps)
+    callbacks = [bar] if sys.stderr.isatty() else []
+    with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
+            contextlib.closing(bar):
+        result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
+        if result.stopped_early:
+            raise stopped(result, stop, config)
+    return 0

@@ -1,24 +1,31 @@
-"""Training: the one loop behind train.py, train_msc.py and fine_tune.py.
+"""Training: `train(config, recipe, callbacks=..., stop=...)`, the one loop behind train.py,
+train_msc.py and fine_tune.py.
 
-A `TrainConfig` holds a run's settings; a `Recipe` says what differs between
-the scripts: the optimizer (Caffe SGD with the poly schedule, or Adam),
-single- or multi-scale loss, whether only the head trains, and defaults.
-Everything else is written once, in these modules:
+A `TrainConfig` holds a run's settings; a `Recipe` ("train", "train_msc",
+"fine_tune") says what differs between the scripts: the optimizer (Caffe SGD
+with the poly schedule, or Adam), single- or multi-scale loss, whether only
+the head trains, and defaults. `train` returns a `TrainResult`, tells
+`Callback`s of every update and checkpoint, stops cleanly when its
+`StopRequest` is set, and raises the typed errors of `deeplab_resnet.errors`.
+It logs (`logging`), and prints nothing. Everything else is written once, in
+these modules:
 
-    config      TrainConfig, Recipe and the three scripts' recipes
+    config      TrainConfig (to_dict / from_dict), Recipe and the three recipes
     losses      cross-entropy at logit resolution; the (multi-scale) objective
     optim       Caffe SGD, Adam, DeepLab's learning-rate multipliers, poly schedule
     step        loss scaling and the compiled update (micro-batches, replicas)
+    state       the model, optimizer, counters and checkpoint of a run
     summaries   TensorBoard scalars and image strips
     snapshots   checkpoint saving (finite-weights guard), resuming, the head check
-    loop        model building and the loop, with an `on_save` hook
+    run_record  what a run is, so that a snapshot folder only resumes that run
+    loop        train: startup checks and report, the updates, saving, stopping
 
 One update = `micro_batches` forward/backward passes whose gradients are
 averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
-SIGTERM or SIGINT (`deeplab_resnet.stop`) ends a run at the next update
-boundary with a checkpoint, exit status 128 + the signal number.
+A `StopRequest` (`deeplab_resnet.stop`; the commands set it on SIGTERM or
+SIGINT) ends a run at the next update boundary, with a checkpoint.
 
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
@@ -32,12 +39,28 @@ gradients are summed over replicas before the optimizer runs, in replica
 context, the same update on every replica. Only the chief writes checkpoints
 and summaries.
 
-Mixed precision (`mixed_precision`): the network computes in bfloat16 or
-float16 on float32 variables; logits, loss and updates are float32. float16
-uses dynamic loss scaling (`LossScale`).
+Precision (`precision`): "bf16" and "fp16" make the network compute in
+bfloat16 or float16 on float32 variables; logits, loss and updates are
+float32. float16 uses dynamic loss scaling (`LossScale`).
+
+Example:
+    >>> from deeplab_resnet.training import TrainConfig, train
+    >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",
+    ...                      num_classes=4, batch_size=2, input_size=(65, 65), num_steps=10,
+    ...                      snapshot_dir="snap")
+    >>> result = train(config, recipe="train")  # doctest: +SKIP
 """
 
-from deeplab_resnet.training.config import FINE_TUNE, TRAIN, TRAIN_MSC, Recipe, TrainConfig
-from deeplab_resnet.training.loop import build_model, train
+import logging
 
-__all__ = ["FINE_TUNE", "TRAIN", "TRAIN_MSC", "Recipe", "TrainConfig", "build_model", "train"]
+from deeplab_resnet.stop import StopRequest
+from deeplab_resnet.training.config import (FINE_TUNE, RECIPES, TRAIN, TRAIN_MSC, Recipe,
+                                            TrainConfig)
+from deeplab_resnet.training.loop import Callback, TrainResult, train
+from deeplab_resnet.training.state import build_model
+
+# Silent unless the application configures logging (no "last resort" output on stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["FINE_TUNE", "RECIPES", "TRAIN", "TRAIN_MSC", "Callback", "Recipe", "StopRequest",
+           "TrainConfig", "TrainResult", "build_model", "train"]

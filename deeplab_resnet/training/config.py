@@ -1,11 +1,13 @@
 """What a training run is told: `TrainConfig` (the settings) and `Recipe` (what a script changes).
 
-TensorFlow-free: the command line builds its flags from these defaults.
+This module imports no TensorFlow, but the package `deeplab_resnet.training`
+that holds it imports the loop, and so TensorFlow.
 """
 
 import dataclasses
 
 from deeplab_resnet import defaults
+from deeplab_resnet.errors import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,8 +16,8 @@ class TrainConfig:
 
     The fields are the training scripts' flags (`batch_size` is --batch-size),
     except `variant` (--model), `new_head` (--not-restore-last) and `train_bn`
-    (--is-training). Errors about a setting name its field; the command line
-    shows the flag instead.
+    (--is-training). Errors and messages about a setting name its field; the
+    command line shows the flag instead.
 
     Attributes:
         data_dir, data_list: the list file of 'IMAGE LABEL' lines and the folder
@@ -32,7 +34,9 @@ class TrainConfig:
             (Caffe's iter_size).
         scales: input scales of multi-scale training, the first the reference.
         random_mirror, random_scale, scale_mode: augmentation.
-        random_seed: seed of data order, augmentation and new weights.
+        random_seed: seed of data order, augmentation and new weights (the input
+            pipeline and initial weights are stateless functions of it, so a run
+            is reproducible without TensorFlow's global seed).
         restore_from: starting weights of a new run (checkpoint, .caffemodel, ...), or None.
         from_scratch: let a head-only recipe train on a random backbone (no
             `restore_from`), which is otherwise refused.
@@ -41,14 +45,29 @@ class TrainConfig:
         save_num_images, save_pred_every, snapshot_dir, keep_checkpoints:
             summaries and checkpoints.
         stop_after: end this run after N updates (None: run to `num_steps`).
-        deterministic, jit, mixed_precision, strategy: execution.
+        deterministic: make TensorFlow's kernels deterministic for the whole
+            process (`tf.config.experimental.enable_op_determinism`), the only
+            process-wide state `train` ever sets; with it, a resumed run equals an
+            uninterrupted one bit for bit on CPU. TensorFlow's global seed is
+            never set: nothing in training draws from it.
+        jit: compile the update with XLA.
+        precision: the number format the network computes in: "fp32", "bf16"
+            or "fp16" (with dynamic loss scaling); weights, logits and loss stay
+            float32.
+        strategy: "default", "mirrored" or "multi-worker" (`deeplab_resnet.distribute`).
+
+    Example:
+        >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",
+        ...                      num_classes=4, input_size=(65, 65), num_steps=10)
+        >>> TrainConfig.from_dict(config.to_dict()) == config
+        True
     """
     data_dir: str = "/home/VOCdevkit"
     data_list: str = "./dataset/train.txt"
     ignore_label: int = defaults.IGNORE_LABEL
-    variant: str = None
-    num_classes: int = None
-    prototxt: str = None
+    variant: str | None = None
+    num_classes: int | None = None
+    prototxt: str | None = None
     batch_size: int = 10
     input_size: tuple = (defaults.INPUT_SIZE, defaults.INPUT_SIZE)
     learning_rate: float = 2.5e-4
@@ -62,7 +81,7 @@ class TrainConfig:
     random_scale: bool = False
     scale_mode: str = "uniform"
     random_seed: int = 1234
-    restore_from: str = None
+    restore_from: str | None = None
     from_scratch: bool = False
     new_head: bool = False
     train_bn: bool = False
@@ -71,11 +90,35 @@ class TrainConfig:
     save_pred_every: int = 1000
     snapshot_dir: str = "./snapshots/"
     keep_checkpoints: int = 5
-    stop_after: int = None
+    stop_after: int | None = None
     deterministic: bool = False
     jit: bool = False
-    mixed_precision: str = "none"
+    precision: str = "fp32"
     strategy: str = "default"
+
+    def to_dict(self):
+        """The settings as a JSON-safe dict ({field: value}; tuples as lists)."""
+        return {field.name: _json_value(getattr(self, field.name))
+                for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, settings):
+        """The config of `to_dict`'s dict (a subset of fields: the others keep their defaults).
+
+        Raises:
+            SettingError: a key that is not a field.
+        """
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - fields)
+        if unknown:
+            raise SettingError(f"not a training setting: {', '.join(unknown)} (the settings are "
+                               f"the fields of TrainConfig)")
+        return cls(**{name: tuple(value) if isinstance(value, list) else value
+                      for name, value in settings.items()})
+
+
+def _json_value(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +126,8 @@ class Recipe:
     """What one training script changes in the shared loop.
 
     Attributes:
-        name: script name, for messages.
+        name: the script it stands for ("train.py", ...): the first word of the
+            startup summary and the `script` of its run records.
         optimizer: "sgd" (Caffe SGD, poly learning rate) or "adam" (constant rate).
         multi_scale: train through `msc.MultiScale` with `scales`.
         head_only: train only the ASPP head (fc1_voc12_*).
@@ -106,3 +150,20 @@ TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
 FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                    defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
                              "snapshot_dir": "./snapshots_finetune/"})
+
+# The recipes by the names `train` takes.
+RECIPES = {"train": TRAIN, "train_msc": TRAIN_MSC, "fine_tune": FINE_TUNE}
+
+
+def get_recipe(recipe):
+    """The `Recipe` called `recipe` ("train", "train_msc" or "fine_tune"), or `recipe` itself.
+
+    Raises:
+        SettingError: an unknown name.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise SettingError(f"unknown training recipe {recipe!r} (choose from "
+                           f"{', '.join(RECIPES)})")
+    return RECIPES[recipe]

@@ -1,128 +1,194 @@
-"""The one training loop behind train.py, train_msc.py and fine_tune.py."""
+"""`train`: the one training loop behind train.py, train_msc.py and fine_tune.py, as a function."""
 
 import contextlib
+import dataclasses
+import logging
+import numbers
 import os
-import sys
 import time
 
 import tensorflow as tf
-from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import defaults, devices, distribute, precision
-from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
-from deeplab_resnet.errors import SettingError, Stopped
-from deeplab_resnet.image_reader import ImageReader
-from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.stop import StopRequests, signal_name
+from deeplab_resnet import devices, distribute, precision
+from deeplab_resnet.arch import HEAD_PREFIX, VARIANTS
+from deeplab_resnet.errors import SettingError, name_fields
+from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
+from deeplab_resnet.stop import StopAgreement, StopRequest
 from deeplab_resnet.training import run_record, snapshots, summaries
+from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
-from deeplab_resnet.training.optim import Adam, CaffeSGD, poly_learning_rate, sgd_params
-from deeplab_resnet.training.step import LossScale, Trainer
+from deeplab_resnet.training.optim import poly_learning_rate
+from deeplab_resnet.training.state import build_state
+from deeplab_resnet.training.step import Trainer
 from deeplab_resnet.utils import writable_dir
 
-
-def build_model(config, latest):
-    """The model to train: shaped like the snapshot to resume, else `restore_from`, else new."""
-    kwargs = {"train_bn": config.train_bn, "seed": config.random_seed,
-              "bn_momentum": config.bn_momentum}
-    if latest is not None:
-        variant, classes = ckpt_lib.check_meta(latest, config.variant, config.num_classes)
-        return DeepLabResNet(variant or defaults.VARIANT, classes or defaults.NUM_CLASSES,
-                             **kwargs)
-    if config.restore_from:
-        snapshots.check_head(config.restore_from, config.new_head)
-        return ckpt_lib.load_weights(config.restore_from, config.variant, config.num_classes,
-                                     new_head=config.new_head, prototxt=config.prototxt,
-                                     **kwargs)
-    return DeepLabResNet(config.variant or defaults.VARIANT,
-                         config.num_classes or defaults.NUM_CLASSES, **kwargs)
+log = logging.getLogger(__name__)
+PROGRESS = {"progress": True}  # `extra` of records that are progress, not the report
 
 
-def _log(message):
-    tqdm.write(message, file=sys.stderr)
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a `train` call did.
+
+    Attributes:
+        checkpoint: prefix of the run's latest checkpoint in `snapshot_dir`
+            (None when there is none).
+        updates: updates the run has done in all (the checkpoint's update
+            number); below `num_steps` when `stop_after` or a stop request ended it.
+        last_loss: loss of the last update of this call (None: no update ran).
+        stopped_early: whether a `StopRequest` ended the call before it was done.
+        stop_reason: the request's reason (None when not stopped early).
+    """
+    checkpoint: str | None
+    updates: int
+    last_loss: float | None
+    stopped_early: bool = False
+    stop_reason: str | None = None
 
 
-# Settings that change the updates of a run, recorded in its checkpoints (`run_record`)
-# under these keys (the training scripts' flag names); those a recipe does not use are
-# left out.
-_RUN_SETTINGS = {"input_size": "input_size", "learning_rate": "learning_rate",
-                 "random_mirror": "random_mirror", "random_scale": "random_scale",
-                 "scale_mode": "scale_mode", "random_seed": "random_seed",
-                 "mixed_precision": "mixed_precision", "ignore_label": "ignore_label"}
-_SGD_SETTINGS = {"momentum": "momentum", "power": "power", "weight_decay": "weight_decay"}
-_BN_SETTINGS = {"is_training": "train_bn", "bn_momentum": "bn_momentum"}
+class Callback:
+    """Called by `train` as the run goes; override the methods you need (they do nothing here).
+
+    Every worker of a multi-worker run calls its callbacks, with the same values.
+
+    Example:
+        >>> class Losses(Callback):
+        ...     def __init__(self):
+        ...         self.losses = []
+        ...     def on_update(self, update, loss, learning_rate):
+        ...         self.losses.append(loss)
+    """
+
+    def on_update(self, update, loss, learning_rate):
+        """After each update: its number (1-based, counting the whole run), its mean loss
+        over the global batch and the learning rate it was made with (Python floats)."""
+
+    def on_checkpoint(self, update, path):
+        """After each checkpoint saved: the update it holds and the prefix this process wrote
+        (on a worker other than the chief: a temporary one, removed when `train` returns)."""
 
 
-def _run_settings(config, recipe):
-    """The `run_record.new` settings: what changes the updates, the total, what is given."""
-    keys = dict(_RUN_SETTINGS)
-    if recipe.optimizer == "sgd":
-        keys.update(_SGD_SETTINGS)
-    if not recipe.head_only:
-        keys.update(_BN_SETTINGS)
-    if recipe.multi_scale:
-        keys["scales"] = "scales"
-    settings = {key: getattr(config, field) for key, field in keys.items()}
-    given = config.restore_from is not None
-    return dict(settings, num_steps=config.num_steps, model=config.variant,
-                num_classes=config.num_classes,
-                restore_from=os.path.abspath(config.restore_from) if given else None,
-                not_restore_last=config.new_head if given else None)
+def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
+    """Trains (or resumes training) as `config` says, in `config.snapshot_dir`.
 
-
-def _weights_source(config, latest, step, record, name_of):
-    """Where the weights come from, for the first lines of output."""
-    if latest is not None:
-        return f"resuming from {latest} (update {step} of {config.num_steps})"
-    if config.restore_from is None:
-        return f"random initialisation — no {name_of('restore_from')} given"
-    path = config.restore_from
-    if not ckpt_lib.is_caffemodel(path):
-        path = ckpt_lib.resolve(path)
-    new_head = (f"; new head ({HEAD_PREFIX}_*) with {record['num_classes']} classes"
-                if config.new_head else "")
-    return f"{path}{new_head}"
-
-
-def _field_name(field):
-    return field
-
-
-def train(config, recipe, on_save=None, name_of=_field_name):
-    """Trains (or resumes training) as `config` says; returns the exit status.
+    A rerun with the same settings resumes the run from its latest checkpoint
+    exactly (`run_record` says what may change). The report (what is trained,
+    from which weights, where checkpoints go) is logged at INFO, progress and
+    notices with `extra={"progress": True}`, through `logging.getLogger(__name__)`;
+    nothing is printed. Only `config.deterministic` changes process-wide state.
 
     Args:
         config: a `TrainConfig`.
-        recipe: the calling script's `Recipe`.
-        on_save: called as on_save(model, update, path) after each checkpoint
-            this process saves (every worker saves; only the chief's stay).
-        name_of: how progress messages name a setting (the command line
-            passes its flag names; errors name fields through `SettingError`).
+        recipe: "train" (Caffe SGD, poly rate), "train_msc" (multi-scale loss)
+            or "fine_tune" (Adam, head only), or a `Recipe`.
+        callbacks: `Callback`s told of every update and checkpoint.
+        stop: a `StopRequest`; once requested, training saves a checkpoint after
+            the update in progress and returns with `stopped_early`.
+        strategy: the tf.distribute strategy of `config.strategy`, if already made
+            (`distribute.make_strategy`; default: made here). A multi-worker strategy
+            takes SIGTERM for TensorFlow's preemption notifier when it is made: install
+            a SIGTERM handler that sets `stop` after making it, as the commands do.
+    Returns:
+        a `TrainResult`.
+    Raises:
+        SettingError, BadFileError: bad settings, data or weights (nothing is trained);
+            a loss or weights that became inf or nan (the last good checkpoint stays).
+        WriteError: a checkpoint could not be written.
+
+    Example:
+        >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",
+        ...                      num_classes=4, batch_size=2, input_size=(65, 65),
+        ...                      num_steps=10, snapshot_dir="snap")
+        >>> result = train(config)  # doctest: +SKIP
+        >>> result.updates, result.checkpoint  # doctest: +SKIP
+        (10, 'snap/model.ckpt-10')
     """
-    strategy = distribute.make_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
+    recipe = get_recipe(recipe)
+    check_settings(config)
+    run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
+    if run.start >= config.num_steps:
+        if run.chief:
+            _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
+                 f"{{num_steps}} {config.num_steps} updates: nothing to do (a larger "
+                 "{num_steps} continues this run)", "num_steps", progress=True)
+        return TrainResult(run.latest, run.start, None)
+    return _Loop(run, tuple(callbacks), stop or StopRequest()).train()
+
+
+# Settings checked here (the command line's flags check them before parsing ends).
+_AT_LEAST_ONE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
+                 "keep_checkpoints", "num_classes", "stop_after")
+_CHOICES = {"variant": VARIANTS, "precision": precision.PRECISIONS, "scale_mode": SCALE_MODES,
+            "strategy": distribute.STRATEGIES}
+# Where None is a value: the checkpoint's model, no limit.
+_MAY_BE_NONE = ("variant", "num_classes", "stop_after")
+
+
+def check_settings(config):
+    """Raises a `SettingError` naming the first field of `config` that cannot be used."""
+    for field in _AT_LEAST_ONE:
+        value = getattr(config, field)
+        if field in _MAY_BE_NONE and value is None:
+            continue
+        if not (isinstance(value, numbers.Integral) and value >= 1):
+            raise SettingError(f"{{{field}}} must be a positive integer, got {value!r}", field)
+    for field, choices in _CHOICES.items():
+        value = getattr(config, field)
+        if value not in choices and not (field in _MAY_BE_NONE and value is None):
+            raise SettingError(f"{{{field}}} must be one of {', '.join(sorted(choices))}, "
+                               f"got {value!r}", field)
+    if not (isinstance(config.learning_rate, numbers.Real) and config.learning_rate > 0):
+        raise SettingError(f"{{learning_rate}} must be positive, got {config.learning_rate!r}",
+                           "learning_rate")
+
+
+def _log(level, template, *fields, progress=False):
+    """Logs `template` with its `{field}`s read as field names; the record keeps the template
+    and fields, so that the command line can show its flags instead."""
+    extra = dict(PROGRESS if progress else {}, template=template, fields=fields)
+    log.log(level, name_fields(template, fields), extra=extra)
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run ready to train: its settings, the input, the state restored, where it saves."""
+    config: object
+    recipe: object
+    strategy: object
+    chief: bool
+    snapshot_dir: str
+    reader: ImageReader
+    state: object
+    latest: str | None
+    start: int
+
+
+def _start(config, recipe, strategy):
+    """Checks what the run is against its snapshot folder, builds and restores its state, and
+    logs the startup report."""
     replicas = strategy.num_replicas_in_sync
     if replicas > 1 and config.jit and not tf.config.list_logical_devices("GPU"):
         raise SettingError(f"{{jit}} with {replicas} replicas needs GPUs: XLA cannot compile "
                            "the cross-replica sums on CPU", "jit")
     devices.check_jit_determinism(config.jit, config.deterministic)
     if config.deterministic:
+        # No global seed is needed: nothing in training draws from it (the data and the
+        # initial weights are stateless functions of `random_seed`).
         tf.config.experimental.enable_op_determinism()
-    tf.random.set_seed(config.random_seed)
     snapshot_dir = writable_dir(config.snapshot_dir, "snapshot_dir")
     reader = ImageReader(config.data_dir, config.data_list, config.input_size,
                          random_scale=config.random_scale, random_mirror=config.random_mirror,
                          ignore_label=config.ignore_label, seed=config.random_seed,
                          scale_mode=config.scale_mode)
-    micro = config.grad_update_every
     wanted = run_record.new(recipe.name, config.data_list, config.data_dir, len(reader),
-                            config.batch_size, replicas, micro, _run_settings(config, recipe))
+                            config.batch_size, replicas, config.grad_update_every,
+                            run_record.settings_of(config, recipe))
     latest = ckpt_lib.latest_in(snapshot_dir)
     record, notes = wanted, []
     if latest is not None:
         try:
-            record, notes = run_record.check_resume(latest, snapshot_dir, wanted, name_of)
+            record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
         except ckpt_lib.READ_ERRORS as exc:
             raise ckpt_lib.corrupt(latest, exc) from None
     elif recipe.head_only and config.restore_from is None and not config.from_scratch:
@@ -130,143 +196,170 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                            "backbone would be random; give {restore_from} (a trained or "
                            "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
                            "anyway", "restore_from", "from_scratch")
-    model = build_model(config, latest)
-    record = dict(record, model=model.variant, num_classes=model.num_classes)
-    distribute.replicate(strategy, model.params)
-    distribute.replicate(strategy, model.meta)
-    variables = {k: v for k, v in model.params.items()
-                 if v.trainable and (is_head_variable(k) or not recipe.head_only)}
-    with strategy.scope():
-        if recipe.optimizer == "sgd":
-            params = {k: p for k, p in sgd_params(model).items() if k in variables}
-            optimizer = CaffeSGD(params, config.momentum, config.weight_decay)
-        else:
-            optimizer = Adam(variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
-        loss_scale = LossScale() if config.mixed_precision == "fp16" else None
-    # Checkpoints without --mixed-precision fp16 keep the layout they always had.
-    scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
-    state = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
-                 **scaling)
-    # Saved with the run record (`meta/run`); restored without it, which also
-    # resumes checkpoints written before records existed.
-    checkpoint = tf.train.Checkpoint(meta={**model.meta, "run": run_record.variable(record)},
-                                     **state)
-
-    def log(message):
-        if chief:
-            _log(message)
-
+    state = build_state(config, recipe, strategy, latest, record)
     if latest is not None:
-        snapshots.resume(tf.train.Checkpoint(meta=model.meta, **state), latest, snapshot_dir)
-    start = int(step.numpy())
-    for note in notes:
-        log(note)
-    if chief:  # what this run is, on stdout; progress, notices and errors go to stderr
-        stop = ("" if config.stop_after is None
-                else f", stopping after {config.stop_after} more")
-        source = _weights_source(config, latest, start, record, name_of)
-        print(f"{recipe.name}: weights: {source}\n"
-              f"{recipe.name}: model: {model.variant}, {model.num_classes} classes; data: "
-              f"{len(reader)} images ({config.data_list})\n"
-              f"{recipe.name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
-              f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
-              f"update; updates: {start} done of {config.num_steps}{stop}\n"
-              f"{recipe.name}: checkpoints: {snapshot_dir} (every {config.save_pred_every} "
-              f"updates, the last {config.keep_checkpoints} kept)", flush=True)
-    if start >= config.num_steps:
-        num_steps = name_of("num_steps")
-        log(f"{snapshot_dir}: already trained for {start} of {num_steps} {config.num_steps} "
-            f"updates: nothing to do (a larger {num_steps} continues this run)")
-        return 0
-    end = config.num_steps if config.stop_after is None else min(config.num_steps,
-                                                              start + config.stop_after)
-    objective = Objective(model, config.ignore_label,
-                          scales=config.scales if recipe.multi_scale else None,
-                          compute_dtype=precision.training_dtype(config.mixed_precision))
-    trainer = Trainer(objective, optimizer, variables, jit=config.jit, strategy=strategy,
-                      loss_scale=loss_scale)
-    # Created after the first good update: bad data or a diverging first step
-    # leaves no event file behind.
-    writer = None
+        snapshots.resume(state.restorable, latest, snapshot_dir)
+    run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
+               state, latest, int(state.step.numpy()))
+    if run.chief:
+        for level, template, fields in notes:
+            _log(level, template, *fields, progress=True)
+        _log_report(run)
+    return run
 
-    def learning_rate(update):
-        if recipe.optimizer == "sgd":
-            return poly_learning_rate(config.learning_rate, update, config.num_steps, config.power)
-        return config.learning_rate
 
-    batches = reader.batches(config.batch_size, micro, start=int(position.numpy()),
-                             strategy=strategy, num_classes=model.num_classes)
-    with contextlib.closing(batches), snapshots.save_dir(snapshot_dir, chief) as save_dir, \
-            StopRequests(strategy) as stop_requests, \
-            tqdm(total=config.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                 desc=recipe.name, disable=not (chief and sys.stderr.isatty())) as bar:
-        manager = tf.train.CheckpointManager(checkpoint, save_dir,
-                                             max_to_keep=config.keep_checkpoints,
-                                             checkpoint_name=snapshots.CHECKPOINT_NAME)
-        started = time.perf_counter()
-        saved_at = None
-        for images, labels in batches:
-            update = int(step.numpy())
-            lr = learning_rate(update)
-            loss, accuracy, finite = trainer.step(images, labels, lr)
-            if not finite:
-                if writer is not None:
-                    writer.flush()
-                raise SettingError(f"loss became {loss} at update {update + 1}: training stopped "
-                                   f"without applying it; last checkpoint: "
-                                   f"{manager.latest_checkpoint or 'none'} "
-                                   "(a lower {learning_rate} may help)", "learning_rate")
-            step.assign_add(1)
-            position.assign_add(micro * config.batch_size * replicas)
-            done = update + 1
-            if writer is None:
-                writer = (tf.summary.create_file_writer(snapshot_dir) if chief
-                          else tf.summary.create_noop_writer())
-            with writer.as_default():
-                summaries.write_scalar("loss", loss, done)
-                summaries.write_scalar("learning_rate", lr, done)
-                summaries.write_scalar("pixel_accuracy", accuracy, done)
-                if loss_scale is not None:
-                    summaries.write_scalar("loss_scale", float(loss_scale.scale.numpy()), done)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
-            bar.update(1)
-            if done % config.save_pred_every == 0 or done == end:
-                if chief and config.save_num_images:
-                    with writer.as_default():
-                        summaries.write_image_summary(trainer, images, labels,
-                                                      config.save_num_images, done,
-                                                      config.ignore_label)
-                saved = snapshots.save(manager, model, done)
-                saved_at = done
-                if on_save is not None:
-                    on_save(model, done, saved)
-                if chief and bar.disable:  # no progress bar: one line per checkpoint instead
-                    rate = (done - start) / max(time.perf_counter() - started, 1e-9)
-                    _log(f"update {done}/{config.num_steps}: loss {loss:.4f}, pixel accuracy "
-                         f"{accuracy:.3f}, {rate:.2f} updates/s, "
-                         f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}")
-            if done >= end:
-                break
-            signum = stop_requests.poll()
-            if signum is not None:
-                if saved_at != done:
-                    saved = snapshots.save(manager, model, done)
-                    if on_save is not None:
-                        on_save(model, done, saved)
-                if writer is not None:
-                    writer.flush()
-                distribute.barrier(strategy)
-                raise Stopped(f"{signal_name(signum)}: stopped after update {done} of "
-                              f"{config.num_steps}, checkpoint saved in {snapshot_dir}; rerun the "
-                              "same command to resume", 128 + signum)
-    if writer is not None:
-        writer.flush()
-    distribute.barrier(strategy)
-    if int(step.numpy()) < config.num_steps:
-        log(f"stopped at update {int(step.numpy())} of {config.num_steps}: "
-            f"{manager.latest_checkpoint}; rerun the same command to go on")
+def _log_report(run):
+    """The first lines of a run (INFO): weights, model and data, batch and updates, checkpoints."""
+    config, name, model = run.config, run.recipe.name, run.state.model
+    replicas, micro = run.strategy.num_replicas_in_sync, config.grad_update_every
+    if run.latest is not None:
+        source = f"resuming from {run.latest} (update {run.start} of {config.num_steps})"
+    elif config.restore_from is None:
+        source = "random initialisation — no {restore_from} given"
     else:
-        log(f"finished: {manager.latest_checkpoint}")
-    return 0
+        path = config.restore_from
+        if not ckpt_lib.is_caffemodel(path):
+            path = ckpt_lib.resolve(path)
+        source = path + (f"; new head ({HEAD_PREFIX}_*) with {model.num_classes} classes"
+                         if config.new_head else "")
+    _log(logging.INFO, f"{name}: weights: {source}",
+         *(("restore_from",) if "{restore_from}" in source else ()))
+    stop = "" if config.stop_after is None else f", stopping after {config.stop_after} more"
+    log.info(f"{name}: model: {model.variant}, {model.num_classes} classes; data: "
+             f"{len(run.reader)} images ({config.data_list})")
+    log.info(f"{name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
+             f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
+             f"update; updates: {run.start} done of {config.num_steps}{stop}")
+    log.info(f"{name}: checkpoints: {run.snapshot_dir} (every {config.save_pred_every} "
+             f"updates, the last {config.keep_checkpoints} kept)")
+
+
+class _Loop:
+    """The updates of one `train` call, from `run.start` to the end, a stop or an error."""
+
+    def __init__(self, run, callbacks, stop):
+        self.run = run
+        self.config = config = run.config
+        self.callbacks = callbacks
+        self.stop = stop
+        self.end = (config.num_steps if config.stop_after is None
+                    else min(config.num_steps, run.start + config.stop_after))
+        self.update = run.start
+        self.saved_at = None
+        self.last_loss = self.last_accuracy = None
+        self.manager = None
+        self.started = None  # when the first update of this call began
+        # Created after the first good update: bad data or a diverging first step
+        # leaves no event file behind.
+        self.writer = None
+        objective = Objective(run.state.model, config.ignore_label,
+                              scales=config.scales if run.recipe.multi_scale else None,
+                              compute_dtype=precision.resolve(config.precision))
+        self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
+                               jit=config.jit, strategy=run.strategy,
+                               loss_scale=run.state.loss_scale)
+
+    def train(self):
+        """Updates until the end or a stop; returns the `TrainResult`."""
+        run, config = self.run, self.config
+        batches = run.reader.batches(config.batch_size, config.grad_update_every,
+                                     start=int(run.state.position.numpy()),
+                                     strategy=run.strategy, num_classes=run.state.model.num_classes)
+        agreement = StopAgreement(self.stop, run.strategy)
+        with contextlib.closing(batches), \
+                snapshots.save_dir(run.snapshot_dir, run.chief) as save_dir:
+            self.manager = tf.train.CheckpointManager(
+                run.state.checkpoint, save_dir, max_to_keep=config.keep_checkpoints,
+                checkpoint_name=snapshots.CHECKPOINT_NAME)
+            self.started = time.perf_counter()
+            while self.update < self.end:
+                if agreement.poll():
+                    return self._stopped()
+                images, labels = next(batches)
+                self._one_update(images, labels)
+                if self.update % config.save_pred_every == 0 or self.update == self.end:
+                    self._checkpoint(images, labels)
+            return self._finished()
+
+    def _learning_rate(self):
+        if self.run.recipe.optimizer == "sgd":
+            return poly_learning_rate(self.config.learning_rate, self.update,
+                                      self.config.num_steps, self.config.power)
+        return self.config.learning_rate
+
+    def _one_update(self, images, labels):
+        """One update, its summaries and callbacks; its results are read from the device once."""
+        state, learning_rate = self.run.state, self._learning_rate()
+        stats = self.trainer.step(images, labels, learning_rate).read()
+        if not stats.ok:
+            if self.writer is not None:
+                self.writer.flush()
+            raise SettingError(f"loss became {stats.loss} at update {self.update + 1}: training "
+                               f"stopped without applying it; last checkpoint: "
+                               f"{self.manager.latest_checkpoint or 'none'} "
+                               "(a lower {learning_rate} may help)", "learning_rate")
+        state.step.assign_add(1)
+        state.position.assign_add(self.config.grad_update_every * self.config.batch_size
+                                  * self.run.strategy.num_replicas_in_sync)
+        self.update += 1
+        self.last_loss, self.last_accuracy = stats.loss, stats.accuracy
+        if self.writer is None:
+            self.writer = (tf.summary.create_file_writer(self.run.snapshot_dir)
+                           if self.run.chief else tf.summary.create_noop_writer())
+        with self.writer.as_default():
+            summaries.write_scalar("loss", stats.loss, self.update)
+            summaries.write_scalar("learning_rate", learning_rate, self.update)
+            summaries.write_scalar("pixel_accuracy", stats.accuracy, self.update)
+            if stats.loss_scale is not None:
+                summaries.write_scalar("loss_scale", stats.loss_scale, self.update)
+        for callback in self.callbacks:
+            callback.on_update(self.update, stats.loss, learning_rate)
+
+    def _checkpoint(self, images, labels):
+        """The image summary and a checkpoint of the update just made, and a progress line."""
+        config, done = self.config, self.update
+        if self.run.chief and config.save_num_images:
+            with self.writer.as_default():
+                summaries.write_image_summary(self.trainer, images, labels,
+                                              config.save_num_images, done, config.ignore_label)
+        saved = self._save()
+        if self.run.chief:
+            rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)
+            log.info(f"update {done}/{config.num_steps}: loss {self.last_loss:.4f}, pixel "
+                     f"accuracy {self.last_accuracy:.3f}, {rate:.2f} updates/s, "
+                     f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}",
+                     extra=PROGRESS)
+
+    def _save(self):
+        """Saves a checkpoint of the current update; tells the callbacks; returns its prefix."""
+        saved = snapshots.save(self.manager, self.run.state.model, self.update)
+        self.saved_at = self.update
+        for callback in self.callbacks:
+            callback.on_checkpoint(self.update, saved)
+        return saved
+
+    def _result(self, **stopped):
+        """The `TrainResult`, once every worker is done (the chief hosts the cluster's
+        coordination service: it must not leave while others still talk to it)."""
+        if self.writer is not None:
+            self.writer.flush()
+        distribute.barrier(self.run.strategy)
+        latest = self.manager.latest_checkpoint or self.run.latest
+        if latest is not None:  # the chief's copy: other workers save to a temporary folder
+            latest = os.path.join(self.run.snapshot_dir, os.path.basename(latest))
+        return TrainResult(latest, self.update, self.last_loss, **stopped)
+
+    def _stopped(self):
+        if self.saved_at != self.update and self.update > self.run.start:
+            self._save()
+        return self._result(stopped_early=True, stop_reason=self.stop.reason)
+
+    def _finished(self):
+        result = self._result()
+        if self.run.chief and self.update < self.config.num_steps:
+            log.info(f"stopped at update {self.update} of {self.config.num_steps}: "
+                     f"{result.checkpoint}; train again with the same settings to go on",
+                     extra=PROGRESS)
+        elif self.run.chief:
+            log.info(f"finished: {result.checkpoint}", extra=PROGRESS)
+        return result

@@ -20,7 +20,9 @@ what cannot be checked; their variant and class count are still checked.
 
 import hashlib
 import json
+import logging
 import os
+import re
 
 import tensorflow as tf
 
@@ -36,11 +38,24 @@ _CLASSES_KEY = "meta/num_classes/.ATTRIBUTES/VARIABLE_VALUE"
 OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last")
 # Entries shown but never compared: where things are, and the total (see the docstring).
 NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps")
-# How a difference is named in messages: a template naming settings as `{setting}`
-# (default: the key itself is the setting, e.g. `{learning_rate}`).
+# How a difference is named in messages: a template naming settings by their `TrainConfig`
+# field as `{field}` (default: the key is the field, e.g. `{learning_rate}`).
 LABELS = {"script": "script", "list_sha256": "{data_list} contents", "images": "list lines",
           "global_batch": "global batch ({batch_size} x replicas)",
-          "micro_batches": "{grad_update_every}"}
+          "micro_batches": "{grad_update_every}", "model": "{variant}",
+          "is_training": "{train_bn}", "not_restore_last": "{new_head}",
+          "mixed_precision": "{precision}"}
+# Values recorded under another name than the field's ("none": float32 before `precision`).
+_RECORDED = {"mixed_precision": {"fp32": "none"}}
+
+# Settings that change the updates of a run, recorded under these keys (the names records have
+# always had) from these `TrainConfig` fields; those a recipe does not use are left out.
+_RUN_SETTINGS = {"input_size": "input_size", "learning_rate": "learning_rate",
+                 "random_mirror": "random_mirror", "random_scale": "random_scale",
+                 "scale_mode": "scale_mode", "random_seed": "random_seed",
+                 "mixed_precision": "precision", "ignore_label": "ignore_label"}
+_SGD_SETTINGS = {"momentum": "momentum", "power": "power", "weight_decay": "weight_decay"}
+_BN_SETTINGS = {"is_training": "train_bn", "bn_momentum": "bn_momentum"}
 
 
 def list_digest(data_list):
@@ -52,6 +67,25 @@ def list_digest(data_list):
             if fields:
                 digest.update(b" ".join(fields) + b"\n")
     return digest.hexdigest()
+
+
+def settings_of(config, recipe):
+    """The `settings` of `new` for a `TrainConfig` trained by a `Recipe`: what changes the
+    updates, the total and the starting weights."""
+    keys = dict(_RUN_SETTINGS)
+    if recipe.optimizer == "sgd":
+        keys.update(_SGD_SETTINGS)
+    if not recipe.head_only:
+        keys.update(_BN_SETTINGS)
+    if recipe.multi_scale:
+        keys["scales"] = "scales"
+    settings = {key: getattr(config, field) for key, field in keys.items()}
+    settings = {key: _RECORDED.get(key, {}).get(value, value) for key, value in settings.items()}
+    given = config.restore_from is not None
+    return dict(settings, num_steps=config.num_steps, model=config.variant,
+                num_classes=config.num_classes,
+                restore_from=os.path.abspath(config.restore_from) if given else None,
+                not_restore_last=config.new_head if given else None)
 
 
 def new(script, data_list, data_dir, images, batch_size, replicas, micro_batches, settings):
@@ -99,7 +133,14 @@ def _label(key):
     return LABELS.get(key, "{" + key + "}")
 
 
-def _shown(value):
+def _label_fields(keys):
+    """The `TrainConfig` fields the labels of `keys` name."""
+    return [field for key in keys for field in re.findall(r"\{(\w+)\}", _label(key))]
+
+
+def _shown(key, value):
+    recorded_as = {saved: given for given, saved in _RECORDED.get(key, {}).items()}
+    value = recorded_as.get(value, value)
     if isinstance(value, str) and len(value) > 12 and all(c in "0123456789abcdef" for c in value):
         return value[:8]  # a digest
     return "none" if value is None else str(value).replace(" ", "")
@@ -115,7 +156,8 @@ def differences(saved, wanted):
         if key in OPTIONAL and value is None:
             continue
         if saved[key] != value:
-            found.append(f"{_label(key)} {_shown(saved[key])} there, {_shown(value)} here")
+            found.append(f"{_label(key)} {_shown(key, saved[key])} there, "
+                         f"{_shown(key, value)} here")
     return found
 
 
@@ -130,23 +172,19 @@ def describe(saved, step):
     return ", ".join(parts)
 
 
-def _field_name(field):
-    return field
-
-
-def check_resume(latest, folder, wanted, name_of=_field_name):
+def check_resume(latest, folder, wanted):
     """The record to write from now on, when `latest` may be resumed by the run `wanted`.
 
     Args:
         latest: the newest checkpoint prefix in the snapshot folder.
         folder: the snapshot folder (for messages).
-        wanted: `new(...)` for the command being run.
-        name_of: how the notes name a setting (the command line: its flag).
+        wanted: `new(...)` for the run being started.
     Returns:
         (record, notes): the record to store in the next checkpoints (the
         saved one's starting weights and model kept when the rerun omits
-        them), and lines worth telling the user (a changed total, an
-        unchecked old checkpoint).
+        them), and what is worth telling the user (a changed total, an
+        unchecked old checkpoint) as (logging level, template, fields): a
+        message naming settings as `{field}` (see `SettingError`).
     Raises:
         SettingError: one line naming the folder, what it holds and the ways out.
     """
@@ -158,19 +196,20 @@ def check_resume(latest, folder, wanted, name_of=_field_name):
                            f"({describe(saved, step)}; {shown}): give another {{snapshot_dir}} "
                            f"to start this one, or {{restore_from}} {latest} to start a new run "
                            "from its weights", "snapshot_dir", "restore_from", "data_list",
-                           "batch_size", "grad_update_every", *wanted)
+                           "batch_size", "grad_update_every", *_label_fields(wanted))
     record = dict(wanted)
     for key in OPTIONAL:
         if record.get(key) is None and key in saved:
             record[key] = saved[key]
     notes = []
     if "script" not in saved:
-        notes.append(f"warning: {latest} was written before run records: cannot check that "
-                     f"it is {wanted['script']}'s run with these data and flags; resuming it")
+        notes.append((logging.WARNING, f"warning: {latest} was written before run records: "
+                       f"cannot check that it is {wanted['script']}'s run with these data and "
+                       "settings; resuming it", ()))
     elif saved.get("num_steps") != wanted["num_steps"]:
-        notes.append(f"{name_of('num_steps')} {saved.get('num_steps')} -> "
-                     f"{wanted['num_steps']}: the learning-rate schedule now ends at update "
-                     f"{wanted['num_steps']}")
+        notes.append((logging.INFO, f"{{num_steps}} {saved.get('num_steps')} -> "
+                      f"{wanted['num_steps']}: the learning-rate schedule now ends at update "
+                      f"{wanted['num_steps']}", ("num_steps",)))
     return record, notes
 
 

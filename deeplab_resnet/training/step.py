@@ -1,14 +1,38 @@
-"""The compiled update step: loss scaling and the `Trainer` (micro-batches, replicas)."""
+"""The compiled update step: loss scaling and the `Trainer` (micro-batches, replicas).
 
-import math
+An update leaves its results on the device (`UpdateStats`); the loop copies them to
+the host once per update (`UpdateStats.read`), so that micro-batches queue up on a
+GPU without draining it in between.
+"""
 
-import numpy as np
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from deeplab_resnet import distribute, geometry
 
-# --mixed-precision: the dtype the network computes in.
-COMPUTE_DTYPES = {"none": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
+
+class UpdateStats(NamedTuple):
+    """What one update reports, as scalar tensors on the device until `read`.
+
+    Attributes:
+        loss: mean loss of the update's micro-batches over the global batch.
+        accuracy: pixel accuracy over the update's valid pixels.
+        ok: False when the loss, or without loss scaling the gradients, was
+            not finite and nothing was applied.
+        loss_scale: the float16 loss scale after the update, or None.
+    """
+    loss: tf.Tensor
+    accuracy: tf.Tensor
+    ok: tf.Tensor
+    loss_scale: tf.Tensor | None = None
+
+    def read(self):
+        """The same fields as Python numbers (`ok` a bool), copied to the host in one read."""
+        present = [value for value in self if value is not None]
+        values = tf.stack([tf.cast(value, tf.float32) for value in present]).numpy().tolist()
+        loss, accuracy, ok, *scale = values
+        return UpdateStats(loss, accuracy, bool(ok), scale[0] if scale else None)
 
 
 class LossScale(tf.Module):
@@ -135,7 +159,7 @@ class Trainer:
         return ok
 
     def step(self, images, labels, learning_rate):
-        """One update from N micro-batches.
+        """One update from N micro-batches, without waiting for it (no host read).
 
         Args:
             images: [N, B, H, W, 3] preprocessed crops (per replica: a
@@ -143,30 +167,25 @@ class Trainer:
             labels: [N, B, H, W] labels, likewise.
             learning_rate: float.
         Returns:
-            (mean loss of the micro-batches, pixel accuracy, ok): python
-            values over the global batch; `ok` is False when the loss or the
-            gradients were not finite and nothing was applied (with loss
+            `UpdateStats` of the global batch, on the device (with loss
             scaling, an overflow skips the update and leaves `ok` True).
         """
         learning_rate = tf.constant(learning_rate, tf.float32)
         count = int(self.strategy.experimental_local_results(images)[0].shape[0])
         if count == 1:
             loss, hits, pixels, ok = self._single(images, labels, learning_rate)
-            return float(loss), float(hits) / max(float(pixels), 1.0), bool(ok)
-        if self._accumulators is None:
-            with self.strategy.scope():
-                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
-                                      for v in self.variables]
-        losses, hits, pixels = [], 0.0, 0.0
-        for i in range(count):
-            loss, correct, valid = self._accumulate(images, labels, tf.constant(i))
-            losses.append(float(loss))
-            hits += float(correct)
-            pixels += float(valid)
-        loss = float(np.mean(losses))
-        ok = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
-                              tf.constant(math.isfinite(loss)))
-        return loss, hits / max(pixels, 1.0), bool(ok)
+        else:
+            if self._accumulators is None:
+                with self.strategy.scope():
+                    self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype),
+                                                      trainable=False) for v in self.variables]
+            sums = [self._accumulate(images, labels, tf.constant(i)) for i in range(count)]
+            loss, hits, pixels = (tf.add_n(list(parts)) for parts in zip(*sums))
+            loss = loss / count
+            ok = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
+                                  tf.math.is_finite(loss))
+        scale = None if self.loss_scale is None else self.loss_scale.scale.read_value()
+        return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok, scale)
 
     def _predict(self, images):
         """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""

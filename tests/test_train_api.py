@@ -1,0 +1,245 @@
+"""Training from Python: `train` with a `TrainConfig`, callbacks, a `StopRequest`, resuming;
+nothing printed, no process-wide state changed; one host read per update; the config's dict
+round trip; --precision and its old name --mixed-precision; the commands' signal wiring."""
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
+from tensorflow.python.framework import ops, random_seed
+
+from deeplab_resnet import shapes, training, utils
+from deeplab_resnet.cli import train_flags
+from deeplab_resnet.errors import DeepLabError, SettingError
+from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.training import (Callback, StopRequest, TrainConfig, TrainResult, losses,
+                                     optim, run_record, step)
+
+CLASSES = len(shapes.CLASSES)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return shapes.make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=4,
+                                      num_val=1, size=(40, 48), seed=2)
+
+
+def tiny_config(data, snapshot_dir, **settings):
+    return TrainConfig(**{"data_dir": data["root"], "data_list": data["train"],
+                          "variant": "tiny", "num_classes": CLASSES, "batch_size": 1,
+                          "input_size": (32, 32), "num_steps": 3, "save_pred_every": 100,
+                          "save_num_images": 0, "learning_rate": 1e-3,
+                          "snapshot_dir": str(snapshot_dir), **settings})
+
+
+class HostReads:
+    """Counts the copies of tensor values to the host (.numpy(), float(), bool(), ...) that
+    the project's code makes on the main thread: the loop's, not the input pipeline's
+    threads nor TensorFlow's own reads of host-side flags (the summary ops' `record_if`)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        original = ops._EagerTensorBase._numpy
+
+        def counted(tensor):
+            caller = sys._getframe(1)
+            while caller.f_code.co_filename == ops.__file__:  # .numpy(), __float__, ...
+                caller = caller.f_back
+            if (threading.current_thread() is threading.main_thread()
+                    and f"{os.sep}tensorflow{os.sep}" not in caller.f_code.co_filename):
+                self.count += 1
+            return original(tensor)
+
+        monkeypatch.setattr(ops._EagerTensorBase, "_numpy", counted)
+
+
+class Recorder(Callback):
+    """Records what it is told (and the host reads so far); asks to stop at `stop_at`."""
+
+    def __init__(self, stop=None, stop_at=None, reads=None):
+        self.updates, self.checkpoints, self.reads = [], [], []
+        self.stop, self.stop_at, self.host_reads = stop, stop_at, reads
+
+    def on_update(self, update, loss, learning_rate):
+        self.updates.append((update, loss, learning_rate))
+        if self.host_reads is not None:
+            self.reads.append(self.host_reads.count)
+        if update == self.stop_at:
+            self.stop.request("enough")
+
+    def on_checkpoint(self, update, path):
+        self.checkpoints.append((update, path))
+
+
+def process_state():
+    return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
+            "umask": utils.current_umask(), "seed": random_seed.get_seed(None)[0],
+            "determinism": tf_config.is_op_determinism_enabled()}
+
+
+@pytest.fixture
+def callers_seed():
+    """A global seed the caller set (99), restored afterwards."""
+    previous = random_seed.get_seed(None)[0]
+    tf.random.set_seed(99)
+    yield 99
+    tf.random.set_seed(previous)
+
+
+def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monkeypatch,
+                                            callers_seed):
+    """A stop asked by a callback, a resume to the end, a rerun with nothing to do: the
+    results, the callbacks, the log; no output, no signal handler, umask or seed changed."""
+    caplog.set_level(logging.INFO, logger="deeplab_resnet")
+    before = process_state()
+    assert before["seed"] == callers_seed
+    snapshots = tmp_path / "snap"
+    config = tiny_config(data, snapshots)
+    stop, reads = StopRequest(), HostReads(monkeypatch)
+    first = Recorder(stop, stop_at=2, reads=reads)
+    result = training.train(config, "train", callbacks=[first], stop=stop)
+    assert result == TrainResult(str(snapshots / "model.ckpt-2"), 2, first.updates[-1][1],
+                                 stopped_early=True, stop_reason="enough")
+    assert [u for u, _, _ in first.updates] == [1, 2]
+    assert all(np.isfinite(loss) and isinstance(loss, float) for _, loss, _ in first.updates)
+    assert first.updates[0][2] == 1e-3  # the poly rate at update 0
+    assert first.checkpoints == [(2, result.checkpoint)]
+    # One copy to the host per update (the stats of the update), none per micro-batch.
+    assert first.reads[1] - first.reads[0] == 1
+
+    second = Recorder()
+    result = training.train(config, "train", callbacks=[second])
+    assert (result.updates, result.stopped_early, result.stop_reason) == (3, False, None)
+    assert result.checkpoint == str(snapshots / "model.ckpt-3")
+    assert [u for u, _, _ in second.updates] == [3] and second.checkpoints[0][0] == 3
+
+    result = training.train(config, "train", callbacks=[second])
+    assert result == TrainResult(str(snapshots / "model.ckpt-3"), 3, None)
+
+    assert capsys.readouterr() == ("", "")
+    report = [r.getMessage() for r in caplog.records if not getattr(r, "progress", False)]
+    assert report[0] == "train.py: weights: random initialisation — no restore_from given"
+    assert any(m.startswith("train.py: weights: resuming from") for m in report)
+    progress = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
+    assert f"finished: {snapshots / 'model.ckpt-3'}" in progress
+    assert any("already trained for 3 of num_steps 3" in m for m in progress)
+    assert process_state() == before
+
+
+def test_micro_batches_stay_on_the_device(monkeypatch):
+    """train_msc's accumulated micro-batches: no host read until the update is read, once."""
+    model = DeepLabResNet("tiny", 3, seed=1)
+    params = optim.sgd_params(model)
+    trainer = step.Trainer(losses.Objective(model, 255, (1.0, 0.5)),
+                           optim.CaffeSGD(params), {k: p[0] for k, p in params.items()})
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(0, 40, (3, 1, 33, 33, 3)), tf.float32)
+    labels = tf.constant(rng.integers(0, 3, (3, 1, 33, 33)), tf.int32)
+    trainer.step(images, labels, 0.01).read()  # traced
+    reads = HostReads(monkeypatch)
+    stats = trainer.step(images, labels, 0.01)
+    assert reads.count == 0 and all(tf.is_tensor(v) for v in stats[:3])
+    values = stats.read()
+    assert reads.count == 1
+    assert values.ok is True and np.isfinite(values.loss) and 0 <= values.accuracy <= 1
+
+
+def test_config_dict_round_trip():
+    config = training.TRAIN_MSC.config(input_size=(65, 97), scales=(1.0, 0.5), variant="tiny",
+                                       precision="bf16", stop_after=3)
+    settings = config.to_dict()
+    assert settings["input_size"] == [65, 97] and settings["grad_update_every"] == 10
+    assert TrainConfig.from_dict(json.loads(json.dumps(settings))) == config
+    assert TrainConfig.from_dict({"num_steps": 5}) == TrainConfig(num_steps=5)
+    with pytest.raises(SettingError, match="not a training setting: mixed_precision"):
+        TrainConfig.from_dict({"mixed_precision": "bf16"})
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"precision": "fp64"}, "precision"), ({"batch_size": 0}, "batch_size"),
+    ({"variant": "resnet7"}, "variant"), ({"stop_after": 0}, "stop_after"),
+    ({"learning_rate": -1.0}, "learning_rate"), ({"strategy": "tpu"}, "strategy"),
+])
+def test_bad_settings_name_their_field(data, tmp_path, settings, field):
+    with pytest.raises(SettingError) as error:
+        training.train(tiny_config(data, tmp_path / "s", **settings))
+    assert error.value.field == field and str(error.value).startswith(field)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(SettingError, match="unknown training recipe 'msc'"):
+        training.train(tiny_config(data, tmp_path / "s"), recipe="msc")
+
+
+def test_bad_data_is_a_typed_error(tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text("/a.jpg /a.png\n")
+    with pytest.raises(DeepLabError, match="a.jpg"):
+        training.train(TrainConfig(data_dir=str(tmp_path), data_list=str(listed),
+                                   variant="tiny", snapshot_dir=str(tmp_path / "s")))
+
+
+def test_precision_flag_and_its_old_name(capsys):
+    parser = train_flags.build_parser(training.TRAIN)
+    assert train_flags.config_from_args(parser.parse_args([])).precision == "fp32"
+    assert capsys.readouterr().err == ""
+    assert train_flags.config_from_args(
+        parser.parse_args(["--precision", "bf16"])).precision == "bf16"
+    for old, new in (("none", "fp32"), ("fp16", "fp16")):
+        config = train_flags.config_from_args(parser.parse_args(["--mixed-precision", old]))
+        assert config.precision == new
+        assert capsys.readouterr().err == (f"note: --mixed-precision is now --precision: "
+                                           f"reading --mixed-precision {old} as --precision "
+                                           f"{new}\n")
+    for recipe in (training.TRAIN_MSC, training.FINE_TUNE):
+        args = train_flags.build_parser(recipe).parse_args(["--precision", "fp16"])
+        assert args.precision == "fp16"
+
+
+def test_run_records_keep_the_mixed_precision_entry(tmp_path):
+    """Records say `mixed_precision` ("none" for float32) as before, so old checkpoints
+    resume; a difference names the `precision` field, shown as --precision by the CLI."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("/a.jpg /a.png\n")
+
+    def record(precision):
+        settings = run_record.settings_of(TrainConfig(precision=precision), training.TRAIN)
+        return run_record.new("train.py", str(listed), None, 1, 10, 1, 1, settings)
+
+    written_before = dict(record("fp32"), model="tiny")
+    assert written_before["mixed_precision"] == "none"
+    assert run_record.differences(written_before, record("fp32")) == []
+    assert run_record.differences(written_before, record("bf16")) == [
+        "{precision} fp32 there, bf16 here"]
+
+
+def test_signals_set_the_stop_request_and_are_restored():
+    """The commands' wiring: the first SIGTERM asks to stop (name and number) and gives the
+    signal back its previous handler; leaving restores both handlers."""
+    previous = {s: signal.getsignal(s) for s in train_flags.SIGNALS}
+    stop = StopRequest()
+    with train_flags.stop_on_signals(stop):
+        assert signal.getsignal(signal.SIGTERM) is not previous[signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert (stop.reason, stop.code) == ("SIGTERM", signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is previous[signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is not previous[signal.SIGINT]
+    assert {s: signal.getsignal(s) for s in train_flags.SIGNALS} == previous
+    stopped = train_flags.stopped(TrainResult("s/model.ckpt-7", 7, 0.5, True, "SIGTERM"), stop,
+                                  TrainConfig(num_steps=9, snapshot_dir="s"))
+    assert str(stopped) == ("SIGTERM: stopped after update 7 of 9, checkpoint saved in s; "
+                            "rerun the same command to resume")
+    assert stopped.exit_status == 143
+
+
+def test_the_first_request_wins():
+    stop = StopRequest()
+    assert not stop.requested and stop.reason is None
+    stop.request("first", code=2)
+    stop.request("second", code=3)
+    assert (stop.requested, stop.reason, stop.code) == (True, "first", 2)
