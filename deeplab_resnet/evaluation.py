@@ -10,7 +10,8 @@ from deeplab_resnet import defaults, metrics, utils
 from deeplab_resnet.errors import DeepLabError
 
 
-def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=()):
+def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=(),
+             palette=None):
     """Predicts every listed image and sums the confusion matrix.
 
     Args:
@@ -20,6 +21,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
         save_dirs: folders that each get the predicted labels as <stem>.png.
+        palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     """
@@ -43,7 +45,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                   ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
+            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"), palette)
     return confusion
 
 

@@ -43,11 +43,12 @@ def get_arguments(argv=None):
                              "set), this is all it does")
     parser.add_argument("--class-names", type=lambda text: [n.strip() for n in text.split(",")],
                         default=None,
-                        help="comma-separated class names for the report (default: VOC's for "
-                             "21 classes, else class_0, class_1, ...)")
+                        help="comma-separated class names for the report (default: those of "
+                             "--dataset)")
     parser.add_argument("--json-output", default=None,
                         help="also write every score, the confusion matrix and the settings "
                              "as JSON to this file")
+    predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
     args = parser.parse_args(argv)
     if args.data_list is None:
@@ -80,7 +81,7 @@ def main(argv=None):
                                "--json-output")
     source = checkpoint.source_path(args.restore_from)  # a folder: its latest, read once
     model = checkpoint.load_weights(source, args.model, args.num_classes, prototxt=args.prototxt)
-    names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
+    names, palette = predict_flags.classes(args, model.num_classes)  # checked before the work
     save_dirs = [] if args.save_dir is None else [args.save_dir]
     if args.voc_submission is not None:
         save_dirs.append(cli.check_writable_dir(
@@ -88,7 +89,7 @@ def main(argv=None):
             "--voc-submission"))
     predictor = predict_flags.predictor(model, args, crf)
     confusion = evaluation.evaluate(predictor, pairs, model.num_classes, args.ignore_label,
-                                    save_dirs)
+                                    save_dirs, palette)
     if not labels:
         print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")
@@ -98,7 +99,8 @@ def main(argv=None):
     result = metrics.scores(confusion, names)
     if args.json_output is not None:
         settings = {"restore_from": source, "model": model.variant,
-                    "num_classes": model.num_classes, "ignore_label": args.ignore_label,
+                    "num_classes": model.num_classes, "dataset": args.dataset,
+                    "ignore_label": args.ignore_label,
                     "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
                     "deeplab_protocol": args.deeplab_protocol,
                     "precision": precision.NAMES[predictor.model.compute_dtype],

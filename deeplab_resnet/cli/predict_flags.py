@@ -60,6 +60,23 @@ def add_prediction_args(parser, with_crf=True):
     return group
 
 
+def add_dataset_arg(parser):
+    """--dataset: whose class names label the scores and whose colours the PNGs (evaluate,
+    inference)."""
+    from deeplab_resnet import datasets
+    parser.add_argument("--dataset", choices=list(datasets.DATASETS), default=None,
+                        help="the dataset the model was trained for: its class names label the "
+                             "scores and its colours the label PNGs and overlays (default: "
+                             "recognised by the class count: 21 voc, 182 or 171 cocostuff, "
+                             "19 cityscapes, 150 ade20k; else class_<i> and VOC's colours)")
+
+
+def classes(args, num_classes):
+    """(class names, palette) for a model of `num_classes` from --dataset (and --class-names)."""
+    from deeplab_resnet import datasets
+    return datasets.classes(args.dataset, num_classes, getattr(args, "class_names", None))
+
+
 def crf_params(args):
     """CRFParams from the flags of `add_prediction_args`, or None without --crf.
 
