@@ -178,55 +178,47 @@ def cocostuff10k_items(root):
     return splits
 
 
-def paired_items(root, images, source, label):
-    """Items for every image matching `images`; `source`/`label` make its label paths
-    from the image's path (relative to root). No image at all is an error."""
+def paired_items(root, images, source, label, suffix=".jpg"):
+    """Items for every image matching the glob `images` (relative to root).
+
+    `source` and `label` are the image's label paths as templates of {dir}, the
+    image's folder below the top one (e.g. `train2017`, `train/aachen`), and
+    {name}, its file name without `suffix`. No image at all is an error.
+    """
     found = files_in(root, images)
     if not found:
         raise DeepLabError(f"--root {root}: no images {images} in it "
                            "(see --help for the expected layout)")
-    return [Item(image, source(image), label(image)) for image in found]
+    items = []
+    for image in found:
+        parts = {"dir": os.path.dirname(image).split(os.sep, 1)[1],
+                 "name": os.path.basename(image)[:-len(suffix)]}
+        items.append(Item(image, source.format(**parts), label.format(**parts)))
+    return items
 
 
 def cocostuff164k_items(root, label_dir):
     require_folders(root, ["images", "stuffthingmaps_trainval2017"], "COCO-Stuff 164k")
-    splits = {}
-    for split in ("train", "val"):
-        folder = f"{split}2017"
-        splits[split] = paired_items(
-            root, f"images/{folder}/*.jpg",
-            lambda image: f"stuffthingmaps_trainval2017/{folder}/{stem(image)}.png",
-            lambda image: f"{label_dir}/{folder}/{stem(image)}.png")
-    return splits
+    return {split: paired_items(root, f"images/{split}2017/*.jpg",
+                                "stuffthingmaps_trainval2017/{dir}/{name}.png",
+                                label_dir + "/{dir}/{name}.png")
+            for split in ("train", "val")}
 
 
 def cityscapes_items(root):
     require_folders(root, ["leftImg8bit", "gtFine"], "Cityscapes")
-    suffix = "_leftImg8bit.png"
-
-    def label(folder, kind):
-        # leftImg8bit/SPLIT/CITY/X_leftImg8bit.png -> FOLDER/SPLIT/CITY/X_gtFine_KIND.png
-        return lambda image: (f"{folder}/{image.split('/', 1)[1][:-len(suffix)]}"
-                              f"_gtFine_{kind}.png")
-
-    return {split: paired_items(root, f"leftImg8bit/{split}/*/*{suffix}",
-                                label("gtFine", "labelIds"), label(LABEL_DIR, "labelTrainIds"))
+    return {split: paired_items(root, f"leftImg8bit/{split}/*/*_leftImg8bit.png",
+                                "gtFine/{dir}/{name}_gtFine_labelIds.png",
+                                LABEL_DIR + "/{dir}/{name}_gtFine_labelTrainIds.png",
+                                suffix="_leftImg8bit.png")
             for split in ("train", "val")}
 
 
 def ade20k_items(root):
     require_folders(root, ["images", "annotations"], "ADEChallengeData2016")
-    splits = {}
-    for split, folder in (("train", "training"), ("val", "validation")):
-        splits[split] = paired_items(
-            root, f"images/{folder}/*.jpg",
-            lambda image: f"annotations/{folder}/{stem(image)}.png",
-            lambda image: f"{LABEL_DIR}/{folder}/{stem(image)}.png")
-    return splits
-
-
-def stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
+    return {split: paired_items(root, f"images/{folder}/*.jpg", "annotations/{dir}/{name}.png",
+                                LABEL_DIR + "/{dir}/{name}.png")
+            for split, folder in (("train", "training"), ("val", "validation"))}
 
 
 def read_cocostuff10k(path):
@@ -237,7 +229,9 @@ def read_cocostuff10k(path):
         # loadmat fails on damaged files with whatever its parser trips on
         # (ValueError, OSError, MatReadError, ...): all mean "not a readable .mat".
         reason = str(exc) or type(exc).__name__
-        raise DeepLabError(f"{path}: not a readable MATLAB file ({reason})") from None
+        hint = ("; an HDF5 (v7.3) file, as COCO-Stuff 10k v1.0 shipped: use v1.1"
+                if "HDF" in reason else "")
+        raise DeepLabError(f"{path}: not a readable MATLAB file ({reason}){hint}") from None
     if "S" not in contents:
         raise DeepLabError(f"{path}: no label map 'S' in it; is this a COCO-Stuff 10k v1.1 "
                            "annotation? (v1.0's HDF5 files are not read)")

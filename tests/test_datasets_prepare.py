@@ -54,7 +54,8 @@ COCO10K_TEST = ["COCO_train2014_000000000081"]
 
 
 def make_cocostuff10k(root):
-    """cocostuff-10k-v1.1: images/, annotations/*.mat (S: 0 unlabeled, 1..182), imageLists/."""
+    """cocostuff-10k-v1.1: images/, annotations/*.mat (S: 0 unlabeled, 1..182; with names,
+    captions and the superpixels the stuff was annotated on), imageLists/."""
     names = COCO10K_TRAIN + COCO10K_TEST
     class_names = np.array(["unlabeled", *datasets.COCOSTUFF_CLASSES], dtype=object)
     maps = {}
@@ -65,7 +66,9 @@ def make_cocostuff10k(root):
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         scipy.io.savemat(root / "annotations" / f"{name}.mat",
                          {"S": maps[name], "names": class_names[:, None],
-                          "captions": np.array(["A photo.", "Two things."], dtype=object)[:, None]},
+                          "captions": np.array(["A photo.", "Two things."], dtype=object)[:, None],
+                          "regionMapStuff": np.ones((H, W), np.uint16),
+                          "regionLabelsStuff": np.array([[150]], np.uint8)},
                          do_compression=True)
     (root / "imageLists").mkdir()
     for list_name, listed in (("train", COCO10K_TRAIN), ("test", COCO10K_TEST),
