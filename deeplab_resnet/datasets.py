@@ -110,7 +110,7 @@ ADE20K_CLASSES = (
     "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag")
-# ADE20K's own colour map (the SceneParsing toolkit's), one RRGGBB per class.
+# ADE20K's colour table (the one its tools and mmsegmentation draw with), RRGGBB per class.
 ADE20K_COLOURS = (
     "787878 b47878 06e6e6 503232 04c803 787850 8c8c8c cc05ff e6e6e6 04fa07 e005ff ebff07 96053d"
     "787846 08ff33 ff0652 8fff8c ccff04 ff3307 cc4603 0066c8 3de6fa ff0633 0b66ff ff0747 ff09e0"
@@ -126,13 +126,14 @@ ADE20K_COLOURS = (
     "005cff b8ff00 0085ff ffd600 19c2c2 66ff00 5c00ff")
 
 
-def _palette(colours=(), ignore_colour=None):
-    """256x3 uint8: `colours` at indices 0.., the ignore colour at 255, VOC's elsewhere."""
+def _palette(colours, ignore_colour):
+    """256x3 uint8, read-only: `colours` at indices 0.., `ignore_colour` at 255, VOC's
+    elsewhere."""
     palette = VOC_PALETTE.copy()
     colours = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
     palette[:len(colours)] = colours
-    if ignore_colour is not None:
-        palette[defaults.IGNORE_LABEL] = ignore_colour
+    palette[defaults.IGNORE_LABEL] = ignore_colour
+    palette.setflags(write=False)
     return palette
 
 
