@@ -234,7 +234,7 @@ def read_cocostuff10k(path):
         raise DeepLabError(f"{path}: not a readable MATLAB file ({reason}){hint}") from None
     if "S" not in contents:
         raise DeepLabError(f"{path}: no label map 'S' in it; is this a COCO-Stuff 10k v1.1 "
-                           "annotation? (v1.0's HDF5 files are not read)")
+                           "annotation?")
     labels = np.asarray(contents["S"])
     if labels.ndim != 2 or labels.size == 0 or not (
             np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
