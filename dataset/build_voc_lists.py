@@ -44,6 +44,8 @@ def parse_args(argv):
     parser.add_argument("--label-dir", default=None,
                         help=f"label folder inside --voc-root named in the lists (default: "
                              f"{AUG_LABEL_DIR} with --sbd-root, {VOC_LABEL_DIR} without)")
+    parser.add_argument("--list-prefix", default="",
+                        help="put this before the list files' names (prepare.py voc: voc_)")
     parser.add_argument("--skip-label-check", action="store_true",
                         help="do not require the label PNGs to exist yet")
     return parser.parse_args(argv)
@@ -86,10 +88,10 @@ def main(argv=None):
         sbd_train = read_names(os.path.join(sbd_root, "train.txt"), "SBD train list")
         sbd_val = read_names(os.path.join(sbd_root, "val.txt"), "SBD val list")
         train = train_aug_names(voc_train, voc_val, sbd_train, sbd_val)
-        train_file = "train.txt"
+        train_file = args.list_prefix + "train.txt"
     else:
         train = sorted(set(voc_train) - set(voc_val))
-        train_file = "train_voc.txt"
+        train_file = args.list_prefix + "train_voc.txt"
 
     everything = sorted(set(train) | set(val))
     check_files_exist(voc_root, everything, "JPEGImages", ".jpg",
@@ -101,7 +103,7 @@ def main(argv=None):
 
     output_dir = check_writable_dir(args.output_dir, "--output-dir")
     train_path = os.path.join(output_dir, train_file)
-    val_path = os.path.join(output_dir, "val.txt")
+    val_path = os.path.join(output_dir, args.list_prefix + "val.txt")
     write_text(train_path, list_lines(train, label_dir))
     write_text(val_path, list_lines(val, label_dir))
 

@@ -33,7 +33,7 @@ def _read_pair(num_classes, ignore_label, pair):
 
 
 def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=(),
-             progress=None):
+             progress=None, palette=None):
     """Predicts every listed image and sums the confusion matrix.
 
     The next images and labels are decoded while the network runs (`predict.prefetch`).
@@ -46,6 +46,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         ignore_label: label value that is not scored.
         save_dirs: folders that each get the predicted labels as <stem>.png.
         progress: called with 1 after each image (e.g. a progress bar's `update`), or None.
+        palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     Raises:
@@ -61,7 +62,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
             confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"))
+            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
         if progress is not None:
             progress(1)
     return confusion

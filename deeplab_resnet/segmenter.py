@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet import checkpoint, crf as crf_lib, defaults, evaluation, export as export_lib
+from deeplab_resnet import checkpoint, crf as crf_lib, datasets, defaults, evaluation
+from deeplab_resnet import export as export_lib
 from deeplab_resnet import precision as precision_lib
 from deeplab_resnet import predict as predict_lib
 from deeplab_resnet import utils
@@ -96,7 +97,10 @@ class Segmenter:
         model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
         num_classes: the number of classes.
         class_names: one name per class: those given to `load`, else those the
-            weights record, else VOC's for 21 classes, else class_<i>.
+            weights record, else the dataset's (VOC's for 21 classes, ...; class_<i>
+            for a class count no dataset has).
+        palette: 256x3 uint8 colours of the classes (the dataset's), for label
+            PNGs and overlays (`deeplab_resnet.utils.save_label_png`, `overlay`).
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -110,18 +114,19 @@ class Segmenter:
         (375, 500)
     """
 
-    def __init__(self, predictor, weights, class_names):
+    def __init__(self, predictor, weights, class_names, palette):
         self.predictor = predictor
         self.model = predictor.model.variant
         self.num_classes = predictor.model.num_classes
         self.class_names = list(class_names)
+        self.palette = palette
         self.weights = weights
         self.precision = precision_lib.NAMES[predictor.model.compute_dtype]
 
     @classmethod
     def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
              scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None):
+             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
@@ -145,7 +150,11 @@ class Segmenter:
                 `deeplab_resnet.crf.CRFParams`; needs the optional pydensecrf2.
             pad_size: padded side for `deeplab_protocol` (513).
             class_names: one name per class (default: those the weights record,
-                else VOC's for 21 classes, else class_<i>).
+                else the dataset's).
+            dataset: the dataset the model was trained for ("voc", "cocostuff",
+                "cityscapes", "ade20k"; see `deeplab_resnet.datasets`): its class
+                names and colours (default: recognised by the class count; a count
+                no dataset has gives class_<i> and VOC's colours).
         Returns:
             a `Segmenter`.
         Raises:
@@ -159,11 +168,13 @@ class Segmenter:
         _check_settings(model, num_classes, precision, scales)
         crf_params = _crf_params(crf)
         opened, network = _load_network(weights, model, num_classes, prototxt)
-        names = utils.class_names(network.num_classes, class_names or opened.class_names)
+        names, palette = datasets.classes(dataset, network.num_classes,
+                                          class_names or opened.class_names)
         config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
                                        deeplab_protocol=deeplab_protocol, pad_size=pad_size,
                                        precision=precision)
-        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path, names)
+        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path,
+                        names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
         return segmenter

@@ -9,51 +9,16 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# VOC's names and colours live in `datasets` with the other datasets'; importable from here too.
+from deeplab_resnet.datasets import (VOC_CLASSES, VOC_PALETTE, class_names,  # noqa: F401
+                                     voc_colormap)
 from deeplab_resnet.errors import SettingError, DeepLabError
 
-VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
-
-def voc_colormap(n=256):
-    """PASCAL VOC colour map: the bits of the index spread over R, G, B from the top bit down."""
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
-
-
-VOC_PALETTE = voc_colormap()
-
-
-def class_names(num_classes, names=None):
-    """Names of the classes: `names` (checked), else VOC's for 21 classes, else `class_<i>`.
-
-    Args:
-        num_classes: the model's class count.
-        names: the user's names, or None.
-    """
-    if names is not None:
-        if len(names) != num_classes:
-            raise SettingError(f"{{class_names}} gives {len(names)} names for a model with "
-                               f"{num_classes} classes", "class_names")
-        return list(names)
-    if num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
-def colorize(labels):
-    """HxW class indices -> HxWx3 uint8 VOC colours."""
-    return VOC_PALETTE[np.asarray(labels, dtype=np.uint8)]
+def colorize(labels, palette=None):
+    """HxW class indices -> HxWx3 uint8 colours (`palette`, 256x3; default VOC's)."""
+    palette = VOC_PALETTE if palette is None else palette
+    return palette[np.asarray(labels, dtype=np.uint8)]
 
 
 def current_umask():
@@ -96,10 +61,12 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def save_label_png(labels, path):
-    """Writes class indices as a palette PNG (VOC colours, pixel value = class index)."""
+def save_label_png(labels, path, palette=None):
+    """Writes class indices as a palette PNG (pixel value = class index), coloured by
+    `palette` (256x3, see `datasets.classes`; default VOC's)."""
+    palette = VOC_PALETTE if palette is None else palette
     image = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
-    image.putpalette(VOC_PALETTE.reshape(-1).tolist())
+    image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
@@ -232,15 +199,17 @@ def list_images(folder):
     return [os.path.join(folder, n) for n in names]
 
 
-def overlay(image, labels, alpha=0.5):
-    """HxWx3 uint8: the VOC colours of `labels` blended over an RGB image.
+def overlay(image, labels, alpha=0.5, palette=None):
+    """HxWx3 uint8: the colours of `labels` blended over an RGB image.
 
     Args:
         image: HxWx3 uint8 RGB.
         labels: HxW class indices.
         alpha: weight of the label colours (0 = image only, 1 = colours only).
+        palette: 256x3 uint8 colours (default VOC's).
     """
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels).astype(np.float32)
+    colours = colorize(labels, palette).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 

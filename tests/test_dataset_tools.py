@@ -266,7 +266,40 @@ def test_convert_rgb_not_an_image(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["build_voc_lists.py", "convert_sbd.py",
-                                    "convert_rgb_labels.py"])
+                                    "convert_rgb_labels.py", "prepare.py"])
 def test_help(script):
     result = run_script(script, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+# ---- prepare.py (the other datasets: tests/test_datasets_prepare.py) ----
+
+def test_prepare_voc_runs_both_tools(tree, tmp_path):
+    voc, sbd = tree
+    out = tmp_path / "lists"
+    result = run_script("prepare.py", "voc", "--root", voc, "--sbd-root", sbd,
+                        "--list-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert "8 labels ->" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["voc_train.txt", "voc_val.txt"]
+    assert read_list(out / "voc_train.txt") == [
+        f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png" for n in TRAIN_AUG]
+    assert len(read_list(out / "voc_val.txt")) == len(VOC_VAL)
+
+
+def test_prepare_help_shows_the_layouts():
+    result = run_script("prepare.py", "--help")
+    for fragment in ("annotations/COCO_train2014_000000000077.mat",
+                     "stuffthingmaps_trainval2017/train2017/", "_gtFine_labelIds.png",
+                     "ADEChallengeData2016/", "benchmark_RELEASE/dataset"):
+        assert fragment in result.stdout
+
+
+def test_prepare_missing_label_is_one_line(tmp_path):
+    (tmp_path / "leftImg8bit" / "train" / "aachen").mkdir(parents=True)
+    (tmp_path / "gtFine").mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(
+        tmp_path / "leftImg8bit" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png")
+    result = run_script("prepare.py", "cityscapes", "--root", tmp_path, "--list-dir", tmp_path)
+    # val/ has no images: the first thing found wrong is named, in one line.
+    assert_one_line_error(result, "no images leftImg8bit/val/")

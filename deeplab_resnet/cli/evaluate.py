@@ -46,11 +46,12 @@ def get_arguments(argv=None):
                              "set), this is all it does")
     parser.add_argument("--class-names", type=lambda text: [n.strip() for n in text.split(",")],
                         default=None,
-                        help="comma-separated class names for the report (default: VOC's for "
-                             "21 classes, else class_0, class_1, ...)")
+                        help="comma-separated class names for the report (default: those of "
+                             "--dataset)")
     parser.add_argument("--json-output", default=None,
                         help="also write every score, the confusion matrix and the settings "
                              "as JSON to this file")
+    predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
     args = parser.parse_args(argv)
     if args.data_list is None:
@@ -82,7 +83,8 @@ def main(argv=None):
         cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)),
                                "--json-output")
     # Class names are checked against the model before the work.
-    segmenter = predict_flags.load_segmenter(args, args.restore_from, crf, args.class_names)
+    segmenter = predict_flags.load_segmenter(args, args.restore_from, crf, args.class_names,
+                                               args.dataset)
     save_dirs = [] if args.save_dir is None else [args.save_dir]
     if args.voc_submission is not None:
         save_dirs.append(cli.check_writable_dir(
@@ -92,7 +94,8 @@ def main(argv=None):
     with tqdm(total=len(pairs), desc="evaluate", unit="img", file=sys.stderr,
               dynamic_ncols=True, disable=None) as bar:
         confusion = evaluation.evaluate(segmenter.predictor, pairs, segmenter.num_classes,
-                                        args.ignore_label, save_dirs, progress=bar.update)
+                                        args.ignore_label, save_dirs, progress=bar.update,
+                                        palette=segmenter.palette)
     if not labels:
         print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")
@@ -114,7 +117,8 @@ def write_json(args, segmenter, crf, scores, num_images):
     """--json-output: every score, then the settings, then the confusion matrix."""
     from deeplab_resnet import utils
     settings = {"restore_from": segmenter.weights, "model": segmenter.model,
-                "num_classes": segmenter.num_classes, "ignore_label": args.ignore_label,
+                "num_classes": segmenter.num_classes, "dataset": args.dataset,
+                "ignore_label": args.ignore_label,
                 "images": num_images, "scales": list(args.scales), "flip": args.flip,
                 "deeplab_protocol": args.deeplab_protocol, "precision": segmenter.precision,
                 "pad_size": args.pad_size if args.deeplab_protocol else None,

@@ -6,7 +6,7 @@
         [--precision fp32|bf16|fp16] ...
 
 Writes, per image, into --save-dir:
-    <stem>_mask.png     palette PNG, pixel value = class index, VOC colours
+    <stem>_mask.png     palette PNG, pixel value = class index, the colours of --dataset
     <stem>_overlay.png  the mask colours blended over the image
     <stem>_logits.npy   with --save-logits: float32 (h', w', num_classes), the
                         network's raw output before any resizing
@@ -40,6 +40,7 @@ def get_arguments(argv=None):
     parser.add_argument("--save-logits", action="store_true",
                         help="also write <stem>_logits.npy: the raw network output, float32 "
                              "(h', w', num_classes)")
+    predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
     return parser.parse_args(argv)
 
@@ -56,7 +57,9 @@ def main(argv=None):
         save_dir = DEFAULT_SAVE_DIR
     if save_dir is not None:
         cli.check_writable_dir(save_dir, "--save-dir")
-    segmenter = predict_flags.load_segmenter(args, args.model_weights, crf)
+    segmenter = predict_flags.load_segmenter(args, args.model_weights, crf,
+                                             dataset=args.dataset)
+    palette = segmenter.palette
     submission = None
     if args.voc_submission is not None:
         submission = cli.check_writable_dir(
@@ -73,8 +76,9 @@ def main(argv=None):
         if save_dir is not None:
             stem = os.path.join(save_dir, name)
             written.append(stem + "_mask.png")
-            utils.save_label_png(prediction.labels, stem + "_mask.png")
-            utils.save_rgb_png(utils.overlay(image, prediction.labels), stem + "_overlay.png")
+            utils.save_label_png(prediction.labels, stem + "_mask.png", palette)
+            utils.save_rgb_png(utils.overlay(image, prediction.labels, palette=palette),
+                               stem + "_overlay.png")
             if args.save_logits:
                 utils.save_npy(prediction.logits, stem + "_logits.npy")
         print(f"{path} -> {', '.join(written)}")

@@ -62,6 +62,17 @@ def add_prediction_args(parser, with_crf=True):
     return group
 
 
+def add_dataset_arg(parser):
+    """--dataset: whose class names label the scores and whose colours the PNGs (evaluate,
+    inference)."""
+    from deeplab_resnet import datasets
+    parser.add_argument("--dataset", choices=list(datasets.DATASETS), default=None,
+                        help="the dataset the model was trained for: its class names label the "
+                             "scores and its colours the label PNGs and overlays (default: "
+                             "recognised by the class count: 21 voc, 182 or 171 cocostuff, "
+                             "19 cityscapes, 150 ade20k; else class_<i> and VOC's colours)")
+
+
 def crf_params(args):
     """CRFParams from the flags of `add_prediction_args`, or None without --crf.
 
@@ -79,7 +90,7 @@ def crf_params(args):
         bilateral_srgb=args.crf_bilateral_srgb, bilateral_weight=args.crf_bilateral_weight)
 
 
-def load_segmenter(args, weights, crf_settings=None, class_names=None):
+def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=None):
     """The `Segmenter` of `weights` for the flags of `add_model_args` and `add_prediction_args`.
 
     Args:
@@ -87,9 +98,11 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None):
         weights: the weights flag's value (--restore-from, MODEL_WEIGHTS).
         crf_settings: `crf_params(args)`.
         class_names: --class-names, or None.
+        dataset: --dataset, or None.
     """
     from deeplab_resnet.segmenter import Segmenter
     return Segmenter.load(weights, model=args.model, num_classes=args.num_classes,
                           prototxt=args.prototxt, precision=args.precision, scales=args.scales,
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,
-                          crf=crf_settings, pad_size=args.pad_size, class_names=class_names)
+                          crf=crf_settings, pad_size=args.pad_size, class_names=class_names,
+                          dataset=dataset)
