@@ -15,12 +15,11 @@ import glob
 import os
 import shutil
 import tempfile
-import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch, caffe, defaults, legacy, utils
+from deeplab_resnet import arch, caffe, defaults, legacy, npz_file, tf_bundle, utils
 from deeplab_resnet.errors import SettingError, DeepLabError, first_line
 from deeplab_resnet.model import DeepLabResNet
 
@@ -110,6 +109,7 @@ def source_path(path):
 
 
 def _reader(prefix):
+    tf_bundle.check(prefix)  # what would abort TensorFlow's reader is refused first
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
@@ -159,13 +159,7 @@ def _is_array_file(path):
 
 def _read_npz(path):
     """{name: array} of an .npz (convert.py --data-output-path), never unpickling."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise DeepLabError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DeepLabError(f"{path}: not a readable .npz of weights ({first_line(exc)})") from None
+    return npz_file.read(path)
 
 
 def _weights(path):

@@ -22,18 +22,22 @@ the tensor, everything TensorFlow would trust to that point:
 What stays TensorFlow's job, because it fails cleanly: the block checksums
 (TensorFlow verifies every block it reads) and the data checksums (`DataLoss`).
 
-The 2017 port's V1 checkpoints (one file, no `.index`) are read by
-TensorFlow's V1 reader, which returns errors for corrupt files instead of
-aborting; they are not checked here.
+The 2017 port's V1 checkpoints (one file, no `.index`: the same table, holding
+`SavedTensorSlices`) are read by TensorFlow's V1 reader, which a fuzzing
+campaign found returns errors rather than aborting; `check` refuses their
+unreadable tables and the dtypes, negative dimensions and element counts
+beyond the file's size that the V1 reader would pass on.
 """
 
 import functools
+import math
 import os
 import struct
 
 from google.protobuf.message import DecodeError
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import tensor_bundle_pb2
+from tensorflow.core.util import saved_tensor_slice_pb2
 
 from deeplab_resnet.errors import BadFileError
 
@@ -151,39 +155,65 @@ def data_path(prefix, shard, num_shards):
 
 
 def check(prefix):
-    """Refuses a V2 checkpoint at `prefix` that TensorFlow's reader would not survive.
+    """Refuses a checkpoint at `prefix` that TensorFlow's reader would not survive.
 
     Args:
-        prefix: the checkpoint prefix (`PREFIX.index` and `PREFIX.data-*` exist).
+        prefix: a V2 checkpoint prefix (`PREFIX.index` and `PREFIX.data-*`), or
+            a V1 checkpoint file (no `.index`).
     Raises:
         BadFileError(path=prefix) naming what is wrong (the tensor's key for an entry).
 
     Example:
         >>> check("snapshots/model.ckpt-2000")  # returns None, or raises BadFileError
     """
-    try:
-        with open(prefix + ".index", "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise BadFileError(f"{prefix}.index: cannot read ({exc.strerror})", path=prefix) from None
-    try:
-        entries = table_entries(data)
-    except CorruptTable as exc:
-        raise BadFileError(f"{prefix}.index: not a readable checkpoint index ({exc})",
-                           path=prefix) from None
-    if not entries or entries[0][0] != b"":
-        raise BadFileError(f"{prefix}.index: checkpoint index without its header entry",
-                           path=prefix)
+    prefix = str(prefix)
+    if not os.path.exists(prefix + ".index") and os.path.isfile(prefix):
+        _check_v1(prefix)
+        return
+    entries = _entries(prefix, prefix + ".index")
     header = _parse(tensor_bundle_pb2.BundleHeaderProto, entries[0][1], prefix, "header")
     if header.num_shards < 1:
         raise BadFileError(f"{prefix}.index: header claims {header.num_shards} data shards",
                            path=prefix)
-    shard_sizes = functools.lru_cache(maxsize=None)(
-        lambda shard: _shard_size(prefix, shard, header.num_shards))
+    shard_sizes = functools.cache(functools.partial(_shard_size, prefix,
+                                                    num_shards=header.num_shards))
     for key, value in entries[1:]:
         name = key.decode("utf-8", "replace")
         entry = _parse(tensor_bundle_pb2.BundleEntryProto, value, prefix, name)
         _check_entry(entry, prefix, name, header.num_shards, shard_sizes)
+
+
+def _entries(prefix, path):
+    """[(key, value)] of the table at `path`, the first under the header key ""."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise BadFileError(f"{path}: cannot read ({exc.strerror})", path=prefix) from None
+    try:
+        entries = table_entries(data)
+    except CorruptTable as exc:
+        raise BadFileError(f"{path}: not a readable checkpoint ({exc})", path=prefix) from None
+    if not entries or entries[0][0] != b"":
+        raise BadFileError(f"{path}: checkpoint table without its header entry", path=prefix)
+    return entries
+
+
+def _check_v1(path):
+    """Refuses a V1 checkpoint whose header lists a tensor the V1 reader should not build."""
+    header = _parse(saved_tensor_slice_pb2.SavedTensorSlices, _entries(path, path)[0][1],
+                    path, "header")
+    for tensor in header.meta.tensor:
+        dims = [d.size for d in tensor.shape.dim]
+        if tensor.type not in ITEM_SIZES:
+            what = f"has unsupported dtype {tensor.type}"
+        elif tensor.shape.unknown_rank or len(dims) > MAX_DIMS or any(d < 0 for d in dims):
+            what = f"has an invalid shape ({dims})"
+        elif math.prod(dims) > os.path.getsize(path):  # every value takes a byte at least
+            what = f"of shape {dims} has more values than the file has bytes"
+        else:
+            continue
+        raise BadFileError(f"{path}: tensor '{tensor.name}' {what}", path=path)
 
 
 def _parse(message_type, value, prefix, name):
@@ -191,12 +221,12 @@ def _parse(message_type, value, prefix, name):
     try:
         message.ParseFromString(value)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadFileError(f"{prefix}.index: entry '{name}' does not parse ({exc})",
+        raise BadFileError(f"{prefix}: checkpoint entry '{name}' does not parse ({exc})",
                            path=prefix) from None
     return message
 
 
-def _shard_size(prefix, shard, num_shards):
+def _shard_size(prefix, shard, *, num_shards):
     path = data_path(prefix, shard, num_shards)
     try:
         return os.path.getsize(path)
