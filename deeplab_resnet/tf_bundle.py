@@ -161,7 +161,8 @@ def check(prefix):
         prefix: a V2 checkpoint prefix (`PREFIX.index` and `PREFIX.data-*`), or
             a V1 checkpoint file (no `.index`).
     Raises:
-        BadFileError(path=prefix) naming what is wrong (the tensor's key for an entry).
+        BadFileError(path=prefix), one line "PREFIX: corrupt or truncated
+        checkpoint (...)" saying what is wrong (naming the tensor for an entry).
 
     Example:
         >>> check("snapshots/model.ckpt-2000")  # returns None, or raises BadFileError
@@ -171,16 +172,19 @@ def check(prefix):
         _check_v1(prefix)
         return
     entries = _entries(prefix, prefix + ".index")
-    header = _parse(tensor_bundle_pb2.BundleHeaderProto, entries[0][1], prefix, "header")
+    header = _parse(tensor_bundle_pb2.BundleHeaderProto, entries[0][1], prefix, "")
     if header.num_shards < 1:
-        raise BadFileError(f"{prefix}.index: header claims {header.num_shards} data shards",
-                           path=prefix)
+        raise _corrupt(prefix, f"the header claims {header.num_shards} data files")
     shard_sizes = functools.cache(functools.partial(_shard_size, prefix,
                                                     num_shards=header.num_shards))
     for key, value in entries[1:]:
         name = key.decode("utf-8", "replace")
         entry = _parse(tensor_bundle_pb2.BundleEntryProto, value, prefix, name)
         _check_entry(entry, prefix, name, header.num_shards, shard_sizes)
+
+
+def _corrupt(prefix, detail):
+    return BadFileError(f"{prefix}: corrupt or truncated checkpoint ({detail})", path=prefix)
 
 
 def _entries(prefix, path):
@@ -193,27 +197,27 @@ def _entries(prefix, path):
     try:
         entries = table_entries(data)
     except CorruptTable as exc:
-        raise BadFileError(f"{path}: not a readable checkpoint ({exc})", path=prefix) from None
+        raise _corrupt(prefix, f"{os.path.basename(path)}: {exc}") from None
     if not entries or entries[0][0] != b"":
-        raise BadFileError(f"{path}: checkpoint table without its header entry", path=prefix)
+        raise _corrupt(prefix, f"{os.path.basename(path)} has no header entry")
     return entries
 
 
 def _check_v1(path):
     """Refuses a V1 checkpoint whose header lists a tensor the V1 reader should not build."""
     header = _parse(saved_tensor_slice_pb2.SavedTensorSlices, _entries(path, path)[0][1],
-                    path, "header")
+                    path, "")
     for tensor in header.meta.tensor:
         dims = [d.size for d in tensor.shape.dim]
         if tensor.type not in ITEM_SIZES:
             what = f"has unsupported dtype {tensor.type}"
         elif tensor.shape.unknown_rank or len(dims) > MAX_DIMS or any(d < 0 for d in dims):
-            what = f"has an invalid shape ({dims})"
+            what = f"has an invalid shape {dims}"
         elif math.prod(dims) > os.path.getsize(path):  # every value takes a byte at least
             what = f"of shape {dims} has more values than the file has bytes"
         else:
             continue
-        raise BadFileError(f"{path}: tensor '{tensor.name}' {what}", path=path)
+        raise _corrupt(path, f"tensor '{tensor.name}' {what}")
 
 
 def _parse(message_type, value, prefix, name):
@@ -221,8 +225,8 @@ def _parse(message_type, value, prefix, name):
     try:
         message.ParseFromString(value)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadFileError(f"{prefix}: checkpoint entry '{name}' does not parse ({exc})",
-                           path=prefix) from None
+        what = f"entry '{name}'" if name else "the header"
+        raise _corrupt(prefix, f"{what} does not parse: {exc}") from None
     return message
 
 
@@ -231,14 +235,13 @@ def _shard_size(prefix, shard, *, num_shards):
     try:
         return os.path.getsize(path)
     except OSError:
-        raise BadFileError(f"{prefix}: data file {os.path.basename(path)} is missing",
-                           path=prefix) from None
+        raise _corrupt(prefix, f"data file {os.path.basename(path)} is missing") from None
 
 
 def _check_entry(entry, prefix, name, num_shards, shard_sizes):
     """Refuses one tensor's entry (see `check`); `shard_sizes(shard)` is a shard's byte count."""
     def refuse(what):
-        raise BadFileError(f"{prefix}: tensor '{name}' {what}", path=prefix)
+        raise _corrupt(prefix, f"tensor '{name}' {what}")
 
     if entry.dtype not in ITEM_SIZES:
         refuse(f"has unsupported dtype {entry.dtype}"
@@ -247,33 +250,28 @@ def _check_entry(entry, prefix, name, num_shards, shard_sizes):
         refuse("is a slice of a partitioned variable (not supported)")
     dims = [d.size for d in entry.shape.dim]
     if entry.shape.unknown_rank or len(dims) > MAX_DIMS or any(d < 0 for d in dims):
-        refuse(f"has an invalid shape ({'unknown rank' if entry.shape.unknown_rank else dims})")
+        refuse(f"has an invalid shape {'(unknown rank)' if entry.shape.unknown_rank else dims}")
     if not 0 <= entry.shard_id < num_shards:
-        refuse(f"is in data shard {entry.shard_id} of {num_shards}")
+        refuse(f"is in data file {entry.shard_id} of {num_shards}")
     shard_size = shard_sizes(entry.shard_id)
     if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard_size:
         refuse(f"claims bytes {entry.offset}..{entry.offset + entry.size} of a "
                f"{shard_size}-byte data file")
-    count = 1
-    for dim in dims:
-        count *= dim if dim else 1
-    if count >= 2 ** 62:
+    # Only the nonzero dimensions' product can overflow TensorFlow's int64 count.
+    if math.prod(d for d in dims if d) >= 2 ** 62:
         refuse(f"has shape {dims}: too many elements")
-    numel = count if all(dims) else 0
+    numel = math.prod(dims)
     item_size = ITEM_SIZES[entry.dtype]
-    if item_size is not None and numel * item_size != entry.size:
-        refuse(f"of shape {dims} ({numel} values) claims {entry.size} bytes, not "
-               f"{numel * item_size}")
     if item_size is None:
-        _check_strings(prefix, name, data_path(prefix, entry.shard_id, num_shards), entry,
-                       numel, refuse)
+        _check_strings(data_path(prefix, entry.shard_id, num_shards), entry, numel, refuse)
+    elif numel * item_size != entry.size:
+        refuse(f"of shape {dims} needs {numel * item_size} bytes, its entry says {entry.size}")
 
 
-def _check_strings(prefix, name, path, entry, numel, refuse):
+def _check_strings(path, entry, numel, refuse):
     """The varint lengths of a string tensor's elements must add up within its bytes."""
     if numel > entry.size:
-        refuse(f"of shape {[d.size for d in entry.shape.dim]} ({numel} strings) claims only "
-               f"{entry.size} bytes")
+        refuse(f"of {numel} strings claims only {entry.size} bytes")
     with open(path, "rb") as file:
         file.seek(entry.offset)
         data = file.read(min(entry.size, 10 * numel))

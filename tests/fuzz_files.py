@@ -8,7 +8,11 @@ table (`.index`, V1 `.ckpt`) with valid block checksums, so the entries themselv
 the reader, as a file corrupted before it was checksummed would.
 """
 
+import io
+import re
 import struct
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -242,3 +246,76 @@ def _saved_slices_value(key, value, rng):
 def v1_entry_field(data, rng):
     """One field of one V1 checkpoint entry set to an extreme value, checksums valid."""
     return _entry_mutation(tf_bundle.table_entries(data), rng, _saved_slices_value)
+
+
+def _npz_members(data):
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [(info, archive.read(info)) for info in archive.infolist()]
+
+
+def _npz(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
+        for name, payload, compress in members:
+            archive.writestr(zipfile.ZipInfo(name), payload, compress_type=compress)
+    return buffer.getvalue()
+
+
+def npz_structure(data, rng):
+    """A member renamed, duplicated, replaced or given a lying `.npy` header (valid zip)."""
+    members = [(info.filename, payload, zipfile.ZIP_STORED)
+               for info, payload in _npz_members(data)]
+    i = int(rng.integers(0, len(members)))
+    name, payload, compress = members[i]
+    header_end = payload.index(b"\n") + 1
+    how = str(rng.choice(["not_npy", "duplicate", "raw_bytes", "header_length", "object",
+                          "shape", "huge_shape", "descr", "bomb", "header_text", "empty_name"]))
+    if how == "not_npy":
+        members[i] = (name[:-4] + ".txt", payload, compress)
+    elif how == "duplicate":
+        members.insert(i, members[i])
+    elif how == "raw_bytes":
+        members[i] = (name, b"not an array", compress)
+    elif how == "header_length":
+        payload = payload[:8] + struct.pack("<H", int(rng.integers(0, 2 ** 16))) + payload[10:]
+        members[i] = (name, payload, compress)
+    elif how == "empty_name":
+        members[i] = (".npy", payload, compress)
+    elif how == "bomb":
+        members[i] = (name, payload[:header_end] + bytes(200 * 2 ** 20), zipfile.ZIP_DEFLATED)
+    else:
+        header = payload[10:header_end].decode("latin-1")
+        header = {
+            "object": lambda h: h.replace(h[h.index("'descr'"):h.index(",")], "'descr': '|O'"),
+            "shape": lambda h: h.replace("'shape': (", "'shape': (2, "),
+            "huge_shape": lambda h: h.replace("'shape': (", "'shape': (1099511627776, "),
+            "descr": lambda h: h.replace("'descr': '", "'descr': 'V"),
+            "header_text": lambda h: h.replace("{", "{(", 1),
+        }[how](header)
+        header = header.encode("latin-1")
+        members[i] = (name, payload[:8] + struct.pack("<H", len(header)) + header
+                      + payload[header_end:], compress)
+    return _npz(members), f"member {name}: {how}"
+
+
+def text_tokens(data, rng):
+    """A number of a text file (prototxt, list, state file) replaced by an extreme one, or a
+    line duplicated, dropped or cut."""
+    text = data.decode("utf-8", "replace")
+    numbers = [m.span() for m in re.finditer(r"-?\d+(\.\d+)?", text)]
+    lines = text.splitlines(keepends=True)
+    how = str(rng.choice(["number", "duplicate_line", "drop_line", "cut_line"]))
+    if how == "number" and numbers:
+        start, end = numbers[int(rng.integers(0, len(numbers)))]
+        value = str(rng.choice(["0", "-1", "2147483648", "1e308", "nan", "99999999999999999999",
+                                str(extreme(rng))]))
+        return (text[:start] + value + text[end:]).encode(), f"number at {start} -> {value}"
+    i = int(rng.integers(0, len(lines)))
+    if how == "duplicate_line":
+        lines.insert(i, lines[i])
+    elif how == "drop_line":
+        del lines[i]
+    else:
+        lines[i] = lines[i][: int(rng.integers(0, len(lines[i]) + 1))]
+    return "".join(lines).encode(), f"{how} {i}"
