@@ -10,8 +10,8 @@ checks, before allocating anything, every member of the archive:
   `fortran_order` and `shape` only) and names a numeric or boolean dtype
   (never objects, so nothing is unpickled);
 - the header's shape times the dtype's size is exactly what the member holds,
-  and a member does not expand more than `MAX_EXPANSION` times its compressed
-  size beyond `BOMB_FLOOR` bytes (a zip bomb).
+  and neither a member nor the whole archive expands more than `MAX_EXPANSION`
+  times its compressed size beyond `BOMB_FLOOR` bytes (a zip bomb).
 
 Every refusal is a `BadFileError` naming the file and the member.
 """
@@ -55,7 +55,12 @@ def read(path):
                            path=path) from None
     arrays = {}
     with archive:
-        for info in archive.infolist():
+        members = archive.infolist()
+        expanded = _expansion(sum(m.file_size for m in members),
+                              sum(m.compress_size for m in members))
+        if expanded:
+            raise BadFileError(f"{path}: {expanded}", path=path)
+        for info in members:
             name = info.filename[: -len(".npy")]
             if not info.filename.endswith(".npy") or not name:
                 raise BadFileError(f"{path}: member '{info.filename}' is not an .npy array",
@@ -75,11 +80,18 @@ def _reason(exc):
     return lines[0][:200] if lines else type(exc).__name__
 
 
+def _expansion(size, compressed):
+    """What is wrong with `compressed` bytes expanding to `size` (None when nothing is)."""
+    if size > BOMB_FLOOR and size > MAX_EXPANSION * compressed:
+        return f"expands from {compressed} to {size} bytes (a zip bomb?)"
+    return None
+
+
 def _read_member(archive, info):
     """One member's array; a ValueError says what is wrong with it."""
-    if info.file_size > BOMB_FLOOR and info.file_size > MAX_EXPANSION * info.compress_size:
-        raise ValueError(f"expands from {info.compress_size} to {info.file_size} bytes "
-                         "(a zip bomb?)")
+    expanded = _expansion(info.file_size, info.compress_size)
+    if expanded:
+        raise ValueError(expanded)
     with archive.open(info) as member:
         dtype, fortran_order, shape, header_size = _read_header(member)
         count = 1

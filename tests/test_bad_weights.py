@@ -312,6 +312,17 @@ def test_npz_zip_bomb(tmp_path):
     npz_refusal(path, "(a zip bomb?)")
 
 
+def test_npz_zip_bomb_of_many_small_members(tmp_path, monkeypatch):
+    # Scaled down (a real one is slow to write): each member under the floor, all above.
+    monkeypatch.setattr(npz_file, "BOMB_FLOOR", 2 ** 20)
+    monkeypatch.setattr(npz_file, "MAX_EXPANSION", 100)
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(16):
+            archive.writestr(f"a{i}.npy", npy(np.zeros(2 ** 19 // 8)))
+    npz_refusal(path, f"{path}: expands from")
+
+
 def test_npz_that_is_not_a_zip(tmp_path):
     path = tmp_path / "w.npz"
     path.write_bytes(b"PK\x03\x04 not really")
