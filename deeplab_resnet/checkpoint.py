@@ -20,12 +20,11 @@ import glob
 import os
 import shutil
 import tempfile
-import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch, caffe, defaults, legacy, utils, weights
+from deeplab_resnet import arch, caffe, defaults, legacy, npz_file, tf_bundle, utils, weights
 from deeplab_resnet.errors import BadFileError, SettingError, WriteError, first_line
 from deeplab_resnet.model import DeepLabResNet
 
@@ -117,6 +116,7 @@ def source_path(path):
 
 def _reader(prefix):
     """TensorFlow's reader of the checkpoint at `prefix`: the one place a checkpoint is opened."""
+    tf_bundle.check(prefix)  # what would abort TensorFlow's reader is refused first
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
@@ -170,25 +170,10 @@ def _read_npz(path):
     """{name: array} of an .npz (convert.py --data-output-path), never unpickling.
 
     Raises:
-        BadFileError: missing or unreadable file, a member that is not an array, or
-            two members of one name (the second would silently win).
+        BadFileError: missing or unreadable file, a member that is not an .npy array,
+            two members of one name, or a header that does not fit the member.
     """
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = archive.files
-            arrays = {name: archive[name] for name in names}
-    except FileNotFoundError:
-        raise BadFileError(f"{path}: no such file", path=path) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise BadFileError(f"{path}: not a readable .npz of weights ({first_line(exc)})",
-                           path=path) from None
-    if len(arrays) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise BadFileError(f"{path}: member '{twice[0]}' is stored more than once", path=path)
-    for name, value in arrays.items():
-        if not isinstance(value, np.ndarray):
-            raise BadFileError(f"{path}: member '{name}' is not an .npy array", path=path)
-    return arrays
+    return npz_file.read(path)
 
 
 def _recorded(reader, prefix):

@@ -207,7 +207,7 @@ def test_npz_with_an_unknown_wrong_shaped_or_duplicated_member_is_refused(params
     with zipfile.ZipFile(twice, "a") as archive, pytest.warns(UserWarning, match="Duplicate"):
         archive.writestr("conv1/weights.npy", archive.read("conv1/weights.npy"))
     _refused(convert.main, [twice, "--ckpt-path", tmp_path / "out" / "c"], capsys,
-             "twice.npz: member 'conv1/weights' is stored more than once")
+             "twice.npz: member 'conv1/weights.npy' appears twice")
     not_npy = tmp_path / "text.npz"
     with zipfile.ZipFile(not_npy, "w") as archive:
         archive.writestr("conv1/weights", b"not an array")

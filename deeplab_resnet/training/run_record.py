@@ -26,6 +26,7 @@ import re
 
 import tensorflow as tf
 
+from deeplab_resnet import tf_bundle
 from deeplab_resnet.errors import SettingError
 
 # The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
@@ -115,6 +116,7 @@ def read(prefix):
     A checkpoint without a record gives a partial one: its variant and class
     count, when it records them.
     """
+    tf_bundle.check(prefix)
     reader = tf.train.load_checkpoint(prefix)
     step = int(reader.get_tensor(_STEP_KEY)) if reader.has_tensor(_STEP_KEY) else None
     if reader.has_tensor(KEY):

@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint as ckpt_lib
+from deeplab_resnet import checkpoint as ckpt_lib, tf_bundle
 from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import SettingError, first_line
 
@@ -52,6 +52,7 @@ def save_dir(snapshot_dir, chief):
 
 def resume(checkpoint, latest, snapshot_dir):
     """Restores the latest snapshot into `checkpoint`; an error if it is another run's kind."""
+    tf_bundle.check(latest)
     try:
         status = checkpoint.restore(latest)
     except ckpt_lib.READ_ERRORS as exc:

@@ -1,0 +1,34 @@
+"""The project's own fuzzer: seeded mutations of every kind of file a command reads
+(checkpoint .index/.data, training snapshots and their `checkpoint` state file, the 2017
+port's V1 .ckpt, .npz, .caffemodel, prototxt, JPEG/PNG images, label PNGs, list files),
+each run in-process through the command that reads it (inference, evaluate, convert,
+training resume). Every case must succeed with the right output or end with one line
+`error: ...` (exit 2, 1 for a failed write), no traceback, no output left behind (see
+tests/fuzzing.py).
+
+FUZZ_CASES (default 120) and FUZZ_SEED (default 0) choose the cases; the release check
+runs thousands with tests/fuzz_campaign.py. No case can abort the process any more (the
+checkpoint checks of `deeplab_resnet.tf_bundle` refuse what made TensorFlow abort), so
+all run in-process; a regression would stop pytest itself, and fuzz_campaign.py, which
+runs the cases in a child process, names the case.
+"""
+
+import os
+
+import pytest
+
+import fuzzing
+
+CASES = int(os.environ.get("FUZZ_CASES", "120"))
+SEED = int(os.environ.get("FUZZ_SEED", "0"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return fuzzing.build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("index", range(CASES))
+def test_fuzz_case_keeps_the_error_contract(corpus, index, tmp_path):
+    case, problems, err = fuzzing.run_case(corpus, SEED, index, tmp_path)
+    assert problems == [], f"case {index} (seed {SEED}): {case.what}: {problems}\n{err}"
