@@ -327,3 +327,13 @@ def writable_dir(path, field):
     if not os.access(path, os.W_OK | os.X_OK):
         raise SettingError(f"{{{field}}} {path}: folder is not writable", field)
     return path
+
+
+def unused_path(path):
+    """A sibling of `path` that does not exist yet, for messages offering a new folder:
+    'snapshots/' -> 'snapshots_2' (or _3, ... when taken)."""
+    base = str(path).rstrip("/" + os.sep) or str(path)
+    number = 2
+    while os.path.lexists(f"{base}_{number}"):
+        number += 1
+    return f"{base}_{number}"
