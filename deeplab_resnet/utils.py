@@ -311,7 +311,8 @@ def read_list(data_dir, data_list, with_labels=True):
     Raises:
         DeepLabError naming the list file and line for an unreadable list, a
         malformed line (or, without `with_labels`, a line unlike the first),
-        a missing file or an empty list.
+        a missing file (a `SettingError` naming `data_dir` when none is
+        given) or an empty list.
     """
     if data_list is None:
         raise SettingError("{data_list} is required", "data_list")
@@ -340,6 +341,10 @@ def read_list(data_dir, data_list, with_labels=True):
                             "the lines before it: every line names a label file or none does")
         paths = [data_path(data_dir, p) for p in fields]
         for path in paths:
+            if not os.path.isfile(path) and data_dir is None:
+                raise SettingError(f"{data_list}:{number}: {path}: no such file (no {{data_dir}} "
+                                   "given: the list's paths are read as written; give "
+                                   "{data_dir}, the folder they are relative to)", "data_dir")
             if not os.path.isfile(path):
                 raise DeepLabError(f"{data_list}:{number}: {path}: no such file")
         images.append(paths[0])
