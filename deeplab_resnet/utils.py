@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 # VOC's names and colours live in `datasets` with the other datasets'; importable from here too.
 from deeplab_resnet.datasets import (VOC_CLASSES, VOC_PALETTE, class_names,  # noqa: F401
                                      voc_colormap)
-from deeplab_resnet.errors import SettingError, DeepLabError
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
 
 
 def colorize(labels, palette=None):
@@ -164,28 +164,61 @@ def read_label(path):
     VOC labels are palette ('P') images whose pixel values are the class
     indices; the palette only colours them. Single-channel 8-bit images are
     read the same way, 16-bit ones when their values fit 0..255, and gray or
-    palette images with alpha when every pixel is opaque. RGB-coloured labels
-    are refused: decoding colours as classes gives wrong labels.
+    palette images with alpha when every pixel is opaque. JPEGs are refused
+    (lossy: their values are smeared at every edge), and so are colour images
+    (decoding colours as classes gives wrong labels; `label_trouble` says why).
     """
     image = open_image(path)
+    if image.format == "JPEG":
+        raise BadFileError(label_trouble(path, image), path=path)
     if image.mode in ("LA", "PA"):
         # Gray or palette index plus alpha: the index is the class when every
         # pixel is opaque; transparent pixels have no clear meaning.
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min(initial=255) < 255:
-            raise DeepLabError(f"{path}: label image '{image.mode}' has transparent pixels, whose "
-                            "class is unclear; save the class indices without alpha")
+            raise BadFileError(f"{path}: label image '{image.mode}' has transparent pixels, "
+                               "whose class is unclear; save the class indices without alpha",
+                               path=path)
         image = image.getchannel(0)
     if image.mode in ("P", "L", "1"):
         return np.asarray(image, dtype=np.uint8)
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         values = np.asarray(image)
         if values.size and (values.max() > 255 or values.min() < 0):
-            raise DeepLabError(f"{path}: label values outside 0..255 (max {values.max()}) in a "
-                            f"{image.mode} label image")
+            raise BadFileError(f"{path}: label values outside 0..255 (max {values.max()}) in a "
+                               f"{image.mode} label image", path=path)
         return values.astype(np.uint8)
-    raise DeepLabError(f"{path}: label image is '{image.mode}', not a palette or grayscale PNG of "
-                    "class indices; convert it first (python dataset/convert_rgb_labels.py)")
+    raise BadFileError(label_trouble(path, image), path=path)
+
+
+# More colours than this in a label's place: a photo, not a colour-coded label.
+_LABEL_COLOURS = 256
+_SWAPPED = "the list's columns may be swapped (each line is 'IMAGE_PATH LABEL_PATH')"
+_CONVERTER = "python dataset/convert_rgb_labels.py"
+
+
+def label_trouble(path, image):
+    """Why a decoded PIL `image` cannot be read as a label, most likely cause first.
+
+    A JPEG is lossy: its values are smeared between classes at every edge. A
+    colour image in the label column is most often the photo (the list's
+    columns swapped); else a colour-coded label, which the RGB-label converter
+    turns into class indices.
+    """
+    colours = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+    photo = colours > _LABEL_COLOURS
+    if image.format == "JPEG":
+        swapped = f"; it has {colours} colours, like a photo: {_SWAPPED}" if photo else ""
+        return (f"{path}: a JPEG given as a label: JPEG is lossy, so its class values are "
+                "smeared (edge pixels get values between classes); labels must be lossless "
+                f"PNGs of class indices{swapped}")
+    if photo:
+        return (f"{path}: label image is '{image.mode}' with {colours} colours, like a photo, "
+                f"not class indices: {_SWAPPED} (a colour-coded label converts to class "
+                f"indices with {_CONVERTER})")
+    return (f"{path}: label image is '{image.mode}' ({colours} colours), not a palette or "
+            f"grayscale PNG of class indices: if it is the photo, {_SWAPPED}; if it is a "
+            f"colour-coded label, convert it to class indices first ({_CONVERTER})")
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
@@ -253,7 +286,8 @@ def read_list(data_dir, data_list, with_labels=True):
     Raises:
         DeepLabError naming the list file and line for an unreadable list, a
         malformed line (or, without `with_labels`, a line unlike the first),
-        a missing file or an empty list.
+        a missing file (a `SettingError` naming `data_dir` when none is
+        given) or an empty list.
     """
     if data_list is None:
         raise SettingError("{data_list} is required", "data_list")
@@ -282,6 +316,10 @@ def read_list(data_dir, data_list, with_labels=True):
                             "the lines before it: every line names a label file or none does")
         paths = [data_path(data_dir, p) for p in fields]
         for path in paths:
+            if not os.path.isfile(path) and data_dir is None:
+                raise SettingError(f"{data_list}:{number}: {path}: no such file (no {{data_dir}} "
+                                   "given: the list's paths are read as written; give "
+                                   "{data_dir}, the folder they are relative to)", "data_dir")
             if not os.path.isfile(path):
                 raise DeepLabError(f"{data_list}:{number}: {path}: no such file")
         images.append(paths[0])
@@ -302,3 +340,13 @@ def writable_dir(path, field):
     if not os.access(path, os.W_OK | os.X_OK):
         raise SettingError(f"{{{field}}} {path}: folder is not writable", field)
     return path
+
+
+def unused_path(path):
+    """A sibling of `path` that does not exist yet, for messages offering a new folder:
+    'snapshots/' -> 'snapshots_2' (or _3, ... when taken)."""
+    base = str(path).rstrip("/" + os.sep) or str(path)
+    number = 2
+    while os.path.lexists(f"{base}_{number}"):
+        number += 1
+    return f"{base}_{number}"

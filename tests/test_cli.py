@@ -2,11 +2,17 @@
 
 import argparse
 import errno
+import importlib
+import os
+import re
 
 import pytest
 
 from deeplab_resnet import cli
+from deeplab_resnet.cli import evaluate
 from deeplab_resnet.errors import DeepLabError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def exit_of(main, capsys):
@@ -78,3 +84,79 @@ def test_setting_errors_name_the_flag(capsys):
         raise error
     assert exit_of(main, capsys) == (
         2, "error: --snapshot-dir /x: folder is not writable; or add --not-restore-last\n")
+
+
+def installed_commands():
+    """{command: "module:entry"} of pyproject.toml's [project.scripts] (no tomllib on 3.10)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        section = f.read().split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+) = "([\w.]+:\w+)"$', section, re.MULTILINE))
+
+
+COMMANDS = installed_commands()
+
+
+class _Parsed(Exception):
+    """Carries a command's parser out of its `main` instead of parsing."""
+
+
+def parser_of(command, monkeypatch):
+    """The argument parser of an installed command, built by its own `main`, which stops there."""
+    module = importlib.import_module(COMMANDS[command].split(":")[0])
+
+    def capture(parser, args=None, namespace=None):
+        raise _Parsed(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(_Parsed) as parsed:
+        module.main([])
+    return parsed.value.args[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_flag_has_help_showing_its_default_as_typed(command, monkeypatch):
+    """Issue 18 item 10: `--input-size 321,321` reads '(default: 321,321)', not '(321, 321)'."""
+    parser = parser_of(command, monkeypatch)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = f"{command} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help and action.help.strip(), f"{name}: no help"
+        shown = formatter._expand_help(action)
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            continue  # a flag that is off or not given by default: its help says what happens
+        forms = {cli.typed(default)} | ({format(default, "g")} if isinstance(default, float)
+                                        else set())
+        assert "default" in shown and any(form in shown for form in forms), (name, shown)
+        if isinstance(default, tuple):
+            assert str(default) not in shown, (name, shown)
+
+
+def test_evaluate_without_data_dir_names_it_and_following_it_gets_past(tmp_path, capsys):
+    """A list of VOC-style paths ('/JPEGImages/...') read without --data-dir."""
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "JPEGImages" / "a.jpg").write_bytes(b"")
+    listed = tmp_path / "val.txt"
+    listed.write_text("/JPEGImages/a.jpg\n")
+    args = ["--data-list", str(listed), "--restore-from", str(tmp_path / "no_ckpt"),
+            "--voc-submission", str(tmp_path / "out")]
+    code, err = exit_of(lambda argv: evaluate.main(args), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {listed}:1: /JPEGImages/a.jpg: no such file (no --data-dir "
+                          "given: the list's paths are read as written; give --data-dir, the "
+                          "folder they are relative to)")
+    code, err = exit_of(lambda argv: evaluate.main(args + ["--data-dir", str(root)]), capsys)
+    assert code == 2 and "no_ckpt" in err and "--data-dir" not in err
+
+
+def test_the_walk_sees_every_command():
+    """Every command module (one with an `entry`) is an installed command the walk covers."""
+    folder = os.path.join(ROOT, "deeplab_resnet", "cli")
+    sources = {name[:-3]: open(os.path.join(folder, name)).read()
+               for name in os.listdir(folder) if name.endswith(".py")}
+    modules = {f"deeplab_resnet.cli.{name}" for name, text in sources.items()
+               if "\ndef entry(" in text}
+    assert modules and modules == {target.split(":")[0] for target in COMMANDS.values()}

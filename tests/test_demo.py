@@ -1,11 +1,17 @@
-"""demo.py: the picture (column titles, class legend) and the listing of every folder it wrote."""
+"""demo.py: the picture (column titles, class legend), the listing of every folder it wrote,
+and reruns with other settings (they start over)."""
 
+import json
 import os
 
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from deeplab_resnet import shapes, utils
 from deeplab_resnet.cli import demo
+from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.training import run_record
 
 
 def test_picture_has_column_titles_and_a_colour_legend():
@@ -61,3 +67,57 @@ def test_demo_lists_every_folder_it_wrote(tmp_path, capsys):
     picture = utils.read_image(grid)
     smallest = min(shapes.make_shapes_dataset.__defaults__[2])  # of the shapes' sides
     assert picture.shape[0] > demo.GRID_IMAGES * smallest and picture.shape[1] > 3 * smallest
+
+
+def trained(out):
+    """(update count, recorded total, seed) of the demo's training checkpoint in `out`."""
+    record, step = run_record.read(tf.train.latest_checkpoint(os.path.join(out, "snapshots")))
+    return step, record["num_steps"], record["random_seed"]
+
+
+@pytest.fixture
+def training_only(monkeypatch):
+    """The demo up to its training: the later steps (tested above) are stubbed out."""
+    monkeypatch.setattr(demo, "evaluate_step", lambda data, out, snapshots: (1.0, "r", "p"))
+    monkeypatch.setattr(demo, "picture_step", lambda data, out, snapshots: ("g", "m"))
+    monkeypatch.setattr(demo, "caffe_step", lambda data, out, seed: ("f", "c/k", ["a", "b"], 0.0))
+
+
+def test_a_rerun_with_other_settings_starts_over(tmp_path, capsys, training_only):
+    """Issue 18 item 9: --num-steps or --seed changed after a run: a clean new run, said so."""
+    out = tmp_path / "demo"
+    assert demo.main(["--output-dir", str(out), "--num-steps", "2"]) == 0
+    assert trained(out) == (2, 2, 0)
+    assert json.loads((out / demo.SETTINGS_FILE).read_text()) == {"num_steps": 2, "seed": 0}
+    capsys.readouterr()
+
+    assert demo.main(["--output-dir", str(out), "--num-steps", "1"]) == 0
+    printed = capsys.readouterr()
+    assert f"{out} holds a demo run with --num-steps 2 --seed 0: starting over with " \
+           "--num-steps 1 --seed 0" in printed.out
+    assert "already trained" not in printed.out + printed.err
+    assert trained(out) == (1, 1, 0)
+
+    assert demo.main(["--output-dir", str(out), "--num-steps", "1", "--seed", "7"]) == 0
+    assert "starting over with --num-steps 1 --seed 7" in capsys.readouterr().out
+    assert trained(out) == (1, 1, 7)
+
+    # The same settings again: the finished training is reused, nothing starts over.
+    assert demo.main(["--output-dir", str(out), "--num-steps", "1", "--seed", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert "starting over" not in printed
+    assert "already trained by an earlier run with these settings" in printed
+
+
+def test_a_folder_with_other_files_is_refused_with_the_demo_flag(tmp_path):
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "keep.txt").write_text("not the demo's")
+    with pytest.raises(DeepLabError) as refusal:
+        demo.main(["--output-dir", str(out), "--num-steps", "1"])
+    assert str(refusal.value) == (f"--output-dir {out} holds data but no demo_settings.json, so "
+                                  f"not a demo run: give another --output-dir, e.g. "
+                                  f"--output-dir {out}_2")
+    assert (out / "data" / "keep.txt").exists()
+    # The folder it names is new: the demo runs there as in any new folder (above).
+    assert not os.path.lexists(f"{out}_2")

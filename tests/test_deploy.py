@@ -62,7 +62,9 @@ def test_generated_prototxt_is_the_model(variant, classes):
     assert converted.deeplab == (variant, classes)
 
 
-def test_cli_writes_prototxt(tmp_path):
+def test_cli_writes_prototxt_and_says_what(tmp_path, capsys):
     out = tmp_path / "d.prototxt"
     assert deploy.main(["--model", "tiny", "--num-classes", "4", "--output", str(out)]) == 0
     assert out.read_text() == caffe.deploy_prototxt("tiny", 4)
+    assert capsys.readouterr().out == (f"{out}: deploy prototxt of DeepLab tiny, 4 classes, "
+                                       "input 1x3x321x321\n")

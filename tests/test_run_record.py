@@ -74,7 +74,8 @@ def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
     snapshots = tmp_path / "snap"
     assert command(training.TRAIN, tiny(data, snapshots, "--random-mirror")) == 0
     lines = capsys.readouterr().out.splitlines()
-    # The first lines: weights, model and data, batch and updates, checkpoints.
+    # The first lines: devices, then weights, model and data, batch and updates, checkpoints.
+    assert lines.pop(0).startswith("devices: ")
     assert lines[0] == "train.py: weights: random initialisation — no --restore-from given"
     assert lines[1] == f"train.py: model: tiny, {CLASSES} classes; data: 4 images ({data['train']})"
     assert lines[2].startswith("train.py: batch: 1 per replica x 1 replica(s) x 1 mini-batch(es) "
@@ -101,9 +102,9 @@ def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --snapshot-dir {snapshots} holds another run (train.py, update 1 of 1, tiny, "
-        f"{CLASSES} classes; script train.py there, train_msc.py here): give another "
-        f"--snapshot-dir to start this one, or --restore-from {latest} to start a new run from "
-        "its weights"]
+        f"{CLASSES} classes; script train.py there, train_msc.py here): to start this run, give "
+        f"a new --snapshot-dir, e.g. --snapshot-dir {snapshots}_2; to start it from that run's "
+        f"weights: --snapshot-dir {snapshots}_2 --restore-from {latest}"]
     assert tf.train.latest_checkpoint(str(snapshots)) == latest
 
     # A new class count names the folder and the flag, not a file the user never named.
@@ -118,6 +119,64 @@ def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update
     record, step = saved_record(msc)
     assert step == 1 and record["script"] == "train_msc.py"
     assert record["restore_from"] == os.path.abspath(latest)
+
+
+def ways_out(message):
+    """The flags each way out of a refusal says to give, as argument lists."""
+    ways = message.rsplit("): ", 1)[1].split("; ")
+    return [shlex.split(re.split(r"e\.g\. |: ", way)[-1]) for way in ways]
+
+
+def follow(args, flags):
+    """`args` with each '--flag value' of `flags` given: replaced where present, else added."""
+    args = list(args)
+    for flag, value in zip(flags[::2], flags[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args
+
+
+def check_every_way_out(recipe, args, refusal, tmp_path):
+    """Each way out `refusal` names, followed as it reads (from `tmp_path`, on a fresh copy of
+    the state), gets past it: the run starts in the new folder."""
+    ways = ways_out(str(refusal.value))
+    assert ways and all(way[0] == "--snapshot-dir" for way in ways), ways
+    for way in ways:
+        assert train_flags.main(recipe, follow(args, way)) == 0, way
+        record, step = saved_record(tmp_path / way[1])
+        assert step == 1 and record["script"] == recipe.name
+        shutil.rmtree(tmp_path / way[1])
+    return ways
+
+
+def test_the_ways_out_of_a_refusal_lead_out(data, one_update, tmp_path, monkeypatch):
+    """Issue 18: --restore-from a checkpoint of the refused folder itself; another setting; a
+    checkpoint of another kind of training: every way offered, followed literally, works."""
+    monkeypatch.chdir(tmp_path)
+    copy_run(one_update, tmp_path / "snapshots")
+    args = tiny(data, "snapshots/") + ["--restore-from", "snapshots/model.ckpt-1"]
+    with pytest.raises(DeepLabError, match="holds another run") as refusal:
+        train_flags.main(training.TRAIN, args)
+    # Its weights are already asked for: the one way out is a new folder.
+    assert check_every_way_out(training.TRAIN, args, refusal, tmp_path) == [
+        ["--snapshot-dir", "snapshots_2"]]
+
+    args = tiny(data, "snapshots/", "--learning-rate", 0.1)
+    with pytest.raises(DeepLabError, match="holds another run") as refusal:
+        train_flags.main(training.TRAIN, args)
+    assert check_every_way_out(training.TRAIN, args, refusal, tmp_path) == [
+        ["--snapshot-dir", "snapshots_2"],
+        ["--snapshot-dir", "snapshots_2", "--restore-from", "snapshots/model.ckpt-1"]]
+
+    key = run_record.KEY
+    monkeypatch.setattr(run_record, "KEY", "no/such/key")  # as written before records
+    args = tiny(data, "snapshots/", "--mixed-precision", "fp16")
+    with pytest.raises(DeepLabError, match="written by another kind of training") as refusal:
+        train_flags.main(training.TRAIN, args)
+    monkeypatch.setattr(run_record, "KEY", key)  # the new runs' records are read back
+    assert len(check_every_way_out(training.TRAIN, args, refusal, tmp_path)) == 2
 
 
 @pytest.mark.parametrize("change, allowed", [

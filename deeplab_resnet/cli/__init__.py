@@ -71,6 +71,13 @@ def scales(text):
     return values
 
 
+def typed(value):
+    """A flag's value as it is typed: (321, 321) -> '321,321', (1.0, 0.75) -> '1.0,0.75'."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _number(cast, accept, wanted):
     """An argparse type: `cast` the text, then require `accept(value)` ("expected <wanted>")."""
     noun = "an integer" if cast is int else "a number"
@@ -115,9 +122,11 @@ def add_model_args(parser):
 def add_data_args(parser, data_dir=None, data_list=None):
     group = parser.add_argument_group("data")
     group.add_argument("--data-dir", default=data_dir,
-                       help="folder the paths of the list file are relative to")
+                       help="folder the paths of the list file are relative to (default: "
+                            f"{data_dir or 'none: the paths are read as written'})")
     group.add_argument("--data-list", default=data_list,
-                       help="list file: 'IMAGE_PATH LABEL_PATH' per line")
+                       help="list file: 'IMAGE_PATH LABEL_PATH' per line"
+                            + (f" (default: {data_list})" if data_list else ""))
     group.add_argument("--ignore-label", type=int, default=defaults.IGNORE_LABEL,
                        help="label value that is not scored (default: %(default)s)")
     return group

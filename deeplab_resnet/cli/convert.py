@@ -74,7 +74,7 @@ def main(argv=None):
                         help=".py file to write with TF2 code of the net")
     parser.add_argument("-p", "--phase", choices=["test"], default="test",
                         help="accepted for the 2017 port's commands: the deploy (test) phase is "
-                             "the one converted")
+                             "the one converted (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.data_output_path and not args.data_output_path.endswith(".npz"):
         raise DeepLabError(f"--data-output-path {args.data_output_path}: the weights are "

@@ -1,6 +1,7 @@
 """Offline end-to-end demo: data -> training -> evaluation -> inference -> Caffe round trip.
 
-    deeplab-demo [--output-dir demo_output] [--num-steps 300]     (or: python demo.py ...)
+    deeplab-demo [--output-dir demo_output] [--num-steps 300] [--seed 0]
+    (or: python demo.py ...)
 
 Needs no download and no GPU (a few minutes on two CPU cores):
   1. generates a small shapes dataset in VOC layout (JPEG images, palette label
@@ -13,11 +14,14 @@ Needs no download and no GPU (a few minutes on two CPU cores):
      converts it with convert.py and runs inference.py on the checkpoint and on
      the .caffemodel itself, checking both give the same logits.
 Every step runs the project's real command-line code; the demo ends with a list
-of every folder (and main file) it wrote.
+of every folder (and main file) it wrote. It records its settings in
+--output-dir (demo_settings.json): a rerun with the same settings resumes (or
+reuses) the training there; one with other settings starts over, saying so.
 """
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -26,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from deeplab_resnet import caffe, cli, defaults, shapes, utils
 from deeplab_resnet.cli import convert, evaluate, inference, train
+from deeplab_resnet.errors import DeepLabError
 
 NUM_CLASSES = len(shapes.CLASSES)
 GRID_IMAGES = 4
@@ -93,7 +98,19 @@ def picture(rows, titles, legend):
 
 
 def train_step(data, out, num_steps, seed):
+    """Trains in out/snapshots; a run there that is complete (a rerun with the same settings)
+    is reused as it is."""
+    from deeplab_resnet import checkpoint  # TensorFlow: after cli.run quieted it
+    from deeplab_resnet.training import run_record
     snapshots = os.path.join(out, "snapshots")
+    latest = checkpoint.latest_in(snapshots) if os.path.isdir(snapshots) else None
+    try:
+        done = None if latest is None else run_record.read(latest)[1]
+    except checkpoint.READ_ERRORS:
+        done = None  # unreadable: train.py's resume says so
+    if done == num_steps:
+        print(f"    already trained by an earlier run with these settings: {latest}")
+        return snapshots
     train.main([
         "--model", "tiny", "--num-classes", str(NUM_CLASSES),
         "--data-dir", data["root"], "--data-list", data["train"],
@@ -159,16 +176,76 @@ def caffe_step(data, out, seed):
     return folder, ckpt, outputs, difference
 
 
-@cli.flag_errors
-def main(argv=None):
+def build_parser():
+    """The flags of `deeplab-demo` (built without running it, e.g. for --help)."""
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="demo_output",
-                        help="where everything is written (default: %(default)s)")
+                        help="where everything is written; a rerun with other settings starts "
+                             "over there (default: %(default)s)")
     parser.add_argument("--num-steps", type=cli.positive_int, default=300,
                         help="training updates (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data and the weights (default: %(default)s)")
+    return parser
+
+
+# The file in --output-dir recording the settings of the demo run there, and everything else
+# the demo writes there (removed when a rerun with other settings starts over).
+SETTINGS_FILE = "demo_settings.json"
+OUTPUTS = ("data", "snapshots", "evaluation.json", "val_predictions", "inference",
+           "predictions_grid.png", "caffe")
+
+
+def _as_flags(settings):
+    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in settings.items())
+
+
+def _saved_settings(out):
+    """The settings recorded in `out` (None: no record; {} : an unreadable one)."""
+    try:
+        with open(os.path.join(out, SETTINGS_FILE), encoding="utf-8") as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def claim_output_dir(out, settings):
+    """Makes `out` the folder of a demo run with `settings`, and records them there.
+
+    A previous run with the same settings is kept (a rerun resumes or reuses its
+    training); one with other settings is removed, saying so. Files the demo
+    would write, without a record of its settings, are not the demo's to remove:
+    an error names another --output-dir.
+    """
+    present = [name for name in OUTPUTS if os.path.lexists(os.path.join(out, name))]
+    saved = _saved_settings(out)
+    if saved is None and present:
+        raise DeepLabError(f"--output-dir {out} holds {', '.join(present)} but no "
+                           f"{SETTINGS_FILE}, so not a demo run: give another --output-dir, "
+                           f"e.g. --output-dir {utils.unused_path(out)}")
+    if saved is not None and saved != settings:
+        was = _as_flags(saved) if saved else "unknown settings"
+        print(f"{out} holds a demo run with {was}: starting over with {_as_flags(settings)}",
+              flush=True)
+        for name in present:
+            path = os.path.join(out, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    with utils.atomic_path(os.path.join(out, SETTINGS_FILE)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(settings, f)
+
+
+@cli.flag_errors
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     out = os.path.abspath(cli.check_writable_dir(args.output_dir, "--output-dir"))
+    claim_output_dir(out, {"num_steps": args.num_steps, "seed": args.seed})
     start = time.time()
 
     _banner(1, "Generating a shapes dataset in VOC layout")
@@ -195,7 +272,8 @@ def main(argv=None):
           f"max relative difference {difference:.1e}")
 
     print(f"\nDone in {time.time() - start:.0f} s. Outputs (every folder written):")
-    for what, path in (("dataset (images, labels, lists)", data["root"]),
+    for what, path in (("settings of this run", os.path.join(out, SETTINGS_FILE)),
+                       ("dataset (images, labels, lists)", data["root"]),
                        ("checkpoints + TensorBoard logs", snapshots),
                        ("evaluation report", report), ("validation predictions", predictions),
                        ("prediction grid", grid), ("masks and overlays", masks),

@@ -1,7 +1,8 @@
 """TensorFlow, loaded with its start-up log lines kept off stderr (for the commands only).
 
 TensorFlow 2.21 prints oneDNN/CPU-feature notices while it loads, before
-`TF_CPP_MIN_LOG_LEVEL` takes effect. The commands promise that bad input gives
+`TF_CPP_MIN_LOG_LEVEL` takes effect, and its GPU-enabled wheel an error line
+when it first looks for a GPU on a machine without one. The commands promise that bad input gives
 exactly one line on stderr, so `cli.run` loads TensorFlow with stderr pointed
 at /dev/null before the command imports the library. The library itself
 imports TensorFlow plainly and changes no global state.
@@ -28,6 +29,9 @@ def import_tensorflow():
             sys.stderr.flush()
             os.dup2(devnull, 2)
             import tensorflow
+            # Looking for devices here keeps the tensorflow wheel's "failed call to cuInit"
+            # line (a machine without a GPU) off stderr too.
+            tensorflow.config.list_physical_devices()
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -56,7 +56,7 @@ def build_parser(recipe, description=None):
                         f"multi-worker the global batch is this x replicas "
                         f"(default: {d['batch_size']})")
     g.add_argument("--input-size", type=cli.input_size, default=d["input_size"],
-                   help="crop size 'H,W' (default: %(default)s)")
+                   help=f"crop size 'H,W' (default: {cli.typed(d['input_size'])})")
     g.add_argument("--learning-rate", type=cli.positive_float, default=d["learning_rate"],
                    help="base learning rate (default: %(default)s)")
     if recipe.optimizer == "sgd":
@@ -74,7 +74,8 @@ def build_parser(recipe, description=None):
                         "--grad-update-every 5; default: %(default)s)")
     if recipe.multi_scale:
         g.add_argument("--scales", type=cli.scales, default=d["scales"],
-                       help="input scales, the first is the reference (default: 1.0,0.75,0.5)")
+                       help="input scales, the first is the reference "
+                            f"(default: {cli.typed(d['scales'])})")
     _add_start_args(g, recipe, d)
     _add_output_args(g, d)
     cli.add_device_args(parser)
@@ -88,8 +89,9 @@ def _add_start_args(g, recipe, d):
     g.add_argument("--random-scale", action="store_true",
                    help="rescale images and labels by a random factor")
     g.add_argument("--scale-mode", choices=SCALE_MODES, default=d["scale_mode"],
-                   help="random scale: 'uniform' in [0.5, 1.5] (the 2017 TF port, default) or "
-                        "'caffe' from {0.5, 0.75, 1, 1.25, 1.5} (DeepLab's Caffe)")
+                   help="random scale: 'uniform' in [0.5, 1.5] (the 2017 TF port) or "
+                        "'caffe' from {0.5, 0.75, 1, 1.25, 1.5} (DeepLab's Caffe; "
+                        "default: %(default)s)")
     g.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seed of data order, augmentation and new weights (default: %(default)s)")
     g.add_argument("--restore-from", default=None,
@@ -113,8 +115,8 @@ def _add_start_args(g, recipe, d):
                             "offset); default: frozen")
         g.add_argument("--bn-momentum", type=cli.unit_interval, default=d["bn_momentum"],
                        help="moving-average fraction of the BatchNorm statistics with "
-                            "--is-training (Caffe's %(default)s; lower for short runs from "
-                            "scratch)")
+                            "--is-training (default: %(default)s, Caffe's; lower for short runs "
+                            "from scratch)")
 
 
 def _add_output_args(g, d):

@@ -146,7 +146,8 @@ class Recipe:
 
 TRAIN = Recipe("train.py")
 TRAIN_MSC = Recipe("train_msc.py", multi_scale=True,
-                   defaults={"batch_size": 1, "save_num_images": 1, "grad_update_every": 10})
+                   defaults={"batch_size": 1, "save_num_images": 1, "grad_update_every": 10,
+                             "snapshot_dir": "./snapshots_msc/"})
 FINE_TUNE = Recipe("fine_tune.py", optimizer="adam", head_only=True,
                    defaults={"batch_size": 4, "learning_rate": 1e-4, "num_steps": 20000,
                              "snapshot_dir": "./snapshots_finetune/"})

@@ -5,7 +5,8 @@ the script, the model, the data list (its contents' digest) and every setting
 that changes the updates (global batch, micro-batches, crop size, optimizer
 constants, augmentation, seed, scales, precision, ...). A rerun resumes only
 when its own record agrees with the latest checkpoint's; otherwise it stops
-with one line naming the folder, what it holds and the two ways out.
+with one line naming the folder, what it holds and the ways out (`ways_out`),
+each a setting with a value that, given as it reads, gets past the refusal.
 
 Not compared: the number of updates (a changed total re-targets the poly
 schedule from the current update), how the work is laid out (replicas x
@@ -28,6 +29,7 @@ import tensorflow as tf
 
 from deeplab_resnet import tf_bundle
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.utils import unused_path
 
 # The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
 KEY = "meta/run/.ATTRIBUTES/VARIABLE_VALUE"
@@ -174,6 +176,27 @@ def describe(saved, step):
     return ", ".join(parts)
 
 
+def ways_out(folder, latest, restore_from=None):
+    """How to start the run asked for when `folder` holds another one: a message part
+    naming `{snapshot_dir}` and `{restore_from}` with values to give as they read.
+
+    Each way needs a new snapshot folder: a refused folder stays refused whatever
+    else changes. The way from `latest`'s weights is offered only when no starting
+    weights were given (it would replace them).
+
+    Args:
+        folder: the refused snapshot folder, as given.
+        latest: its newest checkpoint prefix.
+        restore_from: the starting weights asked for, or None.
+    """
+    new = unused_path(folder)
+    fresh = f"to start this run, give a new {{snapshot_dir}}, e.g. {{snapshot_dir}} {new}"
+    if restore_from is not None:
+        return fresh
+    return (f"{fresh}; to start it from that run's weights: {{snapshot_dir}} {new} "
+            f"{{restore_from}} {latest}")
+
+
 def check_resume(latest, folder, wanted):
     """The record to write from now on, when `latest` may be resumed by the run `wanted`.
 
@@ -195,9 +218,9 @@ def check_resume(latest, folder, wanted):
     if found:
         shown = "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")
         raise SettingError(f"{{snapshot_dir}} {folder} holds another run "
-                           f"({describe(saved, step)}; {shown}): give another {{snapshot_dir}} "
-                           f"to start this one, or {{restore_from}} {latest} to start a new run "
-                           "from its weights", "snapshot_dir", "restore_from", "data_list",
+                           f"({describe(saved, step)}; {shown}): "
+                           f"{ways_out(folder, latest, wanted.get('restore_from'))}",
+                           "snapshot_dir", "restore_from", "data_list",
                            "batch_size", "grad_update_every", *_label_fields(wanted))
     record = dict(wanted)
     for key in OPTIONAL:

@@ -10,6 +10,7 @@ import tensorflow as tf
 from deeplab_resnet import checkpoint as ckpt_lib, tf_bundle
 from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import SettingError, first_line
+from deeplab_resnet.training import run_record
 
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -61,9 +62,9 @@ def resume(checkpoint, latest, snapshot_dir):
         status.assert_existing_objects_matched()
     except AssertionError as exc:
         raise SettingError(f"{{snapshot_dir}} {snapshot_dir}: {latest} was written by another "
-                           f"kind of training ({first_line(exc)[:120]}): give another "
-                           f"{{snapshot_dir}}, or {{restore_from}} {latest} to start a new run "
-                           "from its weights", "snapshot_dir", "restore_from") from None
+                           f"kind of training ({first_line(exc)[:120]}): "
+                           f"{run_record.ways_out(snapshot_dir, latest)}",
+                           "snapshot_dir", "restore_from") from None
 
 
 def check_head(path, new_head):
