@@ -125,3 +125,19 @@ def test_the_library_does_not_import_the_command_layer_or_the_scripts():
         if not name.startswith("deeplab_resnet.cli"):
             upward = [t for t in targets if t.startswith("deeplab_resnet.cli")]
             assert not upward, f"{name} imports {upward}"
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_library_function_is_over_60_lines():
+    """Small functions: every function of the library and kaffe, docstring included."""
+    long = []
+    for path in sorted((ROOT / "deeplab_resnet").rglob("*.py")) + sorted(
+            (ROOT / "kaffe").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
+    assert not long, long
