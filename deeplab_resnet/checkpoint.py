@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet import arch, caffe, defaults, legacy, npz_file, tf_bundle, utils, weights
-from deeplab_resnet.errors import BadFileError, SettingError, WriteError, first_line
+from deeplab_resnet.errors import (BadFileError, SettingError, WriteError, first_line,
+                                   tensorflow_reason)
 from deeplab_resnet.model import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -120,7 +121,7 @@ def _reader(prefix):
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
-        raise BadFileError(f"{prefix}: not a readable checkpoint ({first_line(exc)})",
+        raise BadFileError(f"{prefix}: not a readable checkpoint ({tensorflow_reason(exc)})",
                            path=prefix) from None
 
 
@@ -130,12 +131,13 @@ def _tensor(reader, prefix, key):
         return reader.get_tensor(key)
     except READ_ERRORS as exc:
         raise BadFileError(f"{prefix}: corrupt or truncated checkpoint data "
-                           f"({first_line(exc)[:200]})", path=prefix) from None
+                           f"({tensorflow_reason(exc)[:200]})", path=prefix) from None
 
 
 def corrupt(prefix, exc):
     """The BadFileError for a checkpoint that failed to restore with `exc`."""
-    return BadFileError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})",
+    return BadFileError(f"{prefix}: corrupt or truncated checkpoint "
+                        f"({tensorflow_reason(exc)[:200]})",
                         path=prefix)
 
 

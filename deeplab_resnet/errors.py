@@ -10,6 +10,8 @@ The command line prints `error: <message>` and exits 2 (1 for `WriteError`),
 showing settings as its flags (`SettingError.naming`).
 """
 
+import re
+
 
 class DeepLabError(Exception):
     """Base of the library's errors; its message is one line that names what is wrong.
@@ -95,6 +97,15 @@ def first_line(exc):
     """The first line of an exception's message (its type name when empty), for one-line errors."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def tensorflow_reason(exc):
+    """`first_line(exc)` without the wrappers TensorFlow adds around an op's failure: the
+    leading `{{function_node __wrapped__RestoreV2...}}` and the trailing ` [Op:RestoreV2]`."""
+    line = first_line(exc)
+    if line.startswith("{{function_node") and "}}" in line:
+        line = line.partition("}}")[2].strip()
+    return re.sub(r"\s*\[Op:\w+\]$", "", line) or first_line(exc)
 
 
 class Stopped(Exception):

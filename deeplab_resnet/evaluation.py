@@ -45,7 +45,8 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
         save_dirs: folders that each get the predicted labels as <stem>.png.
-        progress: called with 1 after each image (e.g. a progress bar's `update`), or None.
+        progress: called after each image with the images done and the confusion matrix
+            so far (e.g. to show a running mean IoU), or None.
         palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
@@ -56,7 +57,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     read = functools.partial(_read_pair, num_classes, ignore_label)
-    for image_path, image, label in predict.prefetch(read, pairs):
+    for done, (image_path, image, label) in enumerate(predict.prefetch(read, pairs), 1):
         predicted = predictor.predict_labels(image)  # the probabilities stay on the device
         if label is not None:
             confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
@@ -64,7 +65,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         for folder in save_dirs:
             utils.save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
         if progress is not None:
-            progress(1)
+            progress(done, confusion)
     return confusion
 
 

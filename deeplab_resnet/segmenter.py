@@ -215,7 +215,7 @@ class Segmenter:
             yield self.predictor(image)
 
     def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
-                 num_images=None):
+                 num_images=None, progress=None):
         """Scores the network on a labelled list, as evaluate.py does.
 
         Args:
@@ -224,6 +224,9 @@ class Segmenter:
                 are palette or grayscale PNGs of class indices).
             ignore_label: label value that is not scored.
             num_images: score only the first N images (default: all).
+            progress: called after each image with the images done and the confusion
+                matrix so far (`evaluation.Scores.from_confusion(confusion).mean_iou` is
+                the running mean IoU), or None.
         Returns:
             `Scores`: mean IoU, per-class IoU, pixel and class accuracy,
             frequency-weighted IoU and the confusion matrix (numpy).
@@ -238,7 +241,8 @@ class Segmenter:
         """
         images, labels = utils.read_list(data_dir, data_list)
         pairs = list(zip(images, labels))[:num_images]
-        confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label)
+        confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label,
+                                        progress=progress)
         return evaluation.Scores.from_confusion(confusion, self.class_names)
 
     def export(self, path):

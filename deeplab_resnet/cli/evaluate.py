@@ -23,7 +23,7 @@ import sys
 from tqdm import tqdm
 
 from deeplab_resnet import cli
-from deeplab_resnet.cli import predict_flags
+from deeplab_resnet.cli import predict_flags, progress
 from deeplab_resnet.errors import DeepLabError
 
 
@@ -90,12 +90,16 @@ def main(argv=None):
         save_dirs.append(cli.check_writable_dir(
             utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
             "--voc-submission"))
-    # The bar is drawn on a terminal only: piped stderr keeps just the messages.
+    predict_flags.print_setup(segmenter, args, crf, len(pairs))
+    # A bar on a terminal; elsewhere (nohup, a pipe) a line at least every minute.
     with tqdm(total=len(pairs), desc="evaluate", unit="img", file=sys.stderr,
               dynamic_ncols=True, disable=None) as bar:
-        confusion = evaluation.evaluate(segmenter.predictor, pairs, segmenter.num_classes,
-                                        args.ignore_label, save_dirs, progress=bar.update,
-                                        palette=segmenter.palette)
+        lines = progress.EvaluationLines(
+            len(pairs), lambda confusion: evaluation.Scores.from_confusion(confusion).mean_iou)
+        confusion = evaluation.evaluate(
+            segmenter.predictor, pairs, segmenter.num_classes, args.ignore_label, save_dirs,
+            progress=lines if bar.disable else lambda done, confusion: bar.update(1),
+            palette=segmenter.palette)
     if not labels:
         print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")

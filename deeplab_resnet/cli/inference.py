@@ -14,7 +14,9 @@ With --voc-submission DIR, the VOC test server's layout instead (--save-dir only
 when given): DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png.
 """
 
+import contextlib
 import os
+import sys
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
@@ -40,6 +42,13 @@ def get_arguments(argv=None):
     parser.add_argument("--save-logits", action="store_true",
                         help="also write <stem>_logits.npy: the raw network output, float32 "
                              "(h', w', num_classes)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="skip images that cannot be read and go on; every skipped file "
+                             "is listed at the end and the exit status is 1 (default: stop at "
+                             "the first)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip images whose outputs all exist already, so that a rerun "
+                             "does only what is missing")
     predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
     return parser.parse_args(argv)
@@ -49,42 +58,124 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     cli.use_devices(args)
-    from deeplab_resnet import inference, predict, utils
+    from deeplab_resnet import inference
     paths = inference.image_paths(args.img_path)
     crf = predict_flags.crf_params(args)
     save_dir = args.save_dir
     if save_dir is None and (args.voc_submission is None or args.save_logits):
         save_dir = DEFAULT_SAVE_DIR
-    if save_dir is not None:
-        cli.check_writable_dir(save_dir, "--save-dir")
     segmenter = predict_flags.load_segmenter(args, args.model_weights, crf,
                                              dataset=args.dataset)
-    palette = segmenter.palette
-    submission = None
-    if args.voc_submission is not None:
-        submission = cli.check_writable_dir(
-            utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
-            "--voc-submission")
-    # The next images are decoded while the network runs.
-    for path, image in zip(paths, predict.prefetch(utils.read_image, paths)):
-        prediction = segmenter.predict(image)
-        name = os.path.splitext(os.path.basename(path))[0]
-        written = []
-        if submission is not None:
-            written.append(os.path.join(submission, name + ".png"))
-            utils.save_label_png(prediction.labels, written[-1])
+    predict_flags.print_setup(segmenter, args, crf, len(paths))
+    # Output folders are made once the weights loaded; a failure before the first image
+    # is written leaves none of them behind, empty.
+    folders = [path for path in (save_dir, args.voc_submission) if path is not None]
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(cli.new_folder_removed_on_failure(folder))
+        outputs = _Outputs(args, segmenter, save_dir)
+        skipped = _segment_all(segmenter, outputs, paths, args)
+    return _summary(outputs, paths, skipped, args)
+
+
+class _Outputs:
+    """Where one image's outputs go, and writing them."""
+
+    def __init__(self, args, segmenter, save_dir):
+        from deeplab_resnet import utils
+        self.save_dir, self.logits = save_dir, args.save_logits
+        self.palette = segmenter.palette
         if save_dir is not None:
-            stem = os.path.join(save_dir, name)
-            written.append(stem + "_mask.png")
-            utils.save_label_png(prediction.labels, stem + "_mask.png", palette)
-            utils.save_rgb_png(utils.overlay(image, prediction.labels, palette=palette),
-                               stem + "_overlay.png")
-            if args.save_logits:
-                utils.save_npy(prediction.logits, stem + "_logits.npy")
-        print(f"{path} -> {', '.join(written)}")
-    if submission is not None:
-        print(f"VOC test-server results: {submission} ({len(paths)} PNGs); archive the "
-              f"'results' folder of {args.voc_submission} and upload it")
+            cli.check_writable_dir(save_dir, "--save-dir")
+        self.submission = None
+        if args.voc_submission is not None:
+            self.submission = cli.check_writable_dir(
+                utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
+                "--voc-submission")
+        self.written = 0
+
+    def files(self, path):
+        """The files written for the image `path`."""
+        name = os.path.splitext(os.path.basename(path))[0]
+        files = []
+        if self.submission is not None:
+            files.append(os.path.join(self.submission, name + ".png"))
+        if self.save_dir is not None:
+            stem = os.path.join(self.save_dir, name)
+            files += [stem + "_mask.png", stem + "_overlay.png"]
+            if self.logits:
+                files.append(stem + "_logits.npy")
+        return files
+
+    def write(self, path, image, prediction):
+        """Writes the outputs of one image; returns the label PNGs written."""
+        from deeplab_resnet import utils
+        files, written = self.files(path), []
+        if self.submission is not None:
+            written.append(files.pop(0))
+            utils.save_label_png(prediction.labels, written[-1])
+        if self.save_dir is not None:
+            mask, overlay, *logits = files
+            utils.save_label_png(prediction.labels, mask, self.palette)
+            utils.save_rgb_png(utils.overlay(image, prediction.labels, palette=self.palette),
+                               overlay)
+            if logits:
+                utils.save_npy(prediction.logits, logits[0])
+            written.append(mask)
+        self.written += 1
+        return written
+
+
+def _read(path):
+    """(image, None), or (None, the BadFileError) for an unreadable image."""
+    from deeplab_resnet import utils
+    from deeplab_resnet.errors import BadFileError
+    try:
+        return utils.read_image(path), None
+    except BadFileError as exc:
+        return None, exc
+
+
+def _segment_all(segmenter, outputs, paths, args):
+    """Segments every image (the next ones decoded while the network runs); returns
+    {"broken": [(path, error)], "existing": [path]}: the images skipped."""
+    from deeplab_resnet import predict
+    from deeplab_resnet.errors import BadFileError
+    skipped = {"broken": [], "existing": []}
+    if args.skip_existing:
+        skipped["existing"] = [path for path in paths
+                               if all(os.path.exists(f) for f in outputs.files(path))]
+        paths = [path for path in paths if path not in skipped["existing"]]
+    for path, (image, error) in zip(paths, predict.prefetch(_read, paths)):
+        if error is not None:
+            if not args.keep_going:
+                raise BadFileError(f"{error} (--keep-going skips unreadable images and goes "
+                                   "on)", path=error.path)
+            skipped["broken"].append(error)
+            continue
+        print(f"{path} -> {', '.join(outputs.write(path, image, segmenter.predict(image)))}")
+    return skipped
+
+
+def _summary(outputs, paths, skipped, args):
+    """The closing lines: what was written where, what was skipped; the exit status."""
+    done = [f"{outputs.written} of {len(paths)} images segmented"]
+    if outputs.save_dir is not None:
+        kinds = "masks, overlays" + (" and logits" if args.save_logits else "")
+        done.append(f"{kinds} in {outputs.save_dir}")
+    if skipped["existing"]:
+        done.append(f"{len(skipped['existing'])} skipped: their outputs exist "
+                    "(--skip-existing)")
+    print("; ".join(done))
+    if outputs.submission is not None:
+        print(f"VOC test-server results: {outputs.submission} ({outputs.written} PNGs); "
+              f"archive the 'results' folder of {args.voc_submission} and upload it")
+    if skipped["broken"]:
+        print(f"{len(skipped['broken'])} unreadable images skipped (--keep-going):",
+              file=sys.stderr)
+        for error in skipped["broken"]:
+            print(f"  {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -106,3 +106,23 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=N
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,
                           crf=crf_settings, pad_size=args.pad_size, class_names=class_names,
                           dataset=dataset)
+
+
+def protocol(args, crf_settings=None):
+    """The test protocol of the flags, in a few words: 'scales 1.0,0.5, flip, dense CRF'."""
+    parts = [f"scales {cli.typed(tuple(args.scales))}"]
+    if args.flip:
+        parts.append("flip")
+    if args.deeplab_protocol:
+        parts.append(f"DeepLab protocol (pad {args.pad_size})")
+    if crf_settings is not None:
+        parts.append(f"dense CRF ({crf_settings.iterations} iterations)")
+    return ", ".join(parts)
+
+
+def print_setup(segmenter, args, crf_settings, images):
+    """The first lines of evaluate and inference (after the devices): what was loaded, how
+    it predicts, and how many images."""
+    print(f"weights: {segmenter.weights} ({segmenter.model}, {segmenter.num_classes} classes)")
+    print(f"prediction: {segmenter.precision}, {protocol(args, crf_settings)}; "
+          f"{images} image{'s' if images != 1 else ''}")

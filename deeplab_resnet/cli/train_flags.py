@@ -12,10 +12,12 @@ import dataclasses
 import signal
 import sys
 import threading
+import time
 
 from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults, distribute
+from deeplab_resnet.cli import progress
 from deeplab_resnet.errors import Stopped
 from deeplab_resnet.image_reader import SCALE_MODES
 from deeplab_resnet.precision import PRECISIONS
@@ -200,6 +202,36 @@ class ProgressBar(Callback):
             self.bar.close()
 
 
+class ProgressLines(Callback):
+    """Progress off a terminal: a line on stderr at least every `interval` seconds with the
+    update of the total, loss, learning rate, images/s and the time left.
+
+    Args:
+        name: the script's name (the lines' first word).
+        total: the run's updates (`num_steps`).
+        images_per_update: the global batch x mini-batches per update.
+        interval, clock: as for `progress.Throttle`.
+    """
+
+    def __init__(self, name, total, images_per_update, interval=progress.INTERVAL,
+                 clock=time.monotonic):
+        self.name, self.total, self.images = name, total, images_per_update
+        self.throttle = progress.Throttle(interval, clock)
+        self.start = None  # (time, update) at the end of this call's first update
+
+    def on_update(self, update, loss, learning_rate):
+        if self.start is None:  # rates leave out the start-up and the first update's tracing
+            self.throttle.last = self.throttle.clock()
+            self.start = (self.throttle.last, update)
+            return
+        if not self.throttle.due() or update == self.total:
+            return
+        rate = (update - self.start[1]) / max(self.throttle.last - self.start[0], 1e-9)
+        progress.write(f"{self.name}: update {update}/{self.total}, loss {loss:.4f}, "
+                       f"learning rate {learning_rate:.3g}, {rate * self.images:.2f} images/s, "
+                       f"ETA {progress.minutes((self.total - update) / rate)}")
+
+
 def stopped(result, stop, config):
     """The `Stopped` error of a run a signal stopped: one line, exit status 128 + the signal."""
     name = signal.Signals(stop.code).name
@@ -227,7 +259,10 @@ def main(recipe, argv=None, description=None):
     # Made before the signal handlers: a multi-worker strategy takes SIGTERM when it starts.
     strategy = distribute.make_strategy(config.strategy)
     bar = ProgressBar(recipe.name, config.num_steps)
-    callbacks = [bar] if sys.stderr.isatty() else []
+    images_per_update = (config.batch_size * strategy.num_replicas_in_sync
+                         * config.grad_update_every)
+    callbacks = [bar if sys.stderr.isatty()
+                 else ProgressLines(recipe.name, config.num_steps, images_per_update)]
     with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
         result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)

@@ -10,8 +10,8 @@ import time
 import tensorflow as tf
 
 from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import devices, distribute, precision
-from deeplab_resnet.arch import HEAD_PREFIX, VARIANTS
+from deeplab_resnet import defaults, devices, distribute, precision
+from deeplab_resnet.arch import HEAD_PREFIX, VARIANTS, param_kind
 from deeplab_resnet.errors import SettingError, name_fields
 from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
 from deeplab_resnet.stop import StopAgreement, StopRequest
@@ -162,6 +162,8 @@ class _Run:
     state: object
     latest: str | None
     start: int
+    notes: list = dataclasses.field(default_factory=list)
+    random_statistics: bool = False
 
 
 def _start(config, recipe, strategy):
@@ -200,12 +202,40 @@ def _start(config, recipe, strategy):
     if latest is not None:
         snapshots.resume(state.restorable, latest, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
-               state, latest, int(state.step.numpy()))
+               state, latest, int(state.step.numpy()), notes,
+               random_statistics=(not config.train_bn and not recipe.head_only
+                                  and has_initial_statistics(state.model)))
     if run.chief:
-        for level, template, fields in notes:
-            _log(level, template, *fields, progress=True)
         _log_report(run)
     return run
+
+
+def has_initial_statistics(model):
+    """Whether the BatchNorm moving statistics were never estimated from data: every mean 0 and
+    every variance 1 (a new model) or 0 (Caffe's blobs before a batch was seen)."""
+    for name, variable in model.params.items():
+        kind = param_kind(name)
+        if kind == "mean" and bool(tf.reduce_any(variable != 0.0)):
+            return False
+        if kind == "variance" and not (bool(tf.reduce_all(variable == 1.0))
+                                       or bool(tf.reduce_all(variable == 0.0))):
+            return False
+    return True
+
+
+# Said where random BatchNorm statistics are frozen (`_Run.random_statistics`).
+_FROZEN_RANDOM_BN = ("BatchNorm is frozen on random statistics, which rarely trains (the loss "
+                     "usually diverges): add {train_bn} to train it")
+
+
+def _classes_source(config, model):
+    """Where the head's class count came from, for the report."""
+    if config.num_classes is not None:
+        return "given"
+    if config.restore_from is None or config.new_head:
+        return (f"the default {defaults.NUM_CLASSES}: give {{num_classes}} for your data's "
+                "count")
+    return "the starting weights'"
 
 
 def _log_report(run):
@@ -222,11 +252,16 @@ def _log_report(run):
             path = ckpt_lib.resolve(path)
         source = path + (f"; new head ({HEAD_PREFIX}_*) with {model.num_classes} classes"
                          if config.new_head else "")
+    if run.random_statistics and run.latest is None:
+        source += f"; {_FROZEN_RANDOM_BN}"
     _log(logging.INFO, f"{name}: weights: {source}",
-         *(("restore_from",) if "{restore_from}" in source else ()))
+         *(field for field in ("restore_from", "train_bn") if f"{{{field}}}" in source))
     stop = "" if config.stop_after is None else f", stopping after {config.stop_after} more"
-    log.info(f"{name}: model: {model.variant}, {model.num_classes} classes; data: "
-             f"{len(run.reader)} images ({config.data_list})")
+    classes = ("from the checkpoint resumed" if run.latest is not None
+               else _classes_source(config, model))
+    _log(logging.INFO, f"{name}: model: {model.variant}, {model.num_classes} classes "
+         f"({classes}); data: {len(run.reader)} images ({config.data_list})",
+         *(("num_classes",) if "{num_classes}" in classes else ()))
     log.info(f"{name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
              f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
              f"update; updates: {run.start} done of {config.num_steps}{stop}")
@@ -294,10 +329,12 @@ class _Loop:
         if not stats.ok:
             if self.writer is not None:
                 self.writer.flush()
+            hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
+                    else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
             raise SettingError(f"loss became {stats.loss} at update {self.update + 1}: training "
                                f"stopped without applying it; last checkpoint: "
-                               f"{self.manager.latest_checkpoint or 'none'} "
-                               "(a lower {learning_rate} may help)", "learning_rate")
+                               f"{self.manager.latest_checkpoint or 'none'} {hint}",
+                               "learning_rate", "train_bn")
         state.step.assign_add(1)
         state.position.assign_add(self.config.grad_update_every * self.config.batch_size
                                   * self.run.strategy.num_replicas_in_sync)
@@ -312,6 +349,10 @@ class _Loop:
             summaries.write_scalar("pixel_accuracy", stats.accuracy, self.update)
             if stats.loss_scale is not None:
                 summaries.write_scalar("loss_scale", stats.loss_scale, self.update)
+        if self.update == self.run.start + 1 and self.run.chief:
+            # Told once an update worked: a run that fails to resume shows only its error.
+            for level, template, fields in self.run.notes:
+                _log(level, template, *fields, progress=True)
         for callback in self.callbacks:
             callback.on_update(self.update, stats.loss, learning_rate)
 

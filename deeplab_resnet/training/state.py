@@ -7,6 +7,7 @@ import tensorflow as tf
 from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import defaults, distribute
 from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model import DeepLabResNet
 from deeplab_resnet.training import run_record, snapshots
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
@@ -28,9 +29,16 @@ def build_model(config, latest):
                              **kwargs)
     if config.restore_from:
         snapshots.check_head(config.restore_from, config.new_head)
-        return ckpt_lib.load_weights(config.restore_from, config.variant, config.num_classes,
-                                     new_head=config.new_head, prototxt=config.prototxt,
-                                     **kwargs)
+        try:
+            return ckpt_lib.load_weights(config.restore_from, config.variant,
+                                         config.num_classes, new_head=config.new_head,
+                                         prototxt=config.prototxt, **kwargs)
+        except SettingError as exc:
+            if exc.field != "num_classes" or config.new_head:
+                raise
+            raise SettingError(f"{exc.template}; add {{new_head}} to train a new head with "
+                               f"{config.num_classes} classes on its backbone",
+                               *exc.fields, "new_head", path=exc.path) from None
     return DeepLabResNet(config.variant or defaults.VARIANT,
                          config.num_classes or defaults.NUM_CLASSES, **kwargs)
 

@@ -1,0 +1,71 @@
+"""Progress lines for output that is not a terminal (nohup, a scheduler, a pipe): where a
+progress bar would be drawn, a plain line on stderr at least every minute instead.
+
+Imports no TensorFlow; the clock is a parameter, so that tests need not wait.
+"""
+
+import sys
+import time
+
+INTERVAL = 60.0  # seconds between progress lines
+
+
+class Throttle:
+    """Says when a progress line is due: once `interval` seconds passed since the last one.
+
+    Args:
+        interval: seconds between lines.
+        clock: a function giving seconds (default `time.monotonic`).
+    """
+
+    def __init__(self, interval=INTERVAL, clock=time.monotonic):
+        self.interval, self.clock = interval, clock
+        self.last = clock()
+
+    def due(self):
+        """Whether a line is due now (if so, the next one is due `interval` from now)."""
+        now = self.clock()
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+def minutes(seconds):
+    """A duration to show: '42 s', '3.5 min' or '2.1 h'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def write(line):
+    """Writes one progress line to stderr, at once."""
+    print(line, file=sys.stderr, flush=True)
+
+
+class EvaluationLines:
+    """evaluate's progress off a terminal: images done of the total and the running mean IoU.
+
+    Called as `evaluation.evaluate`'s `progress(done, confusion)`.
+
+    Args:
+        total: images to evaluate.
+        mean_iou: confusion matrix -> mean IoU (or None).
+        interval, clock: as for `Throttle`.
+    """
+
+    def __init__(self, total, mean_iou, interval=INTERVAL, clock=time.monotonic):
+        self.total, self.mean_iou = total, mean_iou
+        self.throttle = Throttle(interval, clock)
+        self.started = clock()
+
+    def __call__(self, done, confusion):
+        if not self.throttle.due() or done == self.total:
+            return
+        score = self.mean_iou(confusion)
+        shown = "n/a" if score is None else f"{score:.4f}"
+        rate = done / max(self.throttle.last - self.started, 1e-9)
+        write(f"evaluate: {done}/{self.total} images, running mean IoU {shown}, "
+              f"{rate:.2f} images/s, ETA {minutes((self.total - done) / rate)}")
