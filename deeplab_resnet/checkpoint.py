@@ -287,6 +287,23 @@ def class_names_meta(class_names):
                                        trainable=False, name="class_names")}
 
 
+def check_class_names(class_names, num_classes):
+    """A SettingError naming `class_names` unless it is None or one name per class.
+
+    Args:
+        class_names: the names given, or None.
+        num_classes: the model's class count (None: not a DeepLab model, no head to name).
+    """
+    if class_names is None:
+        return
+    if num_classes is None:
+        raise SettingError("{class_names}: the weights hold no DeepLab head whose classes "
+                           "they could name", "class_names")
+    if len(class_names) != num_classes:
+        raise SettingError(f"{{class_names}}: {len(class_names)} names for {num_classes} "
+                           "classes: give one name per class, in class order", "class_names")
+
+
 def save_params(params, prefix, variant=None, num_classes=None, class_names=None):
     """Writes {name: array} as a checkpoint at `prefix`, atomically.
 
@@ -302,9 +319,7 @@ def save_params(params, prefix, variant=None, num_classes=None, class_names=None
     renamed into place, the `.index` last, so an interrupted save never leaves
     a checkpoint that looks complete.
     """
-    if class_names is not None and (variant is None or len(class_names) != num_classes):
-        raise SettingError(f"{{class_names}}: {len(class_names)} names for "
-                           f"{num_classes} classes", "class_names")
+    check_class_names(class_names, num_classes if variant is not None else None)
     prefix = os.path.abspath(str(prefix))
     folder = os.path.dirname(prefix)
     try:
@@ -328,7 +343,7 @@ def save_params(params, prefix, variant=None, num_classes=None, class_names=None
     return prefix
 
 
-def rewrite(source, ckpt_path=None, npz_path=None):
+def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
     """Writes a weights file's parameters in this project's formats (convert.py SOURCE).
 
     Args:
@@ -338,6 +353,7 @@ def rewrite(source, ckpt_path=None, npz_path=None):
             count when both are known (the DeepLab head present), else nothing,
             and the class names the source records.
         npz_path: `.npz` to write (same names and values).
+        class_names: names to record instead of the source's (one per class).
     Returns:
         (variant, num_classes, number of tensors); the first two None when not recorded.
     Raises:
@@ -350,13 +366,14 @@ def rewrite(source, ckpt_path=None, npz_path=None):
         opened.check(arch.architecture(variant, num_classes or 1), new_head=num_classes is None)
     if variant is None or num_classes is None:
         variant = num_classes = None
+    check_class_names(class_names, num_classes)
     params = opened.read_all()
     if not params:
         raise BadFileError(f"{opened.path}: holds no model parameters to convert",
                            path=opened.path)
     if ckpt_path:
         save_params(params, ckpt_path, variant, num_classes,
-                    opened.class_names if variant is not None else None)
+                    class_names or (opened.class_names if variant is not None else None))
     if npz_path:
         utils.save_npz(params, npz_path)
     return variant, num_classes, len(params)

@@ -53,7 +53,8 @@ def _check_request(ckpt_path, npz_path, code_path, caffemodel):
                            "ckpt_path", "npz_path", "caffemodel")
 
 
-def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_path=None):
+def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_path=None,
+            class_names=None):
     """Converts a Caffe net (no Caffe installation needed).
 
     Everything is read and checked before anything is written; each file is
@@ -66,6 +67,8 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
             variant and class count, so it loads with no other setting.
         npz_path: `.npz` of plain arrays to write (same names and values).
         code_path: `.py` file to write: TF2 code of the net.
+        class_names: one name per class, recorded in the checkpoint (a DeepLab net's);
+            evaluation and inference show them.
     Returns:
         a `Conversion`.
     Raises:
@@ -83,13 +86,14 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
     net = caffe.load_net(prototxt)
     params = caffe.read_weights(net, caffemodel) if caffemodel else None
     code = caffe.emit_code(net) if code_path else None
+    variant, num_classes = net.deeplab or (None, None)
+    checkpoint.check_class_names(class_names, num_classes)
     # Everything is read and checked: only now create folders and write.
     for path, field in zip((ckpt_path, npz_path, code_path), _OUTPUTS):
         if path:
             _make_parent(path, field)
-    variant, num_classes = net.deeplab or (None, None)
     if ckpt_path:
-        checkpoint.save_params(params, ckpt_path, variant, num_classes)
+        checkpoint.save_params(params, ckpt_path, variant, num_classes, class_names)
     if npz_path:
         utils.save_npz(params, npz_path)
     if code_path:

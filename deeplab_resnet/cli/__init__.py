@@ -71,6 +71,14 @@ def scales(text):
     return values
 
 
+def class_names(text):
+    """--class-names: 'background,cat,dog' -> ('background', 'cat', 'dog')."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty class name in {text!r}")
+    return names
+
+
 def typed(value):
     """A flag's value as it is typed: (321, 321) -> '321,321', (1.0, 0.75) -> '1.0,0.75'."""
     if isinstance(value, (tuple, list)):

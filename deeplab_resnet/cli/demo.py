@@ -113,6 +113,7 @@ def train_step(data, out, num_steps, seed):
         return snapshots
     train.main([
         "--model", "tiny", "--num-classes", str(NUM_CLASSES),
+        "--class-names", ",".join(shapes.CLASSES),
         "--data-dir", data["root"], "--data-list", data["train"],
         "--input-size", "64,64", "--batch-size", "10", "--num-steps", str(num_steps),
         "--learning-rate", "0.001", "--save-pred-every", str(max(1, num_steps // 3)),
@@ -124,8 +125,8 @@ def train_step(data, out, num_steps, seed):
 def evaluate_step(data, out, snapshots):
     report = os.path.join(out, "evaluation.json")
     predictions = os.path.join(out, "val_predictions")
+    # The class names come from the checkpoint: training recorded them.
     evaluate.main(["--data-dir", data["root"], "--data-list", data["val"],
-                   "--class-names", ",".join(shapes.CLASSES),
                    "--restore-from", snapshots, "--save-dir", predictions,
                    "--json-output", report])
     with open(report) as f:
@@ -142,8 +143,10 @@ def picture_step(data, out, snapshots):
         predicted = utils.read_label(os.path.join(masks, f"{stem}_mask.png"))
         rows.append([utils.read_image(image_path), utils.colorize(utils.read_label(label_path)),
                      utils.colorize(predicted)])
+    from deeplab_resnet import checkpoint  # TensorFlow: after cli.run quieted it
     grid = os.path.join(out, "predictions_grid.png")
-    legend = [*enumerate(shapes.CLASSES), (defaults.IGNORE_LABEL, "ignored")]
+    names = checkpoint.describe(snapshots).class_names or shapes.CLASSES  # as training recorded
+    legend = [*enumerate(names), (defaults.IGNORE_LABEL, "ignored")]
     utils.save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
     return grid, masks
 

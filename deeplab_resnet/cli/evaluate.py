@@ -44,10 +44,9 @@ def get_arguments(argv=None):
                              "<stem>.png (palette PNGs of class indices), the layout the PASCAL "
                              "VOC test server takes; with a list of image paths only (the test "
                              "set), this is all it does")
-    parser.add_argument("--class-names", type=lambda text: [n.strip() for n in text.split(",")],
-                        default=None,
-                        help="comma-separated class names for the report (default: those of "
-                             "--dataset)")
+    parser.add_argument("--class-names", type=cli.class_names, default=None,
+                        help="comma-separated class names for the report (default: those the "
+                             "weights record, else those of --dataset)")
     parser.add_argument("--json-output", default=None,
                         help="also write every score, the confusion matrix and the settings "
                              "as JSON to this file")

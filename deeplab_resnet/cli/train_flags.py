@@ -51,6 +51,10 @@ def build_parser(recipe, description=None):
     d = dataclasses.asdict(recipe.config())
     parser = cli.ArgumentParser(description=description)
     cli.add_model_args(parser)
+    parser.add_argument("--class-names", type=cli.class_names, default=None,
+                        help="comma-separated names of the --num-classes classes, in class "
+                             "order, recorded in the checkpoints: evaluation and inference show "
+                             "them (default: none recorded)")
     cli.add_data_args(parser, data_dir=d["data_dir"], data_list=d["data_list"])
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=cli.positive_int, default=d["batch_size"],

@@ -24,6 +24,9 @@ class TrainConfig:
             its paths are relative to.
         ignore_label: label value that is not scored.
         variant, num_classes: the network (None: the checkpoint's, else the defaults).
+        class_names: one name per class (a tuple), recorded in the checkpoints for
+            evaluation and inference to show (None: none; a resumed run keeps the
+            names it recorded, and other names are another run).
         prototxt: deploy prototxt for a `.caffemodel` in `restore_from`.
         batch_size: images per mini-batch on each replica.
         input_size: (height, width) of the crops.
@@ -67,6 +70,7 @@ class TrainConfig:
     ignore_label: int = defaults.IGNORE_LABEL
     variant: str | None = None
     num_classes: int | None = None
+    class_names: tuple | None = None
     prototxt: str | None = None
     batch_size: int = 10
     input_size: tuple = (defaults.INPUT_SIZE, defaults.INPUT_SIZE)

@@ -38,7 +38,7 @@ _MODEL_KEY = "meta/model/.ATTRIBUTES/VARIABLE_VALUE"
 _CLASSES_KEY = "meta/num_classes/.ATTRIBUTES/VARIABLE_VALUE"
 
 # Entries that are compared only when the rerun states them (None: not given).
-OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last")
+OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names")
 # Entries shown but never compared: where things are, and the total (see the docstring).
 NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps")
 # How a difference is named in messages: a template naming settings by their `TrainConfig`
@@ -86,7 +86,7 @@ def settings_of(config, recipe):
     settings = {key: _RECORDED.get(key, {}).get(value, value) for key, value in settings.items()}
     given = config.restore_from is not None
     return dict(settings, num_steps=config.num_steps, model=config.variant,
-                num_classes=config.num_classes,
+                num_classes=config.num_classes, class_names=config.class_names,
                 restore_from=os.path.abspath(config.restore_from) if given else None,
                 not_restore_last=config.new_head if given else None)
 
@@ -145,6 +145,8 @@ def _label_fields(keys):
 def _shown(key, value):
     recorded_as = {saved: given for given, saved in _RECORDED.get(key, {}).items()}
     value = recorded_as.get(value, value)
+    if key == "class_names" and isinstance(value, list):
+        return ",".join(value)
     if isinstance(value, str) and len(value) > 12 and all(c in "0123456789abcdef" for c in value):
         return value[:8]  # a digest
     return "none" if value is None else str(value).replace(" ", "")

@@ -80,6 +80,8 @@ def build_state(config, recipe, strategy, latest, record):
     """
     model = build_model(config, latest)
     record = dict(record, model=model.variant, num_classes=model.num_classes)
+    class_names = record.get("class_names")  # given, else those the resumed run recorded
+    ckpt_lib.check_class_names(class_names, model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -97,7 +99,8 @@ def build_state(config, recipe, strategy, latest, record):
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
                  **scaling)
+    meta = {**model.meta, **ckpt_lib.class_names_meta(class_names),
+            "run": run_record.variable(record)}
     return TrainState(model, variables, optimizer, step, position, loss_scale,
-                      tf.train.Checkpoint(meta={**model.meta, "run": run_record.variable(record)},
-                                          **saved),
+                      tf.train.Checkpoint(meta=meta, **saved),
                       tf.train.Checkpoint(meta=model.meta, **saved))
