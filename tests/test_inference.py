@@ -114,6 +114,10 @@ def test_num_classes_contradicting_the_checkpoint(ckpt, image_file, tmp_path, ca
                         capsys)
     _one_line_error(code, err, f"{NUM_CLASSES} classes", "--num-classes 21")
     assert os.listdir(tmp_path) == []
+    # A refused checkpoint creates no output folder.
+    code, _, err = _run([image_file, ckpt, "--num-classes", "21", "--save-dir",
+                         str(tmp_path / "new")], capsys)
+    assert code == 2 and not (tmp_path / "new").exists()
 
 
 def test_non_image_file_leaves_no_output(ckpt, tmp_path, capsys):
@@ -122,7 +126,61 @@ def test_non_image_file_leaves_no_output(ckpt, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run([str(fake), ckpt, "--save-dir", str(out)], capsys)
     _one_line_error(code, err, str(fake), "not an image")
-    assert os.listdir(out) == []
+    assert not out.exists()  # made for this run, removed: it stayed empty
+
+
+def _broken_folder(tmp_path):
+    """A folder of three images, the middle one unreadable."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    return folder
+
+
+def test_keep_going_skips_unreadable_images_and_lists_them(ckpt, tmp_path, capsys):
+    folder, out = _broken_folder(tmp_path), tmp_path / "out"
+    code, _, err = _run([str(folder), ckpt, "--save-dir", str(out)], capsys)
+    _one_line_error(code, err, "b.jpg", "--keep-going skips unreadable images")
+    code, stdout, err = _run([str(folder), ckpt, "--save-dir", str(out), "--keep-going"],
+                             capsys)
+    assert code == 1
+    assert sorted(os.listdir(out)) == ["a_mask.png", "a_overlay.png", "c_mask.png",
+                                       "c_overlay.png"]
+    lines = err.strip().splitlines()
+    assert lines[0] == "1 unreadable images skipped (--keep-going):"
+    assert lines[1].startswith(f"  {folder / 'b.jpg'}: ") and len(lines) == 2
+    assert f"2 of 3 images segmented; masks, overlays in {out}" in stdout
+
+
+def test_skip_existing_does_only_what_is_missing(ckpt, tmp_path, capsys):
+    folder, out = _broken_folder(tmp_path), tmp_path / "out"
+    (folder / "b.jpg").unlink()
+    assert _run([str(folder), ckpt, "--save-dir", str(out)], capsys)[0] == 0
+    os.remove(out / "c_overlay.png")
+    before = os.stat(out / "a_mask.png").st_mtime_ns
+    code, stdout, _ = _run([str(folder), ckpt, "--save-dir", str(out), "--skip-existing"],
+                           capsys)
+    assert code == 0 and "a_mask.png" not in stdout and "c_mask.png" in stdout
+    assert os.stat(out / "a_mask.png").st_mtime_ns == before
+    assert (out / "c_overlay.png").exists()
+    assert "1 of 2 images segmented" in stdout and "1 skipped: their outputs exist" in stdout
+    # With --save-logits the logits are outputs too: missing, so both images are redone.
+    code, stdout, _ = _run([str(folder), ckpt, "--save-dir", str(out), "--skip-existing",
+                            "--save-logits"], capsys)
+    assert code == 0 and "2 of 2 images segmented; masks, overlays and logits" in stdout
+
+
+def test_first_lines_say_what_was_loaded(ckpt, image_file, tmp_path, capsys):
+    code, stdout, _ = _run([image_file, ckpt, "--save-dir", str(tmp_path), "--flip",
+                            "--scales", "1.0,0.5"], capsys)
+    lines = stdout.splitlines()
+    assert code == 0 and lines[0].startswith("devices: ")
+    assert lines[1] == f"weights: {ckpt} (tiny, {NUM_CLASSES} classes)"
+    assert lines[2] == "prediction: fp32, scales 1.0,0.5, flip; 1 image"
+    assert lines[-1] == f"1 of 1 images segmented; masks, overlays in {tmp_path}"
 
 
 def test_output_folder_not_writable(ckpt, image_file, tmp_path, capsys):

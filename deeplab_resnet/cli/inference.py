@@ -20,6 +20,7 @@ import sys
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
+from deeplab_resnet.errors import DeepLabError
 
 DEFAULT_SAVE_DIR = "./output/"
 
@@ -127,12 +128,11 @@ class _Outputs:
 
 
 def _read(path):
-    """(image, None), or (None, the BadFileError) for an unreadable image."""
+    """(image, None), or (None, the DeepLabError) for an unreadable image."""
     from deeplab_resnet import utils
-    from deeplab_resnet.errors import BadFileError
     try:
         return utils.read_image(path), None
-    except BadFileError as exc:
+    except DeepLabError as exc:
         return None, exc
 
 
@@ -140,7 +140,6 @@ def _segment_all(segmenter, outputs, paths, args):
     """Segments every image (the next ones decoded while the network runs); returns
     {"broken": [(path, error)], "existing": [path]}: the images skipped."""
     from deeplab_resnet import predict
-    from deeplab_resnet.errors import BadFileError
     skipped = {"broken": [], "existing": []}
     if args.skip_existing:
         skipped["existing"] = [path for path in paths
@@ -148,8 +147,10 @@ def _segment_all(segmenter, outputs, paths, args):
         paths = [path for path in paths if path not in skipped["existing"]]
     for path, (image, error) in zip(paths, predict.prefetch(_read, paths)):
         if error is not None:
+            if not args.keep_going and len(paths) == 1:
+                raise error
             if not args.keep_going:
-                raise BadFileError(f"{error} (--keep-going skips unreadable images and goes "
+                raise DeepLabError(f"{error} (--keep-going skips unreadable images and goes "
                                    "on)", path=error.path)
             skipped["broken"].append(error)
             continue
