@@ -218,8 +218,9 @@ def test_a_list_without_labels_writes_the_voc_submission_without_scores(tmp_path
         expected = predict.Predictor(voc)(utils.read_image(root / "JPEGImages" / f"{name}.jpg"))
         np.testing.assert_array_equal(np.asarray(png), expected.labels)
     assert "Mean IoU" not in out
-    devices_line, out = out.strip().split("\n", 1)
-    assert devices_line.startswith("devices: ")
+    devices_line, weights_line, prediction_line, out = out.strip().split("\n", 3)
+    assert devices_line.startswith("devices: ") and weights_line.startswith("weights: ")
+    assert prediction_line == "prediction: fp32, scales 1.0; 2 images"
     assert out == f"2 images predicted, not scored (the list names no labels); label " \
                           f"PNGs in: {folder}"
 
@@ -239,3 +240,29 @@ def test_voc_submission_beside_the_scores(dataset, tmp_path, capsys):
                               "--num-steps", "1"), capsys)
     assert code == 0 and out.strip().splitlines()[-1].startswith("Mean IoU: ")
     assert os.listdir(tmp_path / "sub" / utils.VOC_SUBMISSION_FOLDER) == ["img0.png"]
+
+
+def test_first_lines_say_what_was_loaded(dataset, ckpt, capsys):
+    code, out, _ = _run(_args(dataset, ckpt, "--flip", "--num-steps", "2"), capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("devices: ")
+    assert lines[1] == f"weights: {ckpt} (tiny, {NUM_CLASSES} classes)"
+    assert lines[2] == "prediction: fp32, scales 1.0, flip; 2 images"
+    assert lines[-1].startswith("Mean IoU: ")
+
+
+def test_progress_lines_off_a_terminal_show_the_running_mean_iou(dataset, ckpt, capsys):
+    """A line at least every minute (the clock is injected: 30 s per image), none at the end."""
+    from deeplab_resnet import evaluation
+    from deeplab_resnet.cli import progress
+    from deeplab_resnet.segmenter import Segmenter
+    segmenter = Segmenter.load(ckpt)
+    ticks = iter(range(0, 1000, 30))
+    lines = progress.EvaluationLines(
+        len(SIZES), lambda confusion: evaluation.Scores.from_confusion(confusion).mean_iou,
+        clock=lambda: next(ticks))
+    segmenter.evaluate(str(dataset), str(dataset / "val.txt"), progress=lines)
+    first_two = segmenter.evaluate(str(dataset), str(dataset / "val.txt"), num_images=2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"evaluate: 2/3 images, running mean IoU {first_two.mean_iou:.4f}, "
+                   "0.03 images/s, ETA 30 s"]

@@ -59,7 +59,7 @@ class EvaluationLines:
     def __init__(self, total, mean_iou, interval=INTERVAL, clock=time.monotonic):
         self.total, self.mean_iou = total, mean_iou
         self.throttle = Throttle(interval, clock)
-        self.started = clock()
+        self.started = self.throttle.last
 
     def __call__(self, done, confusion):
         if not self.throttle.due() or done == self.total:
