@@ -76,8 +76,11 @@ def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     # The first lines: devices, then weights, model and data, batch and updates, checkpoints.
     assert lines.pop(0).startswith("devices: ")
-    assert lines[0] == "train.py: weights: random initialisation — no --restore-from given"
-    assert lines[1] == f"train.py: model: tiny, {CLASSES} classes; data: 4 images ({data['train']})"
+    assert lines[0] == ("train.py: weights: random initialisation — no --restore-from given; "
+                        "BatchNorm is frozen on random statistics, which rarely trains (the "
+                        "loss usually diverges): add --is-training to train it")
+    assert lines[1] == (f"train.py: model: tiny, {CLASSES} classes (given); data: 4 images "
+                        f"({data['train']})")
     assert lines[2].startswith("train.py: batch: 1 per replica x 1 replica(s) x 1 mini-batch(es) "
                                "= 1 images per update; updates: 0 done of 1")
     assert lines[3].startswith(f"train.py: checkpoints: {snapshots} ")
@@ -194,7 +197,7 @@ def test_what_may_change_on_a_resume(data, one_update, tmp_path, capsys, change,
         record, step = saved_record(snapshots)
         expected = 2 if "--num-steps" in change else 1
         assert step == expected and record["num_steps"] == expected
-        if "--num-steps" in change:
+        if "--num-steps" in change:  # told once the first update of the resume worked
             assert ("--num-steps 1 -> 2: the learning-rate schedule now ends at update 2"
                     in capsys.readouterr().err)
     else:
@@ -229,6 +232,39 @@ def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tm
     out, err = capsys.readouterr()
     assert "was written before run records: cannot check that it is train.py's run" in err
     assert "resuming from" in out
+
+
+def test_a_failed_resume_shows_only_its_error(tmp_path, capsys):
+    """A changed total is told after the first update: a resume that fails before it (here a
+    label file broken since) prints one line on stderr, its error."""
+    data = shapes.make_shapes_dataset(tmp_path / "data", num_train=2, num_val=1, size=(40, 48),
+                                      seed=3)
+    snapshots = tmp_path / "snap"
+    assert train_flags.main(training.TRAIN, tiny(data, snapshots)) == 0
+    for label in (tmp_path / "data" / "SegmentationClass").iterdir():
+        label.write_text("not a PNG")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda argv: train_flags.main(training.TRAIN, argv),
+                tiny(data, snapshots, "--num-steps", 3))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and "SegmentationClass" in err[0]
+
+
+def test_the_head_class_count_says_where_it_came_from(data, one_update, tmp_path, capsys):
+    """--not-restore-last without --num-classes: a head of the default 21 classes, said so."""
+    latest = tf.train.latest_checkpoint(str(one_update))
+    without_classes = tiny(data, tmp_path / "new")[4:]  # no --model, no --num-classes
+    assert command(training.TRAIN, without_classes + [
+        "--restore-from", latest, "--not-restore-last", "--is-training"]) == 0
+    out = capsys.readouterr().out
+    assert (f"train.py: model: tiny, 21 classes (the default 21: give --num-classes for your "
+            f"data's count); data: 4 images") in out
+    assert f"train.py: weights: {latest}; new head (fc1_voc12_*) with 21 classes" in out
+    assert command(training.TRAIN, tiny(data, tmp_path / "again")[4:] + [
+        "--restore-from", latest, "--is-training"]) == 0
+    assert f"tiny, {CLASSES} classes (the starting weights')" in capsys.readouterr().out
 
 
 def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys):
