@@ -259,8 +259,8 @@ def test_the_head_class_count_says_where_it_came_from(data, one_update, tmp_path
     assert command(training.TRAIN, without_classes + [
         "--restore-from", latest, "--not-restore-last", "--is-training"]) == 0
     out = capsys.readouterr().out
-    assert (f"train.py: model: tiny, 21 classes (the default 21: give --num-classes for your "
-            f"data's count); data: 4 images") in out
+    assert ("train.py: model: tiny, 21 classes (the default 21: give --num-classes for your "
+            "data's count); data: 4 images") in out
     assert f"train.py: weights: {latest}; new head (fc1_voc12_*) with 21 classes" in out
     assert command(training.TRAIN, tiny(data, tmp_path / "again")[4:] + [
         "--restore-from", latest, "--is-training"]) == 0

@@ -210,9 +210,42 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     with pytest.raises(SettingError, match="loss became .* at update") as error:
         training.train(config)
     assert error.value.field == "learning_rate"
+    # Frozen BatchNorm on the statistics of a new model: the message names both ways out.
+    assert ("BatchNorm is frozen on random statistics, which rarely trains (the loss usually "
+            "diverges): add --is-training to train it; or a lower --learning-rate"
+            in error.value.naming(cli.flag_name))
     latest = tf.train.latest_checkpoint(str(snapshots))
     assert latest is not None  # the first update still had a finite loss
     assert all(np.isfinite(v).all() for v in checkpoint.read_params(latest).values())
+
+
+def test_random_batchnorm_statistics_are_recognised():
+    """New statistics (mean 0, variance 1; Caffe's unseen blobs: variance 0) versus estimated."""
+    from deeplab_resnet.training.loop import has_initial_statistics
+    model = DeepLabResNet("tiny", 4)
+    assert has_initial_statistics(model)
+    variances = [v for k, v in model.params.items() if k.endswith("/variance")]
+    variances[0].assign(tf.zeros_like(variances[0]))
+    assert has_initial_statistics(model)
+    variances[1].assign(tf.fill(variances[1].shape, 0.5))
+    assert not has_initial_statistics(model)
+    model = DeepLabResNet("tiny", 4)
+    means = [v for k, v in model.params.items() if k.endswith("/mean")]
+    means[-1].assign(tf.fill(means[-1].shape, 0.1))
+    assert not has_initial_statistics(model)
+
+
+def test_a_head_of_another_class_count_names_not_restore_last(tmp_path):
+    params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 21).params.items()}
+    prefix = checkpoint.save_params(params, tmp_path / "voc", "tiny", 21)
+    config = training.TrainConfig(variant="tiny", num_classes=4, restore_from=prefix)
+    with pytest.raises(SettingError, match="has 21 classes") as error:
+        training.build_model(config, None)
+    assert error.value.field == "num_classes"
+    assert ("; add --not-restore-last to train a new head with 4 classes on its backbone"
+            in error.value.naming(cli.flag_name))
+    model = training.build_model(dataclasses.replace(config, new_head=True), None)
+    assert model.num_classes == 4
 
 
 def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
