@@ -2,6 +2,7 @@
 nothing printed, no process-wide state changed; one host read per update; the config's dict
 round trip; --precision and its old name --mixed-precision; the commands' signal wiring."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -153,9 +154,10 @@ def test_micro_batches_stay_on_the_device(monkeypatch):
 
 def test_config_dict_round_trip():
     config = training.TRAIN_MSC.config(input_size=(65, 97), scales=(1.0, 0.5), variant="tiny",
-                                       precision="bf16", stop_after=3)
+                                       precision="bf16", stop_after=3, class_names=("a", "b"))
     settings = config.to_dict()
     assert settings["input_size"] == [65, 97] and settings["grad_update_every"] == 10
+    assert settings["class_names"] == ["a", "b"]
     assert TrainConfig.from_dict(json.loads(json.dumps(settings))) == config
     assert TrainConfig.from_dict({"num_steps": 5}) == TrainConfig(num_steps=5)
     with pytest.raises(SettingError, match="not a training setting: mixed_precision"):
@@ -174,6 +176,45 @@ def test_bad_settings_name_their_field(data, tmp_path, settings, field):
     assert not (tmp_path / "s").exists()
     with pytest.raises(SettingError, match="unknown training recipe 'msc'"):
         training.train(tiny_config(data, tmp_path / "s"), recipe="msc")
+
+
+def test_class_names_are_kept_in_the_checkpoints(data, tmp_path):
+    from deeplab_resnet import checkpoint
+    from deeplab_resnet.segmenter import Segmenter
+    names = tuple(shapes.CLASSES)
+    parsed = train_flags.build_parser(training.TRAIN).parse_args(
+        ["--class-names", ",".join(names)])
+    assert train_flags.config_from_args(parsed).class_names == names
+    config = tiny_config(data, tmp_path / "s", num_steps=1, class_names=names)
+    result = training.train(config)
+    assert checkpoint.describe(result.checkpoint).class_names == names
+    assert Segmenter.load(result.checkpoint).class_names == list(names)
+    # A resume keeps them without being told; other names are another run.
+    result = training.train(dataclasses.replace(config, num_steps=2, class_names=None))
+    assert result.updates == 2 and checkpoint.describe(result.checkpoint).class_names == names
+    other = ("bg", *names[1:])
+    with pytest.raises(SettingError, match="class_names background,square,disc,triangle there, "
+                       "bg,square,disc,triangle here"):
+        training.train(dataclasses.replace(config, num_steps=3, class_names=other))
+    with pytest.raises(SettingError, match=r"class_names: 2 names for 4 classes") as error:
+        training.train(tiny_config(data, tmp_path / "t", class_names=("a", "b")))
+    assert error.value.field == "class_names"
+
+
+def test_progress_lines_off_a_terminal():
+    """A line once a minute passed (the clock is injected: 25 s per update), none at the end."""
+    ticks = iter([0.0, 100.0] + [100.0 + 25 * i for i in range(1, 10)])
+    lines = train_flags.ProgressLines("train.py", 10, 4, clock=lambda: next(ticks))
+    shown = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_flags.progress, "write", shown.append)
+        for update in range(1, 11):
+            lines.on_update(update, 0.5 / update, 1e-3)
+    # Update 1 (start-up and tracing) is left out of the rates: 1 update per 25 s from there.
+    assert shown == ["train.py: update 4/10, loss 0.1250, learning rate 0.001, 0.16 images/s, "
+                     "ETA 2.5 min",
+                     "train.py: update 7/10, loss 0.0714, learning rate 0.001, 0.16 images/s, "
+                     "ETA 1.2 min"]
 
 
 def test_bad_data_is_a_typed_error(tmp_path):

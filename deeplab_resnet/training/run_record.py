@@ -143,10 +143,10 @@ def _label_fields(keys):
 
 
 def _shown(key, value):
+    if isinstance(value, list):  # as the flag is typed: input size 321,321, class names
+        return ",".join(str(item) for item in value)
     recorded_as = {saved: given for given, saved in _RECORDED.get(key, {}).items()}
     value = recorded_as.get(value, value)
-    if key == "class_names" and isinstance(value, list):
-        return ",".join(value)
     if isinstance(value, str) and len(value) > 12 and all(c in "0123456789abcdef" for c in value):
         return value[:8]  # a digest
     return "none" if value is None else str(value).replace(" ", "")
