@@ -332,3 +332,16 @@ def test_npz_that_is_not_a_zip(tmp_path):
     path = tmp_path / "w.npz"
     path.write_bytes(b"PK\x03\x04 not really")
     npz_refusal(path, "not a readable .npz of weights")
+
+
+def test_restore_failures_keep_only_tensorflow_s_reason():
+    """TensorFlow wraps an op's failure in `{{function_node __wrapped__RestoreV2...}}` and
+    `[Op:RestoreV2]`: the one-line error keeps what is between."""
+    import tensorflow as tf
+    exc = tf.errors.DataLossError(
+        None, None, "{{function_node __wrapped__RestoreV2_dtypes_1_device_/job:localhost/"
+        "replica:0/task:0/device:CPU:0}} Checksum does not match: stored 1 vs. calculated on "
+        "the restored bytes 2 [Op:RestoreV2]\nmore detail")
+    assert str(checkpoint.corrupt("snap/model.ckpt-3", exc)) == (
+        "snap/model.ckpt-3: corrupt or truncated checkpoint (Checksum does not match: stored 1 "
+        "vs. calculated on the restored bytes 2)")

@@ -268,6 +268,35 @@ def test_convert_says_what_it_wrote(tmp_path, capsys):
         f"TF2 code {tmp_path / 'net.py'}"]
 
 
+def test_convert_records_class_names_that_evaluation_shows(files, data, tmp_path, capsys):
+    from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
+    model = tiny_model(NUM_CLASSES)
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(deploy_prototxt("tiny", NUM_CLASSES))
+    caffemodel = write_caffemodel(str(prototxt), {k: v.numpy() for k, v in model.params.items()},
+                                  str(tmp_path / "m.caffemodel"))
+    code, _, err = _run(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
+                                       tmp_path / "two", "--class-names", "sky,sea"], capsys)
+    assert code == 2 and err.strip() == ("error: --class-names: 2 names for 3 classes: give "
+                                         "one name per class, in class order")
+    assert not (tmp_path / "two.index").exists()
+    code, _, err = _run(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
+                                       tmp_path / "ck", "--class-names", "sky, sea,sand"], capsys)
+    assert code == 0, err
+    assert checkpoint.describe(tmp_path / "ck").class_names == ("sky", "sea", "sand")
+    # Rewriting a port checkpoint records them too.
+    code, _, err = _run(convert.main, [files["v1"], "--ckpt-path", tmp_path / "port",
+                                       "--class-names", "a,b,c"], capsys)
+    assert code == 0, err
+    assert checkpoint.describe(tmp_path / "port").class_names == ("a", "b", "c")
+    report = tmp_path / "scores.json"
+    code, out, err = _run(evaluate.main, ["--data-dir", data, "--data-list", data / "list.txt",
+                                          "--restore-from", tmp_path / "ck", "--json-output",
+                                          report], capsys)
+    assert code == 0, err
+    assert "sand" in out and "sand" in report.read_text() and "class_2" not in out
+
+
 def test_imagenet_caffemodel_without_prototxt_suggests_it(tmp_path, resnet50_deploy_prototxt):
     """An ImageNet ResNet's caffemodel (conv1 has a bias, no DeepLab head) given directly."""
     from caffe_fixtures import write_random_caffemodel
