@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import shapes, utils
+from deeplab_resnet import checkpoint, shapes, utils
 from deeplab_resnet.cli import demo
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.training import run_record
@@ -50,8 +50,12 @@ def test_picture_has_column_titles_and_a_colour_legend():
     assert (legend.max(axis=-1) < 100).sum() > swatches + 100
 
 
-def test_demo_lists_every_folder_it_wrote(tmp_path, capsys):
+def test_demo_lists_every_folder_it_wrote(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
+    legends = []
+    drawn = demo.picture
+    monkeypatch.setattr(demo, "picture", lambda rows, titles, legend: (
+        legends.append(legend), drawn(rows, titles, legend))[1])
     status = demo.main(["--output-dir", str(out), "--num-steps", "2"])
     assert status in (0, 1)  # 2 updates may not beat chance; the outputs are all written
     stdout = capsys.readouterr().out
@@ -67,6 +71,9 @@ def test_demo_lists_every_folder_it_wrote(tmp_path, capsys):
     picture = utils.read_image(grid)
     smallest = min(shapes.make_shapes_dataset.__defaults__[2])  # of the shapes' sides
     assert picture.shape[0] > demo.GRID_IMAGES * smallest and picture.shape[1] > 3 * smallest
+    # The legend's names are those training recorded in the checkpoint.
+    assert checkpoint.describe(str(out / "snapshots")).class_names == tuple(shapes.CLASSES)
+    assert [name for _, name in legends[0]] == [*shapes.CLASSES, "ignored"]
 
 
 def trained(out):
@@ -88,6 +95,7 @@ def test_a_rerun_with_other_settings_starts_over(tmp_path, capsys, training_only
     out = tmp_path / "demo"
     assert demo.main(["--output-dir", str(out), "--num-steps", "2"]) == 0
     assert trained(out) == (2, 2, 0)
+    assert checkpoint.describe(str(out / "snapshots")).class_names == tuple(shapes.CLASSES)
     assert json.loads((out / demo.SETTINGS_FILE).read_text()) == {"num_steps": 2, "seed": 0}
     capsys.readouterr()
 
