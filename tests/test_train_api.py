@@ -126,7 +126,9 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
 
     assert capsys.readouterr() == ("", "")
     report = [r.getMessage() for r in caplog.records if not getattr(r, "progress", False)]
-    assert report[0] == "train.py: weights: random initialisation — no restore_from given"
+    assert report[0] == ("train.py: weights: random initialisation — no restore_from given; "
+                         "BatchNorm is frozen on random statistics, which rarely trains (the "
+                         "loss usually diverges): add train_bn to train it")
     assert any(m.startswith("train.py: weights: resuming from") for m in report)
     progress = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
     assert f"finished: {snapshots / 'model.ckpt-3'}" in progress
