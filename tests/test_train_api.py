@@ -219,6 +219,22 @@ def test_progress_lines_off_a_terminal():
                      "ETA 1.2 min"]
 
 
+def test_the_commands_show_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, tmp_path):
+    given = {}
+
+    def fake_train(config, recipe, callbacks, stop, strategy):
+        given["callbacks"] = callbacks
+        return TrainResult(None, 0, None)
+
+    monkeypatch.setattr(train_flags, "train", fake_train)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    args = ["--snapshot-dir", str(tmp_path / "s"), "--batch-size", "3",
+            "--grad-update-every", "2"]
+    assert train_flags.main(training.TRAIN, args) == 0
+    [lines] = given["callbacks"]
+    assert isinstance(lines, train_flags.ProgressLines) and lines.images == 6
+
+
 def test_bad_data_is_a_typed_error(tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("/a.jpg /a.png\n")
