@@ -16,6 +16,9 @@ wraps a few library calls with timestamps before running the command:
     first run            the first `Predictor.__call__` / `Trainer.step` minus tracing:
                          graph optimisation, kernel set-up and the computation
     later runs           the mean of the others (with --images 2: the per-image time)
+    train.py only        `ImageReader.__init__` (input pipeline setup), the image
+                         summaries written with the first checkpoint (a prediction,
+                         traced too), `snapshots.save` (checkpoint saving)
     rest                 everything else: interpreter start, flag and file checks,
                          reading images, the input pipeline, writing outputs, saving
                          the checkpoint, exit
@@ -42,7 +45,8 @@ EVENTS = []  # (label, start, end) in time.time() seconds
 COMMANDS = {"inference": "deeplab_resnet.cli.inference", "evaluate": "deeplab_resnet.cli.evaluate",
             "train": "deeplab_resnet.cli.train"}
 STAGES = ("import TensorFlow", "import library", "model construction", "weight loading",
-          "network preparation", "tracing", "first run", "later runs (mean)", "rest")
+          "network preparation", "tracing", "first run", "later runs (mean)",
+          "input pipeline setup", "summary images", "checkpoint saving", "rest")
 
 
 @contextlib.contextmanager
@@ -72,7 +76,8 @@ def instrument():
         tf_quiet.import_tensorflow()
     with stamp("import library"):
         from deeplab_resnet import checkpoint, evaluation, inference, model, predict  # noqa: F401
-        from deeplab_resnet.training import loop, step  # noqa: F401
+        from deeplab_resnet import image_reader
+        from deeplab_resnet.training import loop, snapshots, step, summaries  # noqa: F401
     wrap(model.DeepLabResNet, "__init__", "construct")
     wrap(checkpoint, "load_weights", "load")
     wrap(predict, "make_predictor", "prepare")
@@ -81,6 +86,9 @@ def instrument():
     wrap(step.Trainer, "_single_step", "trace")
     wrap(predict.Predictor, "__call__", "run")
     wrap(step.Trainer, "step", "run")
+    wrap(image_reader.ImageReader, "__init__", "reader")
+    wrap(summaries, "write_image_summary", "summary")
+    wrap(snapshots, "save", "save")
 
 
 def child(command, argv, events_path):
@@ -121,6 +129,9 @@ def stages(events, total):
         "first run": (runs[0][1] - runs[0][0] - first_trace) if runs else 0.0,
         "later runs (mean)": (sum(e - s for s, e in runs[1:]) / (len(runs) - 1)
                               if len(runs) > 1 else 0.0),
+        "input pipeline setup": spent("reader"),
+        "summary images": spent("summary"),
+        "checkpoint saving": spent("save"),
     }
     counted = sum(v for k, v in result.items() if k != "later runs (mean)")
     counted += sum(e - s for s, e in runs[1:])
