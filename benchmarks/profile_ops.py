@@ -9,6 +9,9 @@ space_to_batch, ...). Ops run one after another (one inter-op thread, each op
 using the intra-op threads), so the op times add up to the run's wall time;
 what is left is executor and Python overhead.
 
+With --layers, each distinct convolution of inference is also timed alone
+(GFLOP/s per layer shape): where the convolution time goes.
+
 With --onednn-verbose the same work runs once more in a child process with
 ONEDNN_VERBOSE=1, and the oneDNN primitives it executes are counted by kind
 (convolution, reorder, matmul/gemm, ...) with their total time.
@@ -22,6 +25,7 @@ FMA units. The clock is the one /proc/cpuinfo shows (boost not counted).
 Usage:
     python benchmarks/profile_ops.py [--work inference,train] [--size 513]
         [--train-size 321] [--batch-size 2] [--runs 2] [--threads 2] [--onednn-verbose]
+        [--layers]
 """
 
 import argparse
@@ -234,6 +238,52 @@ def report(work, wall, totals, gflop, peak):
 
 
 
+def layer_shapes(model, num_classes, size):
+    """{(input side, Cin, Cout, kernel, stride, dilation, pad): count} of the network's convs."""
+    from deeplab_resnet import arch as arch_lib
+    from deeplab_resnet import layers
+    shapes = collections.Counter()
+
+    def conv(side, c):
+        shapes[(side, c.in_channels, c.out_channels, c.kernel, c.stride, c.dilation, c.pad)] += 1
+        return layers.conv_output_size(side, c.kernel, c.stride, c.pad, c.dilation)
+
+    def pool(side, p):
+        return layers.pool_output_size(side, p.kernel, p.stride, p.pad)
+
+    arch_lib.run(arch_lib.architecture(model, num_classes), size, conv, pool,
+                 join=lambda block, shortcut, branch: branch, join_head=lambda outputs: outputs[0])
+    return shapes
+
+
+def layer_rates(args, peak):
+    """Times each distinct convolution of inference alone (conv + bias + ReLU, median of 3)."""
+    import tensorflow as tf
+
+    from deeplab_resnet import layers
+    rng = np.random.default_rng(0)
+    print(f"\nconvolutions of inference at {args.size}x{args.size}, each alone "
+          f"(side, Cin, Cout, kernel, stride, dilation, pad): count, GFLOP, s, GFLOP/s")
+    for (side, cin, cout, k, s, d, p), count in layer_shapes(
+            args.model, args.num_classes, args.size).items():
+        x = tf.constant(rng.normal(size=(1, side, side, cin)).astype(np.float32))
+        w = tf.constant(rng.normal(size=(k, k, cin, cout)).astype(np.float32) * 0.01)
+        b = tf.zeros([cout])
+        conv = tf.function(lambda x, w=w, b=b, s=s, p=p, d=d: tf.nn.relu(layers.conv2d(
+            x, w, b, stride=s, pad=p, dilation=d, differentiable=False)))
+        conv(x).numpy()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            conv(x).numpy()
+            times.append(time.perf_counter() - start)
+        out = layers.conv_output_size(side, k, s, p, d)
+        gflop = 2 * out * out * k * k * cin * cout / 1e9
+        seconds = float(np.median(times))
+        print(f"  {str((side, cin, cout, k, s, d, p)):34} x{count:3d} {gflop * count:7.1f} "
+              f"{seconds * count:8.3f} {gflop / seconds:7.1f} ({gflop / seconds / peak[0]:.0%})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="inference,train")
@@ -245,6 +295,8 @@ def main():
     parser.add_argument("--model", default=defaults.VARIANT)
     parser.add_argument("--num-classes", type=int, default=defaults.NUM_CLASSES)
     parser.add_argument("--onednn-verbose", action="store_true")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each distinct convolution of inference alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,6 +304,9 @@ def main():
         child(args)
         return
     peak = fp32_peak_gflops(args.threads)
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f} at start; TF_ENABLE_ONEDNN_OPTS="
           f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}")
     with tempfile.TemporaryDirectory() as workdir:
@@ -269,6 +324,8 @@ def main():
                 for kind, (count, ms) in sorted(onednn_counts(args, work, weights).items(),
                                                 key=lambda kv: -kv[1][1]):
                     print(f"    {kind:50} {count:6d} {ms:10.1f}")
+        if args.layers:
+            layer_rates(args, peak)
         print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
