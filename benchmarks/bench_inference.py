@@ -15,6 +15,8 @@ Engines:
                      the CPU has no bf16 instructions, with a message)
     tf-bf16-f32head  bfloat16 backbone, ASPP head in float32
     tf-plain         this project, the training network (BatchNorm as separate ops)
+    tf-convhead      `tf` with the ASPP head as four dilated convolutions (before issue 20)
+    tf-xla           `tf` compiled with XLA (jit_compile=True)
     opencv           cv2.dnn.readNetFromCaffe on the generated deploy prototxt + caffemodel
     torch            a PyTorch DeepLab-v2 of the same geometry, eager, NCHW (skipped when
                      torch is absent, like every torch engine)
@@ -46,7 +48,8 @@ from deeplab_resnet import defaults
 
 # this project's engines: (compute precision, ASPP head in float32, BN folded)
 TF_ENGINES = {"tf": ("fp32", False, True), "tf-bf16": ("bf16", False, True),
-              "tf-bf16-f32head": ("bf16", True, True), "tf-plain": ("fp32", False, False)}
+              "tf-bf16-f32head": ("bf16", True, True), "tf-plain": ("fp32", False, False),
+              "tf-convhead": ("fp32", False, True), "tf-xla": ("fp32", False, True)}
 
 
 def tf_engine(args):
@@ -60,7 +63,9 @@ def tf_engine(args):
     model = DeepLabResNet(args.model, args.num_classes, fold_bn=False)
     checkpoint.assign_params(model, dict(np.load(args.weights, allow_pickle=False)))
     net = FusedDeepLab(model, precision.resolve(name), float32_head) if fused else model
-    forward = tf.function(lambda x: net(x))
+    if args.engine == "tf-convhead":
+        net.head = None  # the head as its four dilated convolutions, as before issue 20
+    forward = tf.function(lambda x: net(x), jit_compile=args.engine == "tf-xla")
     x = tf.constant(np.load(args.input, allow_pickle=False))
     return lambda: forward(x).numpy()
 
@@ -189,7 +194,7 @@ def report(args, engines, skipped, results):
                       f"{diff:19.2e} {agree:12.4f}")
     for size in args.sizes:
         for ours in ("tf", "tf-bf16", "tf-bf16-f32head"):
-            for peer in ("tf", "tf-plain", "opencv") + tuple(TORCH_ENGINES):
+            for peer in ("tf", "tf-plain", "tf-convhead", "tf-xla", "opencv") + tuple(TORCH_ENGINES):
                 if peer != ours and (ours, size) in results and (peer, size) in results:
                     ratio = results[(ours, size)]["seconds"] / results[(peer, size)]["seconds"]
                     print(f"ratio {ours} / {peer} at {size}: {ratio:.2f}")
