@@ -194,7 +194,7 @@ def report(args, engines, skipped, results):
                       f"{diff:19.2e} {agree:12.4f}")
     for size in args.sizes:
         for ours in ("tf", "tf-bf16", "tf-bf16-f32head"):
-            for peer in ("tf", "tf-plain", "tf-convhead", "tf-xla", "opencv") + tuple(TORCH_ENGINES):
+            for peer in ("tf", "tf-plain", "tf-convhead", "tf-xla", "opencv", *TORCH_ENGINES):
                 if peer != ours and (ours, size) in results and (peer, size) in results:
                     ratio = results[(ours, size)]["seconds"] / results[(peer, size)]["seconds"]
                     print(f"ratio {ours} / {peer} at {size}: {ratio:.2f}")
