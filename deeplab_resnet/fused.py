@@ -70,6 +70,7 @@ def head_as_matmul(kernels, head):
     return tf.concat(columns, axis=-1)[tf.newaxis, tf.newaxis], bias, offsets
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python over the offsets, in any tf.function
 def shifted_sum(taps, offsets, classes):
     """sum_i taps[..., i-th block of `classes` channels] shifted by offsets[i], zeros outside."""
     margin = max(max(abs(dy), abs(dx)) for dy, dx in offsets)

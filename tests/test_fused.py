@@ -35,10 +35,12 @@ def test_fused_matches_unfused(variant, size):
     randomize_batchnorm(model, tiny_variances=variant == "tiny")
     x = tf.random.stateless_normal([1, *size, 3], seed=[4, 5]) * 50.0
     want = model(x).numpy()
-    got = FusedDeepLab(model)(x).numpy()
+    fused = FusedDeepLab(model)
     assert np.isfinite(want).all()
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # eagerly and traced (autograph on, as a caller's tf.function has it)
+    for got in (fused(x).numpy(), tf.function(lambda images: fused(images))(x).numpy()):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 def test_fused_refuses_training():
