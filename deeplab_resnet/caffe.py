@@ -12,36 +12,40 @@ I/O). Here the converter meets the network description (`arch`):
   parameters (names and TF shapes) are exactly those of
   `arch.architecture(V, N)` and whose convolutions and pool1 have the same
   geometry; a checkpoint can then record (V, N) and load with no flags.
-* `caffemodel_weights` gives a caffemodel's weights in the model's naming scheme
-  (so a caffemodel is accepted anywhere a checkpoint is), `caffemodel_bytes`
-  and `write_caffemodel` the reverse.
+* `open_caffemodel` opens a caffemodel as a `weights.WeightsFile` in the model's
+  naming scheme (so a caffemodel is accepted anywhere a checkpoint is): its blobs
+  matched to `arch` directly, or converted for a given prototxt;
+  `caffemodel_weights` reads them all; `caffemodel_bytes` and `write_caffemodel`
+  the reverse.
 
-The converter's errors (`kaffe.KaffeError`) leave this module as `DeepLabError`.
+The converter's errors (`kaffe.KaffeError`) leave this module as `BadFileError`
+(or a `SettingError` suggesting the prototxt, for a caffemodel that is not DeepLab's).
 """
 
+import contextlib
 import dataclasses
 import functools
 
+import numpy as np
+
 from deeplab_resnet import arch as arch_lib
-from deeplab_resnet import defaults
-from deeplab_resnet.errors import SettingError, DeepLabError
+from deeplab_resnet import defaults, weights
+from deeplab_resnet.errors import BadFileError, SettingError
 from deeplab_resnet.utils import atomic_path
 from kaffe import convert as kaffe_convert
 from kaffe import emit, reader, transforms, writer
 from kaffe.errors import KaffeError
 
-HEAD_LAYER = f"{arch_lib.HEAD_PREFIX}_c0"
+HEAD_LAYER = weights.HEAD_LAYER
 
 
-def _user_errors(function):
-    """Re-raises the converter's errors as the project's one-line `DeepLabError`."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except KaffeError as exc:
-            raise DeepLabError(str(exc)) from None
-    return wrapper
+@contextlib.contextmanager
+def _bad_file(path):
+    """Re-raises the converter's errors as the project's one-line `BadFileError` for `path`."""
+    try:
+        yield
+    except KaffeError as exc:
+        raise BadFileError(str(exc), path=path) from None
 
 
 # -- the deploy prototxt -----------------------------------------------------------------------
@@ -132,7 +136,6 @@ class CaffeNet(kaffe_convert.Net):
         return defaults.BN_EPS if self.deeplab else None
 
 
-@_user_errors
 def load_net(def_path=None, text=None, source=None):
     """Parses and checks a prototxt given as a file or as text; recognises DeepLab nets.
 
@@ -140,7 +143,8 @@ def load_net(def_path=None, text=None, source=None):
         def_path: prototxt file.
         text: prototxt text (instead of a file); `source` names it in messages.
     """
-    net = kaffe_convert.load_net(def_path, text, source)
+    with _bad_file(def_path if text is None else source):
+        net = kaffe_convert.load_net(def_path, text, source)
     return CaffeNet(net.graph, net.steps, deeplab=match(net.graph, net.param_shapes()))
 
 
@@ -187,14 +191,134 @@ def _same_pool(layer, pool):
 # -- weights -----------------------------------------------------------------------------------
 
 
-@_user_errors
 def read_weights(net, caffemodel):
     """{name: TF-layout array} of a caffemodel for `net` (a `load_net` result).
 
     DeepLab nets get their BatchNorm variances folded to the model's eps
-    (`CaffeNet.folded_eps`); other nets keep them.
+    (`CaffeNet.folded_eps`); other nets keep them. Every value must be finite.
     """
-    return kaffe_convert.read_weights(net, caffemodel, fold_eps=net.folded_eps)
+    with _bad_file(caffemodel):
+        params = kaffe_convert.read_weights(net, caffemodel, fold_eps=net.folded_eps)
+    for name, value in params.items():
+        weights.check_finite(caffemodel, name, value)
+    return params
+
+
+def open_caffemodel(path, variant=None, prototxt=None):
+    """Opens a caffemodel as a `weights.WeightsFile` (see `checkpoint.open_weights`).
+
+    Without `prototxt` the blobs are matched to `arch.architecture` directly (no
+    prototxt is generated or parsed): layers by name, blob counts and Caffe shapes
+    from the blobs' headers, values converted only when read. With `prototxt` the net
+    is converted by `kaffe` (any Caffe net, e.g. an ImageNet ResNet's deploy prototxt).
+
+    Args:
+        path: the `.caffemodel`.
+        variant: DeepLab variant to match the blobs to when `prototxt` is None; None:
+            the one whose layers the caffemodel has.
+        prototxt: deploy prototxt of the caffemodel.
+    Returns:
+        the WeightsFile: variant and class count inferred (the class count from
+        `fc1_voc12_c0`'s blob, None without it); BatchNorm variances hold
+        var + eps - 1e-5 (the model's eps; the prototxt's eps, else Caffe's 1e-5).
+    Raises:
+        BadFileError: unreadable file, or a caffemodel that does not fit the prototxt.
+        SettingError (suggesting `prototxt`, when the tensors are first needed): a
+            caffemodel whose layers do not fit DeepLab's (e.g. an ImageNet ResNet's).
+    """
+    with _bad_file(path):
+        parsed = reader.read_caffemodel(path)
+    if prototxt is not None:
+        net = load_net(prototxt)
+        # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
+        # fold any other eps into the variances, whatever net the prototxt is.
+        with _bad_file(path):
+            params = kaffe_convert.read_weights(net, path, parsed=parsed,
+                                                fold_eps=defaults.BN_EPS)
+        tensors = {name: (value.shape, functools.partial(np.asarray, value))
+                   for name, value in params.items()}
+        return weights.opened(str(path), "caffemodel", tensors, strict=False)
+    layers = transforms.caffemodel_layers(parsed)
+    variant = variant or arch_lib.infer_variant(layers) or defaults.VARIANT
+    num_classes = _head_classes(layers, path)
+    found = weights.opened(str(path), "caffemodel", strict=False, index=functools.partial(
+        _match, str(path), layers, variant, num_classes))
+    found.variant, found.num_classes = variant, num_classes
+    return found
+
+
+def _head_classes(layers, path):
+    """Output channels of `fc1_voc12_c0` from its blob's header; None without it."""
+    _, blobs = layers.get(weights.HEAD_LAYER, (None, ()))
+    if not blobs:
+        return None
+    shape, _ = transforms.blob_shape(blobs[0])
+    if len(shape) != 4 or not 1 <= shape[0] <= weights.MAX_CLASSES:
+        raise BadFileError(f"{path}: layer '{weights.HEAD_LAYER}' blob 0 has shape {shape}, "
+                           "not a DeepLab head's", path=path)
+    return int(shape[0])
+
+
+def _match(path, layers, variant, num_classes):
+    """{name: (TF shape, read)} of a caffemodel's blobs for DeepLab `variant`.
+
+    Every convolution of the architecture (the head only when `num_classes`) must be
+    there with its BatchNorm and Scale; the shapes are checked from the blobs' headers.
+    Other layers (another net's head, loss layers) are ignored.
+    """
+    network = arch_lib.architecture(variant, num_classes or 1)
+    convs = [c for c in network.convs
+             if num_classes is not None or not arch_lib.is_head_variable(c.name)]
+    source = f"DeepLab {variant}"
+    try:
+        tensors = {}
+        for conv in convs:
+            tensors.update(_conv_tensors(path, layers, conv, source))
+        return tensors
+    except KaffeError as exc:
+        # E.g. an ImageNet ResNet (conv1 has a bias there): DeepLab's layers do not fit it.
+        raise SettingError(f"{exc}; if this is not a DeepLab caffemodel (e.g. an ImageNet "
+                           "ResNet), give its own deploy prototxt with {prototxt}",
+                           "prototxt", path=path) from None
+
+
+def _layer_blobs(path, layers, name, type_, shapes, source):
+    """A reader of layer `name`'s blobs as Caffe-layout arrays, its shapes checked now."""
+    if name not in layers:
+        raise KaffeError(f"{path}: caffemodel has no layer '{name}' ({source} has it)")
+    stored_type, blobs = layers[name]
+    if stored_type and stored_type != type_:
+        raise KaffeError(f"{path}: layer '{name}' is a {stored_type} in the caffemodel but a "
+                         f"{type_} in {source}")
+    what = f"{path}: layer '{name}'"
+    transforms.check_blob_shapes(blobs, shapes, what, source)
+
+    @functools.cache
+    def arrays():
+        with _bad_file(path):
+            return transforms.checked_blobs(blobs, shapes, what, source)
+    return arrays
+
+
+def _conv_tensors(path, layers, conv, source):
+    """{name: (TF shape, read)} of one convolution with its BatchNorm and Scale."""
+    out, channels = conv.out_channels, (conv.out_channels,)
+    shapes = [(out, conv.in_channels, conv.kernel, conv.kernel)] + ([channels] * conv.bias)
+    blobs = _layer_blobs(path, layers, conv.name, "Convolution", shapes, source)
+    tensors = {conv.weights: (conv.param_shapes()[conv.weights],
+                              lambda: transforms.conv_weights(blobs()[0]))}
+    if conv.bias:
+        tensors[conv.biases] = (channels, lambda: blobs()[1])
+    if conv.bn:
+        stats = _layer_blobs(path, layers, conv.bn, "BatchNorm", [channels, channels, (1,)],
+                             source)
+        scale = _layer_blobs(path, layers, conv.scale, "Scale", [channels, channels], source)
+        tensors.update({
+            conv.bn_param("mean"): (channels, lambda: transforms.bn_statistics(stats())[0]),
+            conv.bn_param("variance"): (channels, lambda: transforms.bn_statistics(stats())[1]),
+            conv.bn_param("scale"): (channels, lambda: scale()[0]),
+            conv.bn_param("offset"): (channels, lambda: scale()[1])})
+    return tensors
 
 
 def caffemodel_weights(path, variant, prototxt=None, new_head=False):
@@ -202,74 +326,30 @@ def caffemodel_weights(path, variant, prototxt=None, new_head=False):
 
     Args:
         path: the `.caffemodel`.
-        variant: DeepLab variant the weights are for (picks the generated
-            deploy prototxt when `prototxt` is None); None: the one whose
-            layers the caffemodel has.
-        prototxt: deploy prototxt of the caffemodel; default: the one
-            `deploy_prototxt` generates for `variant`, with the class count
-            read from the caffemodel's `fc1_voc12_c0` weights.
+        variant: DeepLab variant to match the blobs to (without `prototxt`); None:
+            the one whose layers the caffemodel has.
+        prototxt: deploy prototxt of the caffemodel (see `open_caffemodel`).
         new_head: the head will not be restored: a caffemodel without
             DeepLab's VOC head (e.g. a COCO-trained one with other head
             layers) is read for its backbone only.
     Returns:
-        (params, num_classes); BatchNorm variances hold var + eps - 1e-5 (the
-        model's eps is 1e-5); num_classes is None for a net without the
-        DeepLab head (e.g. an ImageNet ResNet given with its own prototxt).
+        (params, num_classes); num_classes is None for a net without the DeepLab
+        head (e.g. an ImageNet ResNet given with its own prototxt).
     Raises:
-        DeepLabError: unreadable file, or a caffemodel that does not fit the prototxt.
+        DeepLabError: unreadable file, or a caffemodel that does not fit.
     """
-    parsed = _user_errors(reader.read_caffemodel)(path)
+    found = open_caffemodel(path, variant, prototxt)
     if prototxt is None:
-        variant = (variant or arch_lib.infer_variant(p.name for p in _layers(parsed))
-                   or defaults.VARIANT)
-        num_classes = _head_classes(parsed, path, required=not new_head)
-        text = deploy_prototxt(variant, num_classes or 1, head=num_classes is not None)
-        net = load_net(text=text, source=f"<generated {variant} deploy prototxt>")
-    else:
-        net = load_net(prototxt)
-    # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
-    # fold any other eps into the variances, whatever net the prototxt is.
-    try:
-        params = kaffe_convert.read_weights(net, path, parsed=parsed, fold_eps=defaults.BN_EPS)
-    except KaffeError as exc:
-        if prototxt is not None:
-            raise DeepLabError(str(exc)) from None
-        # E.g. an ImageNet ResNet (conv1 has a bias there): DeepLab's prototxt does not fit it.
-        raise SettingError(f"{exc}; if this is not a DeepLab caffemodel (e.g. an ImageNet "
-                           "ResNet), give its own deploy prototxt with {prototxt}",
-                           "prototxt") from None
-    if net.deeplab is not None:
-        return params, net.deeplab[1]
-    head = params.get(arch_lib.param_name(HEAD_LAYER, arch_lib.WEIGHTS))
-    return params, (int(head.shape[3]) if head is not None else None)
+        found.require_head(new_head)
+    return found.read_all(), found.num_classes
 
 
-def _layers(parsed):
-    """The layers of a parsed caffemodel, new (`layer`) and V1 (`layers`) ones."""
-    return list(parsed.layer) + list(parsed.layers)
-
-
-def _head_classes(parsed, path, required=True):
-    """Output channels of the caffemodel's `fc1_voc12_c0`; None if absent and not `required`."""
-    for proto in _layers(parsed):
-        if proto.name == HEAD_LAYER and len(proto.blobs):
-            what = f"{path}: layer '{proto.name}' blob 0"
-            weights, _ = _user_errors(transforms.blob_array)(proto.blobs[0], what)
-            return int(weights.shape[0])
-    if not required:
-        return None
-    raise SettingError(f"{path}: caffemodel has no '{HEAD_LAYER}' layer, so it is not a "
-                       "DeepLab model; give its deploy prototxt with {prototxt}, or add "
-                       "{new_head} to read its backbone only", "prototxt", "new_head")
-
-
-@_user_errors
 def emit_code(net):
     """TF2 source of `net` (see `kaffe.emit`)."""
-    return emit.emit_code(net.graph, net.steps, net.folded_eps)
+    with _bad_file(net.graph.source):
+        return emit.emit_code(net.graph, net.steps, net.folded_eps)
 
 
-@_user_errors
 def caffemodel_bytes(net, params, bn_factor=1.0):
     """TF-layout weights {name: array} of `net` as a binary caffemodel.
 
@@ -279,7 +359,9 @@ def caffemodel_bytes(net, params, bn_factor=1.0):
         bn_factor: the BatchNorm moving-average scale factor to store (Caffe
             keeps mean*f, var*f and [f]).
     """
-    return writer.caffemodel_bytes(net, transforms.params_to_blobs(net.steps, params, bn_factor))
+    with _bad_file(net.graph.source):
+        blobs = transforms.params_to_blobs(net.steps, params, bn_factor)
+        return writer.caffemodel_bytes(net, blobs)
 
 
 def write_caffemodel(prototxt, params, path, bn_factor=1.0, text=None):

@@ -2,11 +2,16 @@
 
 Every checkpoint of the project holds `params/<caffe name>` (see
 `deeplab_resnet.arch` for the naming scheme) and, for DeepLab networks,
-`meta/model` (variant name) and `meta/num_classes`, so that loading needs no
-extra flags and a contradicting flag is an error. Weights that do not record
-them (the 2017 port's checkpoints, see `deeplab_resnet.legacy`; `.npz` files of
-convert.py; converted ImageNet ResNets) get them from their parameters' names
-and the head's shape.
+`meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names`,
+so that loading needs no extra flags and a contradicting flag is an error. Weights
+that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.legacy`;
+`.npz` files of convert.py; converted ImageNet ResNets) get them from their
+parameters' names and the head's shape.
+
+Every reader goes through `open_weights`, which resolves the path once and opens the
+file once into a `weights.WeightsFile` (checked metadata, tensor shapes, values read
+on demand and checked for finiteness). A TensorFlow checkpoint is opened by `_reader`
+only, an `.npz` read by `_read_npz` only.
 """
 
 import contextlib
@@ -20,8 +25,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch, caffe, defaults, legacy, utils
-from deeplab_resnet.errors import SettingError, DeepLabError, first_line
+from deeplab_resnet import arch, caffe, defaults, legacy, utils, weights
+from deeplab_resnet.errors import BadFileError, SettingError, WriteError, first_line
 from deeplab_resnet.model import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -51,7 +56,7 @@ def latest_in(folder):
     file, the one with the highest number.
 
     Raises:
-        DeepLabError naming the state file when it cannot be parsed or names a
+        BadFileError naming the state file when it cannot be parsed or names a
         checkpoint that is not there (resuming from an older one, or from
         scratch, would silently discard progress).
     """
@@ -63,8 +68,8 @@ def latest_in(folder):
     with contextlib.suppress(*READ_ERRORS):
         state = tf.train.get_checkpoint_state(str(folder))
     if state is None or not state.model_checkpoint_path:
-        raise DeepLabError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
-                        "delete it to use the newest checkpoint in the folder")
+        raise BadFileError(f"{state_file}: not a readable checkpoint state file (corrupt?); "
+                           "delete it to use the newest checkpoint in the folder", path=state_file)
     prefix = state.model_checkpoint_path
     if not os.path.isabs(prefix):
         prefix = os.path.join(str(folder), prefix)
@@ -72,9 +77,9 @@ def latest_in(folder):
     if not _is_checkpoint(prefix) and _is_checkpoint(moved):
         prefix = moved  # an absolute path written where the folder used to be
     if not _is_checkpoint(prefix):
-        raise DeepLabError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
-                        f"{os.path.basename(prefix)}.index); delete the state file to use the "
-                        "newest checkpoint in the folder")
+        raise BadFileError(f"{state_file}: names checkpoint {prefix}, which is missing (no "
+                           f"{os.path.basename(prefix)}.index); delete the state file to use the "
+                           "newest checkpoint in the folder", path=state_file)
     return prefix
 
 
@@ -91,13 +96,14 @@ def resolve(path):
     if os.path.isdir(path):
         latest = latest_in(path)
         if latest is None:
-            raise DeepLabError(f"{path}: folder holds no checkpoint (no *.index file)")
+            raise BadFileError(f"{path}: folder holds no checkpoint (no *.index file)", path=path)
         return latest
     if not os.path.exists(path + ".index"):
         if os.path.isfile(path):
             return path  # a V1 single-file checkpoint (the 2017 port's) has no .index
-        raise DeepLabError(f"{path}: no such checkpoint (expected {path}.index, a folder of "
-                        "checkpoints, a .caffemodel, an .npz or a 2017-port .ckpt file)")
+        raise BadFileError(f"{path}: no such checkpoint (expected {path}.index, a folder of "
+                           "checkpoints, a .caffemodel, an .npz or a 2017-port .ckpt file)",
+                           path=path)
     return path
 
 
@@ -110,30 +116,33 @@ def source_path(path):
 
 
 def _reader(prefix):
+    """TensorFlow's reader of the checkpoint at `prefix`: the one place a checkpoint is opened."""
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
-        raise DeepLabError(f"{prefix}: not a readable checkpoint ({first_line(exc)})") from None
+        raise BadFileError(f"{prefix}: not a readable checkpoint ({first_line(exc)})",
+                           path=prefix) from None
 
 
 def _tensor(reader, prefix, key):
-    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a DeepLabError."""
+    """One tensor of a checkpoint; a truncated or corrupt `.data` file is a BadFileError."""
     try:
         return reader.get_tensor(key)
     except READ_ERRORS as exc:
-        raise DeepLabError(f"{prefix}: corrupt or truncated checkpoint data "
-                        f"({first_line(exc)[:200]})") from None
+        raise BadFileError(f"{prefix}: corrupt or truncated checkpoint data "
+                           f"({first_line(exc)[:200]})", path=prefix) from None
 
 
 def corrupt(prefix, exc):
-    """The DeepLabError for a checkpoint that failed to restore with `exc`."""
-    return DeepLabError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})")
+    """The BadFileError for a checkpoint that failed to restore with `exc`."""
+    return BadFileError(f"{prefix}: corrupt or truncated checkpoint ({first_line(exc)[:200]})",
+                        path=prefix)
 
 
 @contextlib.contextmanager
 def writing(path, partial=()):
     """Turns TensorFlow's failure to write `path` (disk full, file too large, no
-    permission) into an OSError naming it, after removing `partial` (glob patterns
+    permission) into a WriteError naming it, after removing `partial` (glob patterns
     of what the failed write may have left)."""
     try:
         yield
@@ -146,7 +155,7 @@ def writing(path, partial=()):
                     os.remove(leftover)
         # TensorFlow's message: "<op> <file being written>; <reason> [Op:Name]".
         reason = first_line(exc).rpartition("; ")[2].partition(" [Op:")[0]
-        raise OSError(None, reason or first_line(exc), str(path)) from None
+        raise WriteError(path, reason or first_line(exc)) from None
 
 
 def _is_array_file(path):
@@ -158,70 +167,114 @@ def _is_array_file(path):
 
 
 def _read_npz(path):
-    """{name: array} of an .npz (convert.py --data-output-path), never unpickling."""
+    """{name: array} of an .npz (convert.py --data-output-path), never unpickling.
+
+    Raises:
+        BadFileError: missing or unreadable file, a member that is not an array, or
+            two members of one name (the second would silently win).
+    """
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            names = archive.files
+            arrays = {name: archive[name] for name in names}
     except FileNotFoundError:
-        raise DeepLabError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DeepLabError(f"{path}: not a readable .npz of weights ({first_line(exc)})") from None
+        raise BadFileError(f"{path}: no such file", path=path) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadFileError(f"{path}: not a readable .npz of weights ({first_line(exc)})",
+                           path=path) from None
+    if len(arrays) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise BadFileError(f"{path}: member '{twice[0]}' is stored more than once", path=path)
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise BadFileError(f"{path}: member '{name}' is not an .npy array", path=path)
+    return arrays
 
 
-def _weights(path):
-    """{parameter name: (shape, read)} of a weights file; `read()` returns the array.
+def _recorded(reader, prefix):
+    """(variant, num_classes, class_names) a checkpoint records (`weights.recorded_meta`),
+    None when it records none."""
+    if not reader.has_tensor(_META_KEY.format("model")):
+        return None
+    if not reader.has_tensor(_META_KEY.format("num_classes")):
+        raise BadFileError(f"{prefix}: records meta/model but no meta/num_classes: corrupt "
+                           "checkpoint?", path=prefix)
+    names = None
+    if reader.has_tensor(_META_KEY.format("class_names")):
+        names = _tensor(reader, prefix, _META_KEY.format("class_names"))
+    return weights.recorded_meta(prefix, _tensor(reader, prefix, _META_KEY.format("model")),
+                                 _tensor(reader, prefix, _META_KEY.format("num_classes")), names)
 
-    Reads this project's checkpoints, the 2017 port's (V1 or V2) and `.npz` files.
-    """
-    if _is_array_file(path):
-        return {name: (a.shape, functools.partial(np.asarray, a))
-                for name, a in _read_npz(path).items()}
-    prefix = resolve(path)
+
+def _open_checkpoint(prefix):
     reader = _reader(prefix)
     shapes = reader.get_variable_to_shape_map()
     if legacy.is_port_checkpoint(shapes):
-        keys = legacy.name_map(shapes)
+        keys, format = legacy.name_map(shapes), "2017-port checkpoint"
     else:
         keys = {_param_name(k): k for k in shapes if _is_param_key(k)}
-    return {name: (tuple(shapes[key]), functools.partial(_tensor, reader, prefix, key))
-            for name, key in keys.items()}
+        format = "checkpoint"
+    tensors = {name: (tuple(shapes[key]), functools.partial(_tensor, reader, prefix, key))
+               for name, key in keys.items()}
+    return weights.opened(prefix, format, tensors, recorded=_recorded(reader, prefix))
+
+
+def open_weights(path, prototxt=None, variant=None):
+    """Opens a weights file once: the path resolved, the file read, metadata checked.
+
+    Args:
+        path: anything `load_weights` takes.
+        prototxt: deploy prototxt of a `.caffemodel` (see `caffe.open_caffemodel`).
+        variant: the variant a `.caffemodel` without `prototxt` is matched to (None:
+            the one whose layers it has); ignored for other files.
+    Returns:
+        a `weights.WeightsFile`.
+    Raises:
+        BadFileError: a missing, unreadable or inconsistent file.
+    """
+    if is_caffemodel(path):
+        return caffe.open_caffemodel(path, variant=variant, prototxt=prototxt)
+    if _is_array_file(path):
+        path = str(path)
+        tensors = {name: (a.shape, functools.partial(np.asarray, a))
+                   for name, a in _read_npz(path).items()}
+        return weights.opened(path, "npz", tensors)
+    return _open_checkpoint(resolve(path))
+
+
+def describe(path, prototxt=None):
+    """What a weights file is, without reading its tensors' values.
+
+    Args:
+        path: anything `load_weights` takes.
+        prototxt: deploy prototxt of a `.caffemodel`.
+    Returns:
+        the opened `weights.WeightsFile`: `.path` (the file actually read), `.format`,
+        `.variant`, `.num_classes`, `.class_names` (None when unknown or not recorded)
+        and `.recorded`.
+    Example:
+        >>> info = describe("checkpoints/deeplab_voc12")
+        >>> info.path, info.variant, info.num_classes
+        ('checkpoints/deeplab_voc12', 'resnet101', 21)
+    """
+    return open_weights(path, prototxt)
 
 
 def read_meta(path):
     """(variant, num_classes) recorded in a checkpoint, or (None, None) for a plain one."""
-    if _is_array_file(path):
-        return None, None
-    prefix = resolve(path)
-    reader = _reader(prefix)
-    if not reader.has_tensor(_META_KEY.format("model")):
-        return None, None
-    variant = _tensor(reader, prefix, _META_KEY.format("model"))
-    variant = variant.decode() if isinstance(variant, bytes) else str(variant)
-    return variant, int(_tensor(reader, prefix, _META_KEY.format("num_classes")))
+    opened = open_weights(path)
+    return (opened.variant, opened.num_classes) if opened.recorded else (None, None)
 
 
 def param_names(path):
     """The caffe names of a weights file's parameters, without reading their values."""
-    return list(_weights(path))
-
-
-def infer_meta(names):
-    """(variant, num_classes) of weights that do not record them, from their parameters.
-
-    Args:
-        names: {parameter name: shape}.
-    Returns:
-        the variant whose backbone layers are all present (None if none is), and the
-        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
-    """
-    weights = [n for n in names if arch.param_kind(n) == arch.WEIGHTS]
-    variant = arch.infer_variant(n[: -len("/" + arch.WEIGHTS)] for n in weights)
-    head = names.get(arch.param_name(caffe.HEAD_LAYER, arch.WEIGHTS))
-    return variant, (int(head[-1]) if head is not None else None)
+    return list(open_weights(path).tensors)
 
 
 def _is_param_key(key):
-    return key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)
+    """A model parameter's key (`params/<name>/...`), not an optimizer slot kept beside it."""
+    return (key.startswith(_PARAM_PREFIX) and key.endswith(_PARAM_SUFFIX)
+            and "/.OPTIMIZER_SLOT/" not in key)
 
 
 def _param_name(key):
@@ -229,30 +282,55 @@ def _param_name(key):
 
 
 def read_params(path):
-    """The parameters of a weights file (see `load_weights`) as {caffe name: numpy array}."""
-    return {name: read() for name, (_, read) in _weights(path).items()}
+    """Every parameter of a weights file (see `load_weights`) as {caffe name: numpy array}.
+
+    Raises:
+        BadFileError: an unreadable file, or a value that is not finite.
+    """
+    return open_weights(path).read_all()
 
 
-def save_params(params, prefix, variant=None, num_classes=None):
+def class_names_meta(class_names):
+    """The `meta` entries that record class names in a checkpoint: {} for None, else
+    {"class_names": a string variable}; e.g. tf.train.Checkpoint(meta={**model.meta,
+    **class_names_meta(names)})."""
+    if class_names is None:
+        return {}
+    return {"class_names": tf.Variable(tf.constant([str(n) for n in class_names], tf.string),
+                                       trainable=False, name="class_names")}
+
+
+def save_params(params, prefix, variant=None, num_classes=None, class_names=None):
     """Writes {name: array} as a checkpoint at `prefix`, atomically.
+
+    Args:
+        params: {name: array}.
+        prefix: the checkpoint prefix to write.
+        variant, num_classes: recorded as `meta/model`, `meta/num_classes` (DeepLab nets).
+        class_names: recorded as `meta/class_names` when given (one per class).
+    Returns:
+        the absolute prefix.
 
     The files are written under a temporary prefix in the same folder and
     renamed into place, the `.index` last, so an interrupted save never leaves
     a checkpoint that looks complete.
     """
+    if class_names is not None and (variant is None or len(class_names) != num_classes):
+        raise SettingError(f"{{class_names}}: {len(class_names)} names for "
+                           f"{num_classes} classes", "class_names")
     prefix = os.path.abspath(str(prefix))
     folder = os.path.dirname(prefix)
     try:
         os.makedirs(folder, exist_ok=True)
         tmp_dir = tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=folder)
     except OSError as exc:
-        raise DeepLabError(f"{folder}: cannot write checkpoint here ({exc.strerror})") from None
+        raise WriteError(folder, f"cannot write checkpoint here ({exc.strerror})") from None
     try:
-        variables = {k: tf.Variable(np.asarray(v)) for k, v in params.items()}
-        root = {"params": variables}
+        root = {"params": {k: tf.Variable(np.asarray(v)) for k, v in params.items()}}
         if variant is not None:
             root["meta"] = {"model": tf.Variable(variant),
-                            "num_classes": tf.Variable(int(num_classes))}
+                            "num_classes": tf.Variable(int(num_classes)),
+                            **class_names_meta(class_names)}
         with writing(prefix):
             tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
@@ -270,19 +348,28 @@ def rewrite(source, ckpt_path=None, npz_path=None):
         source: anything `load_weights` reads but a caffemodel: e.g. the 2017
             port's `deeplab_resnet.ckpt` or `model.ckpt-N`, or an `.npz`.
         ckpt_path: checkpoint prefix to write; it records the variant and class
-            count when both are known (the DeepLab head present), else nothing.
+            count when both are known (the DeepLab head present), else nothing,
+            and the class names the source records.
         npz_path: `.npz` to write (same names and values).
     Returns:
         (variant, num_classes, number of tensors); the first two None when not recorded.
+    Raises:
+        BadFileError: the source's tensors do not fit the variant their names say
+            (a shape, an unknown tensor beside a DeepLab head, a non-finite value).
     """
-    variant, num_classes = check_meta(source, None, None)
+    opened = open_weights(source)
+    variant, num_classes = opened.variant, opened.num_classes
+    if variant is not None:
+        opened.check(arch.architecture(variant, num_classes or 1), new_head=num_classes is None)
     if variant is None or num_classes is None:
         variant = num_classes = None
-    params = read_params(source)
+    params = opened.read_all()
     if not params:
-        raise DeepLabError(f"{source}: holds no model parameters to convert")
+        raise BadFileError(f"{opened.path}: holds no model parameters to convert",
+                           path=opened.path)
     if ckpt_path:
-        save_params(params, ckpt_path, variant, num_classes)
+        save_params(params, ckpt_path, variant, num_classes,
+                    opened.class_names if variant is not None else None)
     if npz_path:
         utils.save_npz(params, npz_path)
     return variant, num_classes, len(params)
@@ -293,46 +380,20 @@ def check_meta(path, variant, num_classes, new_head=False):
 
     `variant`/`num_classes` are the user's settings (None when not given). A
     setting that contradicts what the checkpoint records is an error, except the class
-    count when the head is not restored (`new_head`).
+    count when the head is not restored (`new_head`); see `weights.WeightsFile.settle`.
     """
-    saved_variant, saved_classes = read_meta(path)
-    if saved_variant is None:
-        saved_variant, saved_classes = infer_meta({n: s for n, (s, _) in _weights(path).items()})
-    if variant is not None and saved_variant is not None and variant != saved_variant:
-        raise SettingError(f"{path}: checkpoint holds model '{saved_variant}', "
-                           f"but {{variant}} {variant} was given", "variant")
-    if saved_classes is None or (new_head and num_classes is not None):
-        return saved_variant or variant, num_classes
-    if num_classes is not None and num_classes != saved_classes:
-        raise SettingError(f"{path}: checkpoint has {saved_classes} classes, "
-                           f"but {{num_classes}} {num_classes} was given", "num_classes")
-    return saved_variant or variant, saved_classes
+    return open_weights(path, variant=variant).settle(variant, num_classes, new_head)
 
 
-def fold_stem_bias(params, stem):
-    """Folds a stem bias (ImageNet ResNets have `conv1/biases`) into its BatchNorm mean.
-
-    BN(x + b) = BN'(x) with mean' = mean - b, so the DeepLab stem, which has no
-    bias, computes the same function.
-
-    Args:
-        params: {name: array}.
-        stem: the `arch.Conv` of the stem.
-    """
-    bias, mean = arch.param_name(stem.name, arch.BIASES), stem.bn_param("mean")
-    if bias not in params or mean not in params:
-        return params
-    params = dict(params)
-    params[mean] = np.asarray(params[mean]) - np.asarray(params.pop(bias))
-    return params
+infer_meta = weights.infer_meta
+fold_stem_bias = weights.fold_stem_bias
 
 
 def assign_params(model, params, new_head=False, source="weights"):
     """Copies {name: array} into a model's variables, checking names and shapes.
 
     Every model variable must be present (except the head with `new_head`);
-    extra entries are ignored only when they are classifier layers of another
-    net (anything that is not a model variable is listed in the error).
+    other entries are ignored.
     """
     params = fold_stem_bias(params, model.arch.stem)
     missing = []
@@ -344,48 +405,65 @@ def assign_params(model, params, new_head=False, source="weights"):
             continue
         value = np.asarray(params[name])
         if tuple(value.shape) != tuple(var.shape):
-            raise DeepLabError(f"{source}: '{name}' has shape {tuple(value.shape)}, "
-                            f"model '{model.variant}' expects {tuple(var.shape)}")
-        var.assign(value.astype(var.dtype.as_numpy_dtype))
+            raise BadFileError(f"{source}: '{name}' has shape {tuple(value.shape)}, "
+                               f"model '{model.variant}' expects {tuple(var.shape)}", path=source)
+        var.assign(np.asarray(value, dtype=var.dtype.as_numpy_dtype))
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise DeepLabError(f"{source}: {len(missing)} variables of model '{model.variant}' "
-                        f"are missing ({shown})")
+        raise BadFileError(f"{source}: {len(missing)} variables of model '{model.variant}' "
+                           f"are missing ({shown})", path=source)
 
 
 def load_weights(path, variant=None, num_classes=None, new_head=False, prototxt=None,
                  **model_kwargs):
     """Builds a DeepLabResNet and fills it from a checkpoint or a `.caffemodel`.
 
+    The file is opened once (`open_weights`); its metadata and every tensor's shape
+    are checked against the architecture, and every value for finiteness, before
+    the model is built.
+
     Args:
         path: checkpoint prefix, folder of checkpoints, `.caffemodel`, `.npz`
             (convert.py --data-output-path), or a 2017-port checkpoint (V1 file
             or V2 prefix).
-        variant, num_classes: the user's flags, None when not given; taken
+        variant, num_classes: the user's settings, None when not given; taken
             from the file when it records them, else from its parameters.
         new_head: keep the freshly initialised head instead of restoring it;
             it has `num_classes` classes, 21 when not given (not the count of
             the restored weights' head, which is dropped).
-        prototxt: deploy prototxt for a `.caffemodel` (default: the one
-            `caffe.deploy_prototxt` generates for the variant).
+        prototxt: deploy prototxt for a `.caffemodel` (default: its blobs are
+            matched to the architecture of the variant directly).
+        **model_kwargs: passed to `DeepLabResNet`.
     Returns:
         the model.
+    Raises:
+        BadFileError: an unreadable file, or one whose tensors do not fit.
+        SettingError: a setting that contradicts the file.
+    Example:
+        >>> model = load_weights("checkpoints/deeplab_voc12")
+        >>> model.variant, model.num_classes
+        ('resnet101', 21)
+    """
+    opened = open_weights(path, prototxt=prototxt, variant=variant)
+    return build_model(opened, variant, num_classes, new_head, prototxt, **model_kwargs)
+
+
+def build_model(opened, variant=None, num_classes=None, new_head=False, prototxt=None,
+                **model_kwargs):
+    """A DeepLabResNet filled from an opened weights file (see `load_weights`).
+
+    Args:
+        opened: an `open_weights` result.
+        variant, num_classes, new_head, prototxt, **model_kwargs: as for `load_weights`.
     """
     if new_head and num_classes is None:
         num_classes = defaults.NUM_CLASSES
-    if is_caffemodel(path):
-        params, found_classes = caffe.caffemodel_weights(path, variant, prototxt,
-                                                         new_head=new_head)
-        if num_classes is not None and found_classes != num_classes and not new_head:
-            raise SettingError(f"{path}: caffemodel has {found_classes} classes, "
-                               f"but {{num_classes}} {num_classes} was given", "num_classes")
-        num_classes = num_classes or found_classes
-        variant = variant or infer_meta({n: np.shape(v) for n, v in params.items()})[0]
-    else:
-        variant, num_classes = check_meta(path, variant, num_classes, new_head=new_head)
-        params = read_params(path)
-    model = DeepLabResNet(variant or defaults.VARIANT, num_classes or defaults.NUM_CLASSES,
-                          **model_kwargs)
-    assign_params(model, params, new_head=new_head, source=str(path))
+    opened.require_head(new_head, prototxt)
+    variant, num_classes = opened.settle(variant, num_classes, new_head=new_head)
+    network = arch.architecture(variant or defaults.VARIANT,
+                                num_classes or defaults.NUM_CLASSES)
+    params = opened.params_for(network, new_head=new_head)
+    model = DeepLabResNet(network.variant, network.num_classes, **model_kwargs)
+    assign_params(model, params, new_head=new_head, source=opened.path)
     model.mark_statistics_trained()
     return model

@@ -80,6 +80,8 @@ class WriteError(DeepLabError, OSError):
         self.filename = str(path)
         self.strerror = reason
 
+    __str__ = DeepLabError.__str__  # "<path>: <reason>", not OSError's "[Errno None] ..."
+
 
 def first_line(exc):
     """The first line of an exception's message (its type name when empty), for one-line errors."""

@@ -1,49 +1,69 @@
-"""Evaluation: predict every image of a list, count one confusion matrix, report."""
+"""Evaluation: predict every image of a list, count one confusion matrix, score it.
 
+`evaluate` runs the prediction over (image, label) pairs and counts the matrix;
+`Scores` derives every number from it (`metrics.scores`) and formats the report
+evaluate.py prints. `Segmenter.evaluate` and evaluate.py both go through these.
+"""
+
+import dataclasses
+import functools
 import os
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
-from deeplab_resnet import defaults, metrics, utils
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet import defaults, metrics, predict, utils
+from deeplab_resnet.errors import BadFileError
 
 
-def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=()):
+def _read_pair(num_classes, ignore_label, pair):
+    """(image path, RGB image, label or None) of one pair, the label checked against both."""
+    image_path, label_path = pair
+    image = utils.read_image(image_path)
+    label = None if label_path is None else utils.read_label(label_path)
+    if label is not None:
+        if label.shape != image.shape[:2]:
+            raise BadFileError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
+                               f"image {image_path} is {image.shape[1]}x{image.shape[0]}",
+                               path=label_path)
+        try:
+            metrics.check_labels(label, num_classes, ignore_label)
+        except ValueError as exc:
+            raise BadFileError(f"{label_path}: {exc}", path=label_path) from None
+    return image_path, image, label
+
+
+def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=(),
+             progress=None):
     """Predicts every listed image and sums the confusion matrix.
 
+    The next images and labels are decoded while the network runs (`predict.prefetch`).
+
     Args:
-        predictor: a `predict.Predictor`.
+        predictor: a `predict.Predictor` (`predict_labels` is used).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
         save_dirs: folders that each get the predicted labels as <stem>.png.
+        progress: called with 1 after each image (e.g. a progress bar's `update`), or None.
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
+    Raises:
+        BadFileError for an unreadable image or label, a label whose size
+        differs from its image's, or a label value that is neither a class nor
+        `ignore_label`.
     """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    # The bar is drawn on a terminal only: piped stderr keeps just the messages.
-    for image_path, label_path in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr,
-                                       dynamic_ncols=True, disable=None):
-        image = utils.read_image(image_path)
-        label = None if label_path is None else utils.read_label(label_path)
+    read = functools.partial(_read_pair, num_classes, ignore_label)
+    for image_path, image, label in predict.prefetch(read, pairs):
+        predicted = predictor.predict_labels(image)  # the probabilities stay on the device
         if label is not None:
-            if label.shape != image.shape[:2]:
-                raise DeepLabError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
-                                f"image {image_path} is {image.shape[1]}x{image.shape[0]}")
-            try:
-                metrics.check_labels(label, num_classes, ignore_label)
-            except ValueError as exc:
-                raise DeepLabError(f"{label_path}: {exc}") from None
-        prediction = predictor(image)
-        if label is not None:
-            confusion += metrics.confusion_matrix(label, prediction.labels, num_classes,
-                                                  ignore_label)
+            confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(prediction.labels, os.path.join(folder, stem + ".png"))
+            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"))
+        if progress is not None:
+            progress(1)
     return confusion
 
 
@@ -51,14 +71,65 @@ def _fmt(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def report(result):
-    """The printed report; its last line is `Mean IoU: ...`."""
-    width = max(len(name) for name in result["per_class_iou"])
-    lines = ["Per-class IoU:"]
-    for name, iou in result["per_class_iou"].items():
-        lines.append(f"  {name:<{width}}  {_fmt(iou)}" + ("  (absent)" if iou is None else ""))
-    lines += [f"Pixel accuracy: {_fmt(result['pixel_accuracy'])}",
-              f"Mean class accuracy: {_fmt(result['mean_class_accuracy'])}",
-              f"Frequency-weighted IoU: {_fmt(result['frequency_weighted_iou'])}",
-              f"Mean IoU: {_fmt(result['mean_iou'])}"]
-    return "\n".join(lines)
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """The scores of one evaluation, all derived from its confusion matrix.
+
+    A class that appears neither in the labels nor in the predictions has no
+    IoU (None) and is left out of the mean IoU.
+
+    Attributes:
+        mean_iou: mean IoU over the classes that have one (None if none has).
+        per_class_iou: {class name: IoU or None}.
+        pixel_accuracy: correctly labelled pixels / scored pixels.
+        mean_class_accuracy: mean over the classes present in the labels of
+            their accuracy (recall).
+        per_class_accuracy: {class name: accuracy or None}.
+        frequency_weighted_iou: IoU weighted by each class's share of the labels.
+        num_pixels: pixels scored (those whose label is not the ignore label).
+        confusion_matrix: (C, C) int64 numpy array, [true class, predicted class].
+
+    Example:
+        >>> scores = Scores.from_confusion(np.array([[3, 1], [0, 4]]), ["sky", "sea"])
+        >>> round(scores.mean_iou, 4), scores.per_class_iou["sea"]
+        (0.775, 0.8)
+    """
+    # In metrics.scores' order, the order of evaluate.py's JSON report.
+    per_class_iou: dict
+    per_class_accuracy: dict
+    mean_iou: float
+    pixel_accuracy: float
+    mean_class_accuracy: float
+    frequency_weighted_iou: float
+    num_pixels: int
+    confusion_matrix: np.ndarray = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_confusion(cls, confusion, class_names=None):
+        """The scores of a confusion matrix (see `metrics.scores`).
+
+        Args:
+            confusion: (C, C) counts, [true class, predicted class].
+            class_names: C names (default class_<i>).
+        """
+        confusion = np.asarray(confusion, dtype=np.int64)
+        return cls(confusion_matrix=confusion, **metrics.scores(confusion, class_names))
+
+    def as_dict(self):
+        """Every score as plain Python values (JSON-ready), the confusion matrix as lists."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["confusion_matrix"] = self.confusion_matrix.tolist()
+        return values
+
+    def report(self):
+        """The report evaluate.py prints: per-class IoU, the accuracies, fwIoU and, last,
+        `Mean IoU: 0.xxxx`."""
+        width = max(len(name) for name in self.per_class_iou)
+        lines = ["Per-class IoU:"]
+        for name, iou in self.per_class_iou.items():
+            lines.append(f"  {name:<{width}}  {_fmt(iou)}" + ("  (absent)" if iou is None else ""))
+        lines += [f"Pixel accuracy: {_fmt(self.pixel_accuracy)}",
+                  f"Mean class accuracy: {_fmt(self.mean_class_accuracy)}",
+                  f"Frequency-weighted IoU: {_fmt(self.frequency_weighted_iou)}",
+                  f"Mean IoU: {_fmt(self.mean_iou)}"]
+        return "\n".join(lines)

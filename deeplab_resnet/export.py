@@ -7,14 +7,37 @@ import tempfile
 import tensorflow as tf
 
 from deeplab_resnet import checkpoint, utils
+from deeplab_resnet.errors import SettingError
+
+
+def check_output_dir(path, field="output_dir"):
+    """The absolute SavedModel folder for `path`, checked before any work is done.
+
+    Args:
+        path: the folder to create; it must not exist, or be an empty folder.
+        field: the setting's name in the messages (e.g. "output_dir").
+    Returns:
+        the absolute path; its parent folder exists (created if needed) and is writable.
+    Raises:
+        SettingError naming `field` when `path` holds something or its parent is not writable.
+    """
+    path = os.path.abspath(str(path))
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise SettingError(f"{{{field}}} {path}: already exists and is not an empty folder",
+                           field, path=path)
+    utils.writable_dir(os.path.dirname(path), field)
+    return path
 
 
 def export(predictor, output_dir):
     """Saves `predictor` as a SavedModel at `output_dir`, atomically.
 
     Args:
-        predictor: a `predict.Predictor`; its `serve` is the serving signature.
-        output_dir: absolute path of the folder to create.
+        predictor: a `predict.Predictor`; its `serve` is the serving signature
+            (the network only: a dense CRF is not a TensorFlow op).
+        output_dir: absolute path of the folder to create (see `check_output_dir`).
+    Raises:
+        OSError naming `output_dir` when the write fails (nothing is left behind).
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:

@@ -6,15 +6,27 @@ offset. The stream of batches is therefore fixed by --random-seed, and
 resuming at example k only needs `Dataset.range(k, ...)`, with no iterator
 state to save.
 
-Images and labels are decoded by `deeplab_resnet.utils` (PIL): tf.io.decode_png
-expands palette PNGs to RGB colours, which would turn VOC class indices into
-wrong labels.
+Decoding runs in TensorFlow ops (no Python, no GIL) for the common formats,
+chosen per file from its header when the reader is made (`decoder_kinds`):
+RGB JPEGs (with libjpeg's accurate integer IDCT, the one PIL uses: the same
+pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and palette PNG labels
+(VOC's: tf.io.decode_png returns a palette's colours, so each file's
+palette is swapped for the gray ramp (i, i, i) in memory and the gray decode
+is the class indices). The label check runs in
+the graph too. Every other encoding the README promises (16-bit, LA/PA, CMYK
+or grayscale JPEG, BMP, ...) is decoded by `deeplab_resnet.utils` (PIL) in a
+`tf.numpy_function`, which also produces every error message: a pair whose
+sizes differ or whose labels fail the check is decoded again there, and a
+file TensorFlow cannot decode is looked up with PIL to name it.
 """
 
 import functools
+import struct
+import zlib
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from deeplab_resnet import defaults, metrics, utils
 from deeplab_resnet.errors import SettingError, DeepLabError, first_line
@@ -28,6 +40,10 @@ UNIFORM_SCALE_RANGE = (0.5, 1.5)
 # Independent random streams per example: scale, mirror, crop y, crop x.
 _STREAMS = 4
 _ENDLESS = 2 ** 62
+# How each file is decoded (`decoder_kinds`).
+PIL, JPEG, PNG_RGB, PNG_GRAY, PNG_PALETTE = 0, 1, 2, 3, 4
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY, _PNG_RGB, _PNG_INDEXED = 0, 2, 3  # IHDR colour types
 
 
 def draw_scale(seed, mode):
@@ -37,6 +53,79 @@ def draw_scale(seed, mode):
         return tf.gather(tf.constant(CAFFE_SCALES, tf.float32), choice)
     low, high = UNIFORM_SCALE_RANGE
     return tf.random.stateless_uniform([], seed, low, high)
+
+
+def png_header(path):
+    """A PNG file's (width, height, bit depth, colour type, (PLTE offset, PLTE length) or
+    None), or None if it is not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None
+            header, palette = None, None
+            while True:
+                offset = f.tell()
+                length, kind = struct.unpack(">I4s", f.read(8))
+                if kind == b"IHDR":
+                    header = struct.unpack(">IIBB", f.read(10))
+                    f.seek(length - 10 + 4, 1)
+                elif kind in (b"IDAT", b"IEND"):
+                    break
+                else:
+                    palette = (offset, length) if kind == b"PLTE" else palette
+                    f.seek(length + 4, 1)
+    except (OSError, struct.error):
+        return None
+    return None if header is None else header + (palette,)
+
+
+def _small(width, height):
+    """Whether PIL would decode an image of this size (larger ones it refuses, with a message)."""
+    return width * height <= utils.MAX_IMAGE_PIXELS
+
+
+def _rgb_jpeg(path):
+    """Whether PIL reads this file as a 3-channel (YCbCr or RGB) JPEG, from its header."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
+    except Exception:  # noqa: BLE001 - any unreadable file goes to PIL, which names the problem
+        return False
+
+
+def image_kind(path):
+    """How an image file is decoded: JPEG, PNG_RGB, else PIL."""
+    header = png_header(path)
+    if header is not None:
+        width, height, depth, colour, _ = header
+        return PNG_RGB if (depth, colour) == (8, _PNG_RGB) and _small(width, height) else PIL
+    return JPEG if _rgb_jpeg(path) else PIL
+
+
+def label_kind(path):
+    """(how a label file is decoded: PNG_GRAY, PNG_PALETTE or PIL; (offset, length) of a
+    palette PNG's PLTE chunk, else (0, 0))."""
+    header = png_header(path)
+    if header is None or not _small(*header[:2]):
+        return PIL, (0, 0)
+    depth, colour, palette = header[2:]
+    if (depth, colour) == (8, _PNG_GRAY):
+        return PNG_GRAY, (0, 0)
+    # Packed palettes (1, 2, 4 bits: PIL writes small palettes so) unpack to their indices too.
+    if (colour == _PNG_INDEXED and depth in (1, 2, 4, 8) and palette
+            and palette[1] % 3 == 0 and 0 < palette[1] <= 768):
+        return PNG_PALETTE, palette
+    return PIL, (0, 0)
+
+
+def _identity_palettes():
+    """PLTE chunks mapping index i to the gray colour (i, i, i), one per palette length (1..256
+    entries), CRC included: swapped into a palette PNG, the gray decode is its class indices."""
+    chunks = []
+    for entries in range(1, 257):
+        data = b"PLTE" + bytes(np.repeat(np.arange(entries, dtype=np.uint8), 3))
+        chunks.append(struct.pack(">I", 3 * entries) + data + struct.pack(">I", zlib.crc32(data)))
+    return chunks
 
 
 class ImageReader:
@@ -73,6 +162,16 @@ class ImageReader:
         # The numpy decoder records what went wrong: tf.data only passes on a
         # generic error with a Python traceback in its message.
         self.error = None
+        self._decoders = self._decoder_table()
+
+    def _decoder_table(self):
+        """Tensors saying how each file is decoded, and the palettes of the palette labels."""
+        label_kinds, palettes = zip(*(label_kind(path) for path in self.labels))
+        return {"image_paths": tf.constant(self.images), "label_paths": tf.constant(self.labels),
+                "image_kinds": tf.constant([image_kind(path) for path in self.images], tf.int32),
+                "label_kinds": tf.constant(label_kinds, tf.int32),
+                "palettes": tf.constant(palettes, tf.int32),
+                "identity_palettes": tf.constant(_identity_palettes())}
 
     def __len__(self):
         return len(self.images)
@@ -101,6 +200,20 @@ class ImageReader:
             raise
         return image, label
 
+    def _first_unreadable(self):
+        """The error PIL gives for the first file of the list it cannot decode, or None.
+
+        After a TensorFlow decoder failed, which names no file: every file is
+        read again (slow for a long list, but only once something is broken).
+        """
+        for image, label in zip(self.images, self.labels):
+            try:
+                utils.read_image(image)
+                utils.read_label(label)
+            except DeepLabError as exc:
+                return exc
+        return None
+
     def _file_index(self, example):
         count = tf.constant(len(self), tf.int64)
         position = example % count
@@ -112,10 +225,7 @@ class ImageReader:
 
     def _example(self, example, num_classes=None):
         """(preprocessed float32 HxWx3 crop, int32 HxW label crop) for example number `example`."""
-        load = functools.partial(self._load, num_classes=num_classes)
-        image, label = tf.numpy_function(load, [self._file_index(example)],
-                                         (tf.uint8, tf.uint8), stateful=False)
-        image.set_shape([None, None, 3])
+        image, label = self._decode(self._file_index(example), num_classes)
         label = tf.cast(label[..., None], tf.int32)
         label.set_shape([None, None, 1])
         seeds = [tf.stack([tf.constant(self.seed, tf.int64), example * _STREAMS + k])
@@ -133,6 +243,57 @@ class ImageReader:
             label = tf.cond(flip, lambda: label[:, ::-1], lambda: label)
         image, label = self._crop(image, label, seeds[2], seeds[3])
         return image, label[..., 0]
+
+    def _decode(self, index, num_classes):
+        """(HxWx3 uint8 image, HxW uint8 label) of file `index`: TensorFlow's decoders where
+        the formats allow and the pair passes the checks, else `_load` (PIL), which also
+        raises the error of a pair that fails them."""
+        table = self._decoders
+
+        def with_pil():
+            load = functools.partial(self._load, num_classes=num_classes)
+            image, label = tf.numpy_function(load, [index], (tf.uint8, tf.uint8), stateful=False)
+            return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(label, [None, None])
+
+        def with_tf():
+            image, label = self._tf_image(index), self._tf_label(index)
+            ok = tf.reduce_all(tf.shape(image)[:2] == tf.shape(label))
+            if num_classes is not None:
+                present = tf.math.bincount(tf.cast(label, tf.int32), minlength=256,
+                                           maxlength=256) > 0
+                values = tf.range(256)
+                allowed = (values < num_classes) | (values == self.ignore_label)
+                ok = ok & tf.reduce_all(allowed | ~present)
+            return tf.cond(ok, lambda: (image, label), with_pil)
+
+        fast = ((tf.gather(table["image_kinds"], index) != PIL)
+                & (tf.gather(table["label_kinds"], index) != PIL))
+        return tf.cond(fast, with_tf, with_pil)
+
+    def _tf_image(self, index):
+        table = self._decoders
+        data = tf.io.read_file(tf.gather(table["image_paths"], index))
+        # The accurate integer IDCT is PIL's: the same pixels (TensorFlow's default is faster
+        # and differs by a few levels).
+        return tf.cond(tf.gather(table["image_kinds"], index) == JPEG,
+                       lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                       lambda: tf.io.decode_png(data, channels=3))
+
+    def _tf_label(self, index):
+        table = self._decoders
+        data = tf.io.read_file(tf.gather(table["label_paths"], index))
+
+        def indices_as_gray():
+            # decode_png gives a palette's colours, not the indices: with index i's colour
+            # swapped for (i, i, i) the gray decode is the indices (libpng keeps r = g = b exact).
+            offset, length = tf.unstack(tf.gather(table["palettes"], index))
+            identity = tf.gather(table["identity_palettes"], length // 3 - 1)
+            return tf.strings.join([tf.strings.substr(data, 0, offset), identity,
+                                    tf.strings.substr(data, offset + length + 12, -1)])
+
+        gray = tf.cond(tf.gather(table["label_kinds"], index) == PNG_PALETTE, indices_as_gray,
+                       lambda: data)
+        return tf.io.decode_png(gray, channels=1)[..., 0]
 
     def _crop(self, image, label, seed_y, seed_x):
         crop_h, crop_w = self.input_size
@@ -212,5 +373,8 @@ class ImageReader:
             except tf.errors.OpError as exc:
                 if self.error is not None:
                     raise self.error from None
+                unreadable = self._first_unreadable()
+                if unreadable is not None:
+                    raise unreadable from None
                 raise DeepLabError(f"reading {len(self)} files of the list failed: "
                                 f"{first_line(exc)}") from None

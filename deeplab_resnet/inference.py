@@ -3,18 +3,23 @@
 import os
 
 from deeplab_resnet import utils
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import BadFileError
 
 
 def image_paths(path):
-    """The images to segment: `path` itself, or the image files of a folder."""
+    """The images to segment: `path` itself, or the image files of a folder (sorted).
+
+    Raises:
+        BadFileError when `path` is missing or a folder without image files;
+        DeepLabError when two images would write the same outputs.
+    """
     if not os.path.exists(path):
-        raise DeepLabError(f"{path}: no such file or folder")
+        raise BadFileError(f"{path}: no such file or folder", path=path)
     if not os.path.isdir(path):
         return [path]
     paths = utils.list_images(path)
     if not paths:
-        raise DeepLabError(f"{path}: folder holds no image files "
-                        f"({', '.join(utils.IMAGE_EXTENSIONS)})")
+        raise BadFileError(f"{path}: folder holds no image files "
+                           f"({', '.join(utils.IMAGE_EXTENSIONS)})", path=path)
     utils.check_distinct_stems(paths, "{stem}_mask.png")
     return paths

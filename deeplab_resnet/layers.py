@@ -10,13 +10,14 @@ signature that accepts images of any size.
 
 import tensorflow as tf
 
-from deeplab_resnet import defaults
+from deeplab_resnet import defaults, devices
 # Caffe's size formulas live with the converter's shape inference (plain Python);
 # re-exported here for the network code.
 from kaffe.sizes import conv_output_size, pool_output_size
 
-__all__ = ["conv_output_size", "pool_output_size", "conv2d", "max_pool", "avg_pool",
-           "global_avg_pool", "global_max_pool", "batch_norm"]
+__all__ = ["conv_output_size", "pool_output_size", "conv2d", "native_dilated_gradient",
+           "max_pool", "avg_pool", "global_avg_pool", "global_max_pool", "batch_moments",
+           "batch_norm"]
 
 
 def _pair(value):
@@ -35,14 +36,18 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differ
         stride, pad, dilation: int or (h, w) pair.
         group: number of channel groups.
         differentiable: keep dilated convolutions differentiable on every
-            device; False runs the native dilated kernel with no gradient
-            of its own, for inference.
+            device: where the convolution runs on a CPU, whose kernels cannot
+            backpropagate through a dilated Conv2D, with the gradient of
+            `_dilated_conv`; on a GPU (cuDNN differentiates it) with
+            TensorFlow's own. False always runs the native dilated kernel, for
+            inference.
     """
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
     dh, dw = _pair(dilation)
     padding = [[0, 0], [ph, ph], [pw, pw], [0, 0]] if (ph or pw) else "VALID"
-    if differentiable and dh == dw > 1 and sh == sw == 1 and group == 1:
+    if (differentiable and dh == dw > 1 and sh == sw == 1 and group == 1
+            and not native_dilated_gradient(x)):
         y = _dilated_conv(x, weights, dh, ph, pw)
     elif group == 1 or weights.shape[2] * group != x.shape[-1]:
         y = tf.nn.conv2d(x, weights, strides=[1, sh, sw, 1], padding=padding,
@@ -57,6 +62,26 @@ def conv2d(x, weights, biases=None, stride=1, pad=0, dilation=1, group=1, differ
     if biases is not None:
         y = tf.nn.bias_add(y, biases)
     return y
+
+
+def native_dilated_gradient(x):
+    """Whether TensorFlow can differentiate a dilated convolution of `x` where it runs.
+
+    Decided when the operation is built, from the device it is pinned to (a
+    `tf.device` scope around it in the same function, an eager tensor's
+    device) or, unpinned, from whether a GPU is visible, as TensorFlow then
+    places convolutions on GPU:0 (and a strategy's replicas on the GPUs):
+    cuDNN (and XLA) differentiate dilated convolutions, TF's CPU kernels do
+    not. The CPU route (`_dilated_conv`) pads and copies the
+    activations through space_to_batch for the kernel gradient, memory a GPU
+    need not spend.
+    """
+    device = x.device
+    if not tf.executing_eagerly():
+        # The innermost tf.device scope, which a function's placeholders do
+        # not carry: an unused no-op shows it and is pruned.
+        device = tf.raw_ops.NoOp().device or device
+    return devices.runs_on_gpu(device)
 
 
 def _dilated_conv(x, weights, rate, ph, pw):
@@ -195,6 +220,43 @@ def fold_batch_norm(weights, biases, mean, variance, scale, offset, eps=defaults
     a = scale * tf.math.rsqrt(variance + eps)
     shift = -mean if biases is None else biases - mean
     return weights * a, shift * a + offset
+
+
+def batch_moments(x, shift=None):
+    """Per-channel mean, (biased) variance and element count of an NHWC float32 batch.
+
+    Under a tf.distribute strategy with several replicas the statistics are
+    those of the global batch (synchronised BatchNorm), so N replicas normalise
+    exactly as one device would with the whole batch. Each replica sums
+    d = x - shift and d^2 per channel and counts its elements; one all-reduce
+    of these 2C + 1 numbers gives mean = shift + S1 / n and variance =
+    S2 / n - (S1 / n)^2. A shift near the batch mean (the moving mean, the
+    same on every replica) keeps that difference well conditioned.
+
+    Args:
+        x: NHWC float32 activations.
+        shift: per-channel values equal on all replicas (no gradient flows into
+            them), or None for 0. Only used with several replicas.
+    Returns:
+        (mean, variance, count) with count a float32 scalar.
+    """
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+        return mean, variance, count
+    shift = (tf.zeros(tf.shape(x)[-1:], x.dtype) if shift is None
+             else tf.stop_gradient(tf.cast(shift, x.dtype)))
+    d = x - shift
+    sums = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(
+        [tf.reduce_sum(d, axis=[0, 1, 2]), tf.reduce_sum(tf.square(d), axis=[0, 1, 2]),
+         count[tf.newaxis]], axis=0))
+    total, squares, count = tf.split(sums, [tf.shape(x)[-1], tf.shape(x)[-1], 1])
+    count = count[0]
+    offset = total / count
+    # Rounding may leave a tiny negative where the variance is ~0.
+    variance = tf.maximum(squares / count - tf.square(offset), 0.0)
+    return shift + offset, variance, count
 
 
 def batch_norm(x, mean, variance, scale=None, offset=None, eps=defaults.BN_EPS):

@@ -10,7 +10,7 @@ so the values are taken as they are. It also wrote weights as pickled `.npy`
 dicts, which are never loaded: unpickling runs code from the file.
 """
 
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import BadFileError
 
 _CONV_LEAVES = ("weights", "biases")
 _BN_LEAVES = {"moving_mean": "mean", "moving_variance": "variance", "gamma": "scale",
@@ -44,6 +44,7 @@ def name_map(keys):
 
 def refuse_npy(path):
     """The one-line refusal of a `.npy` given as weights."""
-    raise DeepLabError(f"{path}: .npy weights (the 2017 port's convert.py output) are pickled "
-                    "Python objects and are not loaded: unpickling runs code from the file. "
-                    "Convert the .caffemodel with convert.py, or give the port's .ckpt instead")
+    raise BadFileError(f"{path}: .npy weights (the 2017 port's convert.py output) are pickled "
+                       "Python objects and are not loaded: unpickling runs code from the file. "
+                       "Convert the .caffemodel with convert.py, or give the port's .ckpt instead",
+                       path=path)

@@ -47,27 +47,6 @@ def preprocess(images):
     return images[..., ::-1] - IMG_MEAN
 
 
-def _batch_moments(x):
-    """Per-channel mean, variance and element count of an NHWC batch.
-
-    Under a tf.distribute strategy with several replicas the statistics are
-    those of the global batch (synchronised BatchNorm: sums all-reduced, two
-    passes for accuracy), so N replicas normalise exactly as one device would
-    with the whole batch.
-    """
-    count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
-        return mean, variance, count
-    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                      [tf.reduce_sum(x, axis=[0, 1, 2]), count])
-    mean = total / count
-    squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                 tf.reduce_sum(tf.square(x - mean), axis=[0, 1, 2]))
-    return mean, squares / count, count
-
-
 class DeepLabResNet(tf.Module):
     """DeepLab-v2 ResNet (atrous backbone + ASPP) with Caffe-exact arithmetic.
 
@@ -185,7 +164,7 @@ class DeepLabResNet(tf.Module):
         p = self.params
         mean, var = p[conv.bn_param("mean")], p[conv.bn_param("variance")]
         if training and self.train_bn:
-            batch_mean, batch_var, count = _batch_moments(tf.cast(x, tf.float32))
+            batch_mean, batch_var, count = layers.batch_moments(tf.cast(x, tf.float32), shift=mean)
             unbiased = batch_var * count / tf.maximum(count - 1.0, 1.0)
             history = self.bn_momentum * self.meta["bn_factor"]
             total = history + 1.0

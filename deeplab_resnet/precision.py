@@ -3,18 +3,29 @@
 bfloat16 and float16 halve the memory traffic and, on hardware with native
 instructions, double the arithmetic rate. Without such instructions TensorFlow
 emulates them, many times slower than float32, so a reduced precision is used
-only where the hardware has it; elsewhere inference runs float32 and says so.
+only where the hardware has it; elsewhere inference runs float32 and says so
+(a warning on the `deeplab_resnet.precision` logger).
 
     bf16: a GPU of compute capability >= 8.0 (Ampere and later), or a CPU with
           AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm).
-    fp16: a GPU of compute capability >= 6.0, or a CPU with AVX512-FP16 or
-          AMX-FP16 (x86).
+    fp16: a GPU of compute capability >= 7.0 (Volta and later: tensor cores; 6.x
+          cards run it at a fraction of float32's rate), or a CPU with
+          AVX512-FP16 or AMX-FP16 (x86).
+
+The device that runs the network decides: when there is a GPU, the GPUs alone
+(every visible one, as each may run a replica), never the host CPU's flags;
+the CPU's flags only when no GPU is visible. Inference (`resolve`) and
+training's mixed precision (`training_dtype`) follow the same rule.
 """
 
 import dataclasses
-import sys
+import logging
 
 import tensorflow as tf
+
+from deeplab_resnet import devices
+
+_log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 DEFAULT_PRECISION = "fp32"
@@ -23,7 +34,7 @@ NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
 # CPU flags (as /proc/cpuinfo spells them) and the least GPU compute capability
 # that run each reduced precision natively.
 _CPU_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16", "bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
-_GPU_CAPABILITY = {"bf16": (8, 0), "fp16": (6, 0)}
+_GPU_CAPABILITY = {"bf16": (8, 0), "fp16": (7, 0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +52,9 @@ class Hardware:
         """Whether `precision` ("fp32", "bf16", "fp16") runs natively here."""
         if precision == "fp32":
             return True
-        needed = _GPU_CAPABILITY[precision]
-        if any(tuple(cc) >= needed for cc in self.gpu_capabilities):
-            return True
+        if self.gpu_capabilities:  # the GPUs run the network: the host CPU does not matter
+            needed = _GPU_CAPABILITY[precision]
+            return all(tuple(cc) >= needed for cc in self.gpu_capabilities)
         return bool(self.cpu_flags & _CPU_FLAGS[precision])
 
     def describe(self):
@@ -68,27 +79,24 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 def detect():
     """The `Hardware` of this process: CPU flags and visible GPUs."""
-    capabilities = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability:
-            capabilities.append(tuple(capability))
-    return Hardware(cpu_flags(), tuple(capabilities))
+    # A GPU whose capability TensorFlow does not report counts as (0, 0): no reduced precision.
+    return Hardware(cpu_flags(), tuple(gpu.compute_capability or (0, 0)
+                                       for gpu in devices.visible_gpus()))
 
 
 _warned = set()
 
 
-def resolve(precision, hardware=None, stream=None):
+def resolve(precision, hardware=None):
     """The dtype to compute in for a requested precision.
 
     A reduced precision this hardware cannot run natively falls back to
-    float32, with one message (per precision and process) on `stream`.
+    float32, with one warning (per precision and process) logged on
+    `deeplab_resnet.precision`.
 
     Args:
         precision: "fp32", "bf16" or "fp16".
         hardware: a `Hardware` (default: `detect()`); tests pass their own.
-        stream: where the message goes (default: stderr).
     Returns:
         tf.float32, tf.bfloat16 or tf.float16.
     """
@@ -101,7 +109,33 @@ def resolve(precision, hardware=None, stream=None):
         return PRECISIONS[precision]
     if precision not in _warned:
         _warned.add(precision)
-        print(f"{precision} requested: this {hardware.describe()} has no native {precision} "
-              f"arithmetic (emulated it would be many times slower); running fp32",
-              file=stream or sys.stderr)
+        _log.warning("%s requested: this %s has no native %s arithmetic (emulated it would be "
+                     "many times slower); running fp32", precision, hardware.describe(), precision)
     return tf.float32
+
+
+# Training's --mixed-precision names: "none" is float32.
+TRAINING_PRECISIONS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def training_dtype(mixed_precision, hardware=None):
+    """The dtype training computes in for a `TrainConfig.mixed_precision` value.
+
+    Decided as for inference (`resolve`): from the GPUs when there are any,
+    else from the CPU; a precision the hardware cannot run natively falls
+    back to float32 with one message. Weights and loss stay float32 either way.
+
+    Args:
+        mixed_precision: "none", "bf16" or "fp16".
+        hardware: as for `resolve`.
+    Returns:
+        tf.float32, tf.bfloat16 or tf.float16.
+
+    Example:
+        >>> training_dtype("fp16", Hardware(gpu_capabilities=((7, 0),)))
+        tf.float16
+    """
+    if mixed_precision not in TRAINING_PRECISIONS:
+        raise ValueError(f"unknown mixed precision '{mixed_precision}' "
+                         f"(choose from {', '.join(TRAINING_PRECISIONS)})")
+    return resolve(TRAINING_PRECISIONS[mixed_precision], hardware)

@@ -2,8 +2,9 @@
 
 RGB image -> `model.preprocess` -> network (one scale, or several fused by max
 through `msc.MultiScale`) -> logits resized to the image -> softmax ->
-(mirrored image averaged in) -> optional dense CRF -> argmax. evaluate.py,
-inference.py and export.py all go through `Predictor`. The network may compute
+(mirrored image averaged in) -> optional dense CRF -> argmax. `Segmenter`,
+evaluate.py, inference.py and export.py all go through `Predictor`; `prefetch`
+decodes the next images while the network runs. The network may compute
 in bfloat16 or float16 (`--precision`); its logits are float32, and so is
 everything after them.
 
@@ -21,7 +22,9 @@ i's receptive field is centred.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import itertools
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +46,7 @@ IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 AUTOGRAPH = False
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
-Prediction.__doc__ = """What `Predictor` returns for one image.
+Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
 
 Attributes:
     labels: HxW int32 class indices.
@@ -52,6 +55,12 @@ Attributes:
         before any resizing: the model's output size for the input (for
         several scales, the fused output at the first scale's size; with the
         DeepLab protocol, the output for the padded image).
+
+Example:
+    >>> prediction = deeplab_resnet.Segmenter.load("ckpt/voc12").predict("photo.jpg")
+    >>> labels, probabilities, logits = prediction     # a named tuple
+    >>> bool((probabilities.argmax(-1) == labels).all())
+    True
 """
 
 
@@ -68,6 +77,14 @@ def padded_size(size, pad_size):
     target = tf.maximum(size, pad_size) if tf.is_tensor(size) else max(size, pad_size)
     stride = geometry.OUTPUT_STRIDE
     return (target - 1 + stride - 1) // stride * stride + 1
+
+
+def _checked(image):
+    """`image` as an array; a ValueError unless it is HxWx3 uint8."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    return image
 
 
 class Predictor(tf.Module):
@@ -144,6 +161,34 @@ class Predictor(tf.Module):
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
                 "probabilities": probabilities}
 
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
+    def labels(self, image):
+        """Class-index map [H,W] int32 alone (no CRF): the argmax runs where the network ran,
+        so only H x W int32 values reach the host, not H x W x C probabilities.
+
+        Args:
+            image: HxWx3 uint8 RGB tensor, any size.
+        """
+        _, probabilities = self.forward(image)
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+    def predict_labels(self, image):
+        """HxW int32 class indices of one image, equal to `self(image).labels`.
+
+        Without a CRF only the labels are copied to the host (`labels`); with
+        one, the probabilities are needed there and `__call__` runs.
+
+        Args:
+            image: HxWx3 uint8 RGB array.
+        Example:
+            >>> predictor = Predictor(DeepLabResNet("tiny", 3))
+            >>> predictor.predict_labels(np.zeros((50, 60, 3), np.uint8)).shape
+            (50, 60)
+        """
+        if self.crf is not None:
+            return self(image).labels
+        return self.labels(tf.constant(_checked(image))).numpy()
+
     def __call__(self, image):
         """Predicts one image.
 
@@ -152,9 +197,7 @@ class Predictor(tf.Module):
         Returns:
             a Prediction.
         """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+        image = _checked(image)
         logits, probabilities = self.forward(tf.constant(image))
         probabilities = probabilities.numpy()
         if self.crf is not None:
@@ -199,3 +242,40 @@ def make_predictor(model, config=PredictConfig(), crf=None):
                            float32_head=FLOAT32_HEAD)
     return Predictor(network, scales=config.scales, flip=config.flip,
                      deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size, crf=crf)
+
+
+# Images decoded ahead of the network: enough to hide decoding behind compute,
+# few enough to hold little memory.
+PREFETCH_DEPTH = 2
+
+
+def prefetch(read, items, depth=PREFETCH_DEPTH):
+    """Yields `read(item)` for each item, in order, reading up to `depth` items ahead.
+
+    The reads run in one background thread (image decoding releases the GIL),
+    so reading the next images overlaps the prediction of the current one. A
+    read that fails raises when its result is reached, after every earlier
+    item was yielded, as a plain loop would.
+
+    Args:
+        read: item -> value, e.g. `utils.read_image`.
+        items: any iterable; it is consumed lazily, in the caller's thread.
+        depth: how many reads may run ahead of the consumer (>= 1).
+
+    Example:
+        >>> for image in prefetch(utils.read_image, ["a.jpg", "b.jpg"]):
+        ...     labels = predictor(image).labels
+    """
+    items = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix="deeplab-read") as pool:
+        pending = collections.deque(pool.submit(read, item)
+                                    for item in itertools.islice(items, max(1, depth)))
+        try:
+            while pending:
+                value = pending.popleft().result()
+                pending.extend(pool.submit(read, item) for item in itertools.islice(items, 1))
+                yield value
+        finally:  # the consumer stopped early or a read failed: drop what is queued
+            for future in pending:
+                future.cancel()

@@ -180,9 +180,15 @@ def open_image(path):
     return image
 
 
+def to_rgb(image):
+    """A PIL image of any mode (grayscale, CMYK, RGBA, palette, ...) -> HxWx3 uint8 RGB,
+    converted as the commands convert the images they read."""
+    return np.asarray(image.convert("RGB"))
+
+
 def read_image(path):
-    """Any image file (grayscale, RGBA, palette, ...) -> HxWx3 uint8 RGB."""
-    return np.asarray(open_image(path).convert("RGB"))
+    """Any image file (grayscale, RGBA, palette, ...) -> HxWx3 uint8 RGB (`to_rgb`)."""
+    return to_rgb(open_image(path))
 
 
 def read_label(path):

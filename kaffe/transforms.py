@@ -25,6 +25,13 @@ from kaffe.errors import KaffeError
 from kaffe.fusion import bn_layer
 
 
+def blob_shape(blob):
+    """(shape, legacy) of a BlobProto from its header; legacy: from num/channels/height/width."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim), False
+    return (int(blob.num), int(blob.channels), int(blob.height), int(blob.width)), True
+
+
 def blob_array(blob, what):
     """A BlobProto as a float32 array of its declared shape.
 
@@ -34,10 +41,7 @@ def blob_array(blob, what):
     Returns:
         (array, legacy) where legacy tells the shape came from num/channels/height/width.
     """
-    if blob.HasField("shape"):
-        shape, legacy = tuple(int(d) for d in blob.shape.dim), False
-    else:
-        shape, legacy = (int(blob.num), int(blob.channels), int(blob.height), int(blob.width)), True
+    shape, legacy = blob_shape(blob)
     if len(blob.double_data):
         values = np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
     else:
@@ -49,7 +53,7 @@ def blob_array(blob, what):
     return values.reshape(shape), legacy
 
 
-def _caffemodel_layers(weights):
+def caffemodel_layers(weights):
     """{name: (type, [BlobProto])} of a parsed caffemodel (current or V1 format)."""
     out = {}
     for proto in weights.layer:
@@ -57,6 +61,36 @@ def _caffemodel_layers(weights):
     for proto in weights.layers:
         out[proto.name] = (caffe_pb.v1_type_name(proto.type), list(proto.blobs))
     return out
+
+
+def check_blob_shapes(blobs, expected_shapes, what, source):
+    """Checks a layer's blob count and shapes from the blobs' headers (no value is read).
+
+    Args:
+        blobs: the layer's `BlobProto`s.
+        expected_shapes: the Caffe shape each blob must have.
+        what: "file: layer 'x'", for messages.
+        source: what implies the shapes (a prototxt, an architecture), for messages.
+    Raises:
+        KaffeError: another number of blobs, or a blob of another shape.
+    """
+    if len(blobs) != len(expected_shapes):
+        raise KaffeError(f"{what} has {len(blobs)} blobs, {source} expects "
+                         f"{len(expected_shapes)}")
+    for i, (blob, expected) in enumerate(zip(blobs, expected_shapes)):
+        shape, legacy = blob_shape(blob)
+        # Legacy 4-D shapes pad the real shape with leading 1s (Caffe compares them so).
+        want = (1,) * (4 - len(expected)) + tuple(expected) if legacy else tuple(expected)
+        if shape != want:
+            raise KaffeError(f"{what} blob {i} has shape {shape}, {source} implies "
+                             f"{tuple(expected)}")
+
+
+def checked_blobs(blobs, expected_shapes, what, source):
+    """A layer's blobs as arrays of the expected Caffe shapes (see `check_blob_shapes`)."""
+    check_blob_shapes(blobs, expected_shapes, what, source)
+    return [blob_array(blob, f"{what} blob {i}")[0].reshape(expected)
+            for i, (blob, expected) in enumerate(zip(blobs, expected_shapes))]
 
 
 def layer_blobs(graph, weights, path):
@@ -70,7 +104,7 @@ def layer_blobs(graph, weights, path):
         KaffeError: a layer missing from the caffemodel, of another type, or
             with blobs whose number or shapes differ from the prototxt's.
     """
-    found = _caffemodel_layers(weights)
+    found = caffemodel_layers(weights)
     wanted = [layer for layer in graph.layers if layer.blob_shapes]
     if wanted and not any(layer.name in found for layer in wanted):
         raise KaffeError(f"{path}: caffemodel has none of the layers of {graph.source} "
@@ -84,19 +118,8 @@ def layer_blobs(graph, weights, path):
         if stored_type and stored_type != layer.type:
             raise KaffeError(f"{path}: layer '{layer.name}' is a {stored_type} in the "
                              f"caffemodel but a {layer.type} in {graph.source}")
-        if len(blobs) != len(layer.blob_shapes):
-            raise KaffeError(f"{path}: layer '{layer.name}' has {len(blobs)} blobs, "
-                             f"{graph.source} expects {len(layer.blob_shapes)}")
-        arrays = []
-        for i, (blob, expected) in enumerate(zip(blobs, layer.blob_shapes)):
-            array, legacy = blob_array(blob, f"{path}: layer '{layer.name}' blob {i}")
-            # Legacy 4-D shapes pad the real shape with leading 1s (Caffe compares them so).
-            want = (1,) * (4 - len(expected)) + tuple(expected) if legacy else tuple(expected)
-            if array.shape != want:
-                raise KaffeError(f"{path}: layer '{layer.name}' blob {i} has shape "
-                                 f"{array.shape}, {graph.source} implies {tuple(expected)}")
-            arrays.append(array.reshape(expected))
-        out[layer.name] = arrays
+        out[layer.name] = checked_blobs(blobs, layer.blob_shapes,
+                                        f"{path}: layer '{layer.name}'", graph.source)
     return out
 
 

@@ -218,7 +218,9 @@ def test_a_list_without_labels_writes_the_voc_submission_without_scores(tmp_path
         expected = predict.Predictor(voc)(utils.read_image(root / "JPEGImages" / f"{name}.jpg"))
         np.testing.assert_array_equal(np.asarray(png), expected.labels)
     assert "Mean IoU" not in out
-    assert out.strip() == f"2 images predicted, not scored (the list names no labels); label " \
+    devices_line, out = out.strip().split("\n", 1)
+    assert devices_line.startswith("devices: ")
+    assert out == f"2 images predicted, not scored (the list names no labels); label " \
                           f"PNGs in: {folder}"
 
     code, out, err = _run(argv, capsys)

@@ -112,7 +112,7 @@ def test_non_deeplab_net_has_no_meta(tmp_path):
     proto.write_text(text)
     write_random_caffemodel(proto, tmp_path / "m.caffemodel")
     converted = convert(proto, tmp_path / "m.caffemodel", ckpt_path=tmp_path / "ck")
-    assert converted.deeplab is None
+    assert (converted.variant, converted.num_classes) == (None, None)
     assert checkpoint.read_meta(tmp_path / "ck") == (None, None)
     assert sorted(checkpoint.read_params(tmp_path / "ck")) == ["c/biases", "c/weights"]
 
@@ -223,6 +223,23 @@ def test_caffemodel_weights_with_own_prototxt_fold_eps(tmp_path):
     assert classes is None
     np.testing.assert_allclose(params["bn/variance"], blobs["bn"][1] / 2.0 + 0.01 - 1e-5, rtol=1e-6)
     # convert.py keeps the true variance for a non-DeepLab net (its code uses the true eps).
-    convert(proto, tmp_path / "m.caffemodel", data_output_path=tmp_path / "w.npz")
+    convert(proto, tmp_path / "m.caffemodel", npz_path=tmp_path / "w.npz")
     with np.load(tmp_path / "w.npz", allow_pickle=False) as data:
         np.testing.assert_allclose(data["bn/variance"], blobs["bn"][1] / 2.0, rtol=1e-6)
+
+
+def test_settings_errors_name_convert_flags(tmp_path, capsys):
+    """The library names its arguments (npz_path, code_path); convert.py shows its own flags."""
+    from deeplab_resnet import cli
+    from deeplab_resnet.cli import convert as convert_command
+    proto = tmp_path / "p.prototxt"
+    proto.write_text(GOOD)
+    for argv, message in (
+            ([proto], "error: nothing to do: give --ckpt-path, --data-output-path or "
+                      "--code-output-path"),
+            ([proto, "--data-output-path", tmp_path / "w.npz"],
+             "error: --ckpt-path and --data-output-path need --caffemodel")):
+        with pytest.raises(SystemExit) as info:
+            cli.run(convert_command.main, [str(a) for a in argv])
+        assert (info.value.code, capsys.readouterr().err) == (2, message + "\n")
+    assert os.listdir(tmp_path) == ["p.prototxt"]

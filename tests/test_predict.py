@@ -114,3 +114,18 @@ def test_any_image_size_runs_with_a_single_trace(model):
 def test_non_rgb_arrays_are_refused(model):
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         predict.Predictor(model)(np.zeros((5, 5), np.uint8))
+
+
+@pytest.mark.parametrize("settings", [{}, {"flip": True, "scales": (1.0, 0.75)},
+                                      {"deeplab_protocol": True, "pad_size": 49}])
+def test_labels_alone_equal_the_full_prediction(model, settings):
+    predictor = predict.Predictor(model, **settings)
+    rng = np.random.default_rng(5)
+    for shape in ((33, 47, 3), (40, 25, 3)):
+        image = rng.integers(0, 256, shape, np.uint8)
+        labels = predictor.predict_labels(image)
+        assert labels.dtype == np.int32
+        np.testing.assert_array_equal(labels, predictor(image).labels)
+    # Only the class map leaves the device: one int32 [H, W] output.
+    outputs = predictor.labels.get_concrete_function().structured_outputs
+    assert outputs.dtype == tf.int32 and outputs.shape.as_list() == [None, None]

@@ -3,9 +3,13 @@
 One module per command (`train`, `evaluate`, `inference`, `export`, `convert`,
 `demo`, ...); each has `main(argv)` and `entry()`, the console script that
 `pip install` creates (see pyproject.toml), which the top-level scripts also
-call. Command modules import the library (and so TensorFlow) inside `main`,
-after `run` has quieted TensorFlow's start-up, so `--help` and flag errors stay
-fast and bad input gives exactly one line on stderr.
+call. `run` loads TensorFlow (quietly, `tf_quiet`) before the command's `main`
+for every command that uses the network, so their `--help` waits for
+TensorFlow too; the command modules import the library only inside `main`, so
+that importing them stays light and TensorFlow's start-up notices never reach
+stderr (bad input gives exactly one line there). The library itself is the
+Python API (`deeplab_resnet.Segmenter`, `convert`, `train`); this layer only
+turns flags into its arguments, prints, and exits.
 """
 
 import argparse
@@ -24,7 +28,8 @@ from deeplab_resnet.utils import writable_dir
 
 MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
-FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training"}
+FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
+              "npz_path": "--data-output-path", "code_path": "--code-output-path"}
 
 
 def flag_name(field):
@@ -116,6 +121,30 @@ def add_data_args(parser, data_dir=None, data_list=None):
     group.add_argument("--ignore-label", type=int, default=defaults.IGNORE_LABEL,
                        help="label value that is not scored (default: %(default)s)")
     return group
+
+
+def add_device_args(parser):
+    """--tf32 and --memory-growth, for every command that runs the network."""
+    group = parser.add_argument_group("devices")
+    group.add_argument("--tf32", action="store_true",
+                       help="let float32 convolutions and matrix products run as TF32 on GPUs "
+                            "of compute capability >= 8.0 (faster, ~1e-3 relative error); "
+                            "default: true float32, the numbers Caffe computes")
+    group.add_argument("--memory-growth", action="store_true",
+                       help="take GPU memory as needed instead of all of it, so that other "
+                            "processes can share the GPU (evaluation beside training, several "
+                            "workers); the same as TF_FORCE_GPU_ALLOW_GROWTH=true")
+    return group
+
+
+def use_devices(args):
+    """Applies the flags of `add_device_args` (process-wide, before TensorFlow uses a GPU) and
+    logs the devices in use, as a command's first line."""
+    from deeplab_resnet import devices  # TensorFlow: cli.run has loaded it quietly
+    devices.use_tf32(args.tf32)
+    if args.memory_growth:
+        devices.use_memory_growth()
+    devices.log_devices()
 
 
 def flag_errors(function):

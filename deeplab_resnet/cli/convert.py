@@ -27,7 +27,7 @@ def is_weights_source(path):
 
 def rewrite(args):
     """SOURCE is a checkpoint: write it in this project's format."""
-    from deeplab_resnet import checkpoint  # imports TensorFlow: only when needed
+    from deeplab_resnet import checkpoint
     if args.caffemodel or args.code_output_path:
         raise DeepLabError(f"{args.def_path} is a checkpoint, not a prototxt: --caffemodel and "
                         "--code-output-path need the net's deploy prototxt")
@@ -44,19 +44,17 @@ def rewrite(args):
 
 
 def convert_caffe(args):
-    from deeplab_resnet.conversion import convert  # after the flags: --help stays fast
-    converted = convert(args.def_path, caffemodel=args.caffemodel, ckpt_path=args.ckpt_path,
-                        data_output_path=args.data_output_path,
-                        code_output_path=args.code_output_path)
-    count = len(converted.param_shapes())
-    what = (f"DeepLab {converted.deeplab[0]}, {converted.deeplab[1]} classes" if converted.deeplab
+    from deeplab_resnet.conversion import convert
+    done = convert(args.def_path, args.caffemodel, ckpt_path=args.ckpt_path,
+                   npz_path=args.data_output_path, code_path=args.code_output_path)
+    what = (f"DeepLab {done.variant}, {done.num_classes} classes" if done.variant
             else "not a DeepLab net: no variant or class count recorded")
-    if args.ckpt_path:
-        print(f"checkpoint {args.ckpt_path} ({count} tensors; {what})")
-    if args.data_output_path:
-        print(f"weights {args.data_output_path} ({count} tensors, .npz)")
-    if args.code_output_path:
-        print(f"TF2 code {args.code_output_path}")
+    if done.ckpt_path:
+        print(f"checkpoint {done.ckpt_path} ({done.num_tensors} tensors; {what})")
+    if done.npz_path:
+        print(f"weights {done.npz_path} ({done.num_tensors} tensors, .npz)")
+    if done.code_path:
+        print(f"TF2 code {done.code_path}")
 
 
 @cli.flag_errors

@@ -18,6 +18,9 @@ and written (--voc-submission DIR for the VOC test server, --save-dir), not scor
 import dataclasses
 import json
 import os
+import sys
+
+from tqdm import tqdm
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
@@ -58,17 +61,17 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
-    # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, evaluation, metrics, precision, utils
+    cli.use_devices(args)
+    from deeplab_resnet import evaluation, utils
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:
         if args.voc_submission is None and args.save_dir is None:
             raise DeepLabError(f"--data-list {args.data_list}: names no label files, so there is "
-                            "nothing to score: add --voc-submission DIR (the VOC test server's "
-                            "layout) or --save-dir DIR to write the predictions")
+                               "nothing to score: add --voc-submission DIR (the VOC test "
+                               "server's layout) or --save-dir DIR to write the predictions")
         if args.json_output is not None:
             raise DeepLabError(f"--json-output: --data-list {args.data_list} names no label "
-                            "files, so there are no scores to write")
+                               "files, so there are no scores to write")
     pairs = list(zip(images, labels or [None] * len(images)))[:args.num_steps]
     if args.save_dir is not None or args.voc_submission is not None:
         utils.check_distinct_stems([image for image, _ in pairs])
@@ -78,42 +81,50 @@ def main(argv=None):
     if args.json_output is not None:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(args.json_output)),
                                "--json-output")
-    source = checkpoint.source_path(args.restore_from)  # a folder: its latest, read once
-    model = checkpoint.load_weights(source, args.model, args.num_classes, prototxt=args.prototxt)
-    names = utils.class_names(model.num_classes, args.class_names)  # checked before the work
+    # Class names are checked against the model before the work.
+    segmenter = predict_flags.load_segmenter(args, args.restore_from, crf, args.class_names)
     save_dirs = [] if args.save_dir is None else [args.save_dir]
     if args.voc_submission is not None:
         save_dirs.append(cli.check_writable_dir(
-            utils.voc_submission_folder(args.voc_submission, model.num_classes),
+            utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
             "--voc-submission"))
-    predictor = predict_flags.predictor(model, args, crf)
-    confusion = evaluation.evaluate(predictor, pairs, model.num_classes, args.ignore_label,
-                                    save_dirs)
+    # The bar is drawn on a terminal only: piped stderr keeps just the messages.
+    with tqdm(total=len(pairs), desc="evaluate", unit="img", file=sys.stderr,
+              dynamic_ncols=True, disable=None) as bar:
+        confusion = evaluation.evaluate(segmenter.predictor, pairs, segmenter.num_classes,
+                                        args.ignore_label, save_dirs, progress=bar.update)
     if not labels:
         print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")
         return 0
     if args.voc_submission is not None:
         print(f"VOC test-server results: {save_dirs[-1]} ({len(pairs)} PNGs)")
-    result = metrics.scores(confusion, names)
+    scores = evaluation.Scores.from_confusion(confusion, segmenter.class_names)
     if args.json_output is not None:
-        settings = {"restore_from": source, "model": model.variant,
-                    "num_classes": model.num_classes, "ignore_label": args.ignore_label,
-                    "images": len(pairs), "scales": list(args.scales), "flip": args.flip,
-                    "deeplab_protocol": args.deeplab_protocol,
-                    "precision": precision.NAMES[predictor.model.compute_dtype],
-                    "pad_size": args.pad_size if args.deeplab_protocol else None,
-                    "crf": dataclasses.asdict(crf) if crf is not None else None}
-        document = dict(result, settings=settings, confusion_matrix=confusion.tolist())
-        with utils.atomic_path(args.json_output) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(document, f, indent=2)
+        write_json(args, segmenter, crf, scores, len(pairs))
     if args.save_dir is not None:
         print(f"Predicted labels ({len(pairs)} PNGs) written to {args.save_dir}")
     if args.json_output is not None:
         print(f"Scores, confusion matrix and settings (JSON) written to {args.json_output}")
-    print(evaluation.report(result))
+    print(scores.report())
     return 0
+
+
+def write_json(args, segmenter, crf, scores, num_images):
+    """--json-output: every score, then the settings, then the confusion matrix."""
+    from deeplab_resnet import utils
+    settings = {"restore_from": segmenter.weights, "model": segmenter.model,
+                "num_classes": segmenter.num_classes, "ignore_label": args.ignore_label,
+                "images": num_images, "scales": list(args.scales), "flip": args.flip,
+                "deeplab_protocol": args.deeplab_protocol, "precision": segmenter.precision,
+                "pad_size": args.pad_size if args.deeplab_protocol else None,
+                "crf": dataclasses.asdict(crf) if crf is not None else None}
+    document = scores.as_dict()
+    confusion = document.pop("confusion_matrix")
+    document.update(settings=settings, confusion_matrix=confusion)
+    with utils.atomic_path(args.json_output) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
 
 
 def entry():

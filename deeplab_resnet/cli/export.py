@@ -13,11 +13,9 @@ temporary folder beside --output-dir and renamed into place, so a failed
 export leaves nothing.
 """
 
-import os
 
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import DeepLabError
 
 
 def get_arguments(argv=None):
@@ -33,26 +31,17 @@ def get_arguments(argv=None):
     return parser.parse_args(argv)
 
 
-def check_output_dir(path):
-    """The absolute output path; an error if it exists with content or its parent is read-only."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise DeepLabError(f"--output-dir {path}: already exists and is not an empty folder")
-    cli.check_writable_dir(os.path.dirname(path), "--output-dir")
-    return path
-
-
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
-    # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, export
-    output_dir = check_output_dir(args.output_dir)
-    model = checkpoint.load_weights(args.restore_from, args.model, args.num_classes,
-                                    prototxt=args.prototxt)
-    export.export(predict_flags.predictor(model, args), output_dir)
+    cli.use_devices(args)
+    from deeplab_resnet import export
+    output_dir = export.check_output_dir(args.output_dir)  # before the weights are read
+    segmenter = predict_flags.load_segmenter(args, args.restore_from)
+    export.export(segmenter.predictor, output_dir)
     print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
-          f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, {model.num_classes}])")
+          f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, "
+          f"{segmenter.num_classes}])")
     return 0
 
 

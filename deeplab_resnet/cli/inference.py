@@ -47,8 +47,8 @@ def get_arguments(argv=None):
 @cli.flag_errors
 def main(argv=None):
     args = get_arguments(argv)
-    # The library (and TensorFlow) after the flags: --help stays fast.
-    from deeplab_resnet import checkpoint, inference, utils
+    cli.use_devices(args)
+    from deeplab_resnet import inference, predict, utils
     paths = inference.image_paths(args.img_path)
     crf = predict_flags.crf_params(args)
     save_dir = args.save_dir
@@ -56,17 +56,15 @@ def main(argv=None):
         save_dir = DEFAULT_SAVE_DIR
     if save_dir is not None:
         cli.check_writable_dir(save_dir, "--save-dir")
-    model = checkpoint.load_weights(args.model_weights, args.model, args.num_classes,
-                                    prototxt=args.prototxt)
+    segmenter = predict_flags.load_segmenter(args, args.model_weights, crf)
     submission = None
     if args.voc_submission is not None:
         submission = cli.check_writable_dir(
-            utils.voc_submission_folder(args.voc_submission, model.num_classes),
+            utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
             "--voc-submission")
-    predictor = predict_flags.predictor(model, args, crf)
-    for path in paths:
-        image = utils.read_image(path)
-        prediction = predictor(image)
+    # The next images are decoded while the network runs.
+    for path, image in zip(paths, predict.prefetch(utils.read_image, paths)):
+        prediction = segmenter.predict(image)
         name = os.path.splitext(os.path.basename(path))[0]
         written = []
         if submission is not None:

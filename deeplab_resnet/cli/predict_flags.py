@@ -1,6 +1,7 @@
-"""The test-protocol flags of evaluate, inference and export, turned into settings.
+"""The test-protocol flags of evaluate, inference and export, turned into a `Segmenter`.
 
-TensorFlow-free: the library's `predict` is imported when a predictor is made.
+Building the parser imports `deeplab_resnet.precision` (and so TensorFlow, which
+`cli.run` has loaded by then) for the precision names.
 """
 
 from deeplab_resnet import cli, crf, defaults
@@ -39,6 +40,7 @@ def add_prediction_args(parser, with_crf=True):
                             "on GPUs; logits, resizing, softmax and argmax stay float32. Where "
                             "the hardware lacks it, fp32 runs instead, with a message "
                             "(default: fp32)")
+    cli.add_device_args(parser)
     if not with_crf:
         return group
     crf_defaults = crf.CRFParams()
@@ -77,10 +79,17 @@ def crf_params(args):
         bilateral_srgb=args.crf_bilateral_srgb, bilateral_weight=args.crf_bilateral_weight)
 
 
-def predictor(model, args, crf_settings=None):
-    """The `predict.Predictor` of a loaded model for the flags of `add_prediction_args`."""
-    from deeplab_resnet import predict
-    config = predict.PredictConfig(scales=args.scales, flip=args.flip,
-                                   deeplab_protocol=args.deeplab_protocol, pad_size=args.pad_size,
-                                   precision=args.precision)
-    return predict.make_predictor(model, config, crf_settings)
+def load_segmenter(args, weights, crf_settings=None, class_names=None):
+    """The `Segmenter` of `weights` for the flags of `add_model_args` and `add_prediction_args`.
+
+    Args:
+        args: the parsed flags.
+        weights: the weights flag's value (--restore-from, MODEL_WEIGHTS).
+        crf_settings: `crf_params(args)`.
+        class_names: --class-names, or None.
+    """
+    from deeplab_resnet.segmenter import Segmenter
+    return Segmenter.load(weights, model=args.model, num_classes=args.num_classes,
+                          prototxt=args.prototxt, precision=args.precision, scales=args.scales,
+                          flip=args.flip, deeplab_protocol=args.deeplab_protocol,
+                          crf=crf_settings, pad_size=args.pad_size, class_names=class_names)

@@ -108,6 +108,7 @@ def build_parser(recipe, description=None):
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
                         "global batch is --batch-size x replicas (default: default, one device)")
+    cli.add_device_args(parser)
     return parser
 
 
@@ -122,5 +123,6 @@ def config_from_args(args):
 def main(recipe, argv=None, description=None):
     """A training script: parse the flags, train."""
     args = build_parser(recipe, description).parse_args(argv)
+    cli.use_devices(args)
     with cli.new_folder_removed_on_failure(args.snapshot_dir):
         return train(config_from_args(args), recipe, name_of=cli.flag_name)

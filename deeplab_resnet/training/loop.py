@@ -9,7 +9,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import defaults, distribute
+from deeplab_resnet import defaults, devices, distribute, precision
 from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import SettingError, Stopped
 from deeplab_resnet.image_reader import ImageReader
@@ -18,7 +18,7 @@ from deeplab_resnet.stop import StopRequests, signal_name
 from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import Adam, CaffeSGD, poly_learning_rate, sgd_params
-from deeplab_resnet.training.step import COMPUTE_DTYPES, LossScale, Trainer
+from deeplab_resnet.training.step import LossScale, Trainer
 from deeplab_resnet.utils import writable_dir
 
 
@@ -106,6 +106,7 @@ def train(config, recipe, on_save=None, name_of=_field_name):
     if replicas > 1 and config.jit and not tf.config.list_logical_devices("GPU"):
         raise SettingError(f"{{jit}} with {replicas} replicas needs GPUs: XLA cannot compile "
                            "the cross-replica sums on CPU", "jit")
+    devices.check_jit_determinism(config.jit, config.deterministic)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config.random_seed)
@@ -183,7 +184,7 @@ def train(config, recipe, on_save=None, name_of=_field_name):
                                                               start + config.stop_after)
     objective = Objective(model, config.ignore_label,
                           scales=config.scales if recipe.multi_scale else None,
-                          compute_dtype=COMPUTE_DTYPES[config.mixed_precision])
+                          compute_dtype=precision.training_dtype(config.mixed_precision))
     trainer = Trainer(objective, optimizer, variables, jit=config.jit, strategy=strategy,
                       loss_scale=loss_scale)
     # Created after the first good update: bad data or a diverging first step

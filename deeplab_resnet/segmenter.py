@@ -1,0 +1,262 @@
+"""`Segmenter`: the library's front door for prediction: load any weights, predict, evaluate,
+export. The commands evaluate.py, inference.py and export.py run through it."""
+
+import logging
+import numbers
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from deeplab_resnet import checkpoint, crf as crf_lib, defaults, evaluation, export as export_lib
+from deeplab_resnet import precision as precision_lib
+from deeplab_resnet import predict as predict_lib
+from deeplab_resnet import utils
+from deeplab_resnet.arch import VARIANTS
+from deeplab_resnet.errors import DeepLabError, SettingError
+
+_log = logging.getLogger(__name__)
+
+
+def as_rgb(image):
+    """An image in any form `Segmenter.predict` takes -> HxWx3 uint8 RGB numpy array.
+
+    Args:
+        image: a file path (str or os.PathLike), a `PIL.Image` of any mode, or a
+            uint8 numpy array / TensorFlow tensor: HxWx3 RGB, HxW grayscale or
+            HxWx4 RGBA. Files and PIL images are converted as the commands
+            convert them (grayscale, CMYK, palette, RGBA ... -> RGB).
+    Raises:
+        DeepLabError naming a missing or unreadable file; SettingError ("image")
+        for an object of another type, or an array of another dtype or shape.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return utils.read_image(image)
+    if isinstance(image, Image.Image):
+        return utils.to_rgb(image)
+    if tf.is_tensor(image):
+        image = image.numpy()
+    if not isinstance(image, np.ndarray):
+        raise SettingError(f"{{image}}: expected a path, a PIL image or an HxWx3 uint8 array, "
+                           f"got {type(image).__name__}", "image")
+    channels = image.shape[2] if image.ndim == 3 else None
+    if image.dtype == np.uint8 and channels == 3:
+        return image
+    if image.dtype == np.uint8 and (image.ndim == 2 or channels in (1, 4)):
+        return utils.to_rgb(Image.fromarray(image[..., 0] if channels == 1 else image))
+    raise SettingError(f"{{image}}: expected an HxWx3 uint8 RGB array (or HxW, HxWx4), got "
+                       f"{image.dtype} {image.shape}", "image")
+
+
+def _crf_params(crf):
+    """CRFParams for `Segmenter.load`'s `crf`: None/False, True (DeepLab's VOC settings) or
+    a `crf.CRFParams`; the optional package is checked at once."""
+    if crf is None or crf is False:
+        return None
+    params = crf_lib.CRFParams() if crf is True else crf
+    if not isinstance(params, crf_lib.CRFParams):
+        raise SettingError(f"{{crf}}: expected True or a deeplab_resnet.crf.CRFParams, got "
+                           f"{type(crf).__name__}", "crf")
+    if not crf_lib.available():
+        raise DeepLabError(crf_lib.INSTALL_HINT)
+    return params
+
+
+def _check_settings(model, num_classes, precision, scales):
+    if model is not None and model not in VARIANTS:
+        raise SettingError(f"{{variant}} '{model}': unknown (choose from "
+                           f"{', '.join(sorted(VARIANTS))})", "variant")
+    if num_classes is not None and (not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 1):
+        raise SettingError(f"{{num_classes}} must be a positive integer, got {num_classes!r}",
+                           "num_classes")
+    if precision not in precision_lib.PRECISIONS:
+        raise SettingError(f"{{precision}} '{precision}': unknown (choose from "
+                           f"{', '.join(precision_lib.PRECISIONS)})", "precision")
+    if not scales or any(not float(s) > 0 for s in scales):
+        raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
+
+
+def _load_network(weights, model, num_classes, prototxt):
+    """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
+    opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
+    return opened, checkpoint.build_model(opened, model, num_classes, prototxt=prototxt)
+
+
+class Segmenter:
+    """A loaded network and its test protocol: images in, class labels out.
+
+    Make one with `Segmenter.load`. It never prints: it logs on the
+    "deeplab_resnet" logger (e.g. a warning when the precision asked for
+    falls back to fp32) and raises the typed errors of
+    `deeplab_resnet.errors`.
+
+    Attributes:
+        model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
+        num_classes: the number of classes.
+        class_names: one name per class: those given to `load`, else those the
+            weights record, else VOC's for 21 classes, else class_<i>.
+        weights: the file actually read (for a folder of checkpoints, its latest).
+        precision: the number format the network computes in ("fp32", "bf16",
+            "fp16"): the one asked for, or fp32 where this hardware lacks it.
+        predictor: the underlying `predict_lib.Predictor` (a `tf.Module`).
+
+    Example:
+        >>> seg = deeplab_resnet.Segmenter.load("train_iter_20000.caffemodel")
+        >>> seg.model, seg.num_classes, seg.class_names[15]
+        ('resnet101', 21, 'person')
+        >>> seg.predict("photo.jpg").labels.shape      # (H, W) int32 class indices
+        (375, 500)
+    """
+
+    def __init__(self, predictor, weights, class_names):
+        self.predictor = predictor
+        self.model = predictor.model.variant
+        self.num_classes = predictor.model.num_classes
+        self.class_names = list(class_names)
+        self.weights = weights
+        self.precision = precision_lib.NAMES[predictor.model.compute_dtype]
+
+    @classmethod
+    def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
+             scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
+             pad_size=defaults.PAD_SIZE, class_names=None):
+        """Loads weights in any format the commands take and sets the test protocol.
+
+        Args:
+            weights: a checkpoint prefix (`ckpt/voc12`) or folder of checkpoints
+                (its latest is read), a `.caffemodel`, an `.npz` written by
+                `convert`, or the 2017 TF port's `deeplab_resnet.ckpt` (V1) or
+                `model.ckpt-N` (V2).
+            model: the variant; default: the one the weights record or their
+                parameter names show.
+            num_classes: default: the weights' head's; a contradicting value is
+                a SettingError.
+            prototxt: deploy prototxt for a `.caffemodel` (default: the
+                project's own for the variant).
+            precision: "fp32" (Caffe's numbers), "bf16" or "fp16"; where the
+                hardware has no native arithmetic for it, fp32 runs (logged as
+                a warning; see the `precision` attribute).
+            scales: input scales; several fuse the logits by element-wise max.
+            flip: also predict the mirrored image and average the probabilities.
+            deeplab_protocol: DeepLab's pad / zoom x8 / crop test protocol.
+            crf: refine with a dense CRF: True (DeepLab-v2's VOC settings) or a
+                `deeplab_resnet.crf.CRFParams`; needs the optional pydensecrf2.
+            pad_size: padded side for `deeplab_protocol` (513).
+            class_names: one name per class (default: those the weights record,
+                else VOC's for 21 classes, else class_<i>).
+        Returns:
+            a `Segmenter`.
+        Raises:
+            BadFileError: missing, unreadable or corrupt weights.
+            SettingError: a setting that is unknown or contradicts the weights.
+            DeepLabError: `crf` without pydensecrf2 installed.
+
+        Example:
+            >>> seg = Segmenter.load("ckpt/voc12", scales=(1.0, 0.75, 0.5), flip=True)
+        """
+        _check_settings(model, num_classes, precision, scales)
+        crf_params = _crf_params(crf)
+        opened, network = _load_network(weights, model, num_classes, prototxt)
+        names = utils.class_names(network.num_classes, class_names or opened.class_names)
+        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
+                                       deeplab_protocol=deeplab_protocol, pad_size=pad_size,
+                                       precision=precision)
+        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path, names)
+        _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
+                   segmenter.num_classes, segmenter.precision)
+        return segmenter
+
+    def predict(self, image):
+        """Segments one image.
+
+        Args:
+            image: a path, a `PIL.Image` (any mode), or an HxWx3 uint8 RGB numpy
+                array or tensor (see `as_rgb`); any size.
+        Returns:
+            a `Prediction`: `labels` (HxW int32 class indices, what inference.py
+            writes), `probabilities` (HxWxC float32) and `logits` (the network's
+            raw h'xw'xC output).
+
+        Example:
+            >>> prediction = seg.predict(np.zeros((240, 320, 3), np.uint8))
+            >>> prediction.labels.shape, prediction.probabilities.shape
+            ((240, 320), (240, 320, 21))
+        """
+        return self.predictor(as_rgb(image))
+
+    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH):
+        """Segments a sequence of images, decoding the next ones while the network runs.
+
+        Args:
+            images: an iterable of anything `predict` takes (e.g. file paths);
+                consumed lazily.
+            prefetch: how many images are decoded ahead (in one background thread).
+        Yields:
+            one `Prediction` per image, in order.
+
+        Example:
+            >>> for path, prediction in zip(paths, seg.predict_many(paths)):
+            ...     print(path, np.bincount(prediction.labels.ravel()))
+        """
+        for image in predict_lib.prefetch(as_rgb, images, prefetch):
+            yield self.predictor(image)
+
+    def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
+                 num_images=None):
+        """Scores the network on a labelled list, as evaluate.py does.
+
+        Args:
+            data_dir: folder the list's paths are relative to (None: as written).
+            data_list: list file, one `IMAGE_PATH LABEL_PATH` per line (labels
+                are palette or grayscale PNGs of class indices).
+            ignore_label: label value that is not scored.
+            num_images: score only the first N images (default: all).
+        Returns:
+            `Scores`: mean IoU, per-class IoU, pixel and class accuracy,
+            frequency-weighted IoU and the confusion matrix (numpy).
+        Raises:
+            SettingError for a missing or empty list; BadFileError for a
+            missing or unreadable image or label, or a label value that is
+            neither a class nor `ignore_label`.
+
+        Example:
+            >>> scores = seg.evaluate("VOCdevkit/VOC2012", "dataset/val.txt")
+            >>> print(scores.report())        # the lines evaluate.py prints
+        """
+        images, labels = utils.read_list(data_dir, data_list)
+        pairs = list(zip(images, labels))[:num_images]
+        confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label)
+        return evaluation.Scores.from_confusion(confusion, self.class_names)
+
+    def export(self, path):
+        """Writes the network and its test protocol as a TensorFlow SavedModel, as export.py.
+
+        Its `serving_default` signature takes `image` (uint8 [H, W, 3], any
+        size) and returns `labels` (int32 [H, W]) and `probabilities` (float32
+        [H, W, C]), computed as `predict` computes them (a dense CRF excepted:
+        it is not a TensorFlow op). Written to a temporary folder and renamed
+        into place.
+
+        Args:
+            path: the folder to create; it must not exist or be empty.
+        Returns:
+            the absolute path written.
+        Raises:
+            SettingError when `path` holds something or its parent is not
+            writable; an OSError naming it when the write fails.
+
+        Example:
+            >>> path = seg.export("exported/")
+            >>> serve = tf.saved_model.load(path).signatures["serving_default"]
+            >>> serve(image=tf.zeros([240, 320, 3], tf.uint8))["labels"].shape
+            TensorShape([240, 320])
+        """
+        output_dir = export_lib.check_output_dir(path, "path")
+        export_lib.export(self.predictor, output_dir)
+        return output_dir
+
+    def __repr__(self):
+        return (f"Segmenter(model={self.model!r}, num_classes={self.num_classes}, "
+                f"weights={self.weights!r}, precision={self.precision!r})")
