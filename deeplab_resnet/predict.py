@@ -40,6 +40,10 @@ from deeplab_resnet.fused import FusedDeepLab
 # features (see benchmarks/RESULTS.md for what it costs and buys).
 FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+# The prediction functions hold no control flow on tensors; without AutoGraph's
+# conversion of every function they call, the first trace is several times faster
+# (benchmarks/RESULTS.md, start-up).
+AUTOGRAPH = False
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
 Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
@@ -133,7 +137,7 @@ class Predictor(tf.Module):
         resized = geometry.logits_to_image(logits, [h, w])
         return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)[0]
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def forward(self, image):
         """Raw logits [h',w',C] and probabilities [H,W,C] (no CRF) for one image.
 
@@ -146,7 +150,7 @@ class Predictor(tf.Module):
             probabilities = (probabilities + mirrored[:, ::-1]) / 2.0
         return logits[0], probabilities
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def serve(self, image):
         """Serving signature: class-index map [H,W] int32 and probabilities [H,W,C] float32.
 
@@ -157,7 +161,7 @@ class Predictor(tf.Module):
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
                 "probabilities": probabilities}
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def labels(self, image):
         """Class-index map [H,W] int32 alone (no CRF): the argmax runs where the network ran,
         so only H x W int32 values reach the host, not H x W x C probabilities.
