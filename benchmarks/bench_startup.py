@@ -8,7 +8,8 @@ wraps a few library calls with timestamps before running the command:
     import TensorFlow    `tf_quiet.import_tensorflow()`
     import library       the deeplab_resnet modules the command imports
     model construction   `DeepLabResNet.__init__` (variables, initial values)
-    weight loading       `checkpoint.load_weights` minus the construction inside it
+    weight loading       `checkpoint.load_weights` (train.py) or `segmenter._load_network`
+                         (inference.py, evaluate.py) minus the construction inside it
     network preparation  `predict.make_predictor` (BatchNorm folding, constants) /
                          `Trainer.__init__`
     tracing              Python time inside the traced functions
@@ -23,9 +24,14 @@ wraps a few library calls with timestamps before running the command:
                          reading images, the input pipeline, writing outputs, saving
                          the checkpoint, exit
 
+With --target, issue 20's start-up target instead: inference.py on one image
+end to end against TensorFlow's import + 2x the per-image time, both from one
+invocation: a run on one image, then a run on 1 + `--images` images (at least 2)
+whose extra time per image is the per-image time (network, decoding, writing).
+
 Usage:
     python benchmarks/bench_startup.py [--commands inference,evaluate,train]
-        [--model resnet101] [--images 1] [--threads 2]
+        [--model resnet101] [--images 1] [--threads 2] [--target]
 """
 
 import time
@@ -76,10 +82,11 @@ def instrument():
         tf_quiet.import_tensorflow()
     with stamp("import library"):
         from deeplab_resnet import checkpoint, evaluation, inference, model, predict  # noqa: F401
-        from deeplab_resnet import image_reader
+        from deeplab_resnet import image_reader, segmenter
         from deeplab_resnet.training import loop, snapshots, step, summaries  # noqa: F401
     wrap(model.DeepLabResNet, "__init__", "construct")
     wrap(checkpoint, "load_weights", "load")
+    wrap(segmenter, "_load_network", "load")
     wrap(predict, "make_predictor", "prepare")
     wrap(step.Trainer, "__init__", "prepare")
     wrap(predict.Predictor, "_probabilities", "trace")
@@ -189,6 +196,30 @@ def measure(command, argv, threads, workdir):
     return total, stages(record["events"], total), record["status"]
 
 
+def print_split(command, total, split):
+    print(f"\n{command}.py: {total:.2f} s end to end "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    for stage in STAGES:
+        print(f"  {stage:22} {split[stage]:7.2f} s {split[stage] / total:6.1%}")
+
+
+def target(workdir, weights, images, args):
+    """Issue 20's start-up target for inference.py, from a 1-image and an n-image run."""
+    one = command_args("inference", workdir, weights, images[:1], None, args)
+    total_one, split_one, _ = measure("inference", one, args.threads, workdir)
+    print_split("inference (1 image)", total_one, split_one)
+    many = command_args("inference", workdir, weights, images, None, args)
+    total_many, split_many, _ = measure("inference", many, args.threads, workdir)
+    print_split(f"inference ({len(images)} images)", total_many, split_many)
+    per_image = (total_many - total_one) / (len(images) - 1)
+    bound = split_one["import TensorFlow"] + 2 * per_image
+    print(f"\nper-image time {per_image:.2f} s (end-to-end difference of the two runs; the "
+          f"network alone: {split_many['later runs (mean)']:.2f} s)")
+    print(f"target: inference.py on one image {total_one:.2f} s <= TensorFlow's import "
+          f"{split_one['import TensorFlow']:.2f} s + 2 x {per_image:.2f} s = {bound:.2f} s: "
+          f"{'met' if total_one <= bound else 'not met'} ({total_one / bound:.2f}x)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", default="inference,evaluate,train")
@@ -196,6 +227,8 @@ def main():
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--images", type=int, default=1, help="513x513 images per command")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--target", action="store_true",
+                        help="inference.py's start-up target (see above) instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--events", help=argparse.SUPPRESS)
     parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
@@ -203,17 +236,18 @@ def main():
     if args.child:
         child(args.child, args.argv, args.events)
         return
+    if args.target:
+        args.images = 1 + max(2, args.images)
     print(f"load average {os.getloadavg()[0]:.1f} at start; {args.model}, {args.images} image(s)"
           f" of 513x513 (train: one update, batch 2 of 321x321 crops), {args.threads} threads")
     with tempfile.TemporaryDirectory() as workdir:
         weights, images, data_list = write_inputs(workdir, args)
-        for command in args.commands.split(","):
+        if args.target:
+            target(workdir, weights, images, args)
+        for command in [] if args.target else args.commands.split(","):
             argv = command_args(command, workdir, weights, images, data_list, args)
             total, split, _ = measure(command, argv, args.threads, workdir)
-            print(f"\n{command}.py: {total:.2f} s end to end "
-                  f"(load average {os.getloadavg()[0]:.1f})")
-            for stage in STAGES:
-                print(f"  {stage:22} {split[stage]:7.2f} s {split[stage] / total:6.1%}")
+            print_split(command, total, split)
     print(f"\nload average {os.getloadavg()[0]:.1f} at end")
 
 

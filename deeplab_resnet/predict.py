@@ -199,11 +199,34 @@ class Predictor(tf.Module):
         """
         image = _checked(image)
         logits, probabilities = self.forward(tf.constant(image))
-        probabilities = probabilities.numpy()
+        probabilities, labels = self._on_host(image, probabilities.numpy())
+        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
+
+    def _on_host(self, image, probabilities):
+        """(probabilities after the CRF when set, their argmax labels) of the network's."""
         if self.crf is not None:
             probabilities = crf_lib.refine(image, probabilities, self.crf)
-        labels = probabilities.argmax(axis=-1).astype(np.int32)
-        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
+        return probabilities, probabilities.argmax(axis=-1).astype(np.int32)
+
+    def labels_later(self, image):
+        """Runs the network on one image now; returns a function that completes its labels.
+
+        The function does the work that follows the network on the host (the dense
+        CRF, when set, and its argmax), so that a caller may run it in another thread
+        while the network predicts the next image; `labels_later(image)()` equals
+        `predict_labels(image)`.
+
+        Args:
+            image: HxWx3 uint8 RGB array.
+        Returns:
+            a function of no arguments giving the HxW int32 class indices.
+        """
+        if self.crf is None:
+            labels = self.predict_labels(image)
+            return lambda: labels
+        image = _checked(image)
+        probabilities = self.forward(tf.constant(image))[1].numpy()
+        return lambda: self._on_host(image, probabilities)[1]
 
 
 @dataclasses.dataclass(frozen=True)
