@@ -9,7 +9,7 @@ from deeplab_resnet import checkpoint as ckpt_lib
 from deeplab_resnet import arch, defaults, distribute
 from deeplab_resnet.arch import is_head_variable
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.training import run_record, snapshots
+from deeplab_resnet.training import run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
 
@@ -34,7 +34,7 @@ def build_model(config, latest):
         return DeepLabResNet(network.variant, network.num_classes, initial_values=zeros,
                              **kwargs)
     if config.restore_from:
-        snapshots.check_head(config.restore_from, config.new_head)
+        # Weights without the DeepLab head need `new_head`: `load_weights` says so.
         return ckpt_lib.load_weights(config.restore_from, config.variant, config.num_classes,
                                      new_head=config.new_head, prototxt=config.prototxt,
                                      **kwargs)
