@@ -79,8 +79,7 @@ def initial_parameter_values(arch, seed=0, given=None):
         ValueError: a given value of another shape than its parameter's.
     """
     given = given or {}
-    shapes = {key: tuple(shape) for conv in arch.convs
-              for key, shape in conv.param_shapes().items()}
+    shapes = {key: tuple(shape) for key, shape in arch.param_shapes().items()}
     random = any(arch_lib.param_kind(key) == arch_lib.WEIGHTS and key not in given
                  for key in shapes)
     rng = np.random.default_rng(seed) if random else None
