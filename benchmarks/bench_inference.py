@@ -15,8 +15,16 @@ Engines:
                      the CPU has no bf16 instructions, with a message)
     tf-bf16-f32head  bfloat16 backbone, ASPP head in float32
     tf-plain         this project, the training network (BatchNorm as separate ops)
+    tf-convhead      `tf` with the ASPP head as four dilated convolutions (before issue 20)
+    tf-xla           `tf` compiled with XLA (jit_compile=True)
     opencv           cv2.dnn.readNetFromCaffe on the generated deploy prototxt + caffemodel
-    torch            a PyTorch DeepLab-v2 of the same geometry (skipped when torch is absent)
+    torch            a PyTorch DeepLab-v2 of the same geometry, eager, NCHW (skipped when
+                     torch is absent, like every torch engine)
+    torch-cl         the same in channels_last (NHWC) memory format
+    torch-compile    torch.compile (inductor) with freezing, channels_last
+    torch-bf16, torch-cl-bf16, torch-compile-bf16
+                     the three above under torch.autocast("cpu", bfloat16) (emulated,
+                     slow, on CPUs without AVX512-BF16/AMX)
 
 Random weights give low-confidence logits, so the argmax agreement here
 understates a trained network's; benchmarks/bench_precision.py measures that.
@@ -34,13 +42,14 @@ import tempfile
 import numpy as np
 
 
-from engines import alternate, serve, torch_deeplab
+from engines import TORCH_ENGINES, alternate, serve, torch_deeplab, torch_variant
 
 from deeplab_resnet import defaults
 
 # this project's engines: (compute precision, ASPP head in float32, BN folded)
 TF_ENGINES = {"tf": ("fp32", False, True), "tf-bf16": ("bf16", False, True),
-              "tf-bf16-f32head": ("bf16", True, True), "tf-plain": ("fp32", False, False)}
+              "tf-bf16-f32head": ("bf16", True, True), "tf-plain": ("fp32", False, False),
+              "tf-convhead": ("fp32", False, True), "tf-xla": ("fp32", False, True)}
 
 
 def tf_engine(args):
@@ -54,7 +63,9 @@ def tf_engine(args):
     model = DeepLabResNet(args.model, args.num_classes, fold_bn=False)
     checkpoint.assign_params(model, dict(np.load(args.weights, allow_pickle=False)))
     net = FusedDeepLab(model, precision.resolve(name), float32_head) if fused else model
-    forward = tf.function(lambda x: net(x))
+    if args.engine == "tf-convhead":
+        net.head = None  # the head as its four dilated convolutions, as before issue 20
+    forward = tf.function(lambda x: net(x), jit_compile=args.engine == "tf-xla")
     x = tf.constant(np.load(args.input, allow_pickle=False))
     return lambda: forward(x).numpy()
 
@@ -78,10 +89,11 @@ def torch_engine(args):
     net = torch_deeplab(dict(np.load(args.weights, allow_pickle=False)),
                         architecture(args.model, args.num_classes)).eval()
     x = torch.from_numpy(np.load(args.input, allow_pickle=False).transpose(0, 3, 1, 2).copy())
+    wrap, net, x = torch_variant(args.engine, net, x, inference=True)
 
     def forward():
-        with torch.inference_mode():
-            return net(x).numpy().transpose(0, 2, 3, 1)
+        logits = wrap(lambda: net(x)).float().contiguous()
+        return logits.numpy().transpose(0, 2, 3, 1)
     return forward
 
 
@@ -89,7 +101,7 @@ def child(args):
     if args.engine in TF_ENGINES:
         forward = tf_engine(args)
     else:
-        forward = {"opencv": opencv_engine, "torch": torch_engine}[args.engine](args)
+        forward = opencv_engine(args) if args.engine == "opencv" else torch_engine(args)
 
     def finish():
         np.save(args.output, forward().astype(np.float32), allow_pickle=False)
@@ -121,7 +133,7 @@ def write_models(workdir, model_name, num_classes, seed):
 
 
 def available(engine):
-    module = {"opencv": "cv2", "torch": "torch"}.get(engine)
+    module = "torch" if engine in TORCH_ENGINES else {"opencv": "cv2"}.get(engine)
     if module is None:
         return True
     try:
@@ -170,7 +182,7 @@ def parent(args):
 def report(args, engines, skipped, results):
     print(f"DeepLab {args.model}, {args.num_classes} classes, batch 1, {args.threads} threads, "
           f"median of {args.repeats} runs after 2 warm-up runs, engines taking turns")
-    print(f"{'engine':16} {'size':>5} {'s/image':>9} {'peak RSS MB':>12} "
+    print(f"{'engine':19} {'size':>5} {'s/image':>9} {'peak RSS MB':>12} "
           f"{'max rel diff vs tf':>19} {'argmax = tf':>12}")
     for size in args.sizes:
         for engine in engines:
@@ -178,11 +190,11 @@ def report(args, engines, skipped, results):
             if r:
                 diff = r.get("max_rel_diff_vs_tf", float("nan"))
                 agree = r.get("argmax_agreement", float("nan"))
-                print(f"{engine:16} {size:5d} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f} "
+                print(f"{engine:19} {size:5d} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f} "
                       f"{diff:19.2e} {agree:12.4f}")
     for size in args.sizes:
         for ours in ("tf", "tf-bf16", "tf-bf16-f32head"):
-            for peer in ("tf", "tf-plain", "opencv", "torch"):
+            for peer in ("tf", "tf-plain", "tf-convhead", "tf-xla", "opencv", *TORCH_ENGINES):
                 if peer != ours and (ours, size) in results and (peer, size) in results:
                     ratio = results[(ours, size)]["seconds"] / results[(peer, size)]["seconds"]
                     print(f"ratio {ours} / {peer} at {size}: {ratio:.2f}")
@@ -197,7 +209,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--model", default=defaults.VARIANT)
     parser.add_argument("--num-classes", type=int, default=defaults.NUM_CLASSES)
-    parser.add_argument("--engines", default=",".join(list(TF_ENGINES) + ["opencv", "torch"]))
+    parser.add_argument("--engines", default=",".join(
+        list(TF_ENGINES) + ["opencv", "torch", "torch-cl", "torch-compile"]))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--engine", "--input", "--output", "--weights", "--prototxt", "--caffemodel"):

@@ -7,7 +7,8 @@ times, and prints the median wall-clock and CPU seconds (CPU time of this proces
 less disturbed by other jobs on the machine) and the wall-clock range; also the reading
 alone (`caffe.caffemodel_weights`; `checkpoint.check_meta` + `read_params`, what a load
 did before building the model) and, for reference, the time to build the model with
-random initial values, which every load spends before it assigns the weights read.
+random initial values (what every load spent before it assigned the weights read, until
+loads built the model from the values read).
 The files are written with the code being measured; run the script from two checkouts
 to compare them, e.g.
 
@@ -68,7 +69,7 @@ def main(argv=None):
                                text=caffe.deploy_prototxt(args.model, 21))
         prefix = checkpoint.save_params(params, os.path.join(folder, "ckpt", args.model),
                                         args.model, 21)
-        runs = {"model built, random init (part of every load)":
+        runs = {"model built, random init (a new network)":
                 lambda: DeepLabResNet(args.model, 21),
                 "caffe.caffemodel_weights (read only)":
                 lambda: caffe.caffemodel_weights(caffemodel, None),

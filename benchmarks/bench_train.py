@@ -17,7 +17,12 @@ Engines:
                  dilated convolution through space_to_batch, forward and backward
     torch        a PyTorch DeepLab-v2 of the same geometry, BatchNorm in eval mode
                  with its scale/offset frozen, torch.optim.SGD (skipped when torch
-                 is absent)
+                 is absent, like every torch engine)
+    torch-cl     the same in channels_last (NHWC) memory format
+    torch-compile  the network under torch.compile (inductor), channels_last
+    torch-bf16, torch-cl-bf16, torch-compile-bf16
+                 the three above under torch.autocast("cpu", bfloat16) (emulated,
+                 slow, on CPUs without AVX512-BF16/AMX)
 
 Usage:
     python benchmarks/bench_train.py [--size 321] [--batch-size 2] [--repeats 5] [--threads 2]
@@ -32,7 +37,7 @@ import numpy as np
 
 
 from bench_inference import available, write_models
-from engines import alternate, serve, torch_deeplab
+from engines import TORCH_ENGINES, alternate, serve, torch_deeplab, torch_variant
 
 from deeplab_resnet import defaults
 
@@ -101,21 +106,25 @@ def torch_engine(args):
     images, labels = batch(args)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     target = torch.from_numpy(labels.astype(np.int64))
+    wrap, model, x = torch_variant(args.engine, net, x, inference=False)
+
+    def loss():
+        logits = model(x)
+        small = F.interpolate(target[:, None].float(), size=logits.shape[2:],
+                              mode="nearest")[:, 0].long()
+        return F.cross_entropy(logits.float(), small, ignore_index=IGNORE_LABEL)
 
     def update():
         optimizer.zero_grad(set_to_none=True)
-        logits = net(x)
-        small = F.interpolate(target[:, None].float(), size=logits.shape[2:],
-                              mode="nearest")[:, 0].long()
-        loss = F.cross_entropy(logits, small, ignore_index=IGNORE_LABEL)
-        loss.backward()
+        value = wrap(loss)
+        value.backward()
         optimizer.step()
-        return float(loss)
+        return float(value)
     return update
 
 
 def child(args):
-    update = torch_engine(args) if args.engine == "torch" else tf_engine(args)
+    update = torch_engine(args) if args.engine in TORCH_ENGINES else tf_engine(args)
     serve(update)
 
 
@@ -151,14 +160,14 @@ def main():
     print(f"DeepLab {args.model} training update, {args.size}x{args.size}, batch "
           f"{args.batch_size}, frozen BatchNorm, {args.threads} threads, median of "
           f"{args.repeats} updates after 2 warm-up updates, engines taking turns")
-    print(f"{'engine':12} {'s/update':>9} {'peak RSS MB':>12}  all updates (s)")
+    print(f"{'engine':19} {'s/update':>9} {'peak RSS MB':>12}  all updates (s)")
     for engine in engines:
         if engine in results:
             r = results[engine]
-            print(f"{engine:12} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f}  "
+            print(f"{engine:19} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f}  "
                   + " ".join(f"{t:.2f}" for t in r["times"]))
-    for ours, peer in (("tf", "torch"), ("tf", "tf-unfolded"), ("tf", "tf-previous"),
-                       ("tf-previous", "torch")):
+    pairs = [("tf", peer) for peer in ("tf-unfolded", "tf-previous") + tuple(TORCH_ENGINES)]
+    for ours, peer in pairs + [("tf-previous", "torch")]:
         if ours in results and peer in results:
             print(f"ratio {ours} / {peer}: "
                   f"{results[ours]['seconds'] / results[peer]['seconds']:.2f}")

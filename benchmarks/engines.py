@@ -182,3 +182,50 @@ def torch_deeplab(weights, arch):
             return sum(h(x) for h in self.head)
 
     return DeepLab()
+
+
+# PyTorch engines: name -> (channels_last, torch.compile, autocast dtype name or None).
+# Compiled inference uses inductor with freezing (weights folded as constants, the
+# layout chosen once); compiled training cannot freeze (the weights change).
+TORCH_ENGINES = {
+    "torch": (False, False, None),
+    "torch-cl": (True, False, None),
+    "torch-compile": (True, True, None),
+    "torch-bf16": (False, False, "bfloat16"),
+    "torch-cl-bf16": (True, False, "bfloat16"),
+    "torch-compile-bf16": (True, True, "bfloat16"),
+}
+
+
+def torch_variant(engine, net, x, inference):
+    """(step wrapper, net, input) for one of TORCH_ENGINES.
+
+    Args:
+        engine: a TORCH_ENGINES name.
+        net: the PyTorch DeepLab (eval mode).
+        x: the NCHW input.
+        inference: True for a forward pass under inference mode (freezing applies).
+    Returns:
+        (wrap, model, x): `wrap(fn)` runs fn() under the engine's autocast and
+        grad mode; `model` is the (converted, maybe compiled) network.
+    """
+    import contextlib
+
+    import torch
+    channels_last, compiled, autocast = TORCH_ENGINES[engine]
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compiled:
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = inference
+        net = torch.compile(net)
+
+    def wrap(fn):
+        with contextlib.ExitStack() as stack:
+            if inference:
+                stack.enter_context(torch.no_grad())
+            if autocast:
+                stack.enter_context(torch.autocast("cpu", dtype=getattr(torch, autocast)))
+            return fn()
+    return wrap, net, x

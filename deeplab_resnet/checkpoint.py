@@ -467,7 +467,8 @@ def build_model(opened, variant=None, num_classes=None, new_head=False, prototxt
     network = arch.architecture(variant or defaults.VARIANT,
                                 num_classes or defaults.NUM_CLASSES)
     params = opened.params_for(network, new_head=new_head)
-    model = DeepLabResNet(network.variant, network.num_classes, **model_kwargs)
-    assign_params(model, params, new_head=new_head, source=opened.path)
+    # The variables start from the values read: only a new head is drawn at random.
+    model = DeepLabResNet(network.variant, network.num_classes, initial_values=params,
+                          **model_kwargs)
     model.mark_statistics_trained()
     return model

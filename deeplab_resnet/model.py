@@ -47,6 +47,61 @@ def preprocess(images):
     return images[..., ::-1] - IMG_MEAN
 
 
+# BatchNorm parameters start as the identity map.
+_BN_INITIAL = {"mean": 0.0, "variance": 1.0, "scale": 1.0, "offset": 0.0}
+
+
+def _random_std(conv, key):
+    """Standard deviation of a convolution's initial weights: He-normal, N(0, 0.01) in the
+    head."""
+    if arch_lib.is_head_variable(key):
+        return 0.01
+    return np.sqrt(2.0 / (conv.kernel * conv.kernel * conv.in_channels))
+
+
+def initial_parameter_values(arch, seed=0, given=None):
+    """{parameter name: float32 initial value} of a network: `given`'s values, the rest new.
+
+    Convolution weights not given are drawn from one generator seeded by `seed`, in
+    the architecture's order, so each gets the value it gets when nothing is given
+    (a new head on a loaded backbone is the head of a new network of that seed);
+    when every weight is given, nothing is drawn (the 43 M draws of ResNet-101 cost
+    over a second). Biases not given start at 0, BatchNorm at the identity.
+
+    Args:
+        arch: an `arch.Architecture`.
+        seed: seed of the random weights.
+        given: {parameter name: array}, or None; names the architecture does not
+            have are ignored.
+    Returns:
+        {name: numpy array or tensor}, in the architecture's order.
+    Raises:
+        ValueError: a given value of another shape than its parameter's.
+    """
+    given = given or {}
+    shapes = {key: tuple(shape) for key, shape in arch.param_shapes().items()}
+    random = any(arch_lib.param_kind(key) == arch_lib.WEIGHTS and key not in given
+                 for key in shapes)
+    rng = np.random.default_rng(seed) if random else None
+    values = {}
+    for conv in arch.convs:
+        for key in conv.param_shapes():
+            kind, shape = arch_lib.param_kind(key), shapes[key]
+            drawn = None
+            if kind == arch_lib.WEIGHTS and rng is not None:
+                # Drawn even when given, so that the weights drawn after it are the same.
+                drawn = rng.normal(0.0, _random_std(conv, key), shape).astype(np.float32)
+            if key in given:
+                value = np.asarray(given[key], dtype=np.float32)
+                if value.shape != shape:
+                    raise ValueError(f"initial value of '{key}' has shape {value.shape}, "
+                                     f"the parameter {shape}")
+            else:
+                value = drawn if drawn is not None else tf.fill(shape, _BN_INITIAL.get(kind, 0.0))
+            values[key] = value
+    return values
+
+
 class DeepLabResNet(tf.Module):
     """DeepLab-v2 ResNet (atrous backbone + ASPP) with Caffe-exact arithmetic.
 
@@ -61,6 +116,10 @@ class DeepLabResNet(tf.Module):
             / sum of weights, `meta["bn_factor"]`), so they are unbiased from
             the first batch on, with the unbiased (m / (m - 1)) batch variance.
         seed: seed of the initial weights (He-normal backbone, N(0, 0.01) head).
+        initial_values: {parameter name: array} the variables start from (e.g.
+            weights read from a file); parameters not given start random (seeded
+            by `seed`, the values they get without `initial_values`) or, for
+            BatchNorm, at the identity. See `initial_parameter_values`.
         fold_bn: compute each frozen BatchNorm (all of them, or with `train_bn`
             outside training) folded into its convolution's weights, inside
             the forward pass: the same function with fewer passes. False runs
@@ -75,7 +134,7 @@ class DeepLabResNet(tf.Module):
 
     def __init__(self, variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES, train_bn=False,
                  bn_eps=defaults.BN_EPS, bn_momentum=defaults.BN_MOMENTUM, seed=0, fold_bn=True,
-                 name=None):
+                 initial_values=None, name=None):
         super().__init__(name=name or "deeplab_resnet")
         self.arch = arch_lib.architecture(variant, num_classes)
         self.variant = variant
@@ -84,21 +143,12 @@ class DeepLabResNet(tf.Module):
         self.bn_eps = bn_eps
         self.bn_momentum = bn_momentum
         self.fold_bn = bool(fold_bn)
-        rng = np.random.default_rng(seed)
         params = {}
-        inits = {"mean": 0.0, "variance": 1.0, "scale": 1.0, "offset": 0.0}
-        for conv in self.arch.convs:
-            for key, shape in conv.param_shapes().items():
-                kind = arch_lib.param_kind(key)
-                if kind == arch_lib.WEIGHTS:
-                    fan_in = conv.kernel * conv.kernel * conv.in_channels
-                    std = 0.01 if arch_lib.is_head_variable(key) else np.sqrt(2.0 / fan_in)
-                    value = rng.normal(0.0, std, shape).astype(np.float32)
-                else:
-                    value = tf.fill(shape, inits.get(kind, 0.0))
-                trainable = (kind not in arch_lib.BN_KINDS
-                             or (train_bn and kind in arch_lib.BN_AFFINE))
-                params[key] = tf.Variable(value, trainable=trainable, name=key)
+        for key, value in initial_parameter_values(self.arch, seed, initial_values).items():
+            kind = arch_lib.param_kind(key)
+            trainable = (kind not in arch_lib.BN_KINDS
+                         or (train_bn and kind in arch_lib.BN_AFFINE))
+            params[key] = tf.Variable(value, trainable=trainable, name=key)
         # A dict keyed by the Caffe names: checkpoint keys read `params/<name>`.
         self.params = params
         # bn_factor: Caffe's moving-average normaliser; 0 = no batch seen yet.

@@ -40,6 +40,10 @@ from deeplab_resnet.fused import FusedDeepLab
 # features (see benchmarks/RESULTS.md for what it costs and buys).
 FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+# The prediction functions hold no control flow on tensors; without AutoGraph's
+# conversion of every function they call, the first trace is several times faster
+# (benchmarks/RESULTS.md, start-up).
+AUTOGRAPH = False
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
 Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
@@ -133,7 +137,7 @@ class Predictor(tf.Module):
         resized = geometry.logits_to_image(logits, [h, w])
         return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)[0]
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def forward(self, image):
         """Raw logits [h',w',C] and probabilities [H,W,C] (no CRF) for one image.
 
@@ -146,7 +150,7 @@ class Predictor(tf.Module):
             probabilities = (probabilities + mirrored[:, ::-1]) / 2.0
         return logits[0], probabilities
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def serve(self, image):
         """Serving signature: class-index map [H,W] int32 and probabilities [H,W,C] float32.
 
@@ -157,7 +161,7 @@ class Predictor(tf.Module):
         return {"labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
                 "probabilities": probabilities}
 
-    @tf.function(input_signature=[IMAGE_SPEC])
+    @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def labels(self, image):
         """Class-index map [H,W] int32 alone (no CRF): the argmax runs where the network ran,
         so only H x W int32 values reach the host, not H x W x C probabilities.
@@ -195,11 +199,34 @@ class Predictor(tf.Module):
         """
         image = _checked(image)
         logits, probabilities = self.forward(tf.constant(image))
-        probabilities = probabilities.numpy()
+        probabilities, labels = self._on_host(image, probabilities.numpy())
+        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
+
+    def _on_host(self, image, probabilities):
+        """(probabilities after the CRF when set, their argmax labels) of the network's."""
         if self.crf is not None:
             probabilities = crf_lib.refine(image, probabilities, self.crf)
-        labels = probabilities.argmax(axis=-1).astype(np.int32)
-        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
+        return probabilities, probabilities.argmax(axis=-1).astype(np.int32)
+
+    def labels_later(self, image):
+        """Runs the network on one image now; returns a function that completes its labels.
+
+        The function does the work that follows the network on the host (the dense
+        CRF, when set, and its argmax), so that a caller may run it in another thread
+        while the network predicts the next image; `labels_later(image)()` equals
+        `predict_labels(image)`.
+
+        Args:
+            image: HxWx3 uint8 RGB array.
+        Returns:
+            a function of no arguments giving the HxW int32 class indices.
+        """
+        if self.crf is None:
+            labels = self.predict_labels(image)
+            return lambda: labels
+        image = _checked(image)
+        probabilities = self.forward(tf.constant(image))[1].numpy()
+        return lambda: self._on_host(image, probabilities)[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,7 +100,9 @@ def test_a_notebook_session(weights, data, tmp_path, capsys, caplog, monkeypatch
     assert isinstance(info.value, deeplab_resnet.DeepLabError)
 
     assert capsys.readouterr() == ("", "")  # the library printed nothing...
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # (TensorFlow's own logger may warn of retracing when many predictors were made.)
+    warnings = [r for r in caplog.records
+                if r.levelno == logging.WARNING and r.name.startswith("deeplab_resnet")]
     assert len(warnings) == 1 and "running fp32" in warnings[0].getMessage()  # ...it logged
     assert any(r.getMessage().startswith(f"loaded {weights['port']}: tiny, 4 classes")
                for r in caplog.records)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet.fused import FusedDeepLab
+from deeplab_resnet import layers
+from deeplab_resnet.arch import Conv
+from deeplab_resnet.fused import FusedDeepLab, head_as_matmul, shifted_sum
 from deeplab_resnet.model import DeepLabResNet
 
 
@@ -33,12 +35,31 @@ def test_fused_matches_unfused(variant, size):
     randomize_batchnorm(model, tiny_variances=variant == "tiny")
     x = tf.random.stateless_normal([1, *size, 3], seed=[4, 5]) * 50.0
     want = model(x).numpy()
-    got = FusedDeepLab(model)(x).numpy()
+    fused = FusedDeepLab(model)
     assert np.isfinite(want).all()
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # eagerly and traced (autograph on, as a caller's tf.function has it)
+    for got in (fused(x).numpy(), tf.function(lambda images: fused(images))(x).numpy()):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 def test_fused_refuses_training():
     with pytest.raises(ValueError, match="inference only"):
         FusedDeepLab(DeepLabResNet("tiny", 2))(tf.zeros([1, 33, 33, 3]), training=True)
+
+
+def test_head_as_matmul_is_the_sum_of_the_dilated_convolutions():
+    # Rates up to past the input's size: those taps read only padding.
+    rng = np.random.default_rng(0)
+    head = [Conv(name=f"head{r}", bottom="x", in_channels=6, out_channels=4, kernel=3, pad=r,
+                 dilation=r, bias=True) for r in (1, 3, 12)]
+    kernels = {c.name: (tf.constant(rng.normal(size=(3, 3, 6, 4)), tf.float32),
+                        tf.constant(rng.normal(size=4), tf.float32)) for c in head}
+    x = tf.constant(rng.normal(size=(2, 7, 11, 6)), tf.float32)
+    want = tf.add_n([layers.conv2d(x, *kernels[c.name], pad=c.pad, dilation=c.dilation,
+                                   differentiable=False) for c in head]).numpy()
+    kernel, bias, offsets = head_as_matmul(kernels, head)
+    assert kernel.shape == (1, 1, 6, 3 * 9 * 4) and len(offsets) == 27
+    got = (shifted_sum(tf.nn.conv2d(x, kernel, 1, "VALID"), offsets, 4) + bias).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -1,4 +1,4 @@
-"""Training checkpoints: where they go, the finite-weights guard, resuming, the head check."""
+"""Training checkpoints: where they go, the finite-weights guard, resuming."""
 
 import contextlib
 import os
@@ -8,7 +8,6 @@ import tempfile
 import tensorflow as tf
 
 from deeplab_resnet import checkpoint as ckpt_lib, tf_bundle
-from deeplab_resnet.arch import HEAD_PREFIX, is_head_variable
 from deeplab_resnet.errors import SettingError, first_line
 from deeplab_resnet.training import run_record
 
@@ -66,11 +65,3 @@ def resume(checkpoint, latest, snapshot_dir):
                            f"{run_record.ways_out(snapshot_dir, latest)}",
                            "snapshot_dir", "restore_from") from None
 
-
-def check_head(path, new_head):
-    """Weights without the DeepLab head (an ImageNet ResNet) need a new head."""
-    if new_head or ckpt_lib.is_caffemodel(path):
-        return
-    if not any(is_head_variable(name) for name in ckpt_lib.param_names(path)):
-        raise SettingError(f"{path}: holds no DeepLab head ({HEAD_PREFIX}_*), e.g. an ImageNet "
-                           "ResNet: add {new_head} to start a new head", "new_head")

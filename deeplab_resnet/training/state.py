@@ -2,14 +2,15 @@
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import defaults, distribute
+from deeplab_resnet import arch, defaults, distribute
 from deeplab_resnet.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model import DeepLabResNet
-from deeplab_resnet.training import run_record, snapshots
+from deeplab_resnet.training import run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
 
@@ -25,10 +26,16 @@ def build_model(config, latest):
               "bn_momentum": config.bn_momentum}
     if latest is not None:
         variant, classes = ckpt_lib.check_meta(latest, config.variant, config.num_classes)
-        return DeepLabResNet(variant or defaults.VARIANT, classes or defaults.NUM_CLASSES,
+        network = arch.architecture(variant or defaults.VARIANT,
+                                    classes or defaults.NUM_CLASSES)
+        # Resuming restores every variable (`snapshots.resume` refuses a snapshot that
+        # leaves one out), so the model starts from zeros instead of random draws.
+        zeros = {name: np.zeros(shape, np.float32)
+                 for name, shape in network.param_shapes().items()}
+        return DeepLabResNet(network.variant, network.num_classes, initial_values=zeros,
                              **kwargs)
     if config.restore_from:
-        snapshots.check_head(config.restore_from, config.new_head)
+        # Weights without the DeepLab head need `new_head`: `load_weights` says so.
         try:
             return ckpt_lib.load_weights(config.restore_from, config.variant,
                                          config.num_classes, new_head=config.new_head,

@@ -96,7 +96,9 @@ class Trainer:
         self._single = self._on_replicas(self._single_step, jit)
         self._accumulate = self._on_replicas(self._accumulate_step, jit)
         self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
-        self.predict = tf.function(self._predict)
+        # No control flow on tensors in a prediction: traced without AutoGraph's
+        # conversion, several times faster (as `predict.Predictor`).
+        self.predict = tf.function(self._predict, autograph=False)
 
     def _on_replicas(self, fn, jit):
         """A tf.function running `fn` on every replica; returns the first local replica's result.
