@@ -106,3 +106,11 @@ def test_block_runs(line, code, workspace, tmp_path, monkeypatch, logging_state)
     monkeypatch.delitem(sys.modules, "net", raising=False)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": f"readme_line{line}"})
     sys.modules.pop("net", None)
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI runs exactly the test command the README gives (two processes: pytest-xdist)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    commands = {line.strip() for line in readme + ci if line.startswith("python -m pytest ")}
+    assert commands == {"python -m pytest -q -n 2 tests"}
