@@ -36,6 +36,22 @@ def tiny_model(num_classes, seed=0, head_biases=None):
     return net
 
 
+def with_trained_statistics(model, seed):
+    """{name: array} of a model's weights, BatchNorm statistics and affine replaced by
+    non-trivial values (what trained weights look like)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, var in model.params.items():
+        value = var.numpy()
+        if name.endswith(("/mean", "/offset")):
+            value = rng.normal(0, 0.1, value.shape).astype(np.float32)
+        elif name.endswith(("/variance", "/scale")):
+            value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
+        out[name] = value
+    return out
+
+
 def save_model(model, prefix):
     """Writes a DeepLabResNet's weights, variant and class count as a checkpoint at `prefix`."""
     from deeplab_resnet import checkpoint

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_model
+from conftest import tiny_model, with_trained_statistics
 
 from deeplab_resnet import caffe, checkpoint, cli
 from deeplab_resnet.cli import convert, inference
@@ -22,16 +22,7 @@ NAMES = ("background", "cat", "dog")
 @pytest.fixture(scope="module")
 def params():
     """A tiny model's weights with non-trivial BatchNorm statistics."""
-    rng = np.random.default_rng(5)
-    out = {}
-    for name, var in tiny_model(NUM_CLASSES, seed=1).params.items():
-        value = var.numpy()
-        if name.endswith(("/variance", "/scale")):
-            value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
-        elif name.endswith(("/mean", "/offset")):
-            value = rng.normal(0, 0.1, value.shape).astype(np.float32)
-        out[name] = value
-    return out
+    return with_trained_statistics(tiny_model(NUM_CLASSES, seed=1), seed=5)
 
 
 @pytest.fixture(scope="module")

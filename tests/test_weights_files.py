@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import tiny_model, with_trained_statistics
 from PIL import Image
 
 import tensorflow as tf
@@ -51,16 +51,7 @@ def write_port_checkpoint(params, path, version, step=None):
 def params():
     """A tiny model's weights with non-trivial BatchNorm statistics."""
     model = tiny_model(NUM_CLASSES, seed=3, head_biases=[-0.2, 0.1, 0.3])
-    rng = np.random.default_rng(1)
-    out = {}
-    for name, var in model.params.items():
-        value = var.numpy()
-        if name.endswith(("/mean", "/offset")):
-            value = rng.normal(0, 0.1, value.shape).astype(np.float32)
-        elif name.endswith(("/variance", "/scale")):
-            value = rng.uniform(0.5, 1.5, value.shape).astype(np.float32)
-        out[name] = value
-    return out
+    return with_trained_statistics(model, seed=1)
 
 
 @pytest.fixture(scope="module")
