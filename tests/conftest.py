@@ -52,6 +52,21 @@ def with_trained_statistics(model, seed):
     return out
 
 
+def run_command(main, argv, capfd):
+    """(exit status, stdout, stderr) of a command's `main` run in-process as its script runs
+    it (`cli.run`). `capfd` captures the file descriptors, so TensorFlow's native log lines
+    count as they would for the script; for tests where the process itself is not the point."""
+    from deeplab_resnet import cli
+    capfd.readouterr()
+    try:
+        cli.run(main, [str(a) for a in argv])
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capfd.readouterr()
+    return status, out, err
+
+
 def save_model(model, prefix):
     """Writes a DeepLabResNet's weights, variant and class count as a checkpoint at `prefix`."""
     from deeplab_resnet import checkpoint

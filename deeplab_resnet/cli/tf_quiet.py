@@ -38,3 +38,19 @@ def import_tensorflow():
             os.close(devnull)
     # Python-side notices (e.g. retracing hints) are for developers, not users.
     tensorflow.get_logger().setLevel("ERROR")
+
+
+def close_native_log():
+    """From now on TensorFlow's native (C++) log lines go to /dev/null; Python's stderr stays.
+
+    For the end of a multi-worker run: the workers leave one by one once the last
+    barrier is passed, and those still in the cluster log each departure as a crashed
+    task. Called after the work is done, so no line that matters is lost.
+    """
+    sys.stderr.flush()
+    kept = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding,
+                           errors=sys.stderr.errors)

@@ -17,7 +17,7 @@ import time
 from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults, distribute
-from deeplab_resnet.cli import progress
+from deeplab_resnet.cli import progress, tf_quiet
 from deeplab_resnet.errors import Stopped
 from deeplab_resnet.image_reader import SCALE_MODES
 from deeplab_resnet.precision import PRECISIONS
@@ -270,6 +270,8 @@ def main(recipe, argv=None, description=None):
     with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
         result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
+        if config.strategy == "multi-worker":
+            tf_quiet.close_native_log()
         if result.stopped_early:
             raise stopped(result, stop, config)
     return 0
