@@ -160,3 +160,18 @@ def test_the_walk_sees_every_command():
     modules = {f"deeplab_resnet.cli.{name}" for name, text in sources.items()
                if "\ndef entry(" in text}
     assert modules and modules == {target.split(":")[0] for target in COMMANDS.values()}
+
+
+def test_evaluate_leaves_no_empty_output_folder_when_the_weights_fail(tmp_path, capsys):
+    """--save-dir and the --json-output folder are made before the weights load (a bad
+    folder fails at once); weights that fail to load leave neither behind."""
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "a.png").write_bytes(b"")
+    listed = tmp_path / "val.txt"
+    listed.write_text("/a.jpg /a.png\n")
+    args = ["--data-dir", str(tmp_path), "--data-list", str(listed),
+            "--restore-from", str(tmp_path / "no_ckpt"), "--save-dir", str(tmp_path / "pred"),
+            "--json-output", str(tmp_path / "scores" / "s.json")]
+    code, err = exit_of(lambda argv: evaluate.main(args), capsys)
+    assert code == 2 and err.count("\n") == 1 and "no_ckpt" in err, err
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "scores").exists()

@@ -15,6 +15,7 @@ A list without labels (a test set: lines with only an image path) is predicted
 and written (--voc-submission DIR for the VOC test server, --save-dir), not scored.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -62,6 +63,19 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     cli.use_devices(args)
+    # Output folders are made before the weights load (a bad one fails at once); a run that
+    # fails before writing into them leaves none of them behind, empty.
+    folders = [args.save_dir, args.voc_submission]
+    if args.json_output is not None:
+        folders.append(os.path.dirname(os.path.abspath(args.json_output)))
+    with contextlib.ExitStack() as stack:
+        for folder in filter(None, folders):
+            stack.enter_context(cli.new_folder_removed_on_failure(folder))
+        return _evaluate(args)
+
+
+def _evaluate(args):
+    """Predicts, scores and reports the list `args` name; returns the exit status."""
     from deeplab_resnet import evaluation, utils
     images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:
