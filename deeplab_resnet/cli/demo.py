@@ -8,8 +8,9 @@ Needs no download and no GPU (a few minutes on two CPU cores):
      PNGs with 255 borders, list files);
   2. trains `--model tiny` on it with train.py's loop;
   3. evaluates it on the validation list with evaluate.py (mIoU far above chance);
-  4. runs inference.py on validation images and draws a picture: columns titled
-     image | ground truth | prediction, and a legend of the class colours;
+  4. runs inference.py once on a folder of validation images (inference/images/) and
+     draws a picture: columns titled image | ground truth | prediction, and a legend
+     of the class colours;
   5. writes a random-weight caffemodel for the tiny net's deploy prototxt,
      converts it with convert.py and runs inference.py on the checkpoint and on
      the .caffemodel itself, checking both give the same logits.
@@ -135,10 +136,16 @@ def evaluate_step(data, out, snapshots):
 
 def picture_step(data, out, snapshots):
     images, labels = utils.read_list(data["root"], data["val"])
+    pairs = list(zip(images, labels))[:GRID_IMAGES]
     masks = os.path.join(out, "inference")
+    # One inference.py run on a folder of the grid's images, as a user segments a folder.
+    grid_images = os.path.join(masks, "images")
+    os.makedirs(grid_images, exist_ok=True)
+    for image_path, _ in pairs:
+        shutil.copyfile(image_path, os.path.join(grid_images, os.path.basename(image_path)))
+    inference.main([grid_images, snapshots, "--save-dir", masks])
     rows = []
-    for image_path, label_path in list(zip(images, labels))[:GRID_IMAGES]:
-        inference.main([image_path, snapshots, "--save-dir", masks])
+    for image_path, label_path in pairs:
         stem = os.path.splitext(os.path.basename(image_path))[0]
         predicted = utils.read_label(os.path.join(masks, f"{stem}_mask.png"))
         rows.append([utils.read_image(image_path), utils.colorize(utils.read_label(label_path)),
