@@ -7,9 +7,9 @@ output file behind.
 Most commands run in-process, as their script runs them (`conftest.run_command`:
 `cli.run`, with stderr captured at the file descriptor, so TensorFlow's native
 log lines count). A real process is started only where the process is the
-point: one bad-input case of each script (its wiring, TensorFlow's quiet import,
-the exit status a shell sees), SIGKILL and signals, and full disks (a file-size
-limit set on the process).
+point: a failure of each script as a process (its wiring, TensorFlow's quiet
+import, the exit status a shell sees), SIGKILL and signals, and full disks (a
+file-size limit set on the process).
 """
 
 import codecs
@@ -333,7 +333,7 @@ def command(tmp_path, capfd, monkeypatch):
 def run_script(tmp_path, script_name, argv, **options):
     """The script run as a real process (in `tmp_path`) -> subprocess.CompletedProcess."""
     return subprocess.run([sys.executable, script(script_name), *map(str, argv)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), **options)
 
 
@@ -342,11 +342,11 @@ def arguments(env, out, args):
     return [a.format(root=env, out=out) for a in args]
 
 
-# Run as real processes: a case of each script whose other cases run in-process, for what
-# only a process shows (the script's wiring, TensorFlow imported quietly by `cli.run`, which
-# in-process finds it loaded already, and the exit status a shell sees); cases that fail in
-# the input pipeline or TensorFlow's checkpoint reader, where native threads and log lines
-# are. inference.py, export.py and convert.py run as processes in the full-disk tests.
+# Bad input given to real processes, for what only a process shows: the script's wiring,
+# TensorFlow imported quietly by `cli.run` (in-process it finds it loaded already) and the
+# exit status a shell sees. Cases that fail in the input pipeline or TensorFlow's checkpoint
+# reader, where native threads and log lines are. (inference.py, export.py and convert.py
+# fail as processes in the full-disk tests.)
 IN_A_PROCESS = {"bit-flipped-checkpoint-data", "training-rgb-label"}
 
 
