@@ -1,11 +1,19 @@
-"""Bad input and faults, end to end: every case is a real command line.
+"""Bad input and faults, end to end: every case is a command line.
 
 Each must end with a non-zero exit status and exactly one line on stderr,
 `error: ...`, naming the culprit — no traceback — and must leave no partial
 output file behind.
+
+Most commands run in-process, as their script runs them (`conftest.run_command`:
+`cli.run`, with stderr captured at the file descriptor, so TensorFlow's native
+log lines count). A real process is started only where the process is the
+point: a failure of each script as a process (its wiring, TensorFlow's quiet
+import, the exit status a shell sees), SIGKILL and signals, and full disks (a
+file-size limit set on the process).
 """
 
 import codecs
+import collections
 import os
 import resource
 import shutil
@@ -20,11 +28,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from tensorflow.python.framework import config as tf_config
+
+from conftest import ROOT, run_command
 from test_distribute import free_ports, worker_env
-from deeplab_resnet import caffe, checkpoint, utils
+import deeplab_resnet
+from deeplab_resnet import caffe, checkpoint, devices, utils
 from deeplab_resnet.caffe import write_caffemodel
+from deeplab_resnet.cli import convert, evaluate, export, inference, train, train_flags
 from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.training import TRAIN
 from kaffe import caffe_pb
 
 NUM_CLASSES = 3
@@ -283,19 +296,69 @@ def write_odd_encodings(data):
                                       .encode("latin-1"))
 
 
-def run_case(env, tmp_path, script_name, args):
-    out = tmp_path / "out"
-    argv = [a.format(root=env, out=out) for a in args]
-    result = subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    return result, out
+COMMANDS = {"convert.py": convert.main, "evaluate.py": evaluate.main, "export.py": export.main,
+            "inference.py": inference.main, "train.py": train.main}
+Result = collections.namedtuple("Result", "returncode stdout stderr")
+
+
+def process_state():
+    """The process-wide settings a command could leave changed in the pytest worker."""
+    return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
+            "umask": utils.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
+            "determinism": tf_config.is_op_determinism_enabled()}
+
+
+@pytest.fixture
+def command(tmp_path, capfd, monkeypatch):
+    """`command(script_name, argv)` runs a script's command in-process -> Result.
+
+    In `tmp_path` (the subprocesses' working folder). The settings the commands set
+    on purpose are put back afterwards (TF32: every command sets it from --tf32;
+    op determinism: --deterministic), and the worker must otherwise be left as it
+    was: a command that changes anything else belongs in a subprocess.
+    """
+    monkeypatch.chdir(tmp_path)
+    before = process_state()
+
+    def run(script_name, argv):
+        return Result(*run_command(COMMANDS[script_name], argv, capfd))
+
+    yield run
+    devices.use_tf32(before["tf32"])
+    if not before["determinism"]:
+        tf_config.disable_op_determinism()
+    assert process_state() == before
+
+
+def run_script(tmp_path, script_name, argv, **options):
+    """The script run as a real process (in `tmp_path`) -> subprocess.CompletedProcess."""
+    return subprocess.run([sys.executable, script(script_name), *map(str, argv)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), **options)
+
+
+def arguments(env, out, args):
+    """`args` with {root} the fixture folder and {out} the output folder."""
+    return [a.format(root=env, out=out) for a in args]
+
+
+# Bad input given to real processes, for what only a process shows: the script's wiring,
+# TensorFlow imported quietly by `cli.run` (in-process it finds it loaded already) and the
+# exit status a shell sees. Cases that fail in the input pipeline or TensorFlow's checkpoint
+# reader, where native threads and log lines are. (inference.py, export.py and convert.py
+# fail as processes in the full-disk tests.)
+IN_A_PROCESS = {"bit-flipped-checkpoint-data", "training-rgb-label"}
 
 
 @pytest.mark.parametrize("case,script_name,args,culprit", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_error(env, tmp_path, case, script_name, args, culprit):
+def test_bad_input_is_one_line_error(env, tmp_path, command, case, script_name, args, culprit):
     before = sorted(p.name for p in env.rglob("*"))
-    result, out = run_case(env, tmp_path, script_name, args)
+    out = tmp_path / "out"
+    argv = arguments(env, out, args)
+    if case in IN_A_PROCESS:
+        result = run_script(tmp_path, script_name, argv)
+    else:
+        result = command(script_name, argv)
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr
@@ -308,6 +371,11 @@ def test_bad_input_is_one_line_error(env, tmp_path, case, script_name, args, cul
     assert sorted(p.name for p in env.rglob("*")) == before
 
 
+def test_every_script_fails_as_a_process_somewhere():
+    kinds = {script_name for case, script_name, _, _ in CASES if case in IN_A_PROCESS}
+    assert kinds | {script_name for _, script_name, *_ in WRITE_CASES} == set(COMMANDS)
+
+
 def test_suite_has_at_least_twenty_distinct_cases():
     assert len({c[0] for c in CASES}) >= 20
 
@@ -317,9 +385,15 @@ TRAIN_TINY = ["--model", "tiny", "--num-classes", str(NUM_CLASSES), "--data-dir"
               "--save-pred-every", "1", "--save-num-images", "0", "--snapshot-dir", "{out}"]
 
 
-def test_nan_loss_is_one_line_error_and_no_bad_checkpoint(env, tmp_path):
-    result, out = run_case(env, tmp_path, "train.py",
-                           TRAIN_TINY + ["--num-steps", "40", "--learning-rate", "1e9"])
+def config_of(argv):
+    """The `TrainConfig` train.py makes of `argv` (for runs made in-process through the API)."""
+    return train_flags.config_from_args(train_flags.build_parser(TRAIN).parse_args(argv))
+
+
+def test_nan_loss_is_one_line_error_and_no_bad_checkpoint(env, tmp_path, command):
+    out = tmp_path / "out"
+    result = command("train.py", arguments(env, out, TRAIN_TINY)
+                     + ["--num-steps", "40", "--learning-rate", "1e9"])
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and "Traceback" not in result.stderr
     # Progress lines may come first (stderr is not a terminal); one error line, last.
@@ -330,55 +404,83 @@ def test_nan_loss_is_one_line_error_and_no_bad_checkpoint(env, tmp_path):
         assert all(np.isfinite(v).all() for v in checkpoint.read_params(latest).values())
 
 
+# -- SIGKILL -----------------------------------------------------------------------------------
+
+
+def saved_step(out):
+    """The update of the checkpoint the state file of `out` names (0: none yet)."""
+    state = out / "checkpoint"
+    text = state.read_text() if state.exists() else ""
+    return int(text.split("\n")[0].rsplit("-", 1)[1].strip('"')) if "ckpt-" in text else 0
+
+
+def wait_for(condition, poll=0.001, timeout=120):
+    """Polls `condition()` until it holds (or the timeout)."""
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(poll)
+
+
+def in_a_save(out):
+    """Whether a save is being written: TensorFlow's `_temp` folder of a checkpoint exists."""
+    return any(name.endswith("_temp") for name in os.listdir(out))
+
+
+def written_not_named(out):
+    """Whether a checkpoint's files are written but the state file does not name it yet (or
+    the older ones beyond --keep-checkpoints are still being removed)."""
+    named = saved_step(out)
+    return any(name.endswith(".index") and int(name.split("-")[-1][:-6]) > named
+               for name in os.listdir(out))
+
+
 def test_kill_during_checkpoint_saves_leaves_a_loadable_checkpoint(env, tmp_path):
-    """SIGKILL at many moments of a run that saves after every update (so most kills
-    land in or near a save): the latest checkpoint always loads, and a rerun resumes."""
+    """SIGKILL in a run that saves after every update, while a checkpoint is written, then
+    in its rerun between a checkpoint's files and the state file naming them: the latest
+    checkpoint always loads, and the rerun resumes and saves further."""
     out = tmp_path / "out"
-    argv = [a.format(root=env, out=out) for a in TRAIN_TINY + ["--num-steps", "100000"]]
-    command = [sys.executable, script("train.py"), *argv]
-    rng = np.random.default_rng(0)
-    kills = 0
-    while kills < 4:
+    command = [sys.executable, script("train.py"),
+               *arguments(env, out, TRAIN_TINY + ["--num-steps", "100000"])]
+    # A save takes a few milliseconds of an update's ~50-100: its moments are watched for
+    # (every millisecond); a kill at a random moment would mostly land between saves.
+    for watch in (in_a_save, written_not_named):
+        start = saved_step(out)
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    cwd=tmp_path)
-        deadline = time.time() + 120
-        # Wait for the first save of this run, then kill at a random moment.
-        start = len(list(out.glob("*.index"))) if out.exists() else 0
-        while time.time() < deadline and (not out.exists() or
-                                          len(list(out.glob("*.index"))) <= start):
-            time.sleep(0.05)
-        time.sleep(float(rng.uniform(0.0, 0.5)))
+        wait_for(lambda: saved_step(out) > start, poll=0.02)  # this run resumed and saved
+        wait_for(lambda: watch(out), timeout=30)
         process.kill()
         process.wait()
-        kills += 1
-        latest = checkpoint.resolve(out)
-        model = checkpoint.load_weights(latest)
+        assert saved_step(out) > start
+        model = checkpoint.load_weights(checkpoint.resolve(out))
         assert model.variant == "tiny"
-    steps = [int(p.name.split("-")[-1].split(".")[0]) for p in out.glob("*.index")]
-    assert max(steps) >= 2
-
 
 
 # -- signals -----------------------------------------------------------------------------------
 
-SIGNAL_RUN_STEPS = 120
+SIGNAL_RUN_STEPS = 60
 
 
-def _signal_run_command(env, out):
+def _signal_run_argv(env, out):
     """A deterministic tiny run that saves only at its end (or when stopped)."""
-    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
-    return [sys.executable, script("train.py"), *argv, "--num-steps", str(SIGNAL_RUN_STEPS),
+    return [*arguments(env, out, TRAIN_TINY), "--num-steps", str(SIGNAL_RUN_STEPS),
             "--save-pred-every", str(10 * SIGNAL_RUN_STEPS), "--deterministic",
             "--learning-rate", "1e-6"]  # the tiny random net diverges at the default rate
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_weights(env, tmp_path_factory):
+    """The final weights of the signal runs' settings trained in one go, in-process (the API);
+    op determinism (the config's `deterministic`) is switched off again afterwards."""
     out = tmp_path_factory.mktemp("uninterrupted") / "out"
-    result = subprocess.run(_signal_run_command(env, out), capture_output=True, text=True,
-                            cwd=out.parent, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return checkpoint.read_params(checkpoint.resolve(out))
+    determinism = tf_config.is_op_determinism_enabled()
+    try:
+        result = deeplab_resnet.train(config_of(_signal_run_argv(env, out)))
+    finally:
+        if not determinism:
+            tf_config.disable_op_determinism()
+    assert (result.updates, result.stopped_early) == (SIGNAL_RUN_STEPS, False)
+    return checkpoint.read_params(result.checkpoint)
 
 
 def _stop_with(signum, command, out, cwd):
@@ -386,10 +488,8 @@ def _stop_with(signum, command, out, cwd):
     before = set(out.glob("events.*")) if out.exists() else set()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, cwd=cwd)
-    deadline = time.time() + 120
     # Each run writes a new event file after its first update.
-    while time.time() < deadline and not (out.exists() and set(out.glob("events.*")) - before):
-        time.sleep(0.02)
+    wait_for(lambda: out.exists() and set(out.glob("events.*")) - before, poll=0.02)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     lines = stderr.strip().splitlines()
@@ -404,16 +504,17 @@ def _stop_with(signum, command, out, cwd):
     return stopped
 
 
-def test_signals_save_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path,
+def test_signals_save_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path, command,
                                                                   uninterrupted_weights):
-    """SIGTERM, then SIGINT on the resumed run, then a rerun to the end: the final
-    weights equal an uninterrupted run's, bit for bit."""
+    """SIGTERM, then SIGINT on the resumed run (real processes: signals), then a rerun to the
+    end (in-process): the final weights equal an uninterrupted run's, bit for bit."""
     out = tmp_path / "out"
-    command = _signal_run_command(env, out)
-    first = _stop_with(signal.SIGTERM, command, out, tmp_path)
-    second = _stop_with(signal.SIGINT, command, out, tmp_path)
+    argv = _signal_run_argv(env, out)
+    train_py = [sys.executable, script("train.py"), *argv]
+    first = _stop_with(signal.SIGTERM, train_py, out, tmp_path)
+    second = _stop_with(signal.SIGINT, train_py, out, tmp_path)
     assert 1 <= first < second
-    rerun = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    rerun = command("train.py", argv)
     assert rerun.returncode == 0, rerun.stderr
     assert f"(update {second} of {SIGNAL_RUN_STEPS})" in rerun.stdout  # it resumed
     final = checkpoint.read_params(checkpoint.resolve(out))
@@ -425,7 +526,7 @@ def test_signals_save_at_update_boundary_and_rerun_resumes_exactly(env, tmp_path
 # -- odd encodings that are clear -------------------------------------------------------------
 
 
-def test_odd_encodings_read_as_their_plain_equivalents(env, tmp_path):
+def test_odd_encodings_read_as_their_plain_equivalents(env, tmp_path, command):
     """Grayscale and CMYK JPEGs, 16-bit and opaque gray+alpha labels, a list with a
     byte-order mark: evaluate.py scores them exactly as their plain RGB / palette
     equivalents, and train.py trains on them."""
@@ -434,14 +535,15 @@ def test_odd_encodings_read_as_their_plain_equivalents(env, tmp_path):
     assert np.abs(cmyk - np.asarray(Image.open(data / "img" / "1.jpg"))).mean() < 4
     scores = []
     for name in ("odd", "plain"):
-        result, _ = run_case(env, tmp_path, "evaluate.py", [
-            "--data-dir", "{root}/data", "--data-list", f"{{root}}/data/{name}.txt",
-            "--restore-from", "{root}/ckpt/tiny"])
+        result = command("evaluate.py", ["--data-dir", data, "--data-list", data / f"{name}.txt",
+                                         "--restore-from", env / "ckpt" / "tiny"])
         assert result.returncode == 0, result.stderr
         scores.append(result.stdout)
     assert scores[0] == scores[1]
-    result, out = run_case(env, tmp_path, "train.py", [
-        *TRAIN_TINY[:6], "--data-list", "{root}/data/odd.txt", *TRAIN_TINY[8:], "--num-steps", "1"])
+    out = tmp_path / "out"
+    result = command("train.py", arguments(env, out, [
+        *TRAIN_TINY[:6], "--data-list", "{root}/data/odd.txt", *TRAIN_TINY[8:],
+        "--num-steps", "1"]))
     assert result.returncode == 0, result.stderr
     assert checkpoint.resolve(out).endswith("model.ckpt-1")
 
@@ -459,20 +561,24 @@ def limited_file_size(max_bytes):
 
 
 def run_limited(env, tmp_path, script_name, args, max_bytes):
+    """The script run as a process whose files may not grow beyond `max_bytes`.
+
+    A process of its own: the limit holds for the whole process, pytest's capture
+    files included."""
     out = tmp_path / "out"
-    argv = [a.format(root=env, out=out) for a in args]
-    result = subprocess.run([sys.executable, script(script_name), *argv], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300,
-                            preexec_fn=limited_file_size(max_bytes))
+    result = run_script(tmp_path, script_name, arguments(env, out, args),
+                        preexec_fn=limited_file_size(max_bytes))
     return result, out
 
 
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
-    """A --snapshot-dir holding one tiny training checkpoint (update 1)."""
-    folder = tmp_path_factory.mktemp("trained")
-    result, out = run_case(env, folder, "train.py", TRAIN_TINY + ["--num-steps", "1"])
-    assert result.returncode == 0, result.stderr
+    """A --snapshot-dir holding one tiny training checkpoint (update 1), as train.py with
+    TRAIN_TINY writes it (made in-process through the API)."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    result = deeplab_resnet.train(config_of(arguments(env, out, TRAIN_TINY)
+                                            + ["--num-steps", "1"]))
+    assert result.checkpoint == str(out / "model.ckpt-1")
     return out
 
 
@@ -514,12 +620,12 @@ def test_disk_full_during_checkpoint_save_keeps_the_previous_one(trained, env, t
     checkpoint.load_weights(out)
 
 
-def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path):
+def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path, command):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
     data = next(out.glob("model.ckpt-1.data-*"))
     data.write_bytes(flip_bit(data.read_bytes()))
-    result, _ = run_case(env, tmp_path, "train.py", TRAIN_TINY + ["--num-steps", "3"])
+    result = command("train.py", arguments(env, out, TRAIN_TINY) + ["--num-steps", "3"])
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "model.ckpt-1: corrupt or truncated" in lines[0]
@@ -530,10 +636,9 @@ def test_signal_to_one_worker_stops_every_worker_at_the_same_update(env, tmp_pat
     """Under --strategy multi-worker a SIGTERM to the second worker alone stops both
     workers after the same update, with the chief's checkpoint of that update."""
     out = tmp_path / "out"
-    argv = [a.format(root=env, out=out) for a in TRAIN_TINY]
-    command = [sys.executable, script("train.py"), *argv, "--num-steps", "100000",
-               "--save-pred-every", "100000", "--strategy", "multi-worker",
-               "--learning-rate", "1e-6"]
+    command = [sys.executable, script("train.py"), *arguments(env, out, TRAIN_TINY),
+               "--num-steps", "100000", "--save-pred-every", "100000", "--strategy",
+               "multi-worker", "--learning-rate", "1e-6"]
     ports = free_ports(2)
     workers = [subprocess.Popen(command, cwd=tmp_path, env=worker_env(ports, i),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
