@@ -5,6 +5,7 @@ import errno
 import importlib
 import os
 import re
+import sys
 
 import pytest
 
@@ -175,3 +176,42 @@ def test_evaluate_leaves_no_empty_output_folder_when_the_weights_fail(tmp_path, 
     code, err = exit_of(lambda argv: evaluate.main(args), capsys)
     assert code == 2 and err.count("\n") == 1 and "no_ckpt" in err, err
     assert not (tmp_path / "pred").exists() and not (tmp_path / "scores").exists()
+
+
+class _Left(Exception):
+    """os._exit, recorded instead of leaving the test process."""
+
+
+def _raise(exc):
+    raise exc
+
+
+@pytest.mark.parametrize("outcome,status,err", [
+    (lambda: 0, 0, ""),
+    (lambda: 3, 3, ""),
+    (lambda: _raise(DeepLabError("bad.txt: no such file")), 2, "error: bad.txt: no such file\n"),
+    (lambda: sys.exit("a message"), 1, "a message\n"),
+], ids=["success", "status", "bad-input", "exit-message"])
+def test_a_command_process_leaves_at_once_with_its_status(outcome, status, err, capsys,
+                                                          monkeypatch):
+    """`run_and_exit` (every network command's `entry`) ends the process with os._exit once the
+    work is done, after flushing; the status and stderr are those `run` gives."""
+    left = []
+
+    def leave(code):
+        left.append(code)
+        raise _Left
+
+    monkeypatch.setattr(os, "_exit", leave)
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    with pytest.raises(_Left):
+        cli.run_and_exit(lambda argv: outcome())
+    assert left == [status] and capsys.readouterr().err == err
+
+
+def test_every_command_leaves_through_run_and_exit():
+    """Every installed command uses the network, so each one's process leaves at once."""
+    for target in COMMANDS.values():
+        module = importlib.import_module(target.split(":")[0])
+        with open(module.__file__, encoding="utf-8") as f:
+            assert "\n    cli.run_and_exit(main)\n" in f.read(), module.__name__

@@ -1,4 +1,5 @@
-"""The command-line layer: shared flags, defined once, and the one entry point `run`.
+"""The command-line layer: shared flags, defined once, and the one entry point `run`
+(`run_and_exit` for a command's own process).
 
 One module per command (`train`, `evaluate`, `inference`, `export`, `convert`,
 `demo`, ...); each has `main(argv)` and `entry()`, the console script that
@@ -15,6 +16,7 @@ turns flags into its arguments, prints, and exits.
 import argparse
 import contextlib
 import functools
+import logging
 import math
 import os
 import sys
@@ -199,6 +201,30 @@ def new_folder_removed_on_failure(path):
         if not existed and os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
         raise
+
+
+def run_and_exit(main):
+    """A network command's process: `run(main)`, then leave at once with its exit status.
+
+    The process leaves without the interpreter's shutdown: after an error stopped the
+    work mid-batch, TensorFlow's threads (tf.data decoders that run Python) can deadlock
+    it, and the command would print its error and never end. Everything is done by then:
+    files are closed and renamed into place, the summary writer flushed; the standard
+    streams and `logging` are flushed here. A bug keeps its traceback.
+    """
+    try:
+        run(main)
+        status = 0
+    except SystemExit as exc:
+        status = 0 if exc.code is None else exc.code
+        if not isinstance(status, int):  # sys.exit("message"), as the interpreter shows it
+            print(status, file=sys.stderr)
+            status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def run(main, argv=None, tensorflow=True):

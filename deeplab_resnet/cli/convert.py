@@ -99,4 +99,4 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-convert` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

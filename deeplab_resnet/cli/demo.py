@@ -301,4 +301,4 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-demo` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

@@ -41,7 +41,7 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-deploy` command."""
-    cli.run(main)
+    cli.run_and_exit(main)
 
 
 if __name__ == "__main__":

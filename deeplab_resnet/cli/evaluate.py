@@ -150,4 +150,4 @@ def write_json(args, segmenter, crf, scores, num_images):
 
 def entry():
     """The `deeplab-evaluate` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

@@ -47,4 +47,4 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-export` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

@@ -15,4 +15,4 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-fine-tune` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

@@ -182,4 +182,4 @@ def _summary(outputs, paths, skipped, args):
 
 def entry():
     """The `deeplab-inference` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

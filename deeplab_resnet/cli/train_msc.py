@@ -17,4 +17,4 @@ def main(argv=None):
 
 def entry():
     """The `deeplab-train-msc` command."""
-    cli.run(main)
+    cli.run_and_exit(main)

@@ -301,7 +301,7 @@ class _Loop:
                                      start=int(run.state.position.numpy()),
                                      strategy=run.strategy, num_classes=run.state.model.num_classes)
         agreement = StopAgreement(self.stop, run.strategy)
-        with contextlib.closing(batches), \
+        with contextlib.closing(batches), self._flushing_summaries(), \
                 snapshots.save_dir(run.snapshot_dir, run.chief) as save_dir:
             self.manager = tf.train.CheckpointManager(
                 run.state.checkpoint, save_dir, max_to_keep=config.keep_checkpoints,
@@ -316,6 +316,15 @@ class _Loop:
                     self._checkpoint(images, labels)
             return self._finished()
 
+    @contextlib.contextmanager
+    def _flushing_summaries(self):
+        """The summaries written so far reach the disk however the run ends."""
+        try:
+            yield
+        finally:
+            if self.writer is not None:
+                self.writer.flush()
+
     def _learning_rate(self):
         if self.run.recipe.optimizer == "sgd":
             return poly_learning_rate(self.config.learning_rate, self.update,
@@ -327,8 +336,6 @@ class _Loop:
         state, learning_rate = self.run.state, self._learning_rate()
         stats = self.trainer.step(images, labels, learning_rate).read()
         if not stats.ok:
-            if self.writer is not None:
-                self.writer.flush()
             hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
                     else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
             raise SettingError(f"loss became {stats.loss} at update {self.update + 1}: training "
