@@ -1,6 +1,8 @@
 """Training checkpoints: where they go, the finite-weights guard, resuming."""
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +14,7 @@ from deeplab_resnet.errors import SettingError, first_line
 from deeplab_resnet.training import run_record
 
 CHECKPOINT_NAME = "model.ckpt"
+log = logging.getLogger(__name__)
 
 
 @tf.function
@@ -41,6 +44,7 @@ def save_dir(snapshot_dir, chief):
     TensorFlow recommends for MultiWorkerMirroredStrategy.
     """
     if chief:
+        remove_unfinished_saves(snapshot_dir)
         yield snapshot_dir
         return
     folder = tempfile.mkdtemp(prefix="deeplab-worker-")
@@ -48,6 +52,16 @@ def save_dir(snapshot_dir, chief):
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_unfinished_saves(snapshot_dir):
+    """Removes what saves that never finished left in `snapshot_dir` (a process killed
+    while TensorFlow wrote a checkpoint leaves its `model.ckpt-N_temp` folder)."""
+    pattern = os.path.join(glob.escape(snapshot_dir), f"{CHECKPOINT_NAME}-*_temp")
+    for leftover in sorted(glob.glob(pattern)):
+        if os.path.isdir(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.info(f"removed {leftover} (left by a save that did not finish)")
 
 
 def resume(checkpoint, latest, snapshot_dir):
