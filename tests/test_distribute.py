@@ -150,7 +150,7 @@ def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
             "model.ckpt-2.index", "model.ckpt-4.index"]
 
 
-def test_mirrored_strategy_trains_like_the_default(data, tmp_path):
+def test_mirrored_strategy_trains_like_the_default(data, tmp_path, process_state_restored):
     """--strategy mirrored on this machine (its GPUs, else the CPU) gives the default's update."""
     results = []
     for strategy in ("default", "mirrored"):
