@@ -18,21 +18,26 @@ from deeplab_resnet import checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_train(deploy, init, data_dir, data_list, snapshot_dir, size, batch, micro, updates,
-              base_lr, variant, num_classes, weight_decay=5e-4):
-    """train.py (the real script, a subprocess) from a caffemodel, without augmentation.
+def train_args(deploy, init, data_dir, data_list, snapshot_dir, size, batch, micro, updates,
+               base_lr, variant, num_classes, weight_decay=5e-4):
+    """train.py's arguments to train from a caffemodel, without augmentation.
 
     The crop is the whole image (`size` = the image size), so no random offset
-    and no padding; DeepLab's solver settings otherwise. Returns the process.
+    and no padding; DeepLab's solver settings otherwise.
     """
-    command = [sys.executable, os.path.join(ROOT, "train.py"),
-               "--model", variant, "--num-classes", str(num_classes), "--prototxt", str(deploy),
-               "--restore-from", str(init), "--data-dir", str(data_dir),
-               "--data-list", str(data_list), "--input-size", f"{size[0]},{size[1]}",
-               "--batch-size", str(batch), "--grad-update-every", str(micro),
-               "--num-steps", str(updates), "--learning-rate", repr(base_lr),
-               "--weight-decay", repr(weight_decay), "--snapshot-dir", str(snapshot_dir),
-               "--save-num-images", "0"]
+    return ["--model", variant, "--num-classes", str(num_classes), "--prototxt", str(deploy),
+            "--restore-from", str(init), "--data-dir", str(data_dir),
+            "--data-list", str(data_list), "--input-size", f"{size[0]},{size[1]}",
+            "--batch-size", str(batch), "--grad-update-every", str(micro),
+            "--num-steps", str(updates), "--learning-rate", repr(base_lr),
+            "--weight-decay", repr(weight_decay), "--snapshot-dir", str(snapshot_dir),
+            "--save-num-images", "0"]
+
+
+def run_train(*args, **kwargs):
+    """train.py (the real script, a subprocess) with `train_args(*args, **kwargs)`.
+    Returns the process."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *train_args(*args, **kwargs)]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1800,
                           check=False)
 

@@ -56,7 +56,12 @@ def run_command(main, argv, capfd):
     """(exit status, stdout, stderr) of a command's `main` run in-process as its script runs
     it (`cli.run`). `capfd` captures the file descriptors, so TensorFlow's native log lines
     count as they would for the script; for tests where the process itself is not the point."""
+    import tensorflow as tf
+
     from deeplab_resnet import cli
+    # The script's first device lookup happens while TensorFlow loads quietly (`tf_quiet`);
+    # here TensorFlow is loaded already: look them up before the capture (cuInit's line).
+    tf.config.list_physical_devices()
     capfd.readouterr()
     try:
         cli.run(main, [str(a) for a in argv])
@@ -87,3 +92,18 @@ def resnet50_deploy_prototxt():
 @pytest.fixture(scope="session")
 def root():
     return ROOT
+
+
+@pytest.fixture
+def process_state_restored():
+    """Puts back what an in-process command (`run_command`) or a deterministic run changes
+    for the whole process: op determinism and TF32, so that the tests after it run as in a
+    fresh worker."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+    determinism = tf_config.is_op_determinism_enabled()
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    yield
+    if not determinism:
+        tf_config.disable_op_determinism()
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)

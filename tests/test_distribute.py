@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from deeplab_resnet import distribute, shapes, training
+from deeplab_resnet import checkpoint, distribute, shapes, training
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.image_reader import ImageReader
@@ -21,24 +21,32 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 7
 
-# Trains through the API with a callback that records the weights of every checkpoint
-# saved (all workers save; only the chief's checkpoints stay), so that every worker can be
-# compared; the log is shown as the commands show it.
+# Trains through the API, one run after the other on one strategy (one cluster), with a
+# callback that records the weights of every checkpoint saved (all workers save; only the
+# chief's checkpoints stay), so that every worker can be compared; the log is shown as the
+# commands show it. Argument: a JSON list of [weights file, train.py arguments].
 DRIVER = """
+import json
 import sys
 import numpy as np
-from deeplab_resnet import checkpoint, training
+from deeplab_resnet import checkpoint, distribute, training
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.cli.reporting import reporting
-weights_file = sys.argv[1]
 class Record(training.Callback):
+    def __init__(self, weights_file):
+        self.weights_file = weights_file
     def on_checkpoint(self, update, path):
         params = checkpoint.read_params(path)
-        np.savez(weights_file, **{k.replace("/", "|"): v for k, v in params.items()})
-args = train_flags.build_parser(training.TRAIN).parse_args(sys.argv[2:])
+        np.savez(self.weights_file, **{k.replace("/", "|"): v for k, v in params.items()})
+strategy = distribute.make_strategy("multi-worker")
 with reporting():
-    training.train(train_flags.config_from_args(args), "train", callbacks=[Record()])
+    for weights_file, argv in json.loads(sys.argv[1]):
+        args = train_flags.build_parser(training.TRAIN).parse_args(argv)
+        training.train(train_flags.config_from_args(args), "train",
+                       callbacks=[Record(weights_file)], strategy=strategy)
 """
+# BatchNorm frozen, and trained (synchronised over the workers).
+BATCHNORM = {"frozen-bn": [], "synchronised-bn": ["--is-training", "--bn-momentum", "0.9"]}
 
 
 @pytest.fixture(scope="module")
@@ -83,58 +91,66 @@ def load(path):
         return {k.replace("|", "/"): saved[k] for k in saved.files}
 
 
-@pytest.mark.parametrize("batchnorm", [[], ["--is-training", "--bn-momentum", "0.9"]],
-                         ids=["frozen-bn", "synchronised-bn"])
-def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path, batchnorm):
-    """With --is-training, BatchNorm normalises by the global batch's statistics on every
-    worker, so its moving statistics and every weight match one process too."""
+def one_process(data, snapshots, batch_size, batchnorm):
+    """The weights one process (this one) trains with the global batch."""
+    args = train_flags.build_parser(training.TRAIN).parse_args(
+        tiny_args(data, snapshots, batch_size, *batchnorm))
+    result = training.train(train_flags.config_from_args(args), "train")
+    return checkpoint.read_params(result.checkpoint)
+
+
+def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
+    """Two workers (processes) train with BatchNorm frozen, then trained: the same weights as
+    one process with their global batch. Trained, BatchNorm normalises by the global batch's
+    statistics on every worker, so its moving statistics and every weight match too."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     per_worker = 2
-    snapshots = tmp_path / "shared_snapshots"  # as on a shared file system
     ports = free_ports(2)
     workers = [subprocess.Popen(
-        [sys.executable, str(driver), str(tmp_path / f"worker{i}.npz"),
-         *tiny_args(data, snapshots, per_worker, "--strategy", "multi-worker", *batchnorm)],
+        [sys.executable, str(driver), json.dumps([
+            [str(tmp_path / f"{mode}_worker{i}.npz"),
+             # as on a shared file system
+             tiny_args(data, tmp_path / mode, per_worker, "--strategy", "multi-worker", *flags)]
+            for mode, flags in BATCHNORM.items()])],
         cwd=ROOT, env=worker_env(ports, i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
-    single = subprocess.run(
-        [sys.executable, str(driver), str(tmp_path / "single.npz"),
-         *tiny_args(data, tmp_path / "single", 2 * per_worker, *batchnorm)],
-        cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=120)
-    outputs = [w.communicate(timeout=120) for w in workers]
+    references = {mode: one_process(data, tmp_path / f"{mode}_single", 2 * per_worker, flags)
+                  for mode, flags in BATCHNORM.items()}
+    outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err
-    assert single.returncode == 0, single.stderr
-    assert "finished:" in outputs[0][1] and "finished:" not in outputs[1][1]  # chief reports
+    # The chief reports, once per run.
+    assert outputs[0][1].count("finished:") == 2 and "finished:" not in outputs[1][1]
 
-    chief, other, reference = (load(tmp_path / f"{n}.npz") for n in ("worker0", "worker1",
-                                                                      "single"))
     start = DeepLabResNet("tiny", len(shapes.CLASSES), seed=SEED).params
-    for key, value in reference.items():
-        np.testing.assert_array_equal(chief[key], other[key], err_msg=key)
-        # Compare the change from the initial weights: the weights themselves barely move.
-        delta, expected = chief[key] - start[key].numpy(), value - start[key].numpy()
-        # Below a few float32 steps of the weights themselves, changes cannot be compared.
-        resolution = 4 * np.spacing(np.abs(value).max().astype(np.float32))
-        np.testing.assert_allclose(delta, expected, rtol=1e-4,
-                                   atol=max(1e-4 * np.abs(expected).max(), resolution),
-                                   err_msg=key)
-    assert np.abs(reference["fc1_voc12_c0/weights"] - start["fc1_voc12_c0/weights"]).max() > 0
-    if batchnorm:  # the moving statistics were updated (from the global batches)
-        assert np.abs(reference["bn_conv1/mean"]).max() > 0
+    for mode, reference in references.items():
+        chief, other = (load(tmp_path / f"{mode}_worker{i}.npz") for i in range(2))
+        for key, value in reference.items():
+            np.testing.assert_array_equal(chief[key], other[key], err_msg=f"{mode}: {key}")
+            # Compare the change from the initial weights: the weights themselves barely move.
+            delta, expected = chief[key] - start[key].numpy(), value - start[key].numpy()
+            # Below a few float32 steps of the weights themselves, changes cannot be compared.
+            resolution = 4 * np.spacing(np.abs(value).max().astype(np.float32))
+            np.testing.assert_allclose(delta, expected, rtol=1e-4,
+                                       atol=max(1e-4 * np.abs(expected).max(), resolution),
+                                       err_msg=f"{mode}: {key}")
+        assert np.abs(reference["fc1_voc12_c0/weights"] - start["fc1_voc12_c0/weights"]).max() > 0
+        if BATCHNORM[mode]:  # the moving statistics were updated (from the global batches)
+            assert np.abs(reference["bn_conv1/mean"]).max() > 0
 
-    # The chief alone wrote the checkpoints (global positions) and the summaries.
-    saved = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
-    assert saved.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 4
-    assert saved.get_tensor("data_position/.ATTRIBUTES/VARIABLE_VALUE") == 4 * 2 * per_worker
-    files = os.listdir(snapshots)
-    assert sum(name.startswith("events.out.tfevents") for name in files) == 1
-    assert sorted(name for name in files if name.endswith(".index")) == [
-        "model.ckpt-2.index", "model.ckpt-4.index"]
+        # The chief alone wrote the checkpoints (global positions) and the summaries.
+        snapshots = tmp_path / mode
+        saved = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(snapshots)))
+        assert saved.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 4
+        assert saved.get_tensor("data_position/.ATTRIBUTES/VARIABLE_VALUE") == 4 * 2 * per_worker
+        files = os.listdir(snapshots)
+        assert sum(name.startswith("events.out.tfevents") for name in files) == 1
+        assert sorted(name for name in files if name.endswith(".index")) == [
+            "model.ckpt-2.index", "model.ckpt-4.index"]
 
 
-def test_mirrored_strategy_trains_like_the_default(data, tmp_path):
+def test_mirrored_strategy_trains_like_the_default(data, tmp_path, process_state_restored):
     """--strategy mirrored on this machine (its GPUs, else the CPU) gives the default's update."""
     results = []
     for strategy in ("default", "mirrored"):

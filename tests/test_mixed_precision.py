@@ -106,7 +106,8 @@ def test_fp16_gradients_match_float32_after_unscaling():
 
 @pytest.mark.parametrize("recipe, precision", [(training.TRAIN, "fp16"),
                                                (training.TRAIN_MSC, "bf16")])
-def test_training_scripts_run_in_mixed_precision(tmp_path, recipe, precision):
+def test_training_scripts_run_in_mixed_precision(tmp_path, recipe, precision,
+                                                  process_state_restored):
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=4, num_val=1, seed=6)
     snapshots = tmp_path / "snap"
     args = ["--model", "tiny", "--num-classes", str(len(shapes.CLASSES)),

@@ -83,10 +83,13 @@ def test_train_msc_flags_and_update_counting(tmp_path):
         assert train_flags.build_parser(recipe).parse_args([]).grad_update_every == 1
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=6, num_val=1, seed=4)
     snapshots = tmp_path / "snap"
+    # The XLA-compiled step (the plain one is tested above), multi-scale with two scales:
+    # every op of the recipe's three (each further scale adds the same ones again, and
+    # ~15 s of CPU time to XLA's compilation).
     config = training.TRAIN_MSC.config(
         variant="tiny", num_classes=4, data_dir=data["root"], data_list=data["train"],
         input_size=(48, 48), grad_update_every=3, num_steps=2, snapshot_dir=str(snapshots),
-        random_scale=True, jit=True)  # the XLA-compiled step (the plain one is tested above)
+        random_scale=True, jit=True, scales=(1.0, 0.5))
     result = training.train(config, "train_msc")
     assert result.updates == 2 and result.checkpoint.endswith("model.ckpt-2")
     reader = tf.train.load_checkpoint(result.checkpoint)
