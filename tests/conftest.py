@@ -4,6 +4,7 @@ Run from the repository root with `python -m pytest`, which puts the root (this
 checkout's package) first on sys.path.
 """
 
+import contextlib
 import os
 import pathlib
 
@@ -94,16 +95,37 @@ def root():
     return ROOT
 
 
+def process_state():
+    """The process-wide settings an in-process command or training run could leave changed."""
+    import signal
+
+    from tensorflow.python.framework import config as tf_config
+
+    from deeplab_resnet import devices, utils
+    return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
+            "umask": utils.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
+            "determinism": tf_config.is_op_determinism_enabled()}
+
+
+@contextlib.contextmanager
+def process_state_kept():
+    """Puts back what in-process commands and runs set on purpose for the whole process (TF32:
+    every command sets it from --tf32; op determinism: --deterministic), so that the tests after
+    them run as in a fresh worker, and checks that nothing else of `process_state` changed: a
+    command that changes more belongs in a subprocess."""
+    from tensorflow.python.framework import config as tf_config
+
+    from deeplab_resnet import devices
+    before = process_state()
+    yield
+    devices.use_tf32(before["tf32"])
+    if not before["determinism"]:
+        tf_config.disable_op_determinism()
+    assert process_state() == before
+
+
 @pytest.fixture
 def process_state_restored():
-    """Puts back what an in-process command (`run_command`) or a deterministic run changes
-    for the whole process: op determinism and TF32, so that the tests after it run as in a
-    fresh worker."""
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
-    determinism = tf_config.is_op_determinism_enabled()
-    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
-    yield
-    if not determinism:
-        tf_config.disable_op_determinism()
-    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    """`process_state_kept` around the test."""
+    with process_state_kept():
+        yield

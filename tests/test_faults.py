@@ -28,12 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tensorflow.python.framework import config as tf_config
-
-from conftest import ROOT, run_command
+from conftest import ROOT, process_state_kept, run_command
 from test_distribute import free_ports, worker_env
 import deeplab_resnet
-from deeplab_resnet import caffe, checkpoint, devices, utils
+from deeplab_resnet import caffe, checkpoint, utils
 from deeplab_resnet.caffe import write_caffemodel
 from deeplab_resnet.cli import convert, evaluate, export, inference, train, train_flags
 from deeplab_resnet.model import DeepLabResNet
@@ -301,33 +299,18 @@ COMMANDS = {"convert.py": convert.main, "evaluate.py": evaluate.main, "export.py
 Result = collections.namedtuple("Result", "returncode stdout stderr")
 
 
-def process_state():
-    """The process-wide settings a command could leave changed in the pytest worker."""
-    return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
-            "umask": utils.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
-            "determinism": tf_config.is_op_determinism_enabled()}
-
-
 @pytest.fixture
 def command(tmp_path, capfd, monkeypatch):
-    """`command(script_name, argv)` runs a script's command in-process -> Result.
-
-    In `tmp_path` (the subprocesses' working folder). The settings the commands set
-    on purpose are put back afterwards (TF32: every command sets it from --tf32;
-    op determinism: --deterministic), and the worker must otherwise be left as it
-    was: a command that changes anything else belongs in a subprocess.
-    """
+    """`command(script_name, argv)` runs a script's command in-process -> Result, in
+    `tmp_path` (the subprocesses' working folder), the process state kept
+    (`process_state_kept`)."""
     monkeypatch.chdir(tmp_path)
-    before = process_state()
 
     def run(script_name, argv):
         return Result(*run_command(COMMANDS[script_name], argv, capfd))
 
-    yield run
-    devices.use_tf32(before["tf32"])
-    if not before["determinism"]:
-        tf_config.disable_op_determinism()
-    assert process_state() == before
+    with process_state_kept():
+        yield run
 
 
 def run_script(tmp_path, script_name, argv, **options):
@@ -470,15 +453,11 @@ def _signal_run_argv(env, out):
 
 @pytest.fixture(scope="module")
 def uninterrupted_weights(env, tmp_path_factory):
-    """The final weights of the signal runs' settings trained in one go, in-process (the API);
-    op determinism (the config's `deterministic`) is switched off again afterwards."""
+    """The final weights of the signal runs' settings trained in one go, in-process (the API),
+    the process state kept (op determinism: the config's `deterministic`)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "out"
-    determinism = tf_config.is_op_determinism_enabled()
-    try:
+    with process_state_kept():
         result = deeplab_resnet.train(config_of(_signal_run_argv(env, out)))
-    finally:
-        if not determinism:
-            tf_config.disable_op_determinism()
     assert (result.updates, result.stopped_early) == (SIGNAL_RUN_STEPS, False)
     return checkpoint.read_params(result.checkpoint)
 

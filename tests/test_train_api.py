@@ -65,7 +65,7 @@ class Recorder(Callback):
     """Records what it is told (and the host reads so far); asks to stop at `stop_at`."""
 
     def __init__(self, stop=None, stop_at=None, reads=None):
-        self.updates, self.checkpoints, self.reads = [], [], []
+        self.updates, self.checkpoints, self.reads, self.ends = [], [], [], []
         self.stop, self.stop_at, self.host_reads = stop, stop_at, reads
 
     def on_update(self, update, loss, learning_rate):
@@ -77,6 +77,9 @@ class Recorder(Callback):
 
     def on_checkpoint(self, update, path):
         self.checkpoints.append((update, path))
+
+    def on_train_end(self):
+        self.ends.append((len(self.updates), len(self.checkpoints)))
 
 
 def process_state():
@@ -112,6 +115,7 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
     assert all(np.isfinite(loss) and isinstance(loss, float) for _, loss, _ in first.updates)
     assert first.updates[0][2] == 1e-3  # the poly rate at update 0
     assert first.checkpoints == [(2, result.checkpoint)]
+    assert first.ends == [(2, 1)]  # once, after the last checkpoint
     # One copy to the host per update (the stats of the update), none per micro-batch.
     assert first.reads[1] - first.reads[0] == 1
 
@@ -121,8 +125,10 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
     assert result.checkpoint == str(snapshots / "model.ckpt-3")
     assert [u for u, _, _ in second.updates] == [3] and second.checkpoints[0][0] == 3
 
+    assert second.ends == [(1, 1)]
     result = training.train(config, "train", callbacks=[second])
     assert result == TrainResult(str(snapshots / "model.ckpt-3"), 3, None)
+    assert second.ends == [(1, 1), (1, 1)]  # nothing to do: called all the same
 
     assert capsys.readouterr() == ("", "")
     report = [r.getMessage() for r in caplog.records if not getattr(r, "progress", False)]

@@ -43,9 +43,9 @@ def import_tensorflow():
 def close_native_log():
     """From now on TensorFlow's native (C++) log lines go to /dev/null; Python's stderr stays.
 
-    For the end of a multi-worker run: the workers leave one by one once the last
-    barrier is passed, and those still in the cluster log each departure as a crashed
-    task. Called after the work is done, so no line that matters is lost.
+    For the end of a multi-worker run (`train_flags.NativeLogClosedAtTheEnd`): the workers
+    leave one by one once the last barrier is passed, and those still in the cluster log
+    each departure. Called once the work is done, so no line that matters is lost.
     """
     sys.stderr.flush()
     kept = os.dup(2)

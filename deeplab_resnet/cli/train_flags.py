@@ -236,6 +236,15 @@ class ProgressLines(Callback):
                        f"ETA {progress.minutes((self.total - update) / rate)}")
 
 
+class NativeLogClosedAtTheEnd(Callback):
+    """Multi-worker runs: TensorFlow's native log goes to /dev/null once the work is done,
+    before the workers' last wait for each other. After it they leave one by one, and those
+    still there would log each departure as a crashed task or a lost coordination service."""
+
+    def on_train_end(self):
+        tf_quiet.close_native_log()
+
+
 def stopped(result, stop, config):
     """The `Stopped` error of a run a signal stopped: one line, exit status 128 + the signal."""
     name = signal.Signals(stop.code).name
@@ -267,11 +276,11 @@ def main(recipe, argv=None, description=None):
                          * config.grad_update_every)
     callbacks = [bar if sys.stderr.isatty()
                  else ProgressLines(recipe.name, config.num_steps, images_per_update)]
+    if config.strategy == "multi-worker":
+        callbacks.append(NativeLogClosedAtTheEnd())
     with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
         result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
-        if config.strategy == "multi-worker":
-            tf_quiet.close_native_log()
         if result.stopped_early:
             raise stopped(result, stop, config)
     return 0

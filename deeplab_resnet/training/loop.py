@@ -68,6 +68,11 @@ class Callback:
         """After each checkpoint saved: the update it holds and the prefix this process wrote
         (on a worker other than the chief: a temporary one, removed when `train` returns)."""
 
+    def on_train_end(self):
+        """Once per `train` call, when the work is done (finished, stopped, or nothing to do;
+        the last checkpoint saved), before the workers of a multi-worker run wait for each
+        other one last time: after that wait each may leave while the others still run."""
+
 
 def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     """Trains (or resumes training) as `config` says, in `config.snapshot_dir`.
@@ -112,6 +117,8 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
                  f"{{num_steps}} {config.num_steps} updates: nothing to do (a larger "
                  "{num_steps} continues this run)", "num_steps", progress=True)
+        for callback in callbacks:
+            callback.on_train_end()
         return TrainResult(run.latest, run.start, None)
     return _Loop(run, tuple(callbacks), stop or StopRequest()).train()
 
@@ -391,6 +398,8 @@ class _Loop:
         coordination service: it must not leave while others still talk to it)."""
         if self.writer is not None:
             self.writer.flush()
+        for callback in self.callbacks:
+            callback.on_train_end()
         distribute.barrier(self.run.strategy)
         latest = self.manager.latest_checkpoint or self.run.latest
         if latest is not None:  # the chief's copy: other workers save to a temporary folder
