@@ -1,5 +1,8 @@
-"""The dataset preparation scripts, run as subprocesses on a small fake VOC2012 + SBD tree."""
+"""The dataset preparation scripts on a small fake VOC2012 + SBD tree: in-process as each
+script runs itself (`run(main)`), and each script once in a child process (--help, one bad
+input), where its start-up and exit status are the point."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from conftest import ROOT
 from deeplab_resnet.utils import VOC_PALETTE, colorize, read_label, save_label_png
 
 DATASET = ROOT / "dataset"
+sys.path.insert(0, str(DATASET))  # the scripts import their neighbours, as when run there
 
 VOC_TRAIN = ["2007_000032", "2007_000039", "2008_000002"]
 VOC_VAL = ["2007_000033", "2008_000009"]
@@ -25,11 +29,27 @@ TRAIN_AUG = sorted({"2007_000032", "2007_000039", "2008_000002", "2008_000003",
 H, W = 6, 8
 
 
-def run_script(name, *args):
+def run_process(name, *args):
+    """The script `name` in a child process."""
     # The tools import the installed package; make it this checkout's.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(DATASET / name), *map(str, args)],
                           capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def run_script(capfd):
+    """Runs the script `name` in-process as it runs itself (`run(main)`, at the fd level);
+    returns what `run_process` returns."""
+    def run(name, *args):
+        script = importlib.import_module(name.removesuffix(".py"))
+        argv = [str(a) for a in args]
+        capfd.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            script.run(script.main, argv)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess([name, *argv], exit_info.value.code, out, err)
+    return run
 
 
 def assert_one_line_error(result, *fragments):
@@ -92,7 +112,7 @@ def read_list(path):
 
 # ---- build_voc_lists.py ----
 
-def test_lists_train_aug_set_arithmetic_and_format(tree, tmp_path):
+def test_lists_train_aug_set_arithmetic_and_format(tree, tmp_path, run_script):
     voc, sbd = tree
     out = tmp_path / "lists"
     assert run_script("convert_sbd.py", "--voc-root", voc, "--sbd-root", sbd).returncode == 0
@@ -110,7 +130,7 @@ def test_lists_train_aug_set_arithmetic_and_format(tree, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["train.txt", "val.txt"]  # no temp files left
 
 
-def test_lists_are_deterministic(tree, tmp_path):
+def test_lists_are_deterministic(tree, tmp_path, run_script):
     voc, sbd = tree
     first, second = tmp_path / "a", tmp_path / "b"
     for out, seed in ((first, 1), (second, 2)):
@@ -124,7 +144,7 @@ def test_lists_are_deterministic(tree, tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes()
 
 
-def test_lists_without_sbd_use_voc_labels(tree, tmp_path):
+def test_lists_without_sbd_use_voc_labels(tree, tmp_path, run_script):
     voc, _ = tree
     out = tmp_path / "lists"
     # VOCdevkit (the folder above VOC2012) is accepted too.
@@ -136,7 +156,7 @@ def test_lists_without_sbd_use_voc_labels(tree, tmp_path):
     assert not (out / "train.txt").exists()
 
 
-def test_lists_missing_image_names_the_first(tree, tmp_path):
+def test_lists_missing_image_names_the_first(tree, tmp_path, run_script):
     voc, sbd = tree
     (voc / "JPEGImages" / "2008_000010.jpg").unlink()
     (voc / "JPEGImages" / "2008_000004.jpg").unlink()
@@ -146,7 +166,7 @@ def test_lists_missing_image_names_the_first(tree, tmp_path):
     assert not (tmp_path / "lists").exists()
 
 
-def test_lists_missing_labels_point_to_convert_sbd(tree, tmp_path):
+def test_lists_missing_labels_point_to_convert_sbd(tree, tmp_path, run_script):
     voc, sbd = tree
     result = run_script("build_voc_lists.py", "--voc-root", voc, "--sbd-root", sbd,
                         "--output-dir", tmp_path / "lists")
@@ -158,7 +178,7 @@ def test_lists_missing_labels_point_to_convert_sbd(tree, tmp_path):
     ("no_sbd_train", "SBD train list"),
     ("class_list", "expected one image name per line"),
 ])
-def test_lists_bad_inputs(tree, tmp_path, breakage, fragment):
+def test_lists_bad_inputs(tree, tmp_path, breakage, fragment, run_script):
     voc, sbd = tree
     if breakage == "no_voc_val":
         (voc / "ImageSets" / "Segmentation" / "val.txt").unlink()
@@ -172,13 +192,13 @@ def test_lists_bad_inputs(tree, tmp_path, breakage, fragment):
 
 
 def test_lists_bad_voc_root(tmp_path):
-    result = run_script("build_voc_lists.py", "--voc-root", tmp_path / "nowhere")
+    result = run_process("build_voc_lists.py", "--voc-root", tmp_path / "nowhere")
     assert_one_line_error(result, "--voc-root", "no such folder")
 
 
 # ---- convert_sbd.py ----
 
-def test_convert_sbd_keeps_voc_labels_and_values(tree):
+def test_convert_sbd_keeps_voc_labels_and_values(tree, run_script):
     voc, sbd = tree
     # benchmark_RELEASE (the folder above dataset/) is accepted too.
     result = run_script("convert_sbd.py", "--voc-root", voc, "--sbd-root", sbd.parent)
@@ -209,7 +229,7 @@ def test_convert_sbd_keeps_voc_labels_and_values(tree):
     (None, "no 'GTcls' struct"),
     ("values", "label values 37"),
 ])
-def test_convert_sbd_bad_mat(tree, content, fragment):
+def test_convert_sbd_bad_mat(tree, content, fragment, run_script):
     voc, sbd = tree
     bad = sbd / "cls" / "2009_000001.mat"
     if content is None:
@@ -223,7 +243,7 @@ def test_convert_sbd_bad_mat(tree, content, fragment):
     assert "Traceback" not in result.stderr
 
 
-def test_convert_sbd_rgb_voc_label_is_refused(tree):
+def test_convert_sbd_rgb_voc_label_is_refused(tree, run_script):
     voc, sbd = tree
     name = VOC_TRAIN[0]
     Image.fromarray(colorize(voc_label(0))).save(voc / "SegmentationClass" / f"{name}.png")
@@ -233,7 +253,7 @@ def test_convert_sbd_rgb_voc_label_is_refused(tree):
 
 # ---- convert_rgb_labels.py ----
 
-def test_convert_rgb_round_trip(tmp_path):
+def test_convert_rgb_round_trip(tmp_path, run_script):
     src, out = tmp_path / "rgb", tmp_path / "out"
     src.mkdir()
     labels = voc_label(3)
@@ -248,7 +268,7 @@ def test_convert_rgb_round_trip(tmp_path):
         np.testing.assert_array_equal(read_label(out / f"{name}.png"), labels)
 
 
-def test_convert_rgb_unknown_colour(tmp_path):
+def test_convert_rgb_unknown_colour(tmp_path, run_script):
     rgb = colorize(voc_label(4))
     rgb[2, 5] = (1, 2, 3)
     path = tmp_path / "odd.png"
@@ -258,7 +278,7 @@ def test_convert_rgb_unknown_colour(tmp_path):
     assert not (tmp_path / "out" / "odd.png").exists()
 
 
-def test_convert_rgb_not_an_image(tmp_path):
+def test_convert_rgb_not_an_image(tmp_path, run_script):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG broken")
     result = run_script("convert_rgb_labels.py", path, "--output-dir", tmp_path / "out")
@@ -268,13 +288,13 @@ def test_convert_rgb_not_an_image(tmp_path):
 @pytest.mark.parametrize("script", ["build_voc_lists.py", "convert_sbd.py",
                                     "convert_rgb_labels.py", "prepare.py"])
 def test_help(script):
-    result = run_script(script, "--help")
+    result = run_process(script, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout
 
 
 # ---- prepare.py (the other datasets: tests/test_datasets_prepare.py) ----
 
-def test_prepare_voc_runs_both_tools(tree, tmp_path):
+def test_prepare_voc_runs_both_tools(tree, tmp_path, run_script):
     voc, sbd = tree
     out = tmp_path / "lists"
     result = run_script("prepare.py", "voc", "--root", voc, "--sbd-root", sbd,
@@ -287,7 +307,7 @@ def test_prepare_voc_runs_both_tools(tree, tmp_path):
     assert len(read_list(out / "voc_val.txt")) == len(VOC_VAL)
 
 
-def test_prepare_help_shows_the_layouts():
+def test_prepare_help_shows_the_layouts(run_script):
     result = run_script("prepare.py", "--help")
     for fragment in ("annotations/COCO_train2014_000000000077.mat",
                      "stuffthingmaps_trainval2017/train2017/", "_gtFine_labelIds.png",
@@ -295,7 +315,7 @@ def test_prepare_help_shows_the_layouts():
         assert fragment in result.stdout
 
 
-def test_prepare_missing_label_is_one_line(tmp_path):
+def test_prepare_missing_label_is_one_line(tmp_path, run_script):
     (tmp_path / "leftImg8bit" / "train" / "aachen").mkdir(parents=True)
     (tmp_path / "gtFine").mkdir()
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(

@@ -18,8 +18,9 @@ import shlex
 import pytest
 
 from conftest import ROOT, save_model, tiny_model
-from deeplab_resnet import cli, datasets
+from deeplab_resnet import checkpoint, cli, datasets
 from deeplab_resnet.cli import evaluate, train, train_msc
+from deeplab_resnet.training import run_record
 from test_datasets_prepare import (make_ade20k, make_cityscapes, make_cocostuff10k,
                                    make_cocostuff164k, prepare)
 
@@ -69,6 +70,9 @@ def test_recipe_trains_and_evaluation_names_the_classes(name, tmp_path, monkeypa
     if name == "cocostuff164k":
         trainer = "train.py"
     assert run_command(COMMANDS[trainer], [*train_args, *TINY]) == 0
+    snapshots = train_args[train_args.index("--snapshot-dir") + 1]
+    record, step = run_record.read(checkpoint.latest_in(snapshots))
+    assert (record["script"], step) == (trainer, 2)
     capsys.readouterr()
     report = str(tmp_path / "scores.json")
     assert run_command(evaluate, [*eval_args, "--json-output", report]) == 0

@@ -1,8 +1,11 @@
 """demo.py: the picture (column titles, class legend), the listing of every folder it wrote,
 and reruns with other settings (they start over)."""
 
+import contextlib
+import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -50,15 +53,23 @@ def test_picture_has_column_titles_and_a_colour_legend():
     assert (legend.max(axis=-1) < 100).sum() > swatches + 100
 
 
-def test_demo_lists_every_folder_it_wrote(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "demo"
-    legends = []
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """(output folder, exit status, stdout, the legends drawn) of one whole demo run of 2
+    updates."""
+    out = tmp_path_factory.mktemp("demo_run") / "demo"
+    legends, printed = [], io.StringIO()
     drawn = demo.picture
-    monkeypatch.setattr(demo, "picture", lambda rows, titles, legend: (
-        legends.append(legend), drawn(rows, titles, legend))[1])
-    status = demo.main(["--output-dir", str(out), "--num-steps", "2"])
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
+        monkeypatch.setattr(demo, "picture", lambda rows, titles, legend: (
+            legends.append(legend), drawn(rows, titles, legend))[1])
+        status = demo.main(["--output-dir", str(out), "--num-steps", "2"])
+    return out, status, printed.getvalue(), legends
+
+
+def test_demo_lists_every_folder_it_wrote(demo_run):
+    out, status, stdout, legends = demo_run
     assert status in (0, 1)  # 2 updates may not beat chance; the outputs are all written
-    stdout = capsys.readouterr().out
     listing = stdout.split("Outputs (every folder written):", 1)[1].strip().splitlines()
     listed = [line.split()[-1] for line in listing if not line.lstrip().startswith("(")]
     assert listed and all(os.path.exists(path) for path in listed), listed
@@ -90,14 +101,19 @@ def training_only(monkeypatch):
     monkeypatch.setattr(demo, "caffe_step", lambda data, out, seed: ("f", "c/k", ["a", "b"], 0.0))
 
 
-def test_a_rerun_with_other_settings_starts_over(tmp_path, capsys, training_only):
-    """Issue 18 item 9: --num-steps or --seed changed after a run: a clean new run, said so."""
+def test_a_rerun_with_other_settings_starts_over(demo_run, tmp_path, capsys, training_only):
+    """Issue 18 item 9: --num-steps or --seed changed after a run: a clean new run, said so;
+    the same settings again: the finished training is reused."""
     out = tmp_path / "demo"
-    assert demo.main(["--output-dir", str(out), "--num-steps", "2"]) == 0
+    shutil.copytree(demo_run[0], out)  # the checkpoint state file holds relative names
     assert trained(out) == (2, 2, 0)
-    assert checkpoint.describe(str(out / "snapshots")).class_names == tuple(shapes.CLASSES)
     assert json.loads((out / demo.SETTINGS_FILE).read_text()) == {"num_steps": 2, "seed": 0}
     capsys.readouterr()
+
+    assert demo.main(["--output-dir", str(out), "--num-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "starting over" not in printed
+    assert "already trained by an earlier run with these settings" in printed
 
     assert demo.main(["--output-dir", str(out), "--num-steps", "1"]) == 0
     printed = capsys.readouterr()
@@ -109,12 +125,6 @@ def test_a_rerun_with_other_settings_starts_over(tmp_path, capsys, training_only
     assert demo.main(["--output-dir", str(out), "--num-steps", "1", "--seed", "7"]) == 0
     assert "starting over with --num-steps 1 --seed 7" in capsys.readouterr().out
     assert trained(out) == (1, 1, 7)
-
-    # The same settings again: the finished training is reused, nothing starts over.
-    assert demo.main(["--output-dir", str(out), "--num-steps", "1", "--seed", "7"]) == 0
-    printed = capsys.readouterr().out
-    assert "starting over" not in printed
-    assert "already trained by an earlier run with these settings" in printed
 
 
 def test_a_folder_with_other_files_is_refused_with_the_demo_flag(tmp_path):

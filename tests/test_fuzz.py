@@ -13,6 +13,7 @@ all run in-process; a regression would stop pytest itself, and fuzz_campaign.py,
 runs the cases in a child process, names the case.
 """
 
+import fcntl
 import os
 
 import pytest
@@ -25,7 +26,20 @@ SEED = int(os.environ.get("FUZZ_SEED", "0"))
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return fuzzing.build_corpus(tmp_path_factory.mktemp("corpus"))
+    """The good files, built once per session: under pytest-xdist the first worker to get
+    here builds them in the session's folder (which holds every worker's), the others wait
+    on a lock there and read the same files (the cases never write to the corpus)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return fuzzing.build_corpus(tmp_path_factory.mktemp("corpus"))
+    session = tmp_path_factory.getbasetemp().parent
+    root, done = session / "fuzz_corpus", session / "fuzz_corpus.done"
+    with open(session / "fuzz_corpus.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            fuzzing.remove(root)  # what a worker that failed half-way left
+            fuzzing.build_corpus(root)
+            done.touch()
+    return root
 
 
 @pytest.mark.parametrize("index", range(CASES))

@@ -1,4 +1,8 @@
-"""convert.py end to end: checkpoint/npz/code outputs, DeepLab recognition, eps folding, errors."""
+"""convert.py end to end: checkpoint/npz/code outputs, DeepLab recognition, eps folding, errors.
+
+The command runs in-process (`run_command`); one bad input goes through the real script in a
+child process, whose exit status and stderr are then the point.
+"""
 
 import os
 import subprocess
@@ -9,7 +13,9 @@ import numpy as np
 import pytest
 
 from caffe_fixtures import caffemodel_bytes, random_blobs, write_random_caffemodel
+from conftest import run_command
 from deeplab_resnet import caffe, checkpoint
+from deeplab_resnet.cli import convert as convert_command
 from deeplab_resnet.caffe import load_net
 from deeplab_resnet.conversion import convert
 from deeplab_resnet.errors import DeepLabError
@@ -19,10 +25,12 @@ from kaffe.errors import KaffeError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_cli(*args):
+def run_script(*args):
+    """convert.py in a child process: (exit status, stdout, stderr)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "convert.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "convert.py"), *map(str, args)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +47,13 @@ def tiny(tmp_path_factory):
     return proto, model, blobs
 
 
-def test_cli_writes_checkpoint_npz_and_code(tmp_path, tiny):
+def test_cli_writes_checkpoint_npz_and_code(tmp_path, tiny, capfd):
     proto, model, blobs = tiny
-    result = run_cli(proto, "--caffemodel", model, "--ckpt-path", tmp_path / "ckpt" / "tiny",
-                     "--data-output-path", tmp_path / "w.npz",
-                     "--code-output-path", tmp_path / "net.py")
-    assert result.returncode == 0, result.stderr
+    code, _, err = run_command(convert_command.main, [
+        proto, "--caffemodel", model, "--ckpt-path", tmp_path / "ckpt" / "tiny",
+        "--data-output-path", tmp_path / "w.npz", "--code-output-path", tmp_path / "net.py"],
+        capfd)
+    assert code == 0, err
     prefix = tmp_path / "ckpt" / "tiny"
     assert checkpoint.read_meta(prefix) == ("tiny", 3)
     # The checkpoint loads with no flags; BN variances are folded to eps 1e-5.
@@ -77,10 +86,11 @@ def test_cli_writes_checkpoint_npz_and_code(tmp_path, tiny):
     assert sorted(os.listdir(tmp_path)) == ["ckpt", "net.py", "w.npz"]  # no temp files left
 
 
-def test_code_only_without_caffemodel(tmp_path, tiny):
+def test_code_only_without_caffemodel(tmp_path, tiny, capfd):
     proto, _, _ = tiny
-    result = run_cli(proto, "--code-output-path", tmp_path / "net.py")
-    assert result.returncode == 0, result.stderr
+    code, _, err = run_command(convert_command.main,
+                               [proto, "--code-output-path", tmp_path / "net.py"], capfd)
+    assert code == 0, err
     text = (tmp_path / "net.py").read_text()
     assert "dilation=(2, 2)" in text and "dilation=(24, 24)" in text
     compile(text, "net.py", "exec")
@@ -139,42 +149,46 @@ GOOD = ('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
         'convolution_param { num_output: 2 kernel_size: 3 } }\n')
 
 
-def _expect_error(tmp_path, args, *needles):
+def _expect_error(tmp_path, args, *needles, capfd=None):
+    """convert.py on `args` (in-process with `capfd`, else the script in a child process)
+    writing every output: exit 2, one line `error: ...` holding `needles`, nothing written."""
     out = tmp_path / "out"
     weights = ["--ckpt-path", out / "ck", "--data-output-path", out / "w.npz"]
-    result = run_cli(*args, *(weights if "--caffemodel" in args else []),
-                     "--code-output-path", out / "net.py")
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    lines = [line for line in lines if line.startswith("error:")] if len(lines) > 1 else lines
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
+    argv = [*args, *(weights if "--caffemodel" in args else []),
+            "--code-output-path", out / "net.py"]
+    code, _, err = (run_command(convert_command.main, argv, capfd) if capfd is not None
+                    else run_script(*argv))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not out.exists() or not os.listdir(out)
 
 
 def test_error_unsupported_layer(tmp_path):
+    """Through the script in a child process: its exit status and its whole stderr."""
     proto = tmp_path / "p.prototxt"
     proto.write_text(GOOD + 'layer { name: "norm1" type: "LRN" bottom: "c" top: "n" '
                             'lrn_param { local_size: 5 } }\n')
     _expect_error(tmp_path, [proto, "--caffemodel", tmp_path / "none.caffemodel"], "norm1", "LRN")
 
 
-def test_error_prototxt_syntax(tmp_path):
+def test_error_prototxt_syntax(tmp_path, capfd):
     proto = tmp_path / "p.prototxt"
     proto.write_text(GOOD + "layer { name: \"x\" type: \n")
-    _expect_error(tmp_path, [proto], "p.prototxt", "syntax")
+    _expect_error(tmp_path, [proto], "p.prototxt", "syntax", capfd=capfd)
 
 
-def test_error_unknown_field_in_supported_layer(tmp_path):
+def test_error_unknown_field_in_supported_layer(tmp_path, capfd):
     proto = tmp_path / "p.prototxt"
     proto.write_text(GOOD.replace("kernel_size: 3", "kernal_size: 3"))
-    _expect_error(tmp_path, [proto], "p.prototxt", "kernal_size")
+    _expect_error(tmp_path, [proto], "p.prototxt", "kernal_size", capfd=capfd)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "random", "empty", "other net", "shape"])
-def test_error_bad_caffemodel(tmp_path, kind):
+def test_error_bad_caffemodel(tmp_path, kind, capfd):
     proto = tmp_path / "p.prototxt"
     proto.write_text(GOOD)
     converted = load_net(proto)
@@ -196,11 +210,11 @@ def test_error_bad_caffemodel(tmp_path, kind):
         data = caffemodel_bytes(other, random_blobs(other))
         needles += ["'c'", "shape"]
     model.write_bytes(data)
-    _expect_error(tmp_path, [proto, "--caffemodel", model], *needles)
+    _expect_error(tmp_path, [proto, "--caffemodel", model], *needles, capfd=capfd)
 
 
-def test_error_missing_prototxt_and_bad_shapes(tmp_path):
-    _expect_error(tmp_path, [tmp_path / "nope.prototxt"], "nope.prototxt")
+def test_error_missing_prototxt_and_bad_shapes(tmp_path, capfd):
+    _expect_error(tmp_path, [tmp_path / "nope.prototxt"], "nope.prototxt", capfd=capfd)
     with pytest.raises(KaffeError, match="'p'.*too small"):
         kaffe_convert.load_net(text=GOOD + 'layer { name: "p" type: "Pooling" bottom: "c" top: "p" '
                              'pooling_param { kernel_size: 9 } }')

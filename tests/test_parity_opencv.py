@@ -4,32 +4,28 @@ Each test writes its own caffemodel with seeded random weights (BatchNorm scale
 factor != 1, some tiny variances so eps matters, statistics calibrated so the
 deep net stays finite), converts it with convert.py, runs our side (inference.py
 for DeepLab, the emitted code for ResNet-50) and OpenCV on the same
-preprocessed input, and requires max|diff| <= 1e-5 * max|output|.
+preprocessed input, and requires max|diff| <= 1e-5 * max|output|. The commands
+run in-process, as their scripts run them.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from caffe_fixtures import write_random_caffemodel
+from conftest import run_command
+from deeplab_resnet.cli import convert, inference
 from deeplab_resnet.model import IMG_MEAN
 
 cv2 = pytest.importorskip("cv2")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5
 
 
-def run_script(script, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run_script(main, capfd, *args):
+    status, _, err = run_command(main, args, capfd)
+    assert status == 0, err[-3000:]
 
 
 def opencv_net(prototxt, caffemodel):
@@ -53,13 +49,13 @@ def assert_parity(ours, theirs):
     assert diff <= TOLERANCE * scale, f"max|diff| {diff:.3g} > {TOLERANCE} * {scale:.3g}"
 
 
-def test_deeplab_inference_matches_opencv(tmp_path, deeplab_deploy_prototxt):
+def test_deeplab_inference_matches_opencv(tmp_path, deeplab_deploy_prototxt, capfd):
     from PIL import Image
 
     model = tmp_path / "deeplab.caffemodel"
     write_random_caffemodel(deeplab_deploy_prototxt, model, seed=11, bn_factor=999.98,
                             calibrate=True, calibration=dict(size=65))
-    run_script("convert.py", deeplab_deploy_prototxt, "--caffemodel", model,
+    run_script(convert.main, capfd, deeplab_deploy_prototxt, "--caffemodel", model,
                "--ckpt-path", tmp_path / "ckpt" / "deeplab")
     images = tmp_path / "images"
     images.mkdir()
@@ -70,7 +66,7 @@ def test_deeplab_inference_matches_opencv(tmp_path, deeplab_deploy_prototxt):
         rgb[stem] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         Image.fromarray(rgb[stem]).save(images / f"{stem}.png")
     out = tmp_path / "out"
-    run_script("inference.py", images, tmp_path / "ckpt" / "deeplab", "--save-dir", out,
+    run_script(inference.main, capfd, images, tmp_path / "ckpt" / "deeplab", "--save-dir", out,
                "--save-logits")
     net = opencv_net(deeplab_deploy_prototxt, model)
     for stem, image in rgb.items():
@@ -80,11 +76,11 @@ def test_deeplab_inference_matches_opencv(tmp_path, deeplab_deploy_prototxt):
         assert_parity(ours, theirs)
 
 
-def test_resnet50_emitted_code_matches_opencv(tmp_path, resnet50_deploy_prototxt):
+def test_resnet50_emitted_code_matches_opencv(tmp_path, resnet50_deploy_prototxt, capfd):
     model = tmp_path / "resnet50.caffemodel"
     write_random_caffemodel(resnet50_deploy_prototxt, model, seed=12, bn_factor=0.5,
                             calibrate=True, calibration=dict(size=224))
-    run_script("convert.py", resnet50_deploy_prototxt, "--caffemodel", model,
+    run_script(convert.main, capfd, resnet50_deploy_prototxt, "--caffemodel", model,
                "--data-output-path", tmp_path / "w.npz",
                "--code-output-path", tmp_path / "resnet50.py")
     spec = importlib.util.spec_from_file_location("resnet50_emitted", tmp_path / "resnet50.py")

@@ -1,17 +1,18 @@
 """One --snapshot-dir, one run: the run record, what may change on a resume, the first lines
-of output, fine_tune.py's random-backbone guard, and the README's real path run as written."""
+of output, fine_tune.py's random-backbone guard, and the README's real path run as written.
+
+The commands run in-process; where only a run's start is tested (it gets past a refusal, its
+first lines), the run is stopped before its first update (`started`)."""
 
 import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
-from conftest import save_model
+from conftest import run_command, save_model
 
 
 from deeplab_resnet import cli, shapes, training
@@ -42,6 +43,19 @@ def command(recipe, args):
     """A training command in-process, its log shown as the command shows it."""
     with reporting(name_of=cli.flag_name):
         return train_flags.main(recipe, args)
+
+
+def started(recipe, args):
+    """The run the command's flags `args` make, started and stopped at its first update
+    boundary (a stop already requested: no update, nothing saved); its log shown as the
+    command shows it. Returns the `TrainResult`."""
+    config = train_flags.config_from_args(train_flags.build_parser(recipe).parse_args(args))
+    stop = training.StopRequest()
+    stop.request("only the start is tested")
+    with reporting(name_of=cli.flag_name):
+        result = training.train(config, recipe, stop=stop)
+    assert result.stopped_early
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +109,15 @@ def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
     assert len(record["list_sha256"]) == 64
 
 
-def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update, tmp_path):
+def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update, tmp_path,
+                                                                capfd):
     """train.py then train_msc.py in one folder: one line, exit 2, nothing done."""
     snapshots = copy_run(one_update, tmp_path / "snap")
     latest = tf.train.latest_checkpoint(str(snapshots))
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_msc.py"),
-                             *tiny(data, snapshots, "--grad-update-every", 1)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    status, _, err = run_command(lambda argv: train_flags.main(training.TRAIN_MSC, argv),
+                                 tiny(data, snapshots, "--grad-update-every", 1), capfd)
+    assert status == 2
+    assert err.strip().splitlines() == [
         f"error: --snapshot-dir {snapshots} holds another run (train.py, update 1 of 1, tiny, "
         f"{CLASSES} classes; script train.py there, train_msc.py here): to start this run, give "
         f"a new --snapshot-dir, e.g. --snapshot-dir {snapshots}_2; to start it from that run's "
@@ -115,13 +129,12 @@ def test_another_run_in_the_folder_is_refused_with_the_ways_out(data, one_update
                                         rf"--num-classes {CLASSES} there, 7 here"):
         train_flags.main(training.TRAIN, tiny(data, snapshots)[2:] + ["--num-classes", "7"])
 
-    # The second way out: a new run from the snapshot's weights, without its optimizer state.
+    # The second way out: a new run from the snapshot's weights, without its optimizer state
+    # (what its record then says: the README's real path below).
     msc = tmp_path / "msc"
-    assert train_flags.main(training.TRAIN_MSC, tiny(data, msc, "--grad-update-every", 1,
-                                                  "--restore-from", latest)) == 0
-    record, step = saved_record(msc)
-    assert step == 1 and record["script"] == "train_msc.py"
-    assert record["restore_from"] == os.path.abspath(latest)
+    result = started(training.TRAIN_MSC, tiny(data, msc, "--grad-update-every", 1,
+                                              "--restore-from", latest))
+    assert (result.updates, result.checkpoint) == (0, None) and msc.is_dir()
 
 
 def ways_out(message):
@@ -143,13 +156,13 @@ def follow(args, flags):
 
 def check_every_way_out(recipe, args, refusal, tmp_path):
     """Each way out `refusal` names, followed as it reads (from `tmp_path`, on a fresh copy of
-    the state), gets past it: the run starts in the new folder."""
+    the state), gets past it: a new run starts in the new folder."""
     ways = ways_out(str(refusal.value))
     assert ways and all(way[0] == "--snapshot-dir" for way in ways), ways
     for way in ways:
-        assert train_flags.main(recipe, follow(args, way)) == 0, way
-        record, step = saved_record(tmp_path / way[1])
-        assert step == 1 and record["script"] == recipe.name
+        result = started(recipe, follow(args, way))
+        assert (result.updates, result.checkpoint) == (0, None), way  # a new run
+        assert (tmp_path / way[1]).is_dir(), way
         shutil.rmtree(tmp_path / way[1])
     return ways
 
@@ -178,7 +191,7 @@ def test_the_ways_out_of_a_refusal_lead_out(data, one_update, tmp_path, monkeypa
     args = tiny(data, "snapshots/", "--mixed-precision", "fp16")
     with pytest.raises(DeepLabError, match="written by another kind of training") as refusal:
         train_flags.main(training.TRAIN, args)
-    monkeypatch.setattr(run_record, "KEY", key)  # the new runs' records are read back
+    monkeypatch.setattr(run_record, "KEY", key)
     assert len(check_every_way_out(training.TRAIN, args, refusal, tmp_path)) == 2
 
 
@@ -218,7 +231,7 @@ def test_changed_list_contents_are_another_run(data, tmp_path):
     with pytest.raises(DeepLabError, match="--data-list contents"):
         train_flags.main(training.TRAIN, args)
     listed.write_text("  \n".join(lines) + "\n\n")  # spacing only: the same entries
-    assert train_flags.main(training.TRAIN, args + ["--num-steps", "2"]) == 0
+    assert started(training.TRAIN, args + ["--num-steps", "2"]).updates == 1  # resumed
 
 
 def test_checkpoints_without_a_record_resume_with_a_warning(data, one_update, tmp_path, capsys,
@@ -256,14 +269,14 @@ def test_the_head_class_count_says_where_it_came_from(data, one_update, tmp_path
     """--not-restore-last without --num-classes: a head of the default 21 classes, said so."""
     latest = tf.train.latest_checkpoint(str(one_update))
     without_classes = tiny(data, tmp_path / "new")[4:]  # no --model, no --num-classes
-    assert command(training.TRAIN, without_classes + [
-        "--restore-from", latest, "--not-restore-last", "--is-training"]) == 0
+    assert started(training.TRAIN, without_classes + [
+        "--restore-from", latest, "--not-restore-last", "--is-training"]).updates == 0
     out = capsys.readouterr().out
     assert ("train.py: model: tiny, 21 classes (the default 21: give --num-classes for your "
             "data's count); data: 4 images") in out
     assert f"train.py: weights: {latest}; new head (fc1_voc12_*) with 21 classes" in out
-    assert command(training.TRAIN, tiny(data, tmp_path / "again")[4:] + [
-        "--restore-from", latest, "--is-training"]) == 0
+    assert started(training.TRAIN, tiny(data, tmp_path / "again")[4:] + [
+        "--restore-from", latest, "--is-training"]).updates == 0
     assert f"tiny, {CLASSES} classes (the starting weights')" in capsys.readouterr().out
 
 
@@ -276,7 +289,7 @@ def test_fine_tune_refuses_a_random_backbone_unless_asked(data, tmp_path, capsys
     assert command(training.FINE_TUNE, tiny(data, snapshots, "--from-scratch")) == 0
     assert "random initialisation" in capsys.readouterr().out
     # Resuming needs neither flag.
-    assert train_flags.main(training.FINE_TUNE, tiny(data, snapshots, "--num-steps", 2)) == 0
+    assert started(training.FINE_TUNE, tiny(data, snapshots, "--num-steps", 2)).updates == 1
 
 
 def readme_real_path():
@@ -292,7 +305,9 @@ def readme_real_path():
 
 def test_the_readme_real_path_runs_as_written(data, tmp_path, monkeypatch):
     """Its training commands in order, in one folder with the default snapshot folders, on
-    tiny data: each starts its own run from the weights the README names."""
+    tiny data: each starts its own run from the weights the README names (train_msc.py's
+    only starts: its multi-scale update is test_train_msc.py's; fine_tune.py starts from
+    train.py's checkpoint)."""
     monkeypatch.chdir(tmp_path)
     init = DeepLabResNet("tiny", 21, seed=5)  # stands in for init.caffemodel
     init_prefix = save_model(init, tmp_path / "init" / "tiny")
@@ -308,9 +323,11 @@ def test_the_readme_real_path_runs_as_written(data, tmp_path, monkeypatch):
                  "--save-num-images", "0"]
         if script == "train_msc.py":
             small += ["--grad-update-every", "1"]
-        assert train_flags.main(recipes[script], args + small) == 0, script
-    for folder, script in (("snapshots", "train.py"), ("snapshots_msc", "train_msc.py"),
-                           ("snapshots_finetune", "fine_tune.py")):
+            assert started(recipes[script], args + small).updates == 0
+            assert (tmp_path / "snapshots_msc").is_dir()
+        else:
+            assert train_flags.main(recipes[script], args + small) == 0, script
+    for folder, script in (("snapshots", "train.py"), ("snapshots_finetune", "fine_tune.py")):
         record, step = saved_record(tmp_path / folder)
         assert (record["script"], step) == (script, 1)
     record, _ = saved_record(tmp_path / "snapshots_finetune")
