@@ -123,5 +123,5 @@ def barrier(strategy):
     At the end of training, so that the chief, which hosts the cluster's
     coordination service, does not exit while other workers still talk to it.
     """
-    ones = strategy.run(tf.function(lambda: tf.constant(1.0)))
+    ones = strategy.run(tf.function(lambda: tf.constant(1.0), autograph=False))
     strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)

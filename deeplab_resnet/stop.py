@@ -72,7 +72,7 @@ class StopAgreement:
         self._across_workers = strategy.cluster_resolver is not None
         replicas = strategy.num_replicas_in_sync
 
-        @tf.function
+        @tf.function(autograph=False)
         def slot(code):  # each replica's code in its own slot: the sum holds them all
             context = tf.distribute.get_replica_context()
             return tf.one_hot(context.replica_id_in_sync_group, replicas) * code
