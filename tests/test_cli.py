@@ -3,6 +3,7 @@
 import argparse
 import errno
 import importlib
+import logging
 import os
 import re
 import sys
@@ -203,10 +204,12 @@ def test_a_command_process_leaves_at_once_with_its_status(outcome, status, err, 
         raise _Left
 
     monkeypatch.setattr(os, "_exit", leave)
+    # logging.shutdown would close pytest's own handlers: recorded instead.
+    monkeypatch.setattr(logging, "shutdown", lambda: left.append("logging flushed"))
     monkeypatch.setattr(sys, "argv", ["cmd"])
     with pytest.raises(_Left):
         cli.run_and_exit(lambda argv: outcome())
-    assert left == [status] and capsys.readouterr().err == err
+    assert left == ["logging flushed", status] and capsys.readouterr().err == err
 
 
 def test_every_command_leaves_through_run_and_exit():
