@@ -4,8 +4,7 @@ The blocks use the README's file names (`ckpt/voc12`, `train_iter_20000.caffemod
 `photo.jpg`, `VOCdevkit/VOC2012` + `dataset/val.txt`, ...); each block runs in a fresh folder
 where those names lead to small stand-ins: a 4-class `tiny` network as a checkpoint, a
 caffemodel and its deploy prototxt, a SavedModel and emitted code, and the synthetic shapes
-dataset. Blocks that train need the training API (`deeplab_resnet.training`'s `train`,
-`TrainResult`, `Callback`, `StopRequest`) and skip, saying so, where it is not there yet.
+dataset.
 """
 
 import logging
@@ -21,7 +20,6 @@ from PIL import Image
 from conftest import ROOT, tiny_model
 
 NUM_CLASSES = 4
-TRAINING_NAMES = ("train", "TrainResult", "Callback", "StopRequest")
 
 
 def python_blocks():
@@ -91,12 +89,6 @@ def test_the_readme_has_a_python_api_section_with_its_blocks():
 @pytest.mark.parametrize("line,code", [pytest.param(line, code, id=f"README.md:{line}")
                                         for line, code in python_blocks()])
 def test_block_runs(line, code, workspace, tmp_path, monkeypatch, logging_state):
-    if "deeplab_resnet.train(" in code:
-        from deeplab_resnet import training
-        missing = [name for name in TRAINING_NAMES if not hasattr(training, name)]
-        if missing:
-            pytest.skip(f"needs the training API: deeplab_resnet.training has no "
-                        f"{', '.join(missing)} yet")
     for entry in os.listdir(workspace):
         # A block that exports writes its own SavedModel; the others read the one made here.
         if not (entry == "exported" and ".export(" in code):
