@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_model, tiny_model
-from deeplab_resnet import cli, datasets, utils
+from conftest import run_command, save_model, tiny_model
+from deeplab_resnet import datasets, utils
 from deeplab_resnet.cli import evaluate, inference
 from deeplab_resnet.errors import SettingError
 
@@ -59,18 +59,11 @@ def cityscapes_model(tmp_path_factory):
                       str(tmp_path_factory.mktemp("ckpt") / "model"))
 
 
-def run(command, argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(command.main, argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_inference_colours_masks_and_overlays_by_dataset(cityscapes_model, tmp_path, capsys):
+def test_inference_colours_masks_and_overlays_by_dataset(cityscapes_model, tmp_path, capfd):
     image = tmp_path / "street.png"
     Image.fromarray(np.full((40, 48, 3), 255, np.uint8)).save(image)
-    code, _, err = run(inference, [str(image), cityscapes_model, "--save-dir", str(tmp_path),
-                                   "--dataset", "cityscapes"], capsys)
+    code, _, err = run_command(inference.main, [str(image), cityscapes_model, "--save-dir",
+                                                str(tmp_path), "--dataset", "cityscapes"], capfd)
     assert code == 0, err
     mask = Image.open(tmp_path / "street_mask.png")
     palette = np.array(mask.getpalette(), np.uint8).reshape(-1, 3)
@@ -82,17 +75,18 @@ def test_inference_colours_masks_and_overlays_by_dataset(cityscapes_model, tmp_p
 
 
 def test_evaluate_names_the_dataset_classes_and_refuses_a_mismatch(cityscapes_model, tmp_path,
-                                                                    capsys):
+                                                                    capfd):
     (tmp_path / "img").mkdir()
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / "img" / "a.png")
     utils.save_label_png(np.full((40, 48), 13, np.uint8), tmp_path / "img" / "a_label.png")
     (tmp_path / "val.txt").write_text("/img/a.png /img/a_label.png\n")
     common = ["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "val.txt"),
               "--restore-from", cityscapes_model]
-    code, out, err = run(evaluate, [*common, "--json-output", str(tmp_path / "s.json")], capsys)
+    code, out, err = run_command(evaluate.main,
+                                 [*common, "--json-output", str(tmp_path / "s.json")], capfd)
     assert code == 0, err
     assert "  car " in out  # 19 classes: recognised as Cityscapes without --dataset
     assert json.loads((tmp_path / "s.json").read_text())["per_class_iou"]["car"] == 1.0
-    code, _, err = run(evaluate, [*common, "--dataset", "ade20k"], capsys)
+    code, _, err = run_command(evaluate.main, [*common, "--dataset", "ade20k"], capfd)
     assert code == 2
     assert err == "error: --dataset ade20k has 150 classes; the model has 19\n"

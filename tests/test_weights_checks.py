@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_model, with_trained_statistics
+from conftest import run_command, tiny_model, with_trained_statistics
 
-from deeplab_resnet import caffe, checkpoint, cli
+from deeplab_resnet import caffe, checkpoint
 from deeplab_resnet.cli import convert, inference
 from deeplab_resnet.errors import BadFileError, SettingError, WriteError
 from kaffe import convert as kaffe_convert
@@ -37,15 +37,8 @@ def caffemodels(params, tmp_path_factory):
     return paths
 
 
-def _run(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def _refused(main, argv, capsys, *fragments):
-    code, _, err = _run(main, argv, capsys)
+def _refused(main, argv, capfd, *fragments):
+    code, _, err = run_command(main, argv, capfd)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     for fragment in fragments:
         assert fragment in err, err
@@ -158,13 +151,13 @@ def test_a_path_is_resolved_and_opened_once(params, tmp_path, monkeypatch):
      "meta/class_names holds 1 names"),
 ])
 def test_metadata_is_checked_against_the_tensors_before_a_model_is_built(
-        meta, fragment, params, tmp_path, monkeypatch, data, capsys):
+        meta, fragment, params, tmp_path, monkeypatch, data, capfd):
     prefix = _write_checkpoint(tmp_path / "ck", params, meta)
     monkeypatch.setattr(checkpoint, "DeepLabResNet", None)  # building one would fail otherwise
     with pytest.raises(BadFileError, match="^" + str(tmp_path / "ck")) as info:
         checkpoint.load_weights(prefix)
     assert fragment in str(info.value) and info.value.path == prefix
-    _refused(inference.main, [data, prefix, "--save-dir", tmp_path / "out"], capsys, fragment)
+    _refused(inference.main, [data, prefix, "--save-dir", tmp_path / "out"], capfd, fragment)
 
 
 @pytest.fixture
@@ -176,7 +169,7 @@ def data(tmp_path):
 
 
 def test_npz_with_an_unknown_wrong_shaped_or_duplicated_member_is_refused(params, tmp_path,
-                                                                         capsys):
+                                                                         capfd):
     cases = {
         "extra.npz": (dict(params, **{"fc1000/weights": np.zeros((2, 2), np.float32)}),
                       "1 tensors are not parameters of DeepLab tiny (fc1000/weights)"),
@@ -189,7 +182,7 @@ def test_npz_with_an_unknown_wrong_shaped_or_duplicated_member_is_refused(params
     }
     for name, (arrays, fragment) in cases.items():
         np.savez(tmp_path / name, **arrays)
-        _refused(convert.main, [tmp_path / name, "--ckpt-path", tmp_path / "out" / "c"], capsys,
+        _refused(convert.main, [tmp_path / name, "--ckpt-path", tmp_path / "out" / "c"], capfd,
                  f"{name}: ", fragment)
         with pytest.raises(BadFileError, match="tiny"):
             checkpoint.load_weights(tmp_path / name)
@@ -197,17 +190,17 @@ def test_npz_with_an_unknown_wrong_shaped_or_duplicated_member_is_refused(params
     np.savez(twice, **params)
     with zipfile.ZipFile(twice, "a") as archive, pytest.warns(UserWarning, match="Duplicate"):
         archive.writestr("conv1/weights.npy", archive.read("conv1/weights.npy"))
-    _refused(convert.main, [twice, "--ckpt-path", tmp_path / "out" / "c"], capsys,
+    _refused(convert.main, [twice, "--ckpt-path", tmp_path / "out" / "c"], capfd,
              "twice.npz: member 'conv1/weights.npy' appears twice")
     not_npy = tmp_path / "text.npz"
     with zipfile.ZipFile(not_npy, "w") as archive:
         archive.writestr("conv1/weights", b"not an array")
-    _refused(convert.main, [not_npy, "--ckpt-path", tmp_path / "out" / "c"], capsys,
+    _refused(convert.main, [not_npy, "--ckpt-path", tmp_path / "out" / "c"], capfd,
              "member 'conv1/weights' is not an .npy array")
     assert not (tmp_path / "out").exists()
 
 
-def test_non_finite_weights_are_refused_naming_the_tensor(params, tmp_path, capsys, data):
+def test_non_finite_weights_are_refused_naming_the_tensor(params, tmp_path, capfd, data):
     bad = dict(params)
     bad["res4a_branch2a/weights"] = params["res4a_branch2a/weights"].copy()
     bad["res4a_branch2a/weights"].flat[[0, 5, 9]] = [np.nan, np.inf, -np.inf]
@@ -220,13 +213,13 @@ def test_non_finite_weights_are_refused_naming_the_tensor(params, tmp_path, caps
         with pytest.raises(BadFileError, match=fragment) as info:
             checkpoint.load_weights(path)
         assert info.value.path == str(path)
-        _refused(inference.main, [data, path, "--save-dir", tmp_path / "out"], capsys, fragment)
-    _refused(convert.main, [tmp_path / "w.npz", "--ckpt-path", tmp_path / "c"], capsys, fragment)
+        _refused(inference.main, [data, path, "--save-dir", tmp_path / "out"], capfd, fragment)
+    _refused(convert.main, [tmp_path / "w.npz", "--ckpt-path", tmp_path / "c"], capfd, fragment)
     # A caffemodel converted with its prototxt is checked too.
     proto = tmp_path / "deploy.prototxt"
     proto.write_text(caffe.deploy_prototxt("tiny", NUM_CLASSES))
     _refused(convert.main, [proto, "--caffemodel", caffemodel, "--ckpt-path", tmp_path / "c"],
-             capsys, "m.caffemodel: ", fragment)
+             capfd, "m.caffemodel: ", fragment)
 
 
 def test_wrong_caffemodel_head_header_is_refused(params, tmp_path):

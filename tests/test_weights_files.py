@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_model, with_trained_statistics
+from conftest import run_command, tiny_model, with_trained_statistics
 from PIL import Image
 
 import tensorflow as tf
@@ -77,13 +77,6 @@ def data(tmp_path_factory):
     return root
 
 
-def _run(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
 def test_v1_file_is_what_the_port_wrote(files):
     assert os.path.isfile(files["v1"]) and not os.path.exists(files["v1"] + ".index")
     assert sorted(os.listdir(files["v2"])) == ["checkpoint", "model.ckpt-20000.data-00000-of-00001",
@@ -91,12 +84,12 @@ def test_v1_file_is_what_the_port_wrote(files):
 
 
 @pytest.mark.parametrize("source", ["v1", "v2", "npz"])
-def test_inference_gives_the_same_logits_as_our_checkpoint(source, files, data, tmp_path, capsys):
+def test_inference_gives_the_same_logits_as_our_checkpoint(source, files, data, tmp_path, capfd):
     logits = {}
     for kind in ("ours", source):
         out = tmp_path / kind
-        code, _, err = _run(inference.main, [data / "a.png", files[kind], "--save-dir", out,
-                                             "--save-logits"], capsys)
+        code, _, err = run_command(inference.main, [data / "a.png", files[kind], "--save-dir", out,
+                                                    "--save-logits"], capfd)
         assert code == 0, err
         logits[kind] = np.load(out / "a_logits.npy", allow_pickle=False)
     assert logits[source].shape[-1] == NUM_CLASSES
@@ -104,13 +97,13 @@ def test_inference_gives_the_same_logits_as_our_checkpoint(source, files, data, 
 
 
 def test_evaluate_reads_a_snapshot_folder_and_names_the_checkpoint_used(files, data, tmp_path,
-                                                                          capsys):
+                                                                          capfd):
     reports = {}
     for kind in ("ours", "v2"):
         out = tmp_path / f"{kind}.json"
         argv = ["--data-dir", data, "--data-list", data / "list.txt", "--restore-from",
                 files[kind], "--json-output", out, "--save-dir", tmp_path / kind]
-        code, stdout, err = _run(evaluate.main, argv, capsys)
+        code, stdout, err = run_command(evaluate.main, argv, capfd)
         assert code == 0, err
         assert f"written to {out}" in stdout and f"written to {tmp_path / kind}" in stdout
         assert stdout.strip().splitlines()[-1].startswith("Mean IoU: ")
@@ -121,9 +114,9 @@ def test_evaluate_reads_a_snapshot_folder_and_names_the_checkpoint_used(files, d
     assert reports["v2"]["confusion_matrix"] == reports["ours"]["confusion_matrix"]
 
 
-def test_export_takes_a_v1_file(files, tmp_path, capsys):
-    code, _, err = _run(export.main, ["--restore-from", files["v1"], "--output-dir",
-                                        tmp_path / "served"], capsys)
+def test_export_takes_a_v1_file(files, tmp_path, capfd):
+    code, _, err = run_command(export.main, ["--restore-from", files["v1"], "--output-dir",
+                                              tmp_path / "served"], capfd)
     assert code == 0, err
     assert os.path.isfile(tmp_path / "served" / "saved_model.pb")
     served = tf.saved_model.load(str(tmp_path / "served"))
@@ -144,7 +137,7 @@ def test_training_restores_the_port_weights(source, params, files):
         np.testing.assert_array_equal(var.numpy(), params[name], err_msg=name)
 
 
-def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capsys):
+def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capfd):
     """train.py --restore-from the port's V1 file: one update with a negligible learning rate
     leaves its weights in the first snapshot."""
     from deeplab_resnet.cli import train
@@ -152,7 +145,7 @@ def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capsy
             "--input-size", "33,33", "--batch-size", 1, "--num-steps", 1, "--learning-rate", 1e-12,
             "--momentum", 0, "--weight-decay", 0, "--save-num-images", 0,
             "--snapshot-dir", tmp_path / "snapshots"]
-    code, _, err = _run(train.main, argv, capsys)
+    code, _, err = run_command(train.main, argv, capfd)
     assert code == 0, err
     saved = checkpoint.read_params(tmp_path / "snapshots")
     assert checkpoint.read_meta(tmp_path / "snapshots") == ("tiny", NUM_CLASSES)
@@ -162,9 +155,9 @@ def test_train_script_starts_from_a_v1_file(params, files, data, tmp_path, capsy
 
 
 @pytest.mark.parametrize("source", ["v1", "v2"])
-def test_convert_rewrites_a_port_checkpoint_in_our_format(source, params, files, tmp_path, capsys):
+def test_convert_rewrites_a_port_checkpoint_in_our_format(source, params, files, tmp_path, capfd):
     new = tmp_path / "ckpt" / "deeplab_resnet"
-    code, out, err = _run(convert.main, [files[source], "--ckpt-path", new], capsys)
+    code, out, err = run_command(convert.main, [files[source], "--ckpt-path", new], capfd)
     assert code == 0, err
     assert str(new) in out and "tiny, 3 classes" in out
     assert checkpoint.read_meta(new) == ("tiny", NUM_CLASSES)
@@ -210,7 +203,7 @@ def test_resnet50_checkpoint_without_model_flag_is_recognised(tmp_path):
     assert "but --model resnet101" in info.value.naming(cli.flag_name)
 
 
-def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capsys):
+def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capfd):
     path = tmp_path / "deeplab_resnet.npy"
     marker = tmp_path / "ran"
     # An object-array .npy whose pickle (protocol 0, by hand) creates `marker` if ever loaded.
@@ -218,30 +211,30 @@ def test_pickled_npy_is_refused_without_unpickling(tmp_path, data, capsys):
         np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
                                                  "shape": ()})
         f.write(b"cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR.")
-    code, _, err = _run(inference.main, [data / "a.png", path, "--save-dir", tmp_path / "o"],
-                        capsys)
+    code, _, err = run_command(
+        inference.main, [data / "a.png", path, "--save-dir", tmp_path / "o"], capfd)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "pickled" in err and "unpickling runs code" in err and "convert.py" in err
     assert not marker.exists()
-    code, _, err = _run(convert.main, [path, "--ckpt-path", tmp_path / "c"], capsys)
+    code, _, err = run_command(convert.main, [path, "--ckpt-path", tmp_path / "c"], capfd)
     assert code == 2 and "unpickling runs code" in err and not marker.exists()
 
 
-def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, capsys):
+def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, capfd):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    code, _, err = _run(convert.main, [bad, "--ckpt-path", tmp_path / "c"], capsys)
+    code, _, err = run_command(convert.main, [bad, "--ckpt-path", tmp_path / "c"], capfd)
     assert code == 2 and "bad.npz: not a readable .npz" in err
-    code, _, err = _run(convert.main, [files["v1"], "--code-output-path", tmp_path / "n.py"],
-                        capsys)
+    code, _, err = run_command(
+        convert.main, [files["v1"], "--code-output-path", tmp_path / "n.py"], capfd)
     assert code == 2 and "is a checkpoint, not a prototxt" in err
-    code, _, err = _run(convert.main, [tmp_path / "m.caffemodel", "--ckpt-path", tmp_path / "c"],
-                        capsys)
+    code, _, err = run_command(
+        convert.main, [tmp_path / "m.caffemodel", "--ckpt-path", tmp_path / "c"], capfd)
     assert code == 2 and "give the deploy prototxt first" in err
     assert sorted(os.listdir(tmp_path)) == ["bad.npz"]
 
 
-def test_convert_says_what_it_wrote(tmp_path, capsys):
+def test_convert_says_what_it_wrote(tmp_path, capfd):
     from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
     model = tiny_model(NUM_CLASSES)
     prototxt = tmp_path / "deploy.prototxt"
@@ -250,7 +243,7 @@ def test_convert_says_what_it_wrote(tmp_path, capsys):
                                   str(tmp_path / "m.caffemodel"))
     argv = [prototxt, "--caffemodel", caffemodel, "--ckpt-path", tmp_path / "ck",
             "--data-output-path", tmp_path / "w.npz", "--code-output-path", tmp_path / "net.py"]
-    code, out, err = _run(convert.main, argv, capsys)
+    code, out, err = run_command(convert.main, argv, capfd)
     assert code == 0, err
     count = len(model.params)
     assert out.splitlines() == [
@@ -259,31 +252,33 @@ def test_convert_says_what_it_wrote(tmp_path, capsys):
         f"TF2 code {tmp_path / 'net.py'}"]
 
 
-def test_convert_records_class_names_that_evaluation_shows(files, data, tmp_path, capsys):
+def test_convert_records_class_names_that_evaluation_shows(files, data, tmp_path, capfd):
     from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
     model = tiny_model(NUM_CLASSES)
     prototxt = tmp_path / "deploy.prototxt"
     prototxt.write_text(deploy_prototxt("tiny", NUM_CLASSES))
     caffemodel = write_caffemodel(str(prototxt), {k: v.numpy() for k, v in model.params.items()},
                                   str(tmp_path / "m.caffemodel"))
-    code, _, err = _run(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
-                                       tmp_path / "two", "--class-names", "sky,sea"], capsys)
+    code, _, err = run_command(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
+                                              tmp_path / "two", "--class-names", "sky,sea"], capfd)
     assert code == 2 and err.strip() == ("error: --class-names: 2 names for 3 classes: give "
                                          "one name per class, in class order")
     assert not (tmp_path / "two.index").exists()
-    code, _, err = _run(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
-                                       tmp_path / "ck", "--class-names", "sky, sea,sand"], capsys)
+    code, _, err = run_command(convert.main, [prototxt, "--caffemodel", caffemodel, "--ckpt-path",
+                                              tmp_path / "ck", "--class-names", "sky, sea,sand"],
+                               capfd)
     assert code == 0, err
     assert checkpoint.describe(tmp_path / "ck").class_names == ("sky", "sea", "sand")
     # Rewriting a port checkpoint records them too.
-    code, _, err = _run(convert.main, [files["v1"], "--ckpt-path", tmp_path / "port",
-                                       "--class-names", "a,b,c"], capsys)
+    code, _, err = run_command(convert.main, [files["v1"], "--ckpt-path", tmp_path / "port",
+                                              "--class-names", "a,b,c"], capfd)
     assert code == 0, err
     assert checkpoint.describe(tmp_path / "port").class_names == ("a", "b", "c")
     report = tmp_path / "scores.json"
-    code, out, err = _run(evaluate.main, ["--data-dir", data, "--data-list", data / "list.txt",
-                                          "--restore-from", tmp_path / "ck", "--json-output",
-                                          report], capsys)
+    code, out, err = run_command(evaluate.main, ["--data-dir", data,
+                                                 "--data-list", data / "list.txt",
+                                                 "--restore-from", tmp_path / "ck", "--json-output",
+                                                 report], capfd)
     assert code == 0, err
     assert "sand" in out and "sand" in report.read_text() and "class_2" not in out
 
