@@ -187,19 +187,21 @@ def check_writable_dir(path, flag):
 
 
 @contextlib.contextmanager
-def new_folder_removed_on_failure(path):
-    """Runs the block; when it fails, removes `path` if the block created it and left it empty.
+def new_folders_removed_on_failure(*paths):
+    """Runs the block; when it fails, removes each of `paths` (None: no folder) that the
+    block created and left empty.
 
     For output folders made before the work starts (e.g. --snapshot-dir): a
     failed run leaves no empty folder behind, while one holding files (a
     checkpoint saved before the failure) is kept.
     """
-    existed = os.path.lexists(path)
+    new = [path for path in paths if path is not None and not os.path.lexists(path)]
     try:
         yield
     except BaseException:
-        if not existed and os.path.isdir(path) and not os.listdir(path):
-            os.rmdir(path)
+        for path in new:
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
         raise
 
 

@@ -15,7 +15,6 @@ A list without labels (a test set: lines with only an image path) is predicted
 and written (--voc-submission DIR for the VOC test server, --save-dir), not scored.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -65,12 +64,9 @@ def main(argv=None):
     cli.use_devices(args)
     # Output folders are made before the weights load (a bad one fails at once); a run that
     # fails before writing into them leaves none of them behind, empty.
-    folders = [args.save_dir, args.voc_submission]
-    if args.json_output is not None:
-        folders.append(os.path.dirname(os.path.abspath(args.json_output)))
-    with contextlib.ExitStack() as stack:
-        for folder in filter(None, folders):
-            stack.enter_context(cli.new_folder_removed_on_failure(folder))
+    report_dir = (None if args.json_output is None
+                  else os.path.dirname(os.path.abspath(args.json_output)))
+    with cli.new_folders_removed_on_failure(args.save_dir, args.voc_submission, report_dir):
         return _evaluate(args)
 
 

@@ -14,7 +14,6 @@ With --voc-submission DIR, the VOC test server's layout instead (--save-dir only
 when given): DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png.
 """
 
-import contextlib
 import os
 import sys
 
@@ -70,10 +69,7 @@ def main(argv=None):
     predict_flags.print_setup(segmenter, args, crf, len(paths))
     # Output folders are made once the weights loaded; a failure before the first image
     # is written leaves none of them behind, empty.
-    folders = [path for path in (save_dir, args.voc_submission) if path is not None]
-    with contextlib.ExitStack() as stack:
-        for folder in folders:
-            stack.enter_context(cli.new_folder_removed_on_failure(folder))
+    with cli.new_folders_removed_on_failure(save_dir, args.voc_submission):
         outputs = _Outputs(args, segmenter, save_dir)
         skipped = _segment_all(segmenter, outputs, paths, args)
     return _summary(outputs, paths, skipped, args)

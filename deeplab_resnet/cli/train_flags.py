@@ -278,7 +278,7 @@ def main(recipe, argv=None, description=None):
                  else ProgressLines(recipe.name, config.num_steps, images_per_update)]
     if config.strategy == "multi-worker":
         callbacks.append(NativeLogClosedAtTheEnd())
-    with cli.new_folder_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
+    with cli.new_folders_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
         result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
         if result.stopped_early:

@@ -396,8 +396,6 @@ class _Loop:
     def _result(self, **stopped):
         """The `TrainResult`, once every worker is done (the chief hosts the cluster's
         coordination service: it must not leave while others still talk to it)."""
-        if self.writer is not None:
-            self.writer.flush()
         for callback in self.callbacks:
             callback.on_train_end()
         distribute.barrier(self.run.strategy)
