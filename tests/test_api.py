@@ -8,7 +8,6 @@ process's signal handlers and umask as they were.
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT, tiny_model
+from conftest import ROOT, process_state, tiny_model
 from test_weights_files import write_port_checkpoint
 
 import deeplab_resnet
@@ -48,11 +47,6 @@ def data(tmp_path_factory):
                                       size=(40, 56), seed=3)
 
 
-def _process_state():
-    return ({signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)},
-            utils.current_umask())
-
-
 def _command(main, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.run(main, [str(a) for a in argv])
@@ -65,7 +59,7 @@ def test_a_notebook_session(weights, data, tmp_path, capsys, caplog, monkeypatch
     monkeypatch.setattr(precision, "detect", precision.Hardware)  # no native bf16 here
     monkeypatch.setattr(precision, "_warned", set())
     caplog.set_level(logging.DEBUG, logger="deeplab_resnet")
-    before = _process_state()
+    before = process_state()
     image_path = os.path.join(data["root"], "JPEGImages", "shape_0001.jpg")
 
     converted = deeplab_resnet.convert(weights["prototxt"], weights["caffemodel"],
@@ -106,7 +100,7 @@ def test_a_notebook_session(weights, data, tmp_path, capsys, caplog, monkeypatch
     assert len(warnings) == 1 and "running fp32" in warnings[0].getMessage()  # ...it logged
     assert any(r.getMessage().startswith(f"loaded {weights['port']}: tiny, 4 classes")
                for r in caplog.records)
-    assert _process_state() == before
+    assert process_state() == before
 
     # The commands give the same labels and the same mean IoU.
     _command(inference_command.main, [image_path, weights["port"], "--save-dir", tmp_path / "o"],

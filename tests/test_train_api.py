@@ -14,10 +14,10 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 from tensorflow.python.framework import ops, random_seed
 
-from deeplab_resnet import shapes, training, utils
+import conftest
+from deeplab_resnet import shapes, training
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import DeepLabError, SettingError
 from deeplab_resnet.model import DeepLabResNet
@@ -84,9 +84,8 @@ class Recorder(Callback):
 
 
 def process_state():
-    return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
-            "umask": utils.current_umask(), "seed": random_seed.get_seed(None)[0],
-            "determinism": tf_config.is_op_determinism_enabled()}
+    """conftest's process state, and the global seed (the caller's, never reset)."""
+    return {**conftest.process_state(), "seed": random_seed.get_seed(None)[0]}
 
 
 @pytest.fixture
