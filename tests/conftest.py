@@ -68,7 +68,7 @@ def run_command(main, argv, capfd):
         cli.run(main, [str(a) for a in argv])
         status = 0
     except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        status = cli.exit_status(exc)
     out, err = capfd.readouterr()
     return status, out, err
 

@@ -55,7 +55,7 @@ def run(main, argv):
             cli.run(main, [str(a) for a in argv])
             code = 0
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            code = cli.exit_status(exc)
     return code, out.getvalue(), err.getvalue()
 
 

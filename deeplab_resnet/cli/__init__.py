@@ -205,6 +205,14 @@ def new_folders_removed_on_failure(*paths):
         raise
 
 
+def exit_status(exc):
+    """The process exit status of a `SystemExit`, as the interpreter sets it: 0 for
+    `sys.exit()`, the number of `sys.exit(n)`, 1 for `sys.exit("message")`."""
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
 def run_and_exit(main):
     """A network command's process: `run(main)`, then leave at once with its exit status.
 
@@ -218,10 +226,9 @@ def run_and_exit(main):
         run(main)
         status = 0
     except SystemExit as exc:
-        status = 0 if exc.code is None else exc.code
-        if not isinstance(status, int):  # sys.exit("message"), as the interpreter shows it
-            print(status, file=sys.stderr)
-            status = 1
+        if not isinstance(exc.code, (int, type(None))):  # as the interpreter shows it
+            print(exc.code, file=sys.stderr)
+        status = exit_status(exc)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
