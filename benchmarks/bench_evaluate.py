@@ -47,14 +47,17 @@ def write_pairs(folder, count, width, height, num_classes):
 
 def one_at_a_time(predictor, pairs, num_classes, save_dir):
     """Evaluation without overlap: read, predict, count, save, one image after the other."""
-    from deeplab_resnet import metrics, utils
+    from deeplab_resnet.data.images import read_image
+    from deeplab_resnet.data.labels import read_label
+    from deeplab_resnet.data.palette import save_label_png
+    from deeplab_resnet.predict import metrics
     confusion = np.zeros((num_classes, num_classes), np.int64)
     for image_path, label_path in pairs:
-        image, label = utils.read_image(image_path), utils.read_label(label_path)
+        image, label = read_image(image_path), read_label(label_path)
         predicted = predictor.predict_labels(image)
         confusion += metrics.confusion_matrix(label, predicted, num_classes, 255)
         stem = os.path.splitext(os.path.basename(image_path))[0]
-        utils.save_label_png(predicted, os.path.join(save_dir, stem + ".png"))
+        save_label_png(predicted, os.path.join(save_dir, stem + ".png"))
     return confusion
 
 
@@ -71,8 +74,11 @@ def main():
     import tensorflow as tf
 
     import deeplab_resnet
-    from deeplab_resnet import crf, evaluation, predict, utils
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.predict import crf
+    from deeplab_resnet.predict import evaluation
+    from deeplab_resnet.predict import prediction as predict
+    from deeplab_resnet.data.images import read_image
+    from deeplab_resnet.model.network import DeepLabResNet
     width, height = (int(v) for v in args.size.split("x"))
     print(f"package: {os.path.dirname(deeplab_resnet.__file__)}; {args.model}, {args.images} "
           f"images of {width}x{height}{', CRF' if args.crf else ''}; load average "
@@ -81,7 +87,7 @@ def main():
                                        crf=crf.CRFParams() if args.crf else None)
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as folder:
         pairs = write_pairs(folder, args.images, width, height, args.num_classes)
-        images = [utils.read_image(image) for image, _ in pairs]
+        images = [read_image(image) for image, _ in pairs]
         predictor.predict_labels(images[0])  # trace and first run
         runs = {"network only": lambda: [predictor.labels(tf.constant(i)).numpy()
                                          for i in images],

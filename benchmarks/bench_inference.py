@@ -10,7 +10,7 @@ of pixels whose argmax agrees), and the ratios of this project's times to the
 others'.
 
 Engines:
-    tf               this project, BN folded into the convolutions (deeplab_resnet.fused)
+    tf               this project, BN folded into the convolutions (deeplab_resnet.model.fused)
     tf-bf16          the same computing in bfloat16 (--precision bf16; float32 where
                      the CPU has no bf16 instructions, with a message)
     tf-bf16-f32head  bfloat16 backbone, ASPP head in float32
@@ -56,9 +56,10 @@ def tf_engine(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from deeplab_resnet import checkpoint, precision
-    from deeplab_resnet.fused import FusedDeepLab
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.weights import checkpoint
+    from deeplab_resnet.runtime import precision
+    from deeplab_resnet.model.fused import FusedDeepLab
+    from deeplab_resnet.model.network import DeepLabResNet
     name, float32_head, fused = TF_ENGINES[args.engine]
     model = DeepLabResNet(args.model, args.num_classes, fold_bn=False)
     checkpoint.assign_params(model, dict(np.load(args.weights, allow_pickle=False)))
@@ -84,7 +85,7 @@ def opencv_engine(args):
 
 def torch_engine(args):
     import torch
-    from deeplab_resnet.arch import architecture
+    from deeplab_resnet.model.arch import architecture
     torch.set_num_threads(args.threads)
     net = torch_deeplab(dict(np.load(args.weights, allow_pickle=False)),
                         architecture(args.model, args.num_classes)).eval()
@@ -111,8 +112,8 @@ def child(args):
 
 def write_models(workdir, model_name, num_classes, seed):
     """Random-weight network as .npz (for TF/torch) and deploy prototxt + caffemodel (OpenCV)."""
-    from deeplab_resnet import caffe
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.weights import caffe
+    from deeplab_resnet.model.network import DeepLabResNet
     model = DeepLabResNet(model_name, num_classes, seed=seed)
     rng = np.random.default_rng(seed)
     for name, var in model.params.items():

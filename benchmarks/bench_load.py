@@ -31,7 +31,7 @@ import numpy as np
 
 def random_params(variant, num_classes, seed=0):
     """{name: float32 array} shaped like `variant`'s parameters."""
-    from deeplab_resnet.arch import architecture
+    from deeplab_resnet.model.arch import architecture
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in architecture(variant, num_classes).param_shapes().items():
@@ -59,8 +59,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import deeplab_resnet
-    from deeplab_resnet import caffe, checkpoint
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.weights import caffe
+    from deeplab_resnet.weights import checkpoint
+    from deeplab_resnet.model.network import DeepLabResNet
     print(f"package: {os.path.dirname(deeplab_resnet.__file__)}")
     params = random_params(args.model, 21)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as folder:

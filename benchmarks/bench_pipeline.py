@@ -24,8 +24,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from deeplab_resnet import utils  # noqa: E402
-from deeplab_resnet.image_reader import ImageReader  # noqa: E402
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet.data.pipeline import ImageReader  # noqa: E402
 
 WIDTH, HEIGHT = 500, 375  # a typical PASCAL VOC image
 NUM_CLASSES = 21
@@ -52,7 +52,7 @@ def write_voc_like(folder, count, seed=0):
         stem = f"{i:06d}"
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
             os.path.join(folder, "JPEGImages", stem + ".jpg"), quality=90)
-        utils.save_label_png(label, os.path.join(folder, "SegmentationClass", stem + ".png"))
+        save_label_png(label, os.path.join(folder, "SegmentationClass", stem + ".png"))
         lines.append(f"/JPEGImages/{stem}.jpg /SegmentationClass/{stem}.png")
     path = os.path.join(folder, "train.txt")
     with open(path, "w", encoding="utf-8") as f:

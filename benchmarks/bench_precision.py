@@ -19,10 +19,17 @@ import tempfile
 import numpy as np
 
 
-from deeplab_resnet import checkpoint, defaults, metrics, precision, shapes, training, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet import defaults, training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.predict import metrics
+from deeplab_resnet.runtime import precision
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.fused import FusedDeepLab
-from deeplab_resnet.predict import Predictor
+from deeplab_resnet.model.fused import FusedDeepLab
+from deeplab_resnet.predict.prediction import Predictor
 
 NUM_CLASSES = len(shapes.CLASSES)
 
@@ -61,8 +68,8 @@ def main():
         confusion = {k: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for k in predictors}
         agree = {k: 0 for k in predictors}
         pixels = 0
-        for image_path, label_path in zip(*utils.read_list(data["root"], data["val"])):
-            image, label = utils.read_image(image_path), utils.read_label(label_path)
+        for image_path, label_path in zip(*read_list(data["root"], data["val"])):
+            image, label = read_image(image_path), read_label(label_path)
             predicted = {k: p(image).labels for k, p in predictors.items()}
             pixels += label.size
             for k, labels in predicted.items():

@@ -81,8 +81,12 @@ def instrument():
     with stamp("import TensorFlow"):
         tf_quiet.import_tensorflow()
     with stamp("import library"):
-        from deeplab_resnet import checkpoint, evaluation, inference, model, predict  # noqa: F401
-        from deeplab_resnet import image_reader, segmenter
+        from deeplab_resnet.weights import checkpoint  # noqa: F401
+        from deeplab_resnet.predict import evaluation  # noqa: F401
+        from deeplab_resnet.model import network as model
+        from deeplab_resnet.predict import prediction as predict
+        from deeplab_resnet.data import pipeline as image_reader
+        from deeplab_resnet.predict import segmenter
         from deeplab_resnet.training import loop, snapshots, step, summaries  # noqa: F401
     wrap(model.DeepLabResNet, "__init__", "construct")
     wrap(checkpoint, "load_weights", "load")

@@ -60,9 +60,10 @@ def tf_engine(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from deeplab_resnet import checkpoint, layers
+    from deeplab_resnet.weights import checkpoint
+    from deeplab_resnet.model import layers
     from deeplab_resnet.training import losses, optim, step
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.model.network import DeepLabResNet
     if args.engine == "tf-previous":
         def space_to_batch_conv(x, weights, rate, ph, pw):
             x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
@@ -82,7 +83,7 @@ def torch_engine(args):
     import torch
     import torch.nn.functional as F
 
-    from deeplab_resnet.arch import architecture
+    from deeplab_resnet.model.arch import architecture
     torch.set_num_threads(args.threads)
     arch = architecture(args.model, args.num_classes)
     net = torch_deeplab(dict(np.load(args.weights, allow_pickle=False)), arch).eval()

@@ -27,9 +27,11 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from deeplab_resnet import devices, layers, precision  # noqa: E402
-from deeplab_resnet.model import DeepLabResNet, preprocess  # noqa: E402
-from deeplab_resnet.predict import make_predictor  # noqa: E402
+from deeplab_resnet.runtime import devices  # noqa: E402
+from deeplab_resnet.model import layers
+from deeplab_resnet.runtime import precision
+from deeplab_resnet.model.network import DeepLabResNet, preprocess  # noqa: E402
+from deeplab_resnet.predict.prediction import make_predictor  # noqa: E402
 from deeplab_resnet.training import losses, optim, step  # noqa: E402
 
 NUM_CLASSES = 21

@@ -19,9 +19,16 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint, geometry, metrics, shapes, training, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet import training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.model import geometry
+from deeplab_resnet.predict import metrics
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.predict import Predictor
+from deeplab_resnet.predict.prediction import Predictor
 
 
 def tf_nearest_shrink(labels, size):
@@ -63,9 +70,9 @@ def mean_iou(model, data, old_resize):
     confusion = np.zeros((n, n), np.int64)
     with replaced("logits_to_image", resize):
         predictor = Predictor(model)
-        for image, label in zip(*utils.read_list(data["root"], data["val"])):
-            label = utils.read_label(label)
-            labels = predictor(utils.read_image(image)).labels
+        for image, label in zip(*read_list(data["root"], data["val"])):
+            label = read_label(label)
+            labels = predictor(read_image(image)).labels
             confusion += metrics.confusion_matrix(label, labels, n)
     return metrics.scores(confusion)["mean_iou"]
 

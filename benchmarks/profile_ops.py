@@ -103,8 +103,8 @@ def conv_gflop(model, num_classes, size, batch=1, training=False):
     (all but the first, whose input needs none) its input gradient, each of
     the forward pass's size.
     """
-    from deeplab_resnet import arch as arch_lib
-    from deeplab_resnet import layers
+    from deeplab_resnet.model import arch as arch_lib
+    from deeplab_resnet.model import layers
     arch = arch_lib.architecture(model, num_classes)
     total = []
 
@@ -240,8 +240,8 @@ def report(work, wall, totals, gflop, peak):
 
 def layer_shapes(model, num_classes, size):
     """{(input side, Cin, Cout, kernel, stride, dilation, pad): count} of the network's convs."""
-    from deeplab_resnet import arch as arch_lib
-    from deeplab_resnet import layers
+    from deeplab_resnet.model import arch as arch_lib
+    from deeplab_resnet.model import layers
     shapes = collections.Counter()
 
     def conv(side, c):
@@ -260,7 +260,7 @@ def layer_rates(args, peak):
     """Times each distinct convolution of inference alone (conv + bias + ReLU, median of 3)."""
     import tensorflow as tf
 
-    from deeplab_resnet import layers
+    from deeplab_resnet.model import layers
     rng = np.random.default_rng(0)
     print(f"\nconvolutions of inference at {args.size}x{args.size}, each alone "
           f"(side, Cin, Cout, kernel, stride, dilation, pad): count, GFLOP, s, GFLOP/s")

@@ -13,7 +13,7 @@ import numpy as np
 from deeplab_resnet import cli, defaults
 from deeplab_resnet.cli import ArgumentParser, check_writable_dir  # noqa: F401 (re-exported)
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.utils import atomic_path
+from deeplab_resnet.files import atomic_path
 
 DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
 NUM_VOC_CLASSES = defaults.NUM_CLASSES

@@ -21,7 +21,10 @@ from tqdm import tqdm
 
 from _common import (ArgumentParser, IGNORE_LABEL, NUM_VOC_CLASSES, DeepLabError,
                      check_label_values, check_writable_dir, run)
-from deeplab_resnet.utils import VOC_PALETTE, open_image, read_label, save_label_png
+from deeplab_resnet.data.datasets import VOC_PALETTE
+from deeplab_resnet.data.images import open_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import save_label_png
 
 # Lossless formats only: a JPEG label has blended colours at every edge.
 FOLDER_EXTENSIONS = (".png", ".bmp", ".ppm", ".tif", ".tiff")

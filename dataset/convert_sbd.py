@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from _common import (ArgumentParser, NUM_VOC_CLASSES, DeepLabError, check_label_values,
                      check_writable_dir, resolve_sbd_root, resolve_voc_root, run)
-from deeplab_resnet.utils import read_label, save_label_png
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import save_label_png
 
 OUTPUT_NAME = "SegmentationClassAug"
 

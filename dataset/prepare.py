@@ -4,7 +4,7 @@
 
 NAME is cocostuff10k, cocostuff164k, cityscapes, ade20k or voc. The labels are
 written as palette PNGs (pixel value = training class index, 255 = ignore,
-coloured by the dataset's palette, `deeplab_resnet.datasets`) into a new folder
+coloured by the dataset's palette, `deeplab_resnet.data.datasets`) into a new folder
 inside ROOT, never over the originals; the lists `DIR/NAME_train.txt` and
 `DIR/NAME_val.txt` hold `/IMAGE /LABEL` lines relative to ROOT, so ROOT is the
 --data-dir of training and evaluation. Names are sorted: the same archive
@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from _common import (DATASET_DIR, IGNORE_LABEL, ArgumentParser, DeepLabError, check_writable_dir,
                      read_names, run, write_text)
-from deeplab_resnet import datasets
-from deeplab_resnet.utils import read_label, save_label_png
+from deeplab_resnet.data import datasets
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import save_label_png
 
 LABEL_DIR = "labels_deeplab"
 

@@ -25,7 +25,9 @@ Example:
 
 import importlib
 import logging
+import sys
 
+from deeplab_resnet._moved import MovedFinder
 from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, WriteError
 
 __version__ = "0.1.0"
@@ -33,12 +35,16 @@ __version__ = "0.1.0"
 # Silent unless the application configures logging: no "last resort" output on stderr.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# The flat layout's module paths, importable for one release (see `_moved`).
+if not any(isinstance(finder, MovedFinder) for finder in sys.meta_path):
+    sys.meta_path.append(MovedFinder())
+
 # name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
-    "Segmenter": "deeplab_resnet.segmenter",
-    "Prediction": "deeplab_resnet.predict",
-    "Scores": "deeplab_resnet.evaluation",
-    "convert": "deeplab_resnet.conversion",
+    "Segmenter": "deeplab_resnet.predict.segmenter",
+    "Prediction": "deeplab_resnet.predict.prediction",
+    "Scores": "deeplab_resnet.predict.evaluation",
+    "convert": "deeplab_resnet.weights.conversion",
     "TrainConfig": "deeplab_resnet.training",
     "TrainResult": "deeplab_resnet.training",
     "Callback": "deeplab_resnet.training",

@@ -7,7 +7,7 @@ formulas (`graph`, `sizes`), turns Caffe blobs into TensorFlow-layout
 parameters and back (`transforms`), emits runnable TF2 code (`emit`) and
 serialises caffemodels (`writer`). `convert` ties reading together. What is
 DeepLab-specific (recognising a DeepLab net, checkpoints, the deploy
-generator) lives in `deeplab_resnet.caffe`.
+generator) lives in `deeplab_resnet.weights.caffe`.
 """
 
 from kaffe.errors import KaffeError

@@ -1,8 +1,8 @@
 """Emitting runnable TensorFlow 2 code for a converted net.
 
 The generated module depends only on TensorFlow, NumPy and
-`deeplab_resnet.layers` (Caffe-exact convolution/pooling/BatchNorm) plus
-`deeplab_resnet.checkpoint.read_params` for loading. It defines `Net`, a
+`deeplab_resnet.model.layers` (Caffe-exact convolution/pooling/BatchNorm) plus
+`deeplab_resnet.weights.checkpoint.read_params` for loading. It defines `Net`, a
 `tf.Module` whose `params` dict holds one variable per converted parameter,
 named exactly as in checkpoints and `.npz` files written by `convert.py`
 (`kaffe.transforms.param_name`);
@@ -120,8 +120,8 @@ deeplab_resnet's scheme (`<conv>/weights` HWIO, `<bn>/mean`, ...).
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import layers
-from deeplab_resnet.checkpoint import read_params
+from deeplab_resnet.model import layers
+from deeplab_resnet.weights.checkpoint import read_params
 
 # Input blobs and their NHWC shapes in the prototxt (any batch and, for fully
 # convolutional nets, any spatial size may be fed).

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from deeplab_resnet import checkpoint
+from deeplab_resnet.weights import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -28,7 +28,7 @@ def tiny_model(num_classes, seed=0, head_biases=None):
     """A `tiny` DeepLabResNet; `head_biases` (one per class) breaks ties between classes."""
     import numpy as np
 
-    from deeplab_resnet.model import DeepLabResNet
+    from deeplab_resnet.model.network import DeepLabResNet
     net = DeepLabResNet("tiny", num_classes, seed=seed)
     if head_biases is not None:
         for name, var in net.params.items():
@@ -75,7 +75,7 @@ def run_command(main, argv, capfd):
 
 def save_model(model, prefix):
     """Writes a DeepLabResNet's weights, variant and class count as a checkpoint at `prefix`."""
-    from deeplab_resnet import checkpoint
+    from deeplab_resnet.weights import checkpoint
     return checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, prefix,
                                   model.variant, model.num_classes)
 
@@ -101,9 +101,10 @@ def process_state():
 
     from tensorflow.python.framework import config as tf_config
 
-    from deeplab_resnet import devices, utils
+    from deeplab_resnet import files
+    from deeplab_resnet.runtime import devices
     return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
-            "umask": utils.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
+            "umask": files.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
             "determinism": tf_config.is_op_determinism_enabled()}
 
 
@@ -115,7 +116,7 @@ def process_state_kept():
     command that changes more belongs in a subprocess."""
     from tensorflow.python.framework import config as tf_config
 
-    from deeplab_resnet import devices
+    from deeplab_resnet.runtime import devices
     before = process_state()
     yield
     devices.use_tf32(before["tf32"])

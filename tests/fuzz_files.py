@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from deeplab_resnet import tf_bundle
+from deeplab_resnet.weights import tf_bundle
 
 # ---- crc32c (Castagnoli), masked as LevelDB tables store it ----
 

@@ -17,10 +17,13 @@ import numpy as np
 from PIL import Image
 
 import fuzz_files as ff
-from deeplab_resnet import caffe, checkpoint, cli, utils
-from deeplab_resnet.caffe import write_caffemodel
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet import cli
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.weights.caffe import write_caffemodel
 from deeplab_resnet.cli import convert, evaluate, inference, train
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 
 NUM_CLASSES = 3
 TABLE = ff.BLIND + (ff.table_raw_entry, ff.table_keys)
@@ -75,7 +78,7 @@ def build_corpus(root):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / "img/0.jpg")
     Image.fromarray(rng.integers(0, 255, (37, 29, 3), dtype=np.uint8)).save(data / "img/1.png")
-    utils.save_label_png(rng.integers(0, NUM_CLASSES, (40, 44)), data / "lab/0.png")
+    save_label_png(rng.integers(0, NUM_CLASSES, (40, 44)), data / "lab/0.png")
     (data / "list.txt").write_text("/img/0.jpg /lab/0.png\n")
     code, _, err = run(train.main, TRAIN_ARGS + ["--data-dir", data, "--data-list",
                                                  data / "list.txt", "--snapshot-dir",

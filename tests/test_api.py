@@ -19,8 +19,11 @@ from PIL import Image
 from conftest import ROOT, process_state, tiny_model
 from test_weights_files import write_port_checkpoint
 
+from deeplab_resnet.data.images import read_image
 import deeplab_resnet
-from deeplab_resnet import cli, precision, shapes, utils
+from deeplab_resnet import cli
+from deeplab_resnet.runtime import precision
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import evaluate as evaluate_command
 from deeplab_resnet.cli import inference as inference_command
 
@@ -30,7 +33,7 @@ NUM_CLASSES = 4
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """The same tiny network as a deploy prototxt + caffemodel and as the 2017 port's V1 file."""
-    from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
+    from deeplab_resnet.weights.caffe import deploy_prototxt, write_caffemodel
     root = tmp_path_factory.mktemp("weights")
     net = tiny_model(NUM_CLASSES, seed=21, head_biases=np.linspace(-0.3, 0.3, NUM_CLASSES))
     params = {name: var.numpy() for name, var in net.params.items()}
@@ -120,7 +123,7 @@ def test_images_in_every_form_the_commands_read(weights, tmp_path):
     for mode in ("L", "P", "RGBA", "CMYK"):
         path = tmp_path / f"image_{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
         Image.fromarray(rgb).convert(mode).save(path)
-        expected = seg.predict(utils.read_image(path)).labels
+        expected = seg.predict(read_image(path)).labels
         np.testing.assert_array_equal(seg.predict(str(path)).labels, expected)
         np.testing.assert_array_equal(seg.predict(Image.open(path)).labels, expected)
     gray = rgb[..., 0]
@@ -190,7 +193,7 @@ def test_import_stays_light_and_lists_the_api():
     """`import deeplab_resnet` loads neither TensorFlow nor the modules behind the API, and
     its log records stay silent until the application configures logging."""
     code = ("import logging, sys, deeplab_resnet\n"
-            "logging.getLogger('deeplab_resnet.precision').warning('not shown')\n"
+            "logging.getLogger('deeplab_resnet.runtime.precision').warning('not shown')\n"
             "print('tensorflow' in sys.modules, sorted(deeplab_resnet.__all__))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)

@@ -51,12 +51,13 @@ def test_kaffe_imports_neither_deeplab_resnet_nor_tensorflow():
 
 
 def test_only_the_caffe_glue_imports_kaffe():
-    """deeplab_resnet.caffe is the converter's one client; layers borrows Caffe's size formulas."""
+    """weights/caffe is the converter's one client; model/layers borrows Caffe's size formulas."""
     for name, targets in import_graph().items():
         if name.split(".")[0] != "deeplab_resnet":
             continue
         used = {t for t in targets if t.split(".")[0] == "kaffe"}
-        allowed = {"deeplab_resnet.caffe": used, "deeplab_resnet.layers": {"kaffe.sizes"}}
+        allowed = {"deeplab_resnet.weights.caffe": used,
+                   "deeplab_resnet.model.layers": {"kaffe.sizes"}}
         assert used <= allowed.get(name, set()), f"{name} imports {sorted(used)}"
 
 
@@ -85,7 +86,7 @@ def test_kaffe_and_the_command_layer_load_without_tensorflow():
     """Every kaffe module (and the caffe glue and the commands, which import the library
     only after `cli.run` has loaded TensorFlow quietly)."""
     names = [n for n in modules() if n.split(".")[0] == "kaffe"]
-    names += ["deeplab_resnet.caffe", "deeplab_resnet.cli"]
+    names += ["deeplab_resnet.weights.caffe", "deeplab_resnet.cli"]
     names += [n for n, path in modules().items()
               if n.startswith("deeplab_resnet.cli.") and "\ndef entry(" in path.read_text()]
     code = ("import importlib, sys\n"
@@ -141,3 +142,68 @@ def test_no_library_function_is_over_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
     assert not long, long
+
+
+# Each room of the package and the rooms it may import (besides itself). "base" is the
+# package's top-level modules that every room uses: the errors, the defaults, file writing.
+ROOMS_BELOW = {
+    "cli": {"api", "training", "predict", "weights", "data", "model", "runtime", "base"},
+    "api": {"training", "predict", "weights", "data", "model", "runtime", "base"},
+    "training": {"predict", "weights", "data", "model", "runtime", "base"},
+    "predict": {"weights", "data", "model", "runtime", "base"},
+    "weights": {"data", "model", "runtime", "base", "kaffe"},
+    "data": {"model", "runtime", "base"},
+    "model": {"runtime", "base", "kaffe"},
+    "runtime": {"base"},
+    "base": set(),
+}
+BASE = {"errors", "defaults", "files", "_moved"}
+
+
+def room(module):
+    """The room of a module of the package: its sub-package, "api" or "base"; else its top name."""
+    parts = module.split(".")
+    if parts[0] != "deeplab_resnet":
+        return parts[0]
+    if len(parts) == 1:
+        return "api"
+    return "base" if parts[1] in BASE else parts[1]
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    wrong = []
+    for name, targets in import_graph().items():
+        if name.split(".")[0] != "deeplab_resnet":
+            continue
+        for target in targets:
+            below = room(target)
+            if below in ROOMS_BELOW and below != room(name) \
+                    and below not in ROOMS_BELOW[room(name)]:
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, wrong
+
+
+def test_the_package_top_level_holds_only_rooms_and_the_base_modules():
+    top = ROOT / "deeplab_resnet"
+    modules_ = {p.stem for p in top.glob("*.py")} - {"__init__"}
+    assert modules_ <= BASE, sorted(modules_ - BASE)
+    rooms = {p.name for p in top.iterdir() if (p / "__init__.py").is_file()}
+    assert rooms == set(ROOMS_BELOW) - {"api", "base"}
+    for package in rooms:
+        doc = ast.get_docstring(ast.parse((top / package / "__init__.py").read_text()))
+        assert doc and "import" in doc, f"{package}/__init__.py: say what it holds and imports"
+
+
+def test_the_flat_layouts_paths_still_import_with_a_deprecation_warning():
+    import importlib
+    import warnings
+
+    from deeplab_resnet import _moved
+    for old, new in _moved.MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new)
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message)
+                   for w in caught), old

@@ -18,7 +18,9 @@ from tensorflow.core.util import saved_tensor_slice_pb2
 
 import fuzz_files as ff
 from conftest import ROOT
-from deeplab_resnet import checkpoint, npz_file, tf_bundle
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.weights import npz_file
+from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import BadFileError
 
 KEY = "params/conv1.Sweights/.ATTRIBUTES/VARIABLE_VALUE"

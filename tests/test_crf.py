@@ -6,10 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from deeplab_resnet import crf, predict
+from deeplab_resnet.predict import crf
+from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.cli import predict_flags
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 
 
 def _two_region_scene():

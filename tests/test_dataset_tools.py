@@ -13,7 +13,9 @@ import scipy.io
 from PIL import Image
 
 from conftest import ROOT
-from deeplab_resnet.utils import VOC_PALETTE, colorize, read_label, save_label_png
+from deeplab_resnet.data.datasets import VOC_PALETTE
+from deeplab_resnet.data.palette import colorize, save_label_png
+from deeplab_resnet.data.labels import read_label
 
 DATASET = ROOT / "dataset"
 sys.path.insert(0, str(DATASET))  # the scripts import their neighbours, as when run there

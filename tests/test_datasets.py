@@ -1,4 +1,4 @@
-"""deeplab_resnet.datasets: class names and colours by dataset or class count, and --dataset."""
+"""deeplab_resnet.data.datasets: class names and colours by dataset or count, and --dataset."""
 
 import json
 
@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import run_command, save_model, tiny_model
-from deeplab_resnet import datasets, utils
+from deeplab_resnet.data.datasets import VOC_CLASSES, VOC_PALETTE, class_names
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet.data import datasets
 from deeplab_resnet.cli import evaluate, inference
 from deeplab_resnet.errors import SettingError
 
@@ -24,8 +26,8 @@ def test_each_dataset_has_its_names_and_colours():
     assert len({tuple(c) for c in palette[:150].tolist()}) == 149  # 'floor' repeats 'road'
     names, palette = datasets.classes("cocostuff")
     assert (len(names), names[0], names[181]) == (182, "person", "wood")
-    np.testing.assert_array_equal(palette, utils.VOC_PALETTE)
-    assert datasets.classes("voc")[0] == list(utils.VOC_CLASSES)
+    np.testing.assert_array_equal(palette, VOC_PALETTE)
+    assert datasets.classes("voc")[0] == list(VOC_CLASSES)
 
 
 def test_cocostuff_has_182_or_171_classes():
@@ -39,7 +41,7 @@ def test_cocostuff_has_182_or_171_classes():
 def test_class_count_finds_the_dataset(count, first):
     names, palette = datasets.classes(num_classes=count)
     assert len(names) == count and names[0] == first
-    assert utils.class_names(count) == names
+    assert class_names(count) == names
 
 
 def test_user_names_win_and_counts_are_checked():
@@ -78,7 +80,7 @@ def test_evaluate_names_the_dataset_classes_and_refuses_a_mismatch(cityscapes_mo
                                                                     capfd):
     (tmp_path / "img").mkdir()
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / "img" / "a.png")
-    utils.save_label_png(np.full((40, 48), 13, np.uint8), tmp_path / "img" / "a_label.png")
+    save_label_png(np.full((40, 48), 13, np.uint8), tmp_path / "img" / "a_label.png")
     (tmp_path / "val.txt").write_text("/img/a.png /img/a_label.png\n")
     common = ["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "val.txt"),
               "--restore-from", cityscapes_model]

@@ -14,9 +14,9 @@ import scipy.io
 from PIL import Image
 
 from conftest import ROOT
-from deeplab_resnet import datasets
+from deeplab_resnet.data import datasets
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.utils import read_label
+from deeplab_resnet.data.labels import read_label
 
 sys.path.insert(0, str(ROOT / "dataset"))
 import prepare  # noqa: E402  (a script folder, not a package)

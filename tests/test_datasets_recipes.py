@@ -18,7 +18,9 @@ import shlex
 import pytest
 
 from conftest import ROOT, save_model, tiny_model
-from deeplab_resnet import checkpoint, cli, datasets
+from deeplab_resnet import cli
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.data import datasets
 from deeplab_resnet.cli import evaluate, train, train_msc
 from deeplab_resnet.training import run_record
 from test_datasets_prepare import (make_ade20k, make_cityscapes, make_cocostuff10k,

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint, shapes, utils
+from deeplab_resnet.data.datasets import VOC_PALETTE
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import demo
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.training import run_record
@@ -46,7 +49,7 @@ def test_picture_has_column_titles_and_a_colour_legend():
     legend = picture[top + body:]
     assert legend.shape[0] >= demo.SWATCH + gap
     for index in range(len(names)):
-        colour = utils.VOC_PALETTE[index]
+        colour = VOC_PALETTE[index]
         assert (legend == colour).all(axis=-1).sum() >= (demo.SWATCH - 2) ** 2, names[index]
     # Class names: more dark pixels than the black swatch of class 0 and every outline.
     swatches = demo.SWATCH ** 2 + 4 * demo.SWATCH * (len(names) - 1)
@@ -79,7 +82,7 @@ def test_demo_lists_every_folder_it_wrote(demo_run):
             assert any(dirpath == f or dirpath.startswith(f + os.sep) for f in folders), dirpath
     grid = os.path.join(out, "predictions_grid.png")
     assert grid in listed
-    picture = utils.read_image(grid)
+    picture = read_image(grid)
     smallest = min(shapes.make_shapes_dataset.__defaults__[2])  # of the shapes' sides
     assert picture.shape[0] > demo.GRID_IMAGES * smallest and picture.shape[1] > 3 * smallest
     # The legend's names are those training recorded in the checkpoint.

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from deeplab_resnet import caffe
-from deeplab_resnet.caffe import load_net
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights.caffe import load_net
 from deeplab_resnet.cli import deploy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

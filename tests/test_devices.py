@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import devices, layers, precision
+from deeplab_resnet.runtime import devices
+from deeplab_resnet.model import layers
+from deeplab_resnet.runtime import precision
 from deeplab_resnet.errors import SettingError
 
 A100 = devices.Gpu("NVIDIA A100-SXM4-40GB", (8, 0))
@@ -252,7 +254,7 @@ def test_prediction_commands_run_true_float32_unless_told(checkpoint_and_image, 
 
 
 def test_training_runs_true_float32_and_names_its_devices(tmp_path, capsys, tf32_restored):
-    from deeplab_resnet import shapes
+    from deeplab_resnet.data import shapes
     from deeplab_resnet.cli import train
     data = shapes.make_shapes_dataset(tmp_path / "data", num_train=2, num_val=1, size=(40, 40))
     argv = ["--model", "tiny", "--num-classes", "4", "--data-dir", data["root"],

@@ -11,11 +11,14 @@ import types
 import numpy as np
 import pytest
 
-from deeplab_resnet import checkpoint, distribute, shapes, training
+from deeplab_resnet import training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.runtime import distribute
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.image_reader import ImageReader
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.data.pipeline import ImageReader
+from deeplab_resnet.model.network import DeepLabResNet
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +32,9 @@ DRIVER = """
 import json
 import sys
 import numpy as np
-from deeplab_resnet import checkpoint, distribute, training
+from deeplab_resnet import training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.runtime import distribute
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.cli.reporting import reporting
 class Record(training.Callback):

@@ -8,7 +8,11 @@ import pytest
 from PIL import Image
 
 from conftest import save_model, tiny_model
-from deeplab_resnet import cli, predict, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet.predict.voc_submission import VOC_SUBMISSION_FOLDER
+from deeplab_resnet import cli
+from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.cli import evaluate
 
 NUM_CLASSES = 6
@@ -42,7 +46,7 @@ def dataset(tmp_path_factory):
         label = np.asarray(classes)[rng.integers(0, len(classes), (h, w))]
         label[:, :2] = 255  # an ignored border
         label[h // 2, :] = 255
-        utils.save_label_png(label, root / "SegmentationClassAug" / f"img{i}.png")
+        save_label_png(label, root / "SegmentationClassAug" / f"img{i}.png")
         lines.append(f"/JPEGImages/img{i}.jpg /SegmentationClassAug/img{i}.png")
     (root / "val.txt").write_text("\n".join(lines) + "\n")
     return root
@@ -137,7 +141,7 @@ def test_protocol_flags_reach_the_predictor_and_num_steps_limits(model, dataset,
     predictor = predict.Predictor(model, scales=(1.0, 0.5), flip=True, deeplab_protocol=True,
                                   pad_size=57)
     for i in range(2):
-        expected = predictor(utils.read_image(dataset / "JPEGImages" / f"img{i}.jpg")).labels
+        expected = predictor(read_image(dataset / "JPEGImages" / f"img{i}.jpg")).labels
         np.testing.assert_array_equal(np.asarray(Image.open(preds / f"img{i}.png")), expected)
 
 
@@ -153,7 +157,7 @@ def test_label_value_out_of_range_names_the_file(dataset, ckpt, tmp_path, capsys
     bad = tmp_path / "bad.png"
     label = np.zeros(SIZES[0], np.uint8)
     label[3, 3] = 7
-    utils.save_label_png(label, bad)
+    save_label_png(label, bad)
     (tmp_path / "JPEGImages").symlink_to(dataset / "JPEGImages")
     (tmp_path / "list.txt").write_text("/JPEGImages/img0.jpg /bad.png\n")
     code, _, err = _run(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "list.txt"),
@@ -210,12 +214,12 @@ def test_a_list_without_labels_writes_the_voc_submission_without_scores(tmp_path
     argv = ["--data-dir", str(root), "--data-list", str(test_list), "--restore-from", voc_ckpt]
     code, out, _ = _run(argv + ["--voc-submission", str(tmp_path / "sub")], capsys)
     assert code == 0
-    folder = tmp_path / "sub" / utils.VOC_SUBMISSION_FOLDER
+    folder = tmp_path / "sub" / VOC_SUBMISSION_FOLDER
     assert sorted(os.listdir(folder)) == [f"{name}.png" for name in names]
     for name in names:
         png = Image.open(folder / f"{name}.png")
         assert png.mode == "P"
-        expected = predict.Predictor(voc)(utils.read_image(root / "JPEGImages" / f"{name}.jpg"))
+        expected = predict.Predictor(voc)(read_image(root / "JPEGImages" / f"{name}.jpg"))
         np.testing.assert_array_equal(np.asarray(png), expected.labels)
     assert "Mean IoU" not in out
     devices_line, weights_line, prediction_line, out = out.strip().split("\n", 3)
@@ -239,7 +243,7 @@ def test_voc_submission_beside_the_scores(dataset, tmp_path, capsys):
     code, out, _ = _run(_args(dataset, voc_ckpt, "--voc-submission", str(tmp_path / "sub"),
                               "--num-steps", "1"), capsys)
     assert code == 0 and out.strip().splitlines()[-1].startswith("Mean IoU: ")
-    assert os.listdir(tmp_path / "sub" / utils.VOC_SUBMISSION_FOLDER) == ["img0.png"]
+    assert os.listdir(tmp_path / "sub" / VOC_SUBMISSION_FOLDER) == ["img0.png"]
 
 
 def test_first_lines_say_what_was_loaded(dataset, ckpt, capsys):
@@ -253,9 +257,9 @@ def test_first_lines_say_what_was_loaded(dataset, ckpt, capsys):
 
 def test_progress_lines_off_a_terminal_show_the_running_mean_iou(dataset, ckpt, capsys):
     """A line at least every minute (the clock is injected: 30 s per image), none at the end."""
-    from deeplab_resnet import evaluation
+    from deeplab_resnet.predict import evaluation
     from deeplab_resnet.cli import progress
-    from deeplab_resnet.segmenter import Segmenter
+    from deeplab_resnet.predict.segmenter import Segmenter
     segmenter = Segmenter.load(ckpt)
     ticks = iter(range(0, 1000, 30))
     lines = progress.EvaluationLines(

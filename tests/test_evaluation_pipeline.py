@@ -7,7 +7,12 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_model
-from deeplab_resnet import crf, evaluation, metrics, predict, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.predict import crf
+from deeplab_resnet.predict import evaluation
+from deeplab_resnet.predict import metrics
+from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.errors import BadFileError, WriteError
 
 NUM_CLASSES = 3
@@ -38,11 +43,11 @@ def test_confusion_and_pngs_equal_one_image_at_a_time(predictor, pairs, tmp_path
                                     progress=lambda count, confusion: done.append(count))
     expected = np.zeros_like(confusion)
     for image_path, label_path in pairs:
-        predicted = predictor.predict_labels(utils.read_image(image_path))
-        expected += metrics.confusion_matrix(utils.read_label(label_path), predicted,
+        predicted = predictor.predict_labels(read_image(image_path))
+        expected += metrics.confusion_matrix(read_label(label_path), predicted,
                                              NUM_CLASSES, 255)
         stem = image_path.rsplit("/", 1)[1][: -len(".png")]
-        np.testing.assert_array_equal(utils.read_label(str(tmp_path / f"{stem}.png")),
+        np.testing.assert_array_equal(read_label(str(tmp_path / f"{stem}.png")),
                                       predicted)
     np.testing.assert_array_equal(confusion, expected)
     assert done == list(range(1, len(pairs) + 1)) and expected.sum() > 0
@@ -62,7 +67,7 @@ def test_an_earlier_images_write_error_comes_before_a_later_read_error(predictor
                                                                        tmp_path, monkeypatch):
     def refuse(labels, path, palette=None):
         raise WriteError(path, "disk full")
-    monkeypatch.setattr(utils, "save_label_png", refuse)
+    monkeypatch.setattr(evaluation, "save_label_png", refuse)
     broken = pairs[:1] + [(str(tmp_path / "missing.png"), pairs[1][1])]
     with pytest.raises(WriteError, match="img0.png"):
         evaluation.evaluate(predictor, broken, NUM_CLASSES, save_dirs=[str(tmp_path)])

@@ -30,11 +30,13 @@ from PIL import Image
 
 from conftest import ROOT, process_state_kept, run_command
 from test_distribute import free_ports, worker_env
+from deeplab_resnet.data.palette import save_label_png
 import deeplab_resnet
-from deeplab_resnet import caffe, checkpoint, utils
-from deeplab_resnet.caffe import write_caffemodel
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.weights.caffe import write_caffemodel
 from deeplab_resnet.cli import convert, evaluate, export, inference, train, train_flags
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import TRAIN
 from kaffe import caffe_pb
 
@@ -63,11 +65,11 @@ def env(tmp_path_factory):
     for i in range(2):
         pixels = rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(data / "img" / f"{i}.jpg")
-        utils.save_label_png(rng.integers(0, NUM_CLASSES, (40, 44)), data / "lab" / f"{i}.png")
+        save_label_png(rng.integers(0, NUM_CLASSES, (40, 44)), data / "lab" / f"{i}.png")
     pixels = rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(data / "lab" / "rgb.png")
-    utils.save_label_png(np.full((40, 44), 7), data / "lab" / "seven.png")
-    utils.save_label_png(np.zeros((30, 44)), data / "lab" / "short.png")
+    save_label_png(np.full((40, 44), 7), data / "lab" / "seven.png")
+    save_label_png(np.zeros((30, 44)), data / "lab" / "short.png")
     (data / "not_image.jpg").write_text("this is not a JPEG")
     (data / "empty.jpg").write_bytes(b"")
     lists = {

@@ -12,8 +12,10 @@ from conftest import ROOT, save_model, tiny_model
 from PIL import Image
 from test_dataset_tools import tree  # noqa: F401  (the fixture: a small VOC + SBD tree)
 
-from deeplab_resnet import caffe, cli, utils
-from deeplab_resnet.caffe import write_caffemodel
+from deeplab_resnet.files import atomic_path
+from deeplab_resnet import cli
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights.caffe import write_caffemodel
 from deeplab_resnet.cli import convert, evaluate, export, inference
 
 NUM_CLASSES = 3
@@ -56,7 +58,7 @@ def test_outputs_have_plain_open_modes(umask, tree, tmp_path, capsys):  # noqa: 
     ckpt = save_model(model, out / "ckpt" / "model")
     _main(convert.main, [ckpt, "--data-output-path", out / "weights.npz"])
     prototxt = out / "deploy.prototxt"
-    with utils.atomic_path(prototxt) as tmp, open(tmp, "w") as f:
+    with atomic_path(prototxt) as tmp, open(tmp, "w") as f:
         f.write(caffe.deploy_prototxt("tiny", NUM_CLASSES))
     write_caffemodel(str(prototxt), {k: v.numpy() for k, v in model.params.items()},
                      str(out / "model.caffemodel"))

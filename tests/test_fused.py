@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import layers
-from deeplab_resnet.arch import Conv
-from deeplab_resnet.fused import FusedDeepLab, head_as_matmul, shifted_sum
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model import layers
+from deeplab_resnet.model.arch import Conv
+from deeplab_resnet.model.fused import FusedDeepLab, head_as_matmul, shifted_sum
+from deeplab_resnet.model.network import DeepLabResNet
 
 
 def randomize_batchnorm(model, seed=0, tiny_variances=True):

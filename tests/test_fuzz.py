@@ -8,7 +8,7 @@ tests/fuzzing.py).
 
 FUZZ_CASES (default 120) and FUZZ_SEED (default 0) choose the cases; the release check
 runs thousands with tests/fuzz_campaign.py. No case can abort the process any more (the
-checkpoint checks of `deeplab_resnet.tf_bundle` refuse what made TensorFlow abort), so
+checkpoint checks of `deeplab_resnet.weights.tf_bundle` refuse what made TensorFlow abort), so
 all run in-process; a regression would stop pytest itself, and fuzz_campaign.py, which
 runs the cases in a child process, names the case.
 """

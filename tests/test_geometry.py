@@ -11,8 +11,8 @@ from caffe_fixtures import (
 )
 from conftest import tiny_model
 
-from deeplab_resnet import geometry
-from deeplab_resnet.msc import MultiScale
+from deeplab_resnet.model import geometry
+from deeplab_resnet.model.msc import MultiScale
 
 
 def _random(shape, seed=0):

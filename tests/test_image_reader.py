@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_resnet import shapes, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import colorize, save_label_png
+from deeplab_resnet.data import shapes
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.image_reader import CAFFE_SCALES, ImageReader, draw_scale
-from deeplab_resnet.model import preprocess
+from deeplab_resnet.data.pipeline import CAFFE_SCALES, ImageReader, draw_scale
+from deeplab_resnet.model.network import preprocess
 import tensorflow as tf
 
 
@@ -28,8 +31,8 @@ def take(reader, count, batch_size=2, start=0):
 def test_palette_labels_and_padding(data):
     reader = ImageReader(data["root"], data["train"], (64, 64), shuffle=False)
     (images, labels), = take(reader, 1, batch_size=1)
-    image = utils.read_image(reader.images[0])
-    label = utils.read_label(reader.labels[0])
+    image = read_image(reader.images[0])
+    label = read_label(reader.labels[0])
     h, w = label.shape
     # Palette PNG: pixel values are class indices (decode_png would give colours).
     assert set(np.unique(label)) <= {0, 1, 2, 3, 255} and (label > 0).any()
@@ -83,8 +86,8 @@ def _one_line_list(tmp_path, image, label):
 
 def test_rgb_label_refused_with_advice(data, tmp_path):
     rgb = tmp_path / "rgb.png"
-    label = utils.read_label(data["root"] + "/SegmentationClass/shape_0000.png")
-    Image.fromarray(utils.colorize(label)).save(rgb)
+    label = read_label(data["root"] + "/SegmentationClass/shape_0000.png")
+    Image.fromarray(colorize(label)).save(rgb)
     image = data["root"] + "/JPEGImages/shape_0000.jpg"
     reader = ImageReader(None, _one_line_list(tmp_path, image, rgb), (32, 32))
     with pytest.raises(DeepLabError, match="convert"):
@@ -93,7 +96,7 @@ def test_rgb_label_refused_with_advice(data, tmp_path):
 
 def test_size_mismatch_names_files(data, tmp_path):
     small = tmp_path / "small.png"
-    utils.save_label_png(np.zeros((5, 7), np.uint8), small)
+    save_label_png(np.zeros((5, 7), np.uint8), small)
     image = data["root"] + "/JPEGImages/shape_0000.jpg"
     reader = ImageReader(None, _one_line_list(tmp_path, image, small), (32, 32))
     with pytest.raises(DeepLabError, match="small.png: label is 7x5 but image"):
@@ -117,7 +120,7 @@ def test_list_errors(data, tmp_path, content, message):
 
 def _write_pairs(folder):
     """(image, label, expected image kind, expected label kind) for many encodings."""
-    from deeplab_resnet import image_reader as ir
+    from deeplab_resnet.data import pipeline as ir
     rng = np.random.default_rng(1)
     h, w = 37, 53
     pixels = rng.integers(0, 256, (h, w, 3), np.uint8)
@@ -152,7 +155,7 @@ def _write_pairs(folder):
             image.save(path, **options)
         label_path = folder / f"{path.stem}_{label_name}"
         if label is None:
-            utils.save_label_png(values, label_path)
+            save_label_png(values, label_path)
         else:
             label.save(label_path)
         pairs.append((path, label_path, kind, label_kind))
@@ -160,7 +163,7 @@ def _write_pairs(folder):
 
 
 def test_tensorflow_decoders_give_pil_pixels(tmp_path):
-    from deeplab_resnet import image_reader as ir
+    from deeplab_resnet.data import pipeline as ir
     pairs = _write_pairs(tmp_path)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{image} {label}\n" for image, label, _, _ in pairs))
@@ -170,12 +173,12 @@ def test_tensorflow_decoders_give_pil_pixels(tmp_path):
         assert (ir.image_kind(str(image)), ir.label_kind(str(label))[0]) == (kind, label_kind), (
             image, label, ir.png_header(str(label)))
         decoded_image, decoded_label = decode(tf.constant(i, tf.int64))
-        np.testing.assert_array_equal(decoded_image.numpy(), utils.read_image(str(image)))
-        np.testing.assert_array_equal(decoded_label.numpy(), utils.read_label(str(label)))
+        np.testing.assert_array_equal(decoded_image.numpy(), read_image(str(image)))
+        np.testing.assert_array_equal(decoded_label.numpy(), read_label(str(label)))
 
 
 def test_shapes_dataset_takes_the_tensorflow_decoders(data):
-    from deeplab_resnet import image_reader as ir
+    from deeplab_resnet.data import pipeline as ir
     reader = ImageReader(data["root"], data["train"], (32, 32))
     assert set(reader._decoders["image_kinds"].numpy()) == {ir.JPEG}
     assert set(reader._decoders["label_kinds"].numpy()) == {ir.PNG_PALETTE}
@@ -183,9 +186,9 @@ def test_shapes_dataset_takes_the_tensorflow_decoders(data):
 
 def test_bad_labels_on_the_tensorflow_path_name_the_file(data, tmp_path):
     bad = tmp_path / "bad.png"
-    label = utils.read_label(data["root"] + "/SegmentationClass/shape_0000.png").copy()
+    label = read_label(data["root"] + "/SegmentationClass/shape_0000.png").copy()
     label[0, 0] = 7
-    utils.save_label_png(label, bad)
+    save_label_png(label, bad)
     image = data["root"] + "/JPEGImages/shape_0000.jpg"
     reader = ImageReader(None, _one_line_list(tmp_path, image, bad), (32, 32))
     with contextlib.closing(reader.batches(1, num_classes=4)) as batches:

@@ -10,9 +10,12 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import save_model, tiny_model
-from deeplab_resnet import cli, predict, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.palette import overlay
+from deeplab_resnet import cli
+from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.cli import inference
-from deeplab_resnet.model import output_size, preprocess
+from deeplab_resnet.model.network import output_size, preprocess
 
 NUM_CLASSES = 4
 
@@ -49,7 +52,7 @@ def test_single_image_writes_palette_mask_overlay_and_raw_logits(model, ckpt, im
     assert code == 0
     assert sorted(os.listdir(tmp_path)) == ["street_logits.npy", "street_mask.png",
                                             "street_overlay.png"]
-    image = utils.read_image(image_file)
+    image = read_image(image_file)
     mask = Image.open(tmp_path / "street_mask.png")
     assert mask.mode == "P" and mask.size == (61, 45)
     assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
@@ -60,8 +63,8 @@ def test_single_image_writes_palette_mask_overlay_and_raw_logits(model, ckpt, im
     expected = model(preprocess(tf.constant(image)[tf.newaxis]))[0].numpy()
     # inference.py runs the BN-folded network: same function, other rounding.
     assert np.abs(logits - expected).max() <= 1e-5 * np.abs(expected).max()
-    overlay = np.asarray(Image.open(tmp_path / "street_overlay.png"))
-    np.testing.assert_array_equal(overlay, utils.overlay(image, np.asarray(mask)))
+    drawn = np.asarray(Image.open(tmp_path / "street_overlay.png"))
+    np.testing.assert_array_equal(drawn, overlay(image, np.asarray(mask)))
 
 
 def test_folder_of_images_in_any_mode(model, ckpt, tmp_path, capsys):
@@ -81,7 +84,7 @@ def test_folder_of_images_in_any_mode(model, ckpt, tmp_path, capsys):
     predictor = predict.Predictor(model)
     for name in ("a.jpg", "b.png", "c.png", "d.bmp", "e.png"):
         mask = np.asarray(Image.open(out / f"{os.path.splitext(name)[0]}_mask.png"))
-        expected = predictor(utils.read_image(str(folder / name)))
+        expected = predictor(read_image(str(folder / name)))
         np.testing.assert_array_equal(mask, expected.labels)
     assert not (out / "notes_mask.png").exists()
 
@@ -90,7 +93,7 @@ def test_flip_and_scales_flags_reach_the_predictor(model, ckpt, image_file, tmp_
     code, _, _ = _run([image_file, ckpt, "--save-dir", str(tmp_path), "--flip",
                        "--scales", "1.0,0.5"], capsys)
     assert code == 0
-    expected = predict.Predictor(model, scales=(1.0, 0.5), flip=True)(utils.read_image(image_file))
+    expected = predict.Predictor(model, scales=(1.0, 0.5), flip=True)(read_image(image_file))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "street_mask.png")),
                                   expected.labels)
 
@@ -229,7 +232,7 @@ def test_voc_submission_writes_the_test_server_layout(tmp_path, capsys, monkeypa
     for name in ("2008_000006", "2008_000011"):
         png = Image.open(folder / f"{name}.png")
         assert png.mode == "P" and png.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
-        expected = predict.Predictor(voc)(utils.read_image(images / f"{name}.jpg")).labels
+        expected = predict.Predictor(voc)(read_image(images / f"{name}.jpg")).labels
         np.testing.assert_array_equal(np.asarray(png), expected)
     assert f"VOC test-server results: submission/{folder.relative_to(tmp_path / 'submission')}" \
         in out

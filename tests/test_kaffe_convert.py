@@ -14,10 +14,11 @@ import pytest
 
 from caffe_fixtures import caffemodel_bytes, random_blobs, write_random_caffemodel
 from conftest import run_command
-from deeplab_resnet import caffe, checkpoint
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.cli import convert as convert_command
-from deeplab_resnet.caffe import load_net
-from deeplab_resnet.conversion import convert
+from deeplab_resnet.weights.caffe import load_net
+from deeplab_resnet.weights.conversion import convert
 from deeplab_resnet.errors import DeepLabError
 from kaffe import convert as kaffe_convert
 from kaffe.errors import KaffeError
@@ -128,7 +129,7 @@ def test_non_deeplab_net_has_no_meta(tmp_path):
 
 
 def test_resnet50_fixture_names_match_deeplab_backbone(resnet50_deploy_prototxt):
-    from deeplab_resnet.arch import architecture
+    from deeplab_resnet.model.arch import architecture
     converted = load_net(resnet50_deploy_prototxt)
     assert converted.deeplab is None
     shapes = converted.param_shapes()

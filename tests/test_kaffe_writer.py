@@ -4,10 +4,11 @@
 import numpy as np
 import pytest
 
-from deeplab_resnet import caffe, cli
+from deeplab_resnet import cli
+from deeplab_resnet.weights import caffe
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.caffe import load_net, read_weights, write_caffemodel
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.weights.caffe import load_net, read_weights, write_caffemodel
+from deeplab_resnet.model.network import DeepLabResNet
 
 
 def random_like(shapes, seed=0):
@@ -40,7 +41,7 @@ def test_inner_product_round_trip(tmp_path, resnet50_deploy_prototxt):
 
 def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_path):
     """Like DeepLab's COCO-pretrained init.caffemodel: another head, other class count."""
-    from deeplab_resnet import checkpoint
+    from deeplab_resnet.weights import checkpoint
     text = caffe.deploy_prototxt("tiny", 91).replace("fc1_voc12", "fc1_coco")
     source = DeepLabResNet("tiny", 91, seed=2)
     params = {k.replace("fc1_voc12", "fc1_coco"): v.numpy() for k, v in source.params.items()}
@@ -56,7 +57,7 @@ def test_caffemodel_without_the_voc_head_loads_its_backbone_for_a_new_head(tmp_p
 
 
 def test_new_head_takes_the_class_flag_not_the_restored_count(tmp_path):
-    from deeplab_resnet import checkpoint
+    from deeplab_resnet.weights import checkpoint
     text = caffe.deploy_prototxt("tiny", 91)
     params = {k: v.numpy() for k, v in DeepLabResNet("tiny", 91).params.items()}
     path = write_caffemodel(None, params, tmp_path / "coco.caffemodel", text=text)

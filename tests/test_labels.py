@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_resnet import shapes, utils
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet.data.palette import colorize
+from deeplab_resnet.data import shapes
 from deeplab_resnet.errors import BadFileError
-from deeplab_resnet.image_reader import ImageReader
+from deeplab_resnet.data.pipeline import ImageReader
 
 CONVERTER = "python dataset/convert_rgb_labels.py"
 SWAPPED = "the list's columns may be swapped (each line is 'IMAGE_PATH LABEL_PATH')"
@@ -22,7 +25,7 @@ def data(tmp_path_factory):
 
 
 def first_pair(data):
-    images, labels = utils.read_list(data["root"], data["train"])
+    images, labels = read_list(data["root"], data["train"])
     return images[0], labels[0]
 
 
@@ -44,12 +47,12 @@ def test_swapped_list_columns_are_named_with_the_jpeg(data, tmp_path):
 
 def test_a_grayscale_jpeg_label_is_named_lossy(data, tmp_path):
     """Class indices saved as JPEG: refused, not read with smeared values."""
-    indices = utils.read_label(first_pair(data)[1])
+    indices = read_label(first_pair(data)[1])
     path = tmp_path / "label.jpg"
     Image.fromarray(np.where(indices == 255, 0, indices * 60).astype(np.uint8)).save(path)
     with pytest.raises(BadFileError, match=r"label.jpg: a JPEG given as a label: JPEG is lossy.*"
                                            r"lossless PNGs of class indices$"):
-        utils.read_label(path)
+        read_label(path)
 
 
 def test_a_photo_png_label_names_swapped_columns_then_the_converter(data, tmp_path):
@@ -57,7 +60,7 @@ def test_a_photo_png_label_names_swapped_columns_then_the_converter(data, tmp_pa
     noise = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     Image.fromarray(noise).save(path)
     with pytest.raises(BadFileError) as error:
-        utils.read_label(path)
+        read_label(path)
     message = str(error.value)
     assert "like a photo, not class indices" in message
     assert message.index(SWAPPED) < message.index(CONVERTER)
@@ -65,9 +68,9 @@ def test_a_photo_png_label_names_swapped_columns_then_the_converter(data, tmp_pa
 
 def test_a_colour_coded_label_names_both_causes_swapped_first(data, tmp_path):
     path = tmp_path / "coloured.png"
-    Image.fromarray(utils.colorize(utils.read_label(first_pair(data)[1]))).save(path)
+    Image.fromarray(colorize(read_label(first_pair(data)[1]))).save(path)
     with pytest.raises(BadFileError) as error:
-        utils.read_label(path)
+        read_label(path)
     message = str(error.value)
     assert message.startswith(f"{path}: label image is 'RGB' (")
     assert f"if it is the photo, {SWAPPED}; if it is a colour-coded label" in message

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import layers
+from deeplab_resnet.model import layers
 
 
 def caffe_pool_reference(x, k, s, p, mode):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deeplab_resnet import metrics
+from deeplab_resnet.predict import metrics
 
 
 def test_confusion_matrix_counts_pairs_and_skips_ignored_pixels():

@@ -4,10 +4,11 @@ float16 dynamic loss scaling (overflow skips the update, the scale halves and gr
 import numpy as np
 import pytest
 
-from deeplab_resnet import shapes, training
+from deeplab_resnet import training
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.training import losses, optim, step
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 import tensorflow as tf
 
 NUM_CLASSES = 3

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet import model as model_lib
-from deeplab_resnet.arch import architecture
-from deeplab_resnet.model import DeepLabResNet, output_size, preprocess
+from deeplab_resnet.model import network as model_lib
+from deeplab_resnet.model.arch import architecture
+from deeplab_resnet.model.network import DeepLabResNet, output_size, preprocess
 
 
 def test_resnet101_layer_names_and_counts():
@@ -121,7 +121,7 @@ def test_trainable_batchnorm_moving_average_is_caffes_normalised_one():
 
 
 def test_loaded_statistics_count_as_a_long_history(tmp_path):
-    from deeplab_resnet import checkpoint
+    from deeplab_resnet.weights import checkpoint
     model = DeepLabResNet("tiny", 3)
     checkpoint.save_params({k: v.numpy() for k, v in model.params.items()}, tmp_path / "c",
                            "tiny", 3)

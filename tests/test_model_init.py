@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import save_model, tiny_model
 
-from deeplab_resnet import checkpoint, utils
-from deeplab_resnet.arch import is_head_variable
-from deeplab_resnet.model import DeepLabResNet, initial_parameter_values
+from deeplab_resnet.files import save_npz
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.model.arch import is_head_variable
+from deeplab_resnet.model.network import DeepLabResNet, initial_parameter_values
 from deeplab_resnet.training import TrainConfig, build_model
 
 NUM_CLASSES = 3
@@ -29,7 +30,7 @@ def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("init")
     prefix = save_model(model, folder / "tiny")
     npz = str(folder / "tiny.npz")
-    utils.save_npz(_values(model), npz)
+    save_npz(_values(model), npz)
     return _values(model), prefix, npz
 
 

@@ -16,7 +16,7 @@ import pytest
 from caffe_fixtures import write_random_caffemodel
 from conftest import run_command
 from deeplab_resnet.cli import convert, inference
-from deeplab_resnet.model import IMG_MEAN
+from deeplab_resnet.model.network import IMG_MEAN
 
 cv2 = pytest.importorskip("cv2")
 

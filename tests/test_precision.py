@@ -8,12 +8,16 @@ import pytest
 import tensorflow as tf
 
 from conftest import save_model, tiny_model
-from deeplab_resnet import cli, defaults, precision, shapes, utils
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import save_rgb_png
+from deeplab_resnet import cli, defaults
+from deeplab_resnet.runtime import precision
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import evaluate, export, inference
-from deeplab_resnet.fused import FusedDeepLab
-from deeplab_resnet.geometry import shrink_labels
-from deeplab_resnet.model import preprocess
-from deeplab_resnet.predict import Predictor
+from deeplab_resnet.model.fused import FusedDeepLab
+from deeplab_resnet.model.geometry import shrink_labels
+from deeplab_resnet.model.network import preprocess
+from deeplab_resnet.predict.prediction import Predictor
 
 NUM_CLASSES = len(shapes.CLASSES)
 BF16_CPU = precision.Hardware(cpu_flags=frozenset({"avx512f", "avx512_bf16"}))
@@ -97,7 +101,7 @@ def test_resolve_falls_back_once_with_a_logged_warning(monkeypatch, capsys, capl
     assert precision.resolve("bf16", PLAIN_CPU) == tf.float32
     assert precision.resolve("bf16", PLAIN_CPU) == tf.float32
     [record] = caplog.records
-    assert record.levelname == "WARNING" and record.name == "deeplab_resnet.precision"
+    assert record.levelname == "WARNING" and record.name == "deeplab_resnet.runtime.precision"
     assert "bf16" in record.getMessage() and "running fp32" in record.getMessage()
     assert precision.resolve("fp16", PLAIN_CPU) == tf.float32
     assert "fp16" in caplog.records[-1].getMessage()
@@ -122,14 +126,14 @@ def test_cli_without_bf16_hardware_runs_fp32_and_says_so(ckpt, tmp_path, monkeyp
     monkeypatch.setattr(precision, "detect", lambda: PLAIN_CPU)
     monkeypatch.setattr(precision, "_warned", set())
     image, label = _samples(2, 1)[0]
-    utils.save_rgb_png(image, tmp_path / "a.png")
+    save_rgb_png(image, tmp_path / "a.png")
     code, _, err = _run(inference.main, [str(tmp_path / "a.png"), ckpt, "--precision", "bf16",
                                          "--save-dir", str(tmp_path / "bf16")], capsys)
     assert code == 0 and err.count("no native bf16") == 1
     assert _run(inference.main, [str(tmp_path / "a.png"), ckpt,
                                  "--save-dir", str(tmp_path / "fp32")], capsys)[0] == 0
-    np.testing.assert_array_equal(utils.read_label(tmp_path / "bf16" / "a_mask.png"),
-                                  utils.read_label(tmp_path / "fp32" / "a_mask.png"))
+    np.testing.assert_array_equal(read_label(tmp_path / "bf16" / "a_mask.png"),
+                                  read_label(tmp_path / "fp32" / "a_mask.png"))
 
 
 def test_evaluate_reports_the_precision_it_ran(ckpt, tmp_path, monkeypatch, capsys):

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from caffe_fixtures import caffe_interp, deeplab_zoom_to_image, interp_size
 from conftest import tiny_model
-from deeplab_resnet import predict
-from deeplab_resnet.model import output_size, preprocess
+from deeplab_resnet.predict import prediction as predict
+from deeplab_resnet.model.network import output_size, preprocess
 
 NUM_CLASSES = 5
 

@@ -39,9 +39,10 @@ def python_blocks():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """The files the README's blocks name, for the tiny network."""
+    from deeplab_resnet.data.images import read_image
     import deeplab_resnet
-    from deeplab_resnet import shapes, utils
-    from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
+    from deeplab_resnet.data import shapes
+    from deeplab_resnet.weights.caffe import deploy_prototxt, write_caffemodel
     root = tmp_path_factory.mktemp("readme")
     net = tiny_model(NUM_CLASSES, seed=8, head_biases=np.linspace(-0.3, 0.3, NUM_CLASSES))
     (root / "misc").mkdir()
@@ -61,7 +62,7 @@ def workspace(tmp_path_factory):
     for path in ("photo.jpg", "my_photos/a.jpg", "my_photos/b.jpg"):
         Image.fromarray(rng.integers(0, 256, (37, 49, 3), dtype=np.uint8)).save(root / path)
     deeplab_resnet.Segmenter.load(caffemodel).export(root / "exported")
-    assert utils.read_image(root / "photo.jpg").shape == (37, 49, 3)
+    assert read_image(root / "photo.jpg").shape == (37, 49, 3)
     return root
 
 

@@ -15,11 +15,12 @@ import tensorflow as tf
 from conftest import run_command, save_model
 
 
-from deeplab_resnet import cli, shapes, training
+from deeplab_resnet import cli, training
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.cli.reporting import reporting
 from deeplab_resnet.errors import DeepLabError
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import run_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,10 +17,11 @@ import tensorflow as tf
 from tensorflow.python.framework import ops, random_seed
 
 import conftest
-from deeplab_resnet import shapes, training
+from deeplab_resnet import training
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import DeepLabError, SettingError
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import (Callback, StopRequest, TrainConfig, TrainResult, losses,
                                      optim, run_record, step)
 
@@ -102,7 +103,9 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
     """A stop asked by a callback, a resume to the end, a rerun with nothing to do: the
     results, the callbacks, the log; no output, no signal handler, umask or seed changed."""
     # TensorFlow's own Python warnings (e.g. a checkpoint deleted with values it did not
-    # restore) would reach a notebook's stderr through TensorFlow's handler.
+    # restore) would reach a notebook's stderr through TensorFlow's handler. Objects that
+    # earlier tests of this worker left are collected first: their warnings are not this run's.
+    gc.collect()
     caplog.set_level(logging.WARNING, logger="tensorflow")
     caplog.set_level(logging.INFO, logger="deeplab_resnet")
     before = process_state()
@@ -193,8 +196,8 @@ def test_bad_settings_name_their_field(data, tmp_path, settings, field):
 
 
 def test_class_names_are_kept_in_the_checkpoints(data, tmp_path):
-    from deeplab_resnet import checkpoint
-    from deeplab_resnet.segmenter import Segmenter
+    from deeplab_resnet.weights import checkpoint
+    from deeplab_resnet.predict.segmenter import Segmenter
     names = tuple(shapes.CLASSES)
     parsed = train_flags.build_parser(training.TRAIN).parse_args(
         ["--class-names", ",".join(names)])

@@ -6,9 +6,10 @@ import pytest
 from caffe_fixtures import caffe_interp, deeplab_label_shrink, interp_size
 import tensorflow as tf
 
-from deeplab_resnet import shapes, training
+from deeplab_resnet import training
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import train_flags
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import losses, optim, step
 
 SCALES = (1.0, 0.75, 0.5)

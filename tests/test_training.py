@@ -14,11 +14,17 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_command
-from deeplab_resnet import checkpoint, cli, geometry, shapes, training, utils
-from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet import cli, training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.model import geometry
+from deeplab_resnet.data import shapes
+from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.cli import train as train_command
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.model import DeepLabResNet, preprocess
+from deeplab_resnet.model.network import DeepLabResNet, preprocess
 from deeplab_resnet.training import losses, optim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,10 +153,10 @@ def mean_iou(model, data):
     """mIoU of `model` on the shapes validation list, full resolution (numpy confusion)."""
     n = len(shapes.CLASSES)
     confusion = np.zeros((n, n), np.int64)
-    images, labels = utils.read_list(data["root"], data["val"])
+    images, labels = read_list(data["root"], data["val"])
     for image_path, label_path in zip(images, labels):
-        label = utils.read_label(label_path)
-        logits = model(preprocess(utils.read_image(image_path)[None]))
+        label = read_label(label_path)
+        logits = model(preprocess(read_image(image_path)[None]))
         pred = np.argmax(geometry.logits_to_image(logits, label.shape).numpy()[0], -1)
         valid = label != 255
         confusion += np.bincount(n * label[valid].astype(int) + pred[valid],
@@ -280,7 +286,7 @@ def test_imagenet_checkpoint_starts_the_backbone(tmp_path):
 def test_converted_imagenet_caffemodel_starts_the_backbone(tmp_path, resnet50_deploy_prototxt):
     """convert.py's output for KaimingHe's ResNet-50 deploy net lands tensor by tensor."""
     from caffe_fixtures import write_random_caffemodel
-    from deeplab_resnet.conversion import convert
+    from deeplab_resnet.weights.conversion import convert
     caffemodel = tmp_path / "resnet50.caffemodel"
     blobs = write_random_caffemodel(resnet50_deploy_prototxt, caffemodel, seed=2)
     prefix = tmp_path / "ckpt" / "resnet50"

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from conftest import run_command, tiny_model, with_trained_statistics
 
-from deeplab_resnet import caffe, checkpoint
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.cli import convert, inference
 from deeplab_resnet.errors import BadFileError, SettingError, WriteError
 from kaffe import convert as kaffe_convert

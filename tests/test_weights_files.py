@@ -11,8 +11,10 @@ from PIL import Image
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint, cli, legacy, training
-from deeplab_resnet.arch import architecture, infer_variant
+from deeplab_resnet import cli, training
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.weights import legacy
+from deeplab_resnet.model.arch import architecture, infer_variant
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.cli import convert, evaluate, export, inference, train_flags
 
@@ -121,7 +123,7 @@ def test_export_takes_a_v1_file(files, tmp_path, capfd):
     assert os.path.isfile(tmp_path / "served" / "saved_model.pb")
     served = tf.saved_model.load(str(tmp_path / "served"))
     image = np.random.default_rng(2).integers(0, 256, (37, 29, 3), dtype=np.uint8)
-    from deeplab_resnet import predict
+    from deeplab_resnet.predict import prediction as predict
     expected = predict.Predictor(checkpoint.load_weights(files["ours"]))(image).labels
     labels = served.signatures["serving_default"](image=tf.constant(image))["labels"].numpy()
     np.testing.assert_array_equal(labels, expected)
@@ -235,7 +237,7 @@ def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, 
 
 
 def test_convert_says_what_it_wrote(tmp_path, capfd):
-    from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
+    from deeplab_resnet.weights.caffe import deploy_prototxt, write_caffemodel
     model = tiny_model(NUM_CLASSES)
     prototxt = tmp_path / "deploy.prototxt"
     prototxt.write_text(deploy_prototxt("tiny", NUM_CLASSES))
@@ -253,7 +255,7 @@ def test_convert_says_what_it_wrote(tmp_path, capfd):
 
 
 def test_convert_records_class_names_that_evaluation_shows(files, data, tmp_path, capfd):
-    from deeplab_resnet.caffe import deploy_prototxt, write_caffemodel
+    from deeplab_resnet.weights.caffe import deploy_prototxt, write_caffemodel
     model = tiny_model(NUM_CLASSES)
     prototxt = tmp_path / "deploy.prototxt"
     prototxt.write_text(deploy_prototxt("tiny", NUM_CLASSES))

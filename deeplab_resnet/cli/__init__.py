@@ -22,11 +22,11 @@ import os
 import sys
 
 from deeplab_resnet import defaults
-from deeplab_resnet.arch import VARIANTS
+from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.cli.reporting import reporting
 from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError
-from deeplab_resnet.utils import writable_dir
+from deeplab_resnet.files import writable_dir
 
 MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
@@ -159,7 +159,7 @@ def add_device_args(parser):
 def use_devices(args):
     """Applies the flags of `add_device_args` (process-wide, before TensorFlow uses a GPU) and
     logs the devices in use, as a command's first line."""
-    from deeplab_resnet import devices  # TensorFlow: cli.run has loaded it quietly
+    from deeplab_resnet.runtime import devices  # TensorFlow: cli.run has loaded it quietly
     devices.use_tf32(args.tf32)
     if args.memory_growth:
         devices.use_memory_growth()

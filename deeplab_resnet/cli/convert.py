@@ -27,7 +27,7 @@ def is_weights_source(path):
 
 def rewrite(args):
     """SOURCE is a checkpoint: write it in this project's format."""
-    from deeplab_resnet import checkpoint
+    from deeplab_resnet.weights import checkpoint
     if args.caffemodel or args.code_output_path:
         raise DeepLabError(f"{args.def_path} is a checkpoint, not a prototxt: --caffemodel and "
                         "--code-output-path need the net's deploy prototxt")
@@ -44,7 +44,7 @@ def rewrite(args):
 
 
 def convert_caffe(args):
-    from deeplab_resnet.conversion import convert
+    from deeplab_resnet.weights.conversion import convert
     done = convert(args.def_path, args.caffemodel, ckpt_path=args.ckpt_path,
                    npz_path=args.data_output_path, code_path=args.code_output_path,
                    class_names=args.class_names)
@@ -68,7 +68,7 @@ def main(argv=None):
                              "(V2), a folder of checkpoints, an .npz")
     parser.add_argument("--caffemodel", default=None, help="binary .caffemodel with the weights")
     parser.add_argument("--ckpt-path", default=None,
-                        help="checkpoint prefix to write (deeplab_resnet.checkpoint format)")
+                        help="checkpoint prefix to write (a TensorFlow checkpoint)")
     parser.add_argument("--data-output-path", default=None,
                         help=".npz file to write with the converted weights")
     parser.add_argument("--code-output-path", default=None,

@@ -29,7 +29,15 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from deeplab_resnet import caffe, cli, defaults, shapes, utils
+from deeplab_resnet.data.datasets import VOC_PALETTE
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet.data.palette import colorize, save_rgb_png
+from deeplab_resnet.files import atomic_path, unused_path
+from deeplab_resnet import cli, defaults
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import convert, evaluate, inference, train
 from deeplab_resnet.errors import DeepLabError
 
@@ -91,7 +99,7 @@ def picture(rows, titles, legend):
         draw.text((x + (column_width - text_width) // 2, GAP), title, fill=(0, 0, 0), font=font)
     top = title_band + body + GAP
     for x, y, index, name in entries:
-        colour = tuple(int(v) for v in utils.VOC_PALETTE[index])
+        colour = tuple(int(v) for v in VOC_PALETTE[index])
         draw.rectangle((x, top + y, x + SWATCH - 1, top + y + SWATCH - 1), fill=colour,
                        outline=(0, 0, 0))
         draw.text((x + SWATCH + GAP, top + y), name, fill=(0, 0, 0), font=font)
@@ -101,7 +109,7 @@ def picture(rows, titles, legend):
 def train_step(data, out, num_steps, seed):
     """Trains in out/snapshots; a run there that is complete (a rerun with the same settings)
     is reused as it is."""
-    from deeplab_resnet import checkpoint  # TensorFlow: after cli.run quieted it
+    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
     from deeplab_resnet.training import run_record
     snapshots = os.path.join(out, "snapshots")
     latest = checkpoint.latest_in(snapshots) if os.path.isdir(snapshots) else None
@@ -135,7 +143,7 @@ def evaluate_step(data, out, snapshots):
 
 
 def picture_step(data, out, snapshots):
-    images, labels = utils.read_list(data["root"], data["val"])
+    images, labels = read_list(data["root"], data["val"])
     pairs = list(zip(images, labels))[:GRID_IMAGES]
     masks = os.path.join(out, "inference")
     # One inference.py run on a folder of the grid's images, as a user segments a folder.
@@ -147,23 +155,23 @@ def picture_step(data, out, snapshots):
     rows = []
     for image_path, label_path in pairs:
         stem = os.path.splitext(os.path.basename(image_path))[0]
-        predicted = utils.read_label(os.path.join(masks, f"{stem}_mask.png"))
-        rows.append([utils.read_image(image_path), utils.colorize(utils.read_label(label_path)),
-                     utils.colorize(predicted)])
-    from deeplab_resnet import checkpoint  # TensorFlow: after cli.run quieted it
+        predicted = read_label(os.path.join(masks, f"{stem}_mask.png"))
+        rows.append([read_image(image_path), colorize(read_label(label_path)),
+                     colorize(predicted)])
+    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
     grid = os.path.join(out, "predictions_grid.png")
     names = checkpoint.describe(snapshots).class_names or shapes.CLASSES  # as training recorded
     legend = [*enumerate(names), (defaults.IGNORE_LABEL, "ignored")]
-    utils.save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
+    save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
     return grid, masks
 
 
 def caffe_step(data, out, seed):
-    from deeplab_resnet.model import DeepLabResNet  # TensorFlow: after cli.run quieted it
+    from deeplab_resnet.model.network import DeepLabResNet  # TensorFlow: after cli.run quieted it
     folder = os.path.join(out, "caffe")
     os.makedirs(folder, exist_ok=True)
     prototxt = os.path.join(folder, "deploy_tiny.prototxt")
-    with utils.atomic_path(prototxt) as tmp:
+    with atomic_path(prototxt) as tmp:
         with open(tmp, "w") as f:
             f.write(caffe.deploy_prototxt("tiny", NUM_CLASSES))
     model = DeepLabResNet("tiny", NUM_CLASSES, seed=seed + 1)
@@ -173,7 +181,7 @@ def caffe_step(data, out, seed):
                                         bn_factor=0.5)
     ckpt = os.path.join(folder, "converted", "tiny")
     convert.main([prototxt, "--caffemodel", caffemodel, "--ckpt-path", ckpt])
-    image = utils.read_list(data["root"], data["val"])[0][0]
+    image = read_list(data["root"], data["val"])[0][0]
     stem = os.path.splitext(os.path.basename(image))[0]
     logits, outputs = [], []
     for weights, name in ((ckpt, "from_checkpoint"), (caffemodel, "from_caffemodel")):
@@ -235,7 +243,7 @@ def claim_output_dir(out, settings):
     if saved is None and present:
         raise DeepLabError(f"--output-dir {out} holds {', '.join(present)} but no "
                            f"{SETTINGS_FILE}, so not a demo run: give another --output-dir, "
-                           f"e.g. --output-dir {utils.unused_path(out)}")
+                           f"e.g. --output-dir {unused_path(out)}")
     if saved is not None and saved != settings:
         was = _as_flags(saved) if saved else "unknown settings"
         print(f"{out} holds a demo run with {was}: starting over with {_as_flags(settings)}",
@@ -246,7 +254,7 @@ def claim_output_dir(out, settings):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
-    with utils.atomic_path(os.path.join(out, SETTINGS_FILE)) as tmp:
+    with atomic_path(os.path.join(out, SETTINGS_FILE)) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(settings, f)
 

@@ -5,8 +5,9 @@ Regenerate the committed files with
 (or `python -m deeplab_resnet.cli.deploy ...`).
 """
 
+from deeplab_resnet.files import atomic_path
 from deeplab_resnet import cli, defaults
-from deeplab_resnet.arch import VARIANTS
+from deeplab_resnet.model.arch import VARIANTS
 
 
 def build_parser():
@@ -29,9 +30,9 @@ def build_parser():
 @cli.flag_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from deeplab_resnet import caffe, utils
+    from deeplab_resnet.weights import caffe
     text = caffe.deploy_prototxt(args.model, args.num_classes, args.input_size)
-    with utils.atomic_path(args.output) as tmp:
+    with atomic_path(args.output) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
     print(f"{args.output}: deploy prototxt of DeepLab {args.model}, {args.num_classes} classes, "

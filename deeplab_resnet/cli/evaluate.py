@@ -22,6 +22,10 @@ import sys
 
 from tqdm import tqdm
 
+from deeplab_resnet.data.images import check_distinct_stems
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet.files import atomic_path
+from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags, progress
 from deeplab_resnet.errors import DeepLabError
@@ -72,8 +76,8 @@ def main(argv=None):
 
 def _evaluate(args):
     """Predicts, scores and reports the list `args` name; returns the exit status."""
-    from deeplab_resnet import evaluation, utils
-    images, labels = utils.read_list(args.data_dir, args.data_list, with_labels=False)
+    from deeplab_resnet.predict import evaluation
+    images, labels = read_list(args.data_dir, args.data_list, with_labels=False)
     if not labels:
         if args.voc_submission is None and args.save_dir is None:
             raise DeepLabError(f"--data-list {args.data_list}: names no label files, so there is "
@@ -84,7 +88,7 @@ def _evaluate(args):
                                "files, so there are no scores to write")
     pairs = list(zip(images, labels or [None] * len(images)))[:args.num_steps]
     if args.save_dir is not None or args.voc_submission is not None:
-        utils.check_distinct_stems([image for image, _ in pairs])
+        check_distinct_stems([image for image, _ in pairs])
     crf = predict_flags.crf_params(args)
     if args.save_dir is not None:
         cli.check_writable_dir(args.save_dir, "--save-dir")
@@ -97,7 +101,7 @@ def _evaluate(args):
     save_dirs = [] if args.save_dir is None else [args.save_dir]
     if args.voc_submission is not None:
         save_dirs.append(cli.check_writable_dir(
-            utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
+            voc_submission_folder(args.voc_submission, segmenter.num_classes),
             "--voc-submission"))
     predict_flags.print_setup(segmenter, args, crf, len(pairs))
     # A bar on a terminal; elsewhere (nohup, a pipe) a line at least every minute.
@@ -128,7 +132,6 @@ def _evaluate(args):
 
 def write_json(args, segmenter, crf, scores, num_images):
     """--json-output: every score, then the settings, then the confusion matrix."""
-    from deeplab_resnet import utils
     settings = {"restore_from": segmenter.weights, "model": segmenter.model,
                 "num_classes": segmenter.num_classes, "dataset": args.dataset,
                 "ignore_label": args.ignore_label,
@@ -139,7 +142,7 @@ def write_json(args, segmenter, crf, scores, num_images):
     document = scores.as_dict()
     confusion = document.pop("confusion_matrix")
     document.update(settings=settings, confusion_matrix=confusion)
-    with utils.atomic_path(args.json_output) as tmp:
+    with atomic_path(args.json_output) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=2)
 

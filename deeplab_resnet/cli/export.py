@@ -35,7 +35,7 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     cli.use_devices(args)
-    from deeplab_resnet import export
+    from deeplab_resnet.predict import export
     output_dir = export.check_output_dir(args.output_dir)  # before the weights are read
     segmenter = predict_flags.load_segmenter(args, args.restore_from)
     export.export(segmenter.predictor, output_dir)

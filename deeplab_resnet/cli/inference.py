@@ -17,6 +17,10 @@ when given): DIR/results/VOC2012/Segmentation/comp6_test_cls/<stem>.png.
 import os
 import sys
 
+from deeplab_resnet.data.images import image_paths, read_image
+from deeplab_resnet.data.palette import overlay, save_label_png, save_rgb_png
+from deeplab_resnet.files import save_npy
+from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
 from deeplab_resnet.errors import DeepLabError
@@ -58,8 +62,7 @@ def get_arguments(argv=None):
 def main(argv=None):
     args = get_arguments(argv)
     cli.use_devices(args)
-    from deeplab_resnet import inference
-    paths = inference.image_paths(args.img_path)
+    paths = image_paths(args.img_path)
     crf = predict_flags.crf_params(args)
     save_dir = args.save_dir
     if save_dir is None and (args.voc_submission is None or args.save_logits):
@@ -79,7 +82,6 @@ class _Outputs:
     """Where one image's outputs go, and writing them."""
 
     def __init__(self, args, segmenter, save_dir):
-        from deeplab_resnet import utils
         self.save_dir, self.logits = save_dir, args.save_logits
         self.palette = segmenter.palette
         if save_dir is not None:
@@ -87,7 +89,7 @@ class _Outputs:
         self.submission = None
         if args.voc_submission is not None:
             self.submission = cli.check_writable_dir(
-                utils.voc_submission_folder(args.voc_submission, segmenter.num_classes),
+                voc_submission_folder(args.voc_submission, segmenter.num_classes),
                 "--voc-submission")
         self.written = 0
 
@@ -106,18 +108,17 @@ class _Outputs:
 
     def write(self, path, image, prediction):
         """Writes the outputs of one image; returns the label PNGs written."""
-        from deeplab_resnet import utils
         files, written = self.files(path), []
         if self.submission is not None:
             written.append(files.pop(0))
-            utils.save_label_png(prediction.labels, written[-1])
+            save_label_png(prediction.labels, written[-1])
         if self.save_dir is not None:
-            mask, overlay, *logits = files
-            utils.save_label_png(prediction.labels, mask, self.palette)
-            utils.save_rgb_png(utils.overlay(image, prediction.labels, palette=self.palette),
-                               overlay)
+            mask, overlay_path, *logits = files
+            save_label_png(prediction.labels, mask, self.palette)
+            save_rgb_png(overlay(image, prediction.labels, palette=self.palette),
+                         overlay_path)
             if logits:
-                utils.save_npy(prediction.logits, logits[0])
+                save_npy(prediction.logits, logits[0])
             written.append(mask)
         self.written += 1
         return written
@@ -125,9 +126,8 @@ class _Outputs:
 
 def _read(path):
     """(image, None), or (None, the DeepLabError) for an unreadable image."""
-    from deeplab_resnet import utils
     try:
-        return utils.read_image(path), None
+        return read_image(path), None
     except DeepLabError as exc:
         return None, exc
 
@@ -135,7 +135,7 @@ def _read(path):
 def _segment_all(segmenter, outputs, paths, args):
     """Segments every image (the next ones decoded while the network runs); returns
     {"broken": [(path, error)], "existing": [path]}: the images skipped."""
-    from deeplab_resnet import predict
+    from deeplab_resnet.predict import prediction as predict
     skipped = {"broken": [], "existing": []}
     if args.skip_existing:
         skipped["existing"] = [path for path in paths

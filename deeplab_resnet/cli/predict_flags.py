@@ -1,10 +1,11 @@
 """The test-protocol flags of evaluate, inference and export, turned into a `Segmenter`.
 
-Building the parser imports `deeplab_resnet.precision` (and so TensorFlow, which
+Building the parser imports `deeplab_resnet.runtime.precision` (and so TensorFlow, which
 `cli.run` has loaded by then) for the precision names.
 """
 
-from deeplab_resnet import cli, crf, defaults
+from deeplab_resnet import cli, defaults
+from deeplab_resnet.predict import crf
 from deeplab_resnet.errors import DeepLabError
 
 
@@ -32,7 +33,7 @@ def add_prediction_args(parser, with_crf=True):
     group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
                        help="padded side for --deeplab-protocol (default %(default)s; rounded up "
                             "to 8k+1 and to the image size for larger images)")
-    from deeplab_resnet import precision  # TensorFlow: parsers are built after cli.run loaded it
+    from deeplab_resnet.runtime import precision  # parsers are built after cli.run loaded TF
     group.add_argument("--precision", choices=list(precision.PRECISIONS),
                        default=precision.DEFAULT_PRECISION,
                        help="number format the network computes in: bf16 (bfloat16) is about "
@@ -65,7 +66,7 @@ def add_prediction_args(parser, with_crf=True):
 def add_dataset_arg(parser):
     """--dataset: whose class names label the scores and whose colours the PNGs (evaluate,
     inference)."""
-    from deeplab_resnet import datasets
+    from deeplab_resnet.data import datasets
     parser.add_argument("--dataset", choices=list(datasets.DATASETS), default=None,
                         help="the dataset the model was trained for: its class names label the "
                              "scores and its colours the label PNGs and overlays (default: "
@@ -100,7 +101,7 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=N
         class_names: --class-names, or None.
         dataset: --dataset, or None.
     """
-    from deeplab_resnet.segmenter import Segmenter
+    from deeplab_resnet.predict.segmenter import Segmenter
     return Segmenter.load(weights, model=args.model, num_classes=args.num_classes,
                           prototxt=args.prototxt, precision=args.precision, scales=args.scales,
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,

@@ -16,11 +16,12 @@ import time
 
 from tqdm import tqdm
 
-from deeplab_resnet import cli, defaults, distribute
+from deeplab_resnet import cli, defaults
+from deeplab_resnet.runtime import distribute
 from deeplab_resnet.cli import progress, tf_quiet
 from deeplab_resnet.errors import Stopped
-from deeplab_resnet.image_reader import SCALE_MODES
-from deeplab_resnet.precision import PRECISIONS
+from deeplab_resnet.data.pipeline import SCALE_MODES
+from deeplab_resnet.runtime.precision import PRECISIONS
 from deeplab_resnet.training import Callback, StopRequest, TrainConfig, train
 from deeplab_resnet.training.config import get_recipe
 

@@ -24,14 +24,14 @@ One update = `micro_batches` forward/backward passes whose gradients are
 averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
-A `StopRequest` (`deeplab_resnet.stop`; the commands set it on SIGTERM or
+A `StopRequest` (`deeplab_resnet.runtime.stop`; the commands set it on SIGTERM or
 SIGINT) ends a run at the next update boundary, with a checkpoint.
 
 Resuming is exact: the checkpoint holds the weights, the optimizer slots, the
 update count and the number of examples consumed, and the input pipeline is a
 stateless function of (seed, example number).
 
-Distribution (`strategy`, `deeplab_resnet.distribute`): the model's variables,
+Distribution (`strategy`, `deeplab_resnet.runtime.distribute`): the model's variables,
 the optimizer slots and the step counters are created under the strategy's
 scope; each replica reads `batch_size` examples of the global batch, its loss
 is its share of the mean over the global batch's valid pixels, and the
@@ -53,7 +53,7 @@ Example:
 
 import logging
 
-from deeplab_resnet.stop import StopRequest
+from deeplab_resnet.runtime.stop import StopRequest
 from deeplab_resnet.training.config import (FINE_TUNE, RECIPES, TRAIN, TRAIN_MSC, Recipe,
                                             TrainConfig)
 from deeplab_resnet.training.loop import Callback, TrainResult, train

@@ -57,7 +57,7 @@ class TrainConfig:
         precision: the number format the network computes in: "fp32", "bf16"
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.
-        strategy: "default", "mirrored" or "multi-worker" (`deeplab_resnet.distribute`).
+        strategy: "default", "mirrored" or "multi-worker" (`deeplab_resnet.runtime.distribute`).
 
     Example:
         >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",

@@ -9,19 +9,22 @@ import time
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import defaults, devices, distribute, precision
-from deeplab_resnet.arch import HEAD_PREFIX, VARIANTS, param_kind
+from deeplab_resnet.weights import checkpoint as ckpt_lib
+from deeplab_resnet import defaults
+from deeplab_resnet.runtime import devices
+from deeplab_resnet.runtime import distribute
+from deeplab_resnet.runtime import precision
+from deeplab_resnet.model.arch import HEAD_PREFIX, VARIANTS, param_kind
 from deeplab_resnet.errors import SettingError, name_fields
-from deeplab_resnet.image_reader import SCALE_MODES, ImageReader
-from deeplab_resnet.stop import StopAgreement, StopRequest
+from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
+from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
 from deeplab_resnet.training.state import build_state
 from deeplab_resnet.training.step import Trainer
-from deeplab_resnet.utils import writable_dir
+from deeplab_resnet.files import writable_dir
 
 log = logging.getLogger(__name__)
 PROGRESS = {"progress": True}  # `extra` of records that are progress, not the report

@@ -2,8 +2,9 @@
 
 import tensorflow as tf
 
-from deeplab_resnet import distribute, geometry
-from deeplab_resnet.msc import MultiScale
+from deeplab_resnet.runtime import distribute
+from deeplab_resnet.model import geometry
+from deeplab_resnet.model.msc import MultiScale
 
 
 def cross_entropy_sums(logits, labels, ignore_label):

@@ -27,9 +27,9 @@ import re
 
 import tensorflow as tf
 
-from deeplab_resnet import tf_bundle
+from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.utils import unused_path
+from deeplab_resnet.files import unused_path
 
 # The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
 KEY = "meta/run/.ATTRIBUTES/VARIABLE_VALUE"

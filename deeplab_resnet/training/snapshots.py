@@ -9,7 +9,8 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint as ckpt_lib, tf_bundle
+from deeplab_resnet.weights import checkpoint as ckpt_lib
+from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import SettingError, first_line
 from deeplab_resnet.training import run_record
 
@@ -71,6 +72,9 @@ def resume(checkpoint, latest, snapshot_dir):
         status = checkpoint.restore(latest)
     except ckpt_lib.READ_ERRORS as exc:
         raise ckpt_lib.corrupt(latest, exc) from None
+    # The run record (meta/run) is read on its own (`run_record.read`), not restored here;
+    # said before the check, so that a refused resume leaves no warning for the collector.
+    status.expect_partial()
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
@@ -78,6 +82,4 @@ def resume(checkpoint, latest, snapshot_dir):
                            f"kind of training ({first_line(exc)[:120]}): "
                            f"{run_record.ways_out(snapshot_dir, latest)}",
                            "snapshot_dir", "restore_from") from None
-    # The run record (meta/run) is read on its own (`run_record.read`), not restored here.
-    status.expect_partial()
 

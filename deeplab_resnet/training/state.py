@@ -5,11 +5,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint as ckpt_lib
-from deeplab_resnet import arch, defaults, distribute
-from deeplab_resnet.arch import is_head_variable
+from deeplab_resnet.weights import checkpoint as ckpt_lib
+from deeplab_resnet import defaults
+from deeplab_resnet.model import arch
+from deeplab_resnet.runtime import distribute
+from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale

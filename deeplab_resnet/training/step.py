@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from deeplab_resnet import distribute, geometry
+from deeplab_resnet.runtime import distribute
+from deeplab_resnet.model import geometry
 
 
 class UpdateStats(NamedTuple):

@@ -5,8 +5,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_resnet import defaults
-from deeplab_resnet.model import IMG_MEAN
-from deeplab_resnet.utils import colorize
+from deeplab_resnet.model.network import IMG_MEAN
+from deeplab_resnet.data.palette import colorize
 
 
 def image_strips(images, labels, predictions, ignore_label, count):

@@ -92,7 +92,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     deploy = args.deploy.resolve() if args.deploy else work / "deploy.prototxt"
     if args.deploy is None:
-        from deeplab_resnet.caffe import deploy_prototxt
+        from deeplab_resnet.weights.caffe import deploy_prototxt
         deploy.write_text(deploy_prototxt(args.model, args.num_classes) + "\n")
     images = max(c["batch_size"] * c["micro_batches"] for c in cases)
     sys.path.insert(0, str(CAFFE_TOOLS))

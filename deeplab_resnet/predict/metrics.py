@@ -9,22 +9,9 @@ predicted classes.
 import numpy as np
 
 from deeplab_resnet import defaults
+from deeplab_resnet.data.labels import check_labels
 
 
-def check_labels(labels, num_classes, ignore_label):
-    """Raises ValueError when a label value is neither a class nor the ignore label.
-
-    Args:
-        labels: integer array of ground-truth labels.
-        num_classes: number of classes; valid classes are 0..num_classes-1.
-        ignore_label: the value of unscored pixels.
-    """
-    values = np.unique(labels)
-    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
-    if bad.size:
-        shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
-        raise ValueError(f"label values {shown} are neither a class (0..{num_classes - 1}) "
-                         f"nor the ignore label {ignore_label}")
 
 
 def confusion_matrix(labels, predictions, num_classes, ignore_label=defaults.IGNORE_LABEL):

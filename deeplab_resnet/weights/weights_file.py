@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from deeplab_resnet import arch as arch_lib
+from deeplab_resnet.model import arch as arch_lib
 from deeplab_resnet.errors import BadFileError, SettingError
 
 HEAD_LAYER = f"{arch_lib.HEAD_PREFIX}_c0"

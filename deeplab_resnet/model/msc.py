@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from deeplab_resnet import geometry
+from deeplab_resnet.model import geometry
 
 
 class MultiScale(tf.Module):

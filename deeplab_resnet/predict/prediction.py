@@ -29,12 +29,13 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import crf as crf_lib
-from deeplab_resnet import defaults, geometry
-from deeplab_resnet import model as model_lib
-from deeplab_resnet import msc
-from deeplab_resnet import precision as precision_lib
-from deeplab_resnet.fused import FusedDeepLab
+from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet import defaults
+from deeplab_resnet.model import geometry
+from deeplab_resnet.model import network as model_lib
+from deeplab_resnet.model import msc
+from deeplab_resnet.runtime import precision as precision_lib
+from deeplab_resnet.model.fused import FusedDeepLab
 
 # Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
 # features (see benchmarks/RESULTS.md for what it costs and buys).
@@ -239,7 +240,7 @@ class PredictConfig:
         deeplab_protocol: DeepLab's pad / zoom x8 / crop protocol.
         pad_size: padded side for `deeplab_protocol`.
         precision: the number format the network computes in ("fp32",
-            "bf16", "fp16"; see `deeplab_resnet.precision`).
+            "bf16", "fp16"; see `deeplab_resnet.runtime.precision`).
     """
     scales: tuple = (1.0,)
     flip: bool = False

@@ -4,7 +4,7 @@ bfloat16 and float16 halve the memory traffic and, on hardware with native
 instructions, double the arithmetic rate. Without such instructions TensorFlow
 emulates them, many times slower than float32, so a reduced precision is used
 only where the hardware has it; elsewhere inference runs float32 and says so
-(a warning on the `deeplab_resnet.precision` logger).
+(a warning on the `deeplab_resnet.runtime.precision` logger).
 
     bf16: a GPU of compute capability >= 8.0 (Ampere and later), or a CPU with
           AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm).
@@ -23,7 +23,7 @@ import logging
 
 import tensorflow as tf
 
-from deeplab_resnet import devices
+from deeplab_resnet.runtime import devices
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def resolve(precision, hardware=None):
 
     A reduced precision this hardware cannot run natively falls back to
     float32, with one warning (per precision and process) logged on
-    `deeplab_resnet.precision`.
+    `deeplab_resnet.runtime.precision`.
 
     Args:
         precision: "fp32", "bf16" or "fp16".

@@ -9,12 +9,17 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet import checkpoint, crf as crf_lib, datasets, defaults, evaluation
-from deeplab_resnet import export as export_lib
-from deeplab_resnet import precision as precision_lib
-from deeplab_resnet import predict as predict_lib
-from deeplab_resnet import utils
-from deeplab_resnet.arch import VARIANTS
+from deeplab_resnet.data.images import read_image, to_rgb
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet import defaults
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet.data import datasets
+from deeplab_resnet.predict import evaluation
+from deeplab_resnet.predict import export as export_lib
+from deeplab_resnet.runtime import precision as precision_lib
+from deeplab_resnet.predict import prediction as predict_lib
+from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.errors import DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
@@ -33,9 +38,9 @@ def as_rgb(image):
         for an object of another type, or an array of another dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
-        return utils.read_image(image)
+        return read_image(image)
     if isinstance(image, Image.Image):
-        return utils.to_rgb(image)
+        return to_rgb(image)
     if tf.is_tensor(image):
         image = image.numpy()
     if not isinstance(image, np.ndarray):
@@ -45,7 +50,7 @@ def as_rgb(image):
     if image.dtype == np.uint8 and channels == 3:
         return image
     if image.dtype == np.uint8 and (image.ndim == 2 or channels in (1, 4)):
-        return utils.to_rgb(Image.fromarray(image[..., 0] if channels == 1 else image))
+        return to_rgb(Image.fromarray(image[..., 0] if channels == 1 else image))
     raise SettingError(f"{{image}}: expected an HxWx3 uint8 RGB array (or HxW, HxWx4), got "
                        f"{image.dtype} {image.shape}", "image")
 
@@ -57,7 +62,7 @@ def _crf_params(crf):
         return None
     params = crf_lib.CRFParams() if crf is True else crf
     if not isinstance(params, crf_lib.CRFParams):
-        raise SettingError(f"{{crf}}: expected True or a deeplab_resnet.crf.CRFParams, got "
+        raise SettingError(f"{{crf}}: expected True or a deeplab_resnet.predict.crf.CRFParams, got "
                            f"{type(crf).__name__}", "crf")
     if not crf_lib.available():
         raise DeepLabError(crf_lib.INSTALL_HINT)
@@ -100,7 +105,7 @@ class Segmenter:
             weights record, else the dataset's (VOC's for 21 classes, ...; class_<i>
             for a class count no dataset has).
         palette: 256x3 uint8 colours of the classes (the dataset's), for label
-            PNGs and overlays (`deeplab_resnet.utils.save_label_png`, `overlay`).
+            PNGs and overlays (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -147,12 +152,12 @@ class Segmenter:
             flip: also predict the mirrored image and average the probabilities.
             deeplab_protocol: DeepLab's pad / zoom x8 / crop test protocol.
             crf: refine with a dense CRF: True (DeepLab-v2's VOC settings) or a
-                `deeplab_resnet.crf.CRFParams`; needs the optional pydensecrf2.
+                `deeplab_resnet.predict.crf.CRFParams`; needs the optional pydensecrf2.
             pad_size: padded side for `deeplab_protocol` (513).
             class_names: one name per class (default: those the weights record,
                 else the dataset's).
             dataset: the dataset the model was trained for ("voc", "cocostuff",
-                "cityscapes", "ade20k"; see `deeplab_resnet.datasets`): its class
+                "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
                 names and colours (default: recognised by the class count; a count
                 no dataset has gives class_<i> and VOC's colours).
         Returns:
@@ -239,7 +244,7 @@ class Segmenter:
             >>> scores = seg.evaluate("VOCdevkit/VOC2012", "dataset/val.txt")
             >>> print(scores.report())        # the lines evaluate.py prints
         """
-        images, labels = utils.read_list(data_dir, data_list)
+        images, labels = read_list(data_dir, data_list)
         pairs = list(zip(images, labels))[:num_images]
         confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label,
                                         progress=progress)

@@ -1,6 +1,6 @@
 """DeepLab-v2 atrous ResNet with the ASPP head, named after the Caffe layers.
 
-The network is described once, in `deeplab_resnet.arch` (layers, parameter
+The network is described once, in `deeplab_resnet.model.arch` (layers, parameter
 names and shapes, the traversal); `DeepLabResNet` creates its variables from
 that description and runs it.
 """
@@ -8,8 +8,9 @@ that description and runs it.
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch as arch_lib
-from deeplab_resnet import defaults, layers
+from deeplab_resnet.model import arch as arch_lib
+from deeplab_resnet import defaults
+from deeplab_resnet.model import layers
 
 IMG_MEAN = np.array(defaults.IMG_MEAN_BGR, dtype=np.float32)  # B, G, R
 

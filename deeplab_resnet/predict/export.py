@@ -6,7 +6,8 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_resnet import checkpoint, utils
+from deeplab_resnet.files import plain_mode, writable_dir
+from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
 
 
@@ -25,7 +26,7 @@ def check_output_dir(path, field="output_dir"):
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise SettingError(f"{{{field}}} {path}: already exists and is not an empty folder",
                            field, path=path)
-    utils.writable_dir(os.path.dirname(path), field)
+    writable_dir(os.path.dirname(path), field)
     return path
 
 
@@ -41,7 +42,7 @@ def export(predictor, output_dir):
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
     try:
-        utils.plain_mode(tmp)
+        plain_mode(tmp)
         with checkpoint.writing(output_dir):
             tf.saved_model.save(predictor, tmp, signatures={
                 "serving_default": predictor.serve.get_concrete_function()})

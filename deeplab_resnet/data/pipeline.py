@@ -28,9 +28,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet import defaults, metrics, utils
+from deeplab_resnet.data.images import MAX_IMAGE_PIXELS, read_image
+from deeplab_resnet.data.labels import check_labels, read_label
+from deeplab_resnet.data.lists import read_list
+from deeplab_resnet import defaults
 from deeplab_resnet.errors import SettingError, DeepLabError, first_line
-from deeplab_resnet.model import preprocess
+from deeplab_resnet.model.network import preprocess
 
 SCALE_MODES = ("uniform", "caffe")
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
@@ -81,7 +84,7 @@ def png_header(path):
 
 def _small(width, height):
     """Whether PIL would decode an image of this size (larger ones it refuses, with a message)."""
-    return width * height <= utils.MAX_IMAGE_PIXELS
+    return width * height <= MAX_IMAGE_PIXELS
 
 
 def _rgb_jpeg(path):
@@ -132,7 +135,7 @@ class ImageReader:
     """Reads a segmentation list file as an endless, deterministic stream of crops.
 
     Args:
-        data_dir, data_list: see `utils.read_list`.
+        data_dir, data_list: see `read_list`.
         input_size: (height, width) of the crops.
         random_scale: rescale each pair by a random factor (image bilinear,
             label nearest neighbour).
@@ -151,7 +154,7 @@ class ImageReader:
                  ignore_label=defaults.IGNORE_LABEL, seed=1234, scale_mode="uniform", shuffle=True):
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got '{scale_mode}'")
-        self.images, self.labels = utils.read_list(data_dir, data_list)
+        self.images, self.labels = read_list(data_dir, data_list)
         self.input_size = tuple(int(v) for v in input_size)
         self.random_scale = random_scale
         self.random_mirror = random_mirror
@@ -181,8 +184,8 @@ class ImageReader:
         (a value that is neither a class nor the ignore label is an error, not ignored)."""
         index = int(index)
         try:
-            image = utils.read_image(self.images[index])
-            label = utils.read_label(self.labels[index])
+            image = read_image(self.images[index])
+            label = read_label(self.labels[index])
             if image.shape[:2] != label.shape:
                 raise DeepLabError(
                     f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
@@ -191,7 +194,7 @@ class ImageReader:
                 # The values present (a histogram is faster than np.unique on every pixel).
                 present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
                 try:
-                    metrics.check_labels(present, num_classes, self.ignore_label)
+                    check_labels(present, num_classes, self.ignore_label)
                 except ValueError as exc:
                     raise SettingError(f"{self.labels[index]}: {exc} ({{num_classes}} "
                                        f"{num_classes})", "num_classes") from None
@@ -208,8 +211,8 @@ class ImageReader:
         """
         for image, label in zip(self.images, self.labels):
             try:
-                utils.read_image(image)
-                utils.read_label(label)
+                read_image(image)
+                read_label(label)
             except DeepLabError as exc:
                 return exc
         return None

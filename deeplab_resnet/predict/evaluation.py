@@ -13,15 +13,20 @@ import os
 
 import numpy as np
 
-from deeplab_resnet import defaults, metrics, predict, utils
+from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet import defaults
+from deeplab_resnet.predict import metrics
+from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.errors import BadFileError
 
 
 def _read_pair(num_classes, ignore_label, pair):
     """(image path, RGB image, label or None) of one pair, the label checked against both."""
     image_path, label_path = pair
-    image = utils.read_image(image_path)
-    label = None if label_path is None else utils.read_label(label_path)
+    image = read_image(image_path)
+    label = None if label_path is None else read_label(label_path)
     if label is not None:
         if label.shape != image.shape[:2]:
             raise BadFileError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
@@ -75,7 +80,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                        ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
-            utils.save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
+            save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
         done += 1
         if progress is not None:
             progress(done, confusion)

@@ -15,9 +15,9 @@ optionally float32); its logits are float32.
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch as arch_lib
-from deeplab_resnet import layers
-from deeplab_resnet.model import max_pool, residual
+from deeplab_resnet.model import arch as arch_lib
+from deeplab_resnet.model import layers
+from deeplab_resnet.model.network import max_pool, residual
 
 
 def fold_params(model):
@@ -87,7 +87,7 @@ class FusedDeepLab(tf.Module):
     Args:
         model: the trained `DeepLabResNet` (its current weights are copied).
         compute_dtype: the dtype the network computes in (tf.float32,
-            tf.bfloat16 or tf.float16; see `deeplab_resnet.precision`).
+            tf.bfloat16 or tf.float16; see `deeplab_resnet.runtime.precision`).
             Images are cast to it; the logits come back float32.
         float32_head: with a reduced `compute_dtype`, run the ASPP head in
             float32 on the backbone's features.

@@ -1,10 +1,10 @@
 """Saving and loading weights: checkpoint prefixes, checkpoint folders, caffemodels.
 
 Every checkpoint of the project holds `params/<caffe name>` (see
-`deeplab_resnet.arch` for the naming scheme) and, for DeepLab networks,
+`deeplab_resnet.model.arch` for the naming scheme) and, for DeepLab networks,
 `meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names`,
 so that loading needs no extra flags and a contradicting flag is an error. Weights
-that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.legacy`;
+that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.weights.legacy`;
 `.npz` files of convert.py; converted ImageNet ResNets) get them from their
 parameters' names and the head's shape.
 
@@ -24,10 +24,17 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet import arch, caffe, defaults, legacy, npz_file, tf_bundle, utils, weights
+from deeplab_resnet.files import save_npz
+from deeplab_resnet import defaults
+from deeplab_resnet.model import arch
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import legacy
+from deeplab_resnet.weights import npz_file
+from deeplab_resnet.weights import tf_bundle
+from deeplab_resnet.weights import weights_file as weights
 from deeplab_resnet.errors import (BadFileError, SettingError, WriteError, first_line,
                                    tensorflow_reason)
-from deeplab_resnet.model import DeepLabResNet
+from deeplab_resnet.model.network import DeepLabResNet
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
 _PARAM_PREFIX = "params/"
@@ -375,7 +382,7 @@ def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
         save_params(params, ckpt_path, variant, num_classes,
                     class_names or (opened.class_names if variant is not None else None))
     if npz_path:
-        utils.save_npz(params, npz_path)
+        save_npz(params, npz_path)
     return variant, num_classes, len(params)
 
 

@@ -10,7 +10,8 @@ signature that accepts images of any size.
 
 import tensorflow as tf
 
-from deeplab_resnet import defaults, devices
+from deeplab_resnet import defaults
+from deeplab_resnet.runtime import devices
 # Caffe's size formulas live with the converter's shape inference (plain Python);
 # re-exported here for the network code.
 from kaffe.sizes import conv_output_size, pool_output_size

@@ -4,7 +4,9 @@ TF2 code. What `deeplab_resnet.convert` and convert.py run."""
 import dataclasses
 import os
 
-from deeplab_resnet import caffe, checkpoint, utils
+from deeplab_resnet.files import atomic_path, save_npz
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
 
 _OUTPUTS = ("ckpt_path", "npz_path", "code_path")
@@ -30,7 +32,7 @@ class Conversion:
 
 
 def save_code(code, path):
-    with utils.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(code)
 
@@ -95,7 +97,7 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
     if ckpt_path:
         checkpoint.save_params(params, ckpt_path, variant, num_classes, class_names)
     if npz_path:
-        utils.save_npz(params, npz_path)
+        save_npz(params, npz_path)
     if code_path:
         save_code(code, code_path)
     return Conversion(variant, num_classes, len(net.param_shapes()),

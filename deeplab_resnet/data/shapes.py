@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from deeplab_resnet import defaults, utils
+from deeplab_resnet.data.palette import save_label_png
+from deeplab_resnet.files import atomic_path
+from deeplab_resnet import defaults
 
 CLASSES = ("background", "square", "disc", "triangle")
 # Mean colour of each shape class (RGB); the background is drawn from grey tones.
@@ -84,14 +86,14 @@ def make_shapes_dataset(root, num_train=48, num_val=16, size=(72, 96), seed=0):
         h, w = (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
         image, label = make_sample(rng, h, w, int(rng.integers(1, 4)))
         name = f"shape_{index:04d}"
-        with utils.atomic_path(os.path.join(root, "JPEGImages", name + ".jpg")) as tmp:
+        with atomic_path(os.path.join(root, "JPEGImages", name + ".jpg")) as tmp:
             Image.fromarray(image).save(tmp, format="JPEG", quality=95)
-        utils.save_label_png(label, os.path.join(root, "SegmentationClass", name + ".png"))
+        save_label_png(label, os.path.join(root, "SegmentationClass", name + ".png"))
         lists[split].append(f"/JPEGImages/{name}.jpg /SegmentationClass/{name}.png\n")
     paths = {"root": str(root)}
     for split, lines in lists.items():
         paths[split] = os.path.join(root, f"{split}.txt")
-        with utils.atomic_path(paths[split]) as tmp:
+        with atomic_path(paths[split]) as tmp:
             with open(tmp, "w") as f:
                 f.writelines(lines)
     return paths

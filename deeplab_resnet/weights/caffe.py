@@ -28,10 +28,11 @@ import functools
 
 import numpy as np
 
-from deeplab_resnet import arch as arch_lib
-from deeplab_resnet import defaults, weights
+from deeplab_resnet.model import arch as arch_lib
+from deeplab_resnet import defaults
+from deeplab_resnet.weights import weights_file as weights
 from deeplab_resnet.errors import BadFileError, SettingError
-from deeplab_resnet.utils import atomic_path
+from deeplab_resnet.files import atomic_path
 from kaffe import convert as kaffe_convert
 from kaffe import emit, reader, transforms, writer
 from kaffe.errors import KaffeError

@@ -1,0 +1,92 @@
+"""Image files: decoding any image to RGB (size-checked first), finding the images of a folder."""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from deeplab_resnet.errors import BadFileError, DeepLabError
+
+
+def check_distinct_stems(paths, output="{stem}.png"):
+    """A DeepLabError when two images would write the same output file (same name, other folder)."""
+    seen = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in seen:
+            raise DeepLabError(f"{path} and {seen[stem]} would write the same outputs "
+                            f"({output.format(stem=stem)})")
+        seen[stem] = path
+
+
+# Images with more pixels are refused before they are decoded (PIL's own
+# decompression-bomb limit, 0.09 gigapixels, e.g. 9459 x 9459).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def open_image(path):
+    """Opens and decodes an image file; a missing, empty, non-image or oversized file
+    (more than MAX_IMAGE_PIXELS by its header) is a DeepLabError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{width}x{height}")
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DeepLabError(f"{path}: image too large (its header claims more than "
+                        f"{MAX_IMAGE_PIXELS} pixels); refused before decoding") from None
+    except FileNotFoundError:
+        raise DeepLabError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DeepLabError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        empty = os.path.exists(path) and os.path.getsize(path) == 0
+        reason = "empty file" if empty else "not an image"
+        raise DeepLabError(f"{path}: {reason} ({type(exc).__name__})") from None
+    return image
+
+
+def to_rgb(image):
+    """A PIL image of any mode (grayscale, CMYK, RGBA, palette, ...) -> HxWx3 uint8 RGB,
+    converted as the commands convert the images they read."""
+    return np.asarray(image.convert("RGB"))
+
+
+def read_image(path):
+    """Any image file (grayscale, RGBA, palette, ...) -> HxWx3 uint8 RGB (`to_rgb`)."""
+    return to_rgb(open_image(path))
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
+
+
+def list_images(folder):
+    """Sorted paths of the files in `folder` whose extension is an image format's."""
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(folder, n)))
+    return [os.path.join(folder, n) for n in names]
+
+
+
+def image_paths(path):
+    """The images to segment: `path` itself, or the image files of a folder (sorted).
+
+    Raises:
+        BadFileError when `path` is missing or a folder without image files;
+        DeepLabError when two images would write the same outputs.
+    """
+    if not os.path.exists(path):
+        raise BadFileError(f"{path}: no such file or folder", path=path)
+    if not os.path.isdir(path):
+        return [path]
+    paths = list_images(path)
+    if not paths:
+        raise BadFileError(f"{path}: folder holds no image files "
+                           f"({', '.join(IMAGE_EXTENSIONS)})", path=path)
+    check_distinct_stems(paths, "{stem}_mask.png")
+    return paths
