@@ -87,7 +87,7 @@ def _check_settings(model, num_classes, precision, scales):
 def _load_network(weights, model, num_classes, prototxt):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
     opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
-    return opened, checkpoint.build_model(opened, model, num_classes, prototxt=prototxt)
+    return opened, opened.build_model(model, num_classes, prototxt=prototxt)
 
 
 class Segmenter:
