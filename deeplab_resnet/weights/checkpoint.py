@@ -9,9 +9,10 @@ that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.weight
 parameters' names and the head's shape.
 
 The pipeline, each step in one place: `open_weights` has the path resolved once
-(`paths.locate`), the file opened once by its format's reader (`tf_reader`, the one
-reader of TensorFlow checkpoints; `npz_file`; `caffe`) into a `weights_file.WeightsFile`
-by its one factory (metadata checked), and that object is what the rest takes:
+(`paths.locate`), a checkpoint's files checked (`tf_bundle`), the file opened once by its
+format's reader (`tf_reader`, the one reader of TensorFlow checkpoints; `npz_file`;
+`caffe`) into a `weights_file.WeightsFile` by its one factory (metadata checked), and
+that object is what the rest takes:
 `WeightsFile.build_model` (shapes checked against the architecture, values read and
 checked for finiteness), resuming, the run record, `rewrite` and conversion. This module
 also hands on the names of `paths` and `saving` that its callers use, so that they
@@ -29,6 +30,7 @@ from deeplab_resnet.weights import caffe
 from deeplab_resnet.weights import legacy
 from deeplab_resnet.weights import npz_file
 from deeplab_resnet.weights import paths
+from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.weights import tf_reader
 from deeplab_resnet.weights import weights_file as weights
 from deeplab_resnet.weights.paths import (READ_ERRORS, is_caffemodel, latest_in,  # noqa: F401
@@ -58,9 +60,13 @@ def open_weights(path, prototxt=None, variant=None):
     if kind == paths.NPY:
         legacy.refuse_npy(path)
     if kind == paths.NPZ:
-        return weights.opened(path, "npz", {name: (a.shape, functools.partial(np.asarray, a))
-                                            for name, a in npz_file.read(path).items()})
-    return weights.opened(path, **tf_reader.open_checkpoint(path))
+        arrays = npz_file.read(path)
+        parts = {"format": "npz", "tensors": {name: (a.shape, functools.partial(np.asarray, a))
+                                              for name, a in arrays.items()}}
+    else:
+        tf_bundle.check(path)  # what would abort TensorFlow's reader is refused first
+        parts = tf_reader.open_checkpoint(path)
+    return weights.opened(path, **parts)
 
 
 def describe(path, prototxt=None):

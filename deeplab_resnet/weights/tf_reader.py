@@ -1,8 +1,9 @@
 """The one reader of TensorFlow checkpoints: a prefix opened into the parts of a `WeightsFile`.
 
-`open_checkpoint(prefix)` checks the files first (`tf_bundle.check`: what would abort
-TensorFlow's reader is refused), then opens them with `tf.train.load_checkpoint` (called
-here only, in `_reader`) and names the tensors in the model's scheme: `params/<name>` of
+`open_checkpoint(prefix)` opens a checkpoint that `tf_bundle.check` has passed (what would
+abort TensorFlow's reader is refused there; `checkpoint.open_weights`, its one caller, runs
+both) with `tf.train.load_checkpoint` (called here only, in `_reader`) and names the
+tensors in the model's scheme: `params/<name>` of
 this project's checkpoints, or the 2017 port's names (`legacy`). The other tensors of a
 training checkpoint (counters, optimizer slots, the run record) are kept by key, for
 resuming. Values are read only when asked for.
@@ -14,7 +15,6 @@ import tensorflow as tf
 
 from deeplab_resnet.errors import BadFileError, tensorflow_reason
 from deeplab_resnet.weights import legacy
-from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.weights.paths import READ_ERRORS
 
 _META_KEY = "meta/{}/.ATTRIBUTES/VARIABLE_VALUE"
@@ -31,8 +31,8 @@ def corrupt(prefix, exc):
 
 
 def _reader(prefix):
-    """TensorFlow's reader of the checkpoint at `prefix`: the one place a checkpoint is opened."""
-    tf_bundle.check(prefix)  # what would abort TensorFlow's reader is refused first
+    """TensorFlow's reader of the checkpoint at `prefix` (checked by `tf_bundle.check`): the
+    one place a checkpoint is opened."""
     try:
         return tf.train.load_checkpoint(prefix)
     except READ_ERRORS as exc:
@@ -82,13 +82,13 @@ def state_name(key):
 
 def open_checkpoint(prefix):
     """The parts of a `WeightsFile` (keyword arguments of `weights_file.opened`) for the
-    checkpoint at `prefix`, opened once.
+    checkpoint at `prefix`, opened once; `tf_bundle.check(prefix)` must have passed.
 
     Returns:
         {"format", "tensors": {name: (shape, read)}, "others": {`state_name`: (shape, read)},
         "recorded": as stored, or None}.
     Raises:
-        BadFileError: files that TensorFlow's reader would not survive or cannot read.
+        BadFileError: files that TensorFlow's reader cannot read.
     """
     reader = _reader(prefix)
     shapes = reader.get_variable_to_shape_map()

@@ -107,11 +107,10 @@ def check_finite(path, name, value):
     return value
 
 
-# Tensors of a training checkpoint that training keeps above zero, or at zero and above (names
-# as in `WeightsFile.others`; every integer tensor is a counter).
+# Floating-point tensors of a training checkpoint that training keeps above zero, or at zero
+# and above (names as in `WeightsFile.others`); every integer tensor is a counter, never below 0.
 _POSITIVE = ("loss_scale/scale",)
-_NON_NEGATIVE = ("step", "data_position", "meta/bn_factor", "optimizer/iterations",
-                 "optimizer/v/", "loss_scale/good_steps")
+_NON_NEGATIVE = ("meta/bn_factor", "optimizer/v/")
 
 
 def _shown(names, limit=3):
@@ -310,12 +309,14 @@ class WeightsFile:
                              f"-{defaults.BN_EPS:g} (a division by zero)")
         for name, (_, read) in self.others.items():
             value = np.asarray(read())
-            if value.dtype.kind == "f" or value.dtype.name == "bfloat16":
+            floating = value.dtype.kind == "f" or value.dtype.name == "bfloat16"
+            if not floating and value.dtype.kind not in "iu":
+                continue  # strings (the run record, class names) and flags
+            if floating:
                 check_finite(self.path, name, value)
-            if value.dtype.kind in "iuf" and name.startswith(_POSITIVE) and np.any(value <= 0):
+            if name.startswith(_POSITIVE) and np.any(value <= 0):
                 self._refuse(name, value <= 0, "values at or below 0 (a loss scale)")
-            elif value.dtype.kind in "if" and name.startswith(_NON_NEGATIVE) \
-                    and np.any(value < 0):
+            elif (not floating or name.startswith(_NON_NEGATIVE)) and np.any(value < 0):
                 self._refuse(name, value < 0, "negative values (a count or a mean of squares)")
 
     def _refuse(self, name, bad, what):
