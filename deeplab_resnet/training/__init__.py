@@ -16,7 +16,7 @@ these modules:
     step        loss scaling and the compiled update (micro-batches, replicas)
     state       the model, optimizer, counters and checkpoint of a run
     summaries   TensorBoard scalars and image strips
-    snapshots   checkpoint saving (finite-weights guard), resuming, the head check
+    snapshots   checkpoint saving (finite-weights guard), resuming (values checked, kind matched)
     run_record  what a run is, so that a snapshot folder only resumes that run
     loop        train: startup checks and report, the updates, saving, stopping
 
