@@ -641,7 +641,7 @@ RESUME_VALUE_CASES = [
     ("inf-momentum", "optimizer/velocity/res2a_branch2b.Sweights", _first_to(np.inf),
      "tensor 'optimizer/velocity/res2a_branch2b/weights' holds 1 NaN or infinite values"),
     ("negative-variance", "params/bn_conv1.Svariance", lambda a: -np.ones_like(a),
-     "tensor 'bn_conv1/variance' holds 16 BatchNorm variances below -1e-05"),
+     "tensor 'bn_conv1/variance' holds 16 BatchNorm variances at or below -1e-05"),
     ("negative-step", "step", lambda a: np.array(-3, a.dtype),
      "tensor 'step' holds 1 negative values"),
 ]

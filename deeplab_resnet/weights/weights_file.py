@@ -29,7 +29,6 @@ import numpy as np
 from deeplab_resnet import defaults
 from deeplab_resnet.errors import BadFileError, SettingError
 from deeplab_resnet.model import arch as arch_lib
-from deeplab_resnet.model.network import DeepLabResNet
 
 HEAD_LAYER = f"{arch_lib.HEAD_PREFIX}_c0"
 HEAD_WEIGHTS = arch_lib.param_name(HEAD_LAYER, arch_lib.WEIGHTS)
@@ -281,6 +280,9 @@ class WeightsFile:
         network = arch_lib.architecture(variant or defaults.VARIANT,
                                         num_classes or defaults.NUM_CLASSES)
         params = self.params_for(network, new_head=new_head)
+        # Imported here: `caffe`, which opens caffemodels into WeightsFiles, loads without
+        # TensorFlow (the converter's commands do).
+        from deeplab_resnet.model.network import DeepLabResNet
         # The variables start from the values read: only a new head is drawn at random.
         model = DeepLabResNet(network.variant, network.num_classes, initial_values=params,
                               **model_kwargs)
@@ -296,8 +298,8 @@ class WeightsFile:
     def check_values(self):
         """Reads every tensor once and refuses values that training cannot have written: a
         value that is not finite (`check_finite`), a BatchNorm variance at or below
-        -`defaults.BN_EPS` (a division by zero), a negative counter, optimizer second
-        moment or loss scale. What `snapshots.resume` checks before restoring.
+        -`defaults.BN_EPS` (a division by zero), a negative counter or optimizer second
+        moment, a loss scale at or below 0. What `snapshots.resume` checks before restoring.
 
         Raises:
             BadFileError naming the file and the tensor.
@@ -305,8 +307,8 @@ class WeightsFile:
         for name in self.tensors:
             value = self.read(name)
             if arch_lib.param_kind(name) == "variance" and np.any(value + defaults.BN_EPS <= 0):
-                self._refuse(name, value + defaults.BN_EPS <= 0, "BatchNorm variances below "
-                             f"-{defaults.BN_EPS:g} (a division by zero)")
+                self._refuse(name, value + defaults.BN_EPS <= 0, "BatchNorm variances at or "
+                             f"below -{defaults.BN_EPS:g} (a division by zero)")
         for name, (_, read) in self.others.items():
             value = np.asarray(read())
             floating = value.dtype.kind == "f" or value.dtype.name == "bfloat16"
