@@ -70,7 +70,8 @@ def open_weights(path, prototxt=None, variant=None):
 
 
 def describe(path, prototxt=None):
-    """What a weights file is, without reading its tensors' values.
+    """What a weights file is, without reading the values of a checkpoint's or a caffemodel's
+    tensors (an `.npz` is read whole: `npz_file` checks each member as it reads it).
 
     Args:
         path: anything `load_weights` takes.
