@@ -2,13 +2,14 @@
 
 `architecture()` lists the Caffe-named convolutions of a variant grouped into
 bottleneck blocks. Everything that walks the network goes through `run`, so
-the TF model (`network`), its BN-folded form (`fused`), the deploy prototxt
-(`caffe.deploy_prototxt`) and the output-size arithmetic (`network.output_size`)
-cannot disagree about its order or wiring.
+the TF model (`network.DeepLabResNet`), its BN-folded form (`fused`), the
+deploy prototxt (`weights.caffe.deploy_prototxt`) and the output-size
+arithmetic (`network.output_size`) cannot disagree about its order or wiring.
 
-Parameter naming scheme (checkpoint keys `params/<name>`), spelled in this package by
-`param_name` only (the converter, which may not import it, spells the same scheme for
-the nets it converts in `kaffe.transforms.param_name`):
+Parameter naming scheme (checkpoint keys `params/<name>`), spelled in
+deeplab_resnet by `param_name` (kaffe, which imports nothing of deeplab_resnet,
+spells the same scheme in `kaffe.transforms.param_name`; a converted Caffe net
+is taken for a DeepLab one only when its names and shapes are `param_shapes()`'s):
 
     <conv layer>/weights      HWIO kernel, e.g. `res4b22_branch2b/weights`
     <conv layer>/biases       only the head, e.g. `fc1_voc12_c3/biases`
@@ -19,8 +20,6 @@ the nets it converts in `kaffe.transforms.param_name`):
 """
 
 import dataclasses
-import functools
-import numbers
 
 from deeplab_resnet import defaults
 
@@ -198,26 +197,11 @@ def _conv(name, bottom, cin, cout, kernel, stride=1, dilation=1, relu=False, bn_
 
 
 def architecture(variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES):
-    """The DeepLab-v2 network of a variant as Caffe-named layers.
-
-    Described once per (variant, class count) in a process: the description is immutable,
-    and everything that loads, checks or builds a network asks for it again.
-    """
+    """The DeepLab-v2 network of a variant as Caffe-named layers."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown model variant '{variant}' (choose from {', '.join(VARIANTS)})")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    if isinstance(num_classes, numbers.Integral):
-        return _described(variant, int(num_classes))
-    return _describe(variant, num_classes)
-
-
-@functools.lru_cache(maxsize=64)
-def _described(variant, num_classes):
-    return _describe(variant, num_classes)
-
-
-def _describe(variant, num_classes):
     spec = VARIANTS[variant]
     stem = _conv("conv1", "data", 3, spec.stem_width, 7, stride=2, relu=True, bn_suffix="_conv1")
     stem = dataclasses.replace(stem, pad=3)
