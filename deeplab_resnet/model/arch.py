@@ -20,6 +20,8 @@ is taken for a DeepLab one only when its names and shapes are `param_shapes()`'s
 """
 
 import dataclasses
+import functools
+import numbers
 
 from deeplab_resnet import defaults
 
@@ -197,11 +199,26 @@ def _conv(name, bottom, cin, cout, kernel, stride=1, dilation=1, relu=False, bn_
 
 
 def architecture(variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES):
-    """The DeepLab-v2 network of a variant as Caffe-named layers."""
+    """The DeepLab-v2 network of a variant as Caffe-named layers.
+
+    Described once per (variant, class count) in a process: the description is immutable,
+    and everything that loads, checks or builds a network asks for it again.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown model variant '{variant}' (choose from {', '.join(VARIANTS)})")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if isinstance(num_classes, numbers.Integral):
+        return _described(variant, int(num_classes))
+    return _describe(variant, num_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _described(variant, num_classes):
+    return _describe(variant, num_classes)
+
+
+def _describe(variant, num_classes):
     spec = VARIANTS[variant]
     stem = _conv("conv1", "data", 3, spec.stem_width, 7, stride=2, relu=True, bn_suffix="_conv1")
     stem = dataclasses.replace(stem, pad=3)
