@@ -126,7 +126,17 @@ def add_model_args(parser):
     group.add_argument("--prototxt", default=None,
                        help="deploy prototxt for a .caffemodel "
                             "(default: the project's own for --model)")
+    add_classes_arg(group)
     return group
+
+
+CLASSES_HELP = ("classes file: one 'R G B name' line per class, in class order ('#' "
+                "comments); --num-classes follows from it")
+
+
+def add_classes_arg(parser, help=CLASSES_HELP):
+    """--classes FILE: the classes' names and colours."""
+    parser.add_argument("--classes", metavar="FILE", default=None, help=help)
 
 
 def add_data_args(parser, data_dir=None, data_list=None):

@@ -14,6 +14,7 @@ from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data import datasets
 from deeplab_resnet.predict import evaluation
 from deeplab_resnet.predict import export as export_lib
@@ -84,6 +85,17 @@ def _check_settings(model, num_classes, precision, scales):
         raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
 
 
+def _names_and_colours(opened, num_classes, classes, class_names, dataset):
+    """(names, 256x3 palette) of a loaded model: `classes`'; else `class_names` or the
+    recorded names, in the recorded colours or else `dataset`'s (see `datasets.classes`)."""
+    if classes is not None:
+        return list(classes.names), classes.palette
+    names, palette = datasets.classes(dataset, num_classes, class_names or opened.class_names)
+    if opened.class_colours is not None and dataset is None:
+        palette = classes_lib.palette_of(opened.class_colours)
+    return names, palette
+
+
 def _load_network(weights, model, num_classes, prototxt):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
     opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
@@ -101,11 +113,12 @@ class Segmenter:
     Attributes:
         model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
         num_classes: the number of classes.
-        class_names: one name per class: those given to `load`, else those the
-            weights record, else the dataset's (VOC's for 21 classes, ...; class_<i>
-            for a class count no dataset has).
-        palette: 256x3 uint8 colours of the classes (the dataset's), for label
-            PNGs and overlays (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
+        class_names: one name per class: those of the classes file or names given to
+            `load`, else those the weights record, else the dataset's (VOC's for
+            21 classes, ...; class_<i> for a class count no dataset has).
+        palette: 256x3 uint8 colours of the classes (the classes file's, else those
+            the weights record, else the dataset's), for label PNGs and overlays
+            (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -131,7 +144,7 @@ class Segmenter:
     @classmethod
     def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
              scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None):
+             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None, classes=None):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
@@ -160,6 +173,9 @@ class Segmenter:
                 "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
                 names and colours (default: recognised by the class count; a count
                 no dataset has gives class_<i> and VOC's colours).
+            classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`):
+                its names and colours (default: those the weights record, else
+                `class_names` and `dataset`'s); its class count must be the model's.
         Returns:
             a `Segmenter`.
         Raises:
@@ -171,10 +187,12 @@ class Segmenter:
             >>> seg = Segmenter.load("ckpt/voc12", scales=(1.0, 0.75, 0.5), flip=True)
         """
         _check_settings(model, num_classes, precision, scales)
+        classes = classes_lib.as_classes(classes)
+        num_classes = classes_lib.settle(classes, num_classes, class_names)
         crf_params = _crf_params(crf)
         opened, network = _load_network(weights, model, num_classes, prototxt)
-        names, palette = datasets.classes(dataset, network.num_classes,
-                                          class_names or opened.class_names)
+        names, palette = _names_and_colours(opened, network.num_classes, classes, class_names,
+                                            dataset)
         config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
                                        deeplab_protocol=deeplab_protocol, pad_size=pad_size,
                                        precision=precision)
@@ -256,8 +274,9 @@ class Segmenter:
         Its `serving_default` signature takes `image` (uint8 [H, W, 3], any
         size) and returns `labels` (int32 [H, W]) and `probabilities` (float32
         [H, W, C]), computed as `predict` computes them (a dense CRF excepted:
-        it is not a TensorFlow op). Written to a temporary folder and renamed
-        into place.
+        it is not a TensorFlow op). The classes are recorded: the `classes` signature
+        (no inputs) returns `class_names` (string [C]) and `class_colours` (uint8
+        [C, 3]). Written to a temporary folder and renamed into place.
 
         Args:
             path: the folder to create; it must not exist or be empty.
@@ -274,7 +293,7 @@ class Segmenter:
             TensorShape([240, 320])
         """
         output_dir = export_lib.check_output_dir(path, "path")
-        export_lib.export(self.predictor, output_dir)
+        export_lib.export(self.predictor, output_dir, self.class_names, self.palette)
         return output_dir
 
     def __repr__(self):

@@ -108,7 +108,8 @@ def build_state(config, recipe, strategy, latest, record):
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
                  **scaling)
-    meta = {**model.meta, **ckpt_lib.class_names_meta(class_names),
+    meta = {**model.meta,
+            **ckpt_lib.class_names_meta(class_names, record.get("class_colours")),
             "run": run_record.variable(record)}
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
