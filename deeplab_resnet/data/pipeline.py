@@ -13,8 +13,10 @@ pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and palette PNG labels
 (VOC's: tf.io.decode_png returns a palette's colours, so each file's
 palette is swapped for the gray ramp (i, i, i) in memory and the gray decode
 is the class indices). The label check runs in
-the graph too. Every other encoding the README promises (16-bit, LA/PA, CMYK
-or grayscale JPEG, BMP, ...) is decoded by `deeplab_resnet.utils` (PIL) in a
+the graph too. Images with an EXIF orientation (phone photos) are decoded by
+PIL and turned upright, as every viewer shows them; labels are read as
+stored. Every other encoding the README promises (16-bit, LA/PA, CMYK or
+grayscale JPEG, BMP, ...) is decoded by `deeplab_resnet.data.images` (PIL) in a
 `tf.numpy_function`, which also produces every error message: a pair whose
 sizes differ or whose labels fail the check is decoded again there, and a
 file TensorFlow cannot decode is looked up with PIL to name it.
@@ -28,11 +30,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet.data.images import MAX_IMAGE_PIXELS, read_image
+from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, file_orientation, read_image,
+                                        size_mismatch)
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults
-from deeplab_resnet.errors import SettingError, DeepLabError, first_line
+from deeplab_resnet.errors import BadFileError, SettingError, DeepLabError, first_line
 from deeplab_resnet.model.network import preprocess
 
 SCALE_MODES = ("uniform", "caffe")
@@ -97,12 +100,17 @@ def _rgb_jpeg(path):
 
 
 def image_kind(path):
-    """How an image file is decoded: JPEG, PNG_RGB, else PIL."""
+    """How an image file is decoded: JPEG, PNG_RGB, else PIL (which also turns an image with
+    an EXIF orientation upright: TensorFlow's decoders ignore it)."""
     header = png_header(path)
     if header is not None:
         width, height, depth, colour, _ = header
-        return PNG_RGB if (depth, colour) == (8, _PNG_RGB) and _small(width, height) else PIL
-    return JPEG if _rgb_jpeg(path) else PIL
+        fast = (depth, colour) == (8, _PNG_RGB) and _small(width, height)
+    else:
+        fast = _rgb_jpeg(path)
+    if not fast or file_orientation(path) != 1:
+        return PIL
+    return PNG_RGB if header is not None else JPEG
 
 
 def label_kind(path):
@@ -187,9 +195,9 @@ class ImageReader:
             image = read_image(self.images[index])
             label = read_label(self.labels[index])
             if image.shape[:2] != label.shape:
-                raise DeepLabError(
-                    f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
-                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)")
+                raise BadFileError(size_mismatch(self.labels[index], label.shape,
+                                                 self.images[index], image.shape),
+                                   path=self.labels[index])
             if num_classes is not None:
                 # The values present (a histogram is faster than np.unique on every pixel).
                 present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
