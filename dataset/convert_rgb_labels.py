@@ -180,12 +180,21 @@ def main(argv=None):
     files = collect_inputs(args.inputs)
     classes = None if args.classes is None else read_classes(args.classes)
     colours = Colours(classes, args.num_classes, args.ignore_colour)
-    with cli.new_folders_removed_on_failure(args.output_dir):
+    with cli.new_folders_removed_on_failure(*missing_folders(args.output_dir)):
         output_dir = check_writable_dir(args.output_dir, "--output-dir")
         converted, copied = convert_all(files, colours, output_dir)
     print(f"{converted} RGB labels converted, {copied} already index labels copied "
           f"-> {output_dir}")
     return 0
+
+
+def missing_folders(path):
+    """`path` and those of its parent folders that do not exist yet, innermost first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def convert_all(files, colours, output_dir):
