@@ -180,3 +180,15 @@ def settle(classes, num_classes, class_names=None):
                            f"{','.join(class_names)}: give one of them", "classes",
                            "class_names")
     return len(classes)
+
+
+def fill_config(config):
+    """Reads a frozen config's `classes` (see `as_classes`) and fills in what follows from
+    it: `classes` becomes the `Classes`, `num_classes` and `class_names` its count and names
+    (given too, they must agree: `settle`). For the configs' `__post_init__`."""
+    classes = as_classes(config.classes)
+    if classes is not None:
+        num_classes = settle(classes, config.num_classes, config.class_names)
+        object.__setattr__(config, "classes", classes)
+        object.__setattr__(config, "num_classes", num_classes)
+        object.__setattr__(config, "class_names", classes.names)
