@@ -29,6 +29,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from deeplab_resnet.data.classes import palette_of
 from deeplab_resnet.data.datasets import VOC_PALETTE
 from deeplab_resnet.data.images import read_image
 from deeplab_resnet.data.labels import read_label
@@ -59,13 +60,14 @@ def _text_size(draw, text, font):
     return right - left, bottom
 
 
-def picture(rows, titles, legend):
+def picture(rows, titles, legend, palette=None):
     """Rows of RGB panels in aligned columns, a title over each column and a colour legend.
 
     Args:
         rows: lists of HxWx3 uint8 panels, one per column (a row's panels equally tall).
         titles: one title per column.
-        legend: [(label value, name)]: swatches in the VOC colour of each value.
+        legend: [(label value, name)]: swatches in the colour of each value.
+        palette: 256x3 uint8 colours of the label values (default VOC's).
     Returns:
         HxWx3 uint8: title band, the rows, the legend band, on white.
     """
@@ -99,11 +101,18 @@ def picture(rows, titles, legend):
         draw.text((x + (column_width - text_width) // 2, GAP), title, fill=(0, 0, 0), font=font)
     top = title_band + body + GAP
     for x, y, index, name in entries:
-        colour = tuple(int(v) for v in VOC_PALETTE[index])
+        colour = tuple(int(v) for v in (VOC_PALETTE if palette is None else palette)[index])
         draw.rectangle((x, top + y, x + SWATCH - 1, top + y + SWATCH - 1), fill=colour,
                        outline=(0, 0, 0))
         draw.text((x + SWATCH + GAP, top + y), name, fill=(0, 0, 0), font=font)
     return np.asarray(image)
+
+
+def legend_picture(names, palette, width=320):
+    """HxWx3 uint8: the demo's legend alone, titled "classes": a swatch of each class's
+    colour (`palette`, 256x3) beside its name, in class order."""
+    blank = np.full((0, width, 3), 255, np.uint8)
+    return picture([[blank]], ("classes",), list(enumerate(names)), palette)
 
 
 def train_step(data, out, num_steps, seed):
@@ -152,17 +161,19 @@ def picture_step(data, out, snapshots):
     for image_path, _ in pairs:
         shutil.copyfile(image_path, os.path.join(grid_images, os.path.basename(image_path)))
     inference.main([grid_images, snapshots, "--save-dir", masks])
+    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
+    recorded = checkpoint.describe(snapshots)  # the names and colours training recorded
+    names = recorded.class_names or shapes.CLASSES
+    palette = None if recorded.class_colours is None else palette_of(recorded.class_colours)
     rows = []
     for image_path, label_path in pairs:
         stem = os.path.splitext(os.path.basename(image_path))[0]
         predicted = read_label(os.path.join(masks, f"{stem}_mask.png"))
-        rows.append([read_image(image_path), colorize(read_label(label_path)),
-                     colorize(predicted)])
-    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
+        rows.append([read_image(image_path), colorize(read_label(label_path), palette),
+                     colorize(predicted, palette)])
     grid = os.path.join(out, "predictions_grid.png")
-    names = checkpoint.describe(snapshots).class_names or shapes.CLASSES  # as training recorded
     legend = [*enumerate(names), (defaults.IGNORE_LABEL, "ignored")]
-    save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
+    save_rgb_png(picture(rows, COLUMN_TITLES, legend, palette), grid)
     return grid, masks
 
 
