@@ -150,3 +150,14 @@ def test_the_palette_of_recorded_colours_colours_masks(classes_file, tmp_path, c
     overlay = np.asarray(Image.open(tmp_path / "out" / "photo_overlay.png")).astype(int)
     expected = np.rint(0.5 * 90 + 0.5 * np.asarray(COLOURS)[labels])  # photo and class colour
     np.testing.assert_array_equal(overlay, expected)
+
+
+def test_train_refuses_a_class_count_against_the_classes_file(classes_file, tmp_path, capfd):
+    from deeplab_resnet.cli import train
+    status, out, err = run_command(train.main, [
+        "--classes", classes_file, "--num-classes", "5", "--data-dir", tmp_path,
+        "--data-list", tmp_path / "none.txt", "--snapshot-dir", tmp_path / "snap"], capfd)
+    assert status == 2 and not (tmp_path / "snap").exists()
+    assert err.strip().splitlines() == [
+        f"error: --classes {classes_file} has 3 classes but --num-classes is 5: give one of "
+        "them, or make them agree"]
