@@ -93,7 +93,8 @@ WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (
 
 
 def add_model_args(parser):
-    """--model and --num-classes; both default to what the checkpoint records."""
+    """--model, --num-classes (both default to what the checkpoint records), --prototxt and
+    --classes."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=sorted(VARIANTS), default=None,
                        help=f"network variant (default: the checkpoint's, else {defaults.VARIANT})")

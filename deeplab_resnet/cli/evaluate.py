@@ -1,7 +1,7 @@
 """Evaluate a DeepLab-ResNet on a labelled list: per-class IoU and mean IoU.
 
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
-        [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
+        [--model M] [--num-classes N] [--classes FILE] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
         [--precision fp32|bf16|fp16]
         [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]

@@ -1,6 +1,7 @@
 """Export a DeepLab-ResNet checkpoint as a TensorFlow SavedModel for serving.
 
     python export.py --restore-from CKPT --output-dir DIR [--model M] [--num-classes N]
+        [--classes FILE] [--dataset D]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--precision fp32|bf16|fp16]
 
 The `serving_default` signature takes `image`: a uint8 RGB tensor [H, W, 3] of

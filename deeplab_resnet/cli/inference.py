@@ -1,8 +1,8 @@
 """Segment one image, or every image of a folder, with a trained DeepLab-ResNet.
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
-        [--voc-submission DIR]
-        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf]
+        [--voc-submission DIR] [--legend]
+        [--model M] [--num-classes N] [--classes FILE] [--scales 1.0,0.75,0.5] [--flip] [--crf]
         [--precision fp32|bf16|fp16] ...
 
 Writes, per image, into --save-dir:
