@@ -129,4 +129,7 @@ def test_your_own_dataset_runs_as_written(tmp_path, monkeypatch, capfd):
     assert mask.getpalette()[:9] == [v for colour in colours for v in colour]
     overlay = Image.open(tmp_path / "predictions" / "phone_overlay.png")
     assert overlay.size == (40, 48)
-    assert (tmp_path / "predictions" / "legend.png").is_file()
+    legend = np.asarray(Image.open(tmp_path / "predictions" / "legend.png"))
+    from deeplab_resnet.cli.pictures import SWATCH
+    for colour in colours:  # a swatch of each class's colour
+        assert (legend == colour).all(axis=-1).sum() >= (SWATCH - 2) ** 2, colour

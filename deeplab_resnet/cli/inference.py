@@ -115,7 +115,7 @@ class _Outputs:
 
     def write_legend(self, segmenter):
         """legend.png in --save-dir: the classes' colours and names."""
-        from deeplab_resnet.cli.demo import legend_picture
+        from deeplab_resnet.cli.pictures import legend_picture
         if self.save_dir is None:
             raise DeepLabError("--legend is written into --save-dir: give --save-dir")
         path = os.path.join(self.save_dir, "legend.png")
