@@ -35,7 +35,7 @@ from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, file_orientation, read
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults, settings
-from deeplab_resnet.errors import BadFileError, SettingError, DeepLabError, first_line
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, first_line
 from deeplab_resnet.model.network import preprocess
 
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port

@@ -2,13 +2,12 @@
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from deeplab_resnet.data.datasets import VOC_PALETTE
-from deeplab_resnet.files import plain_mode, writable_dir
+from deeplab_resnet.files import temporary_dir, writable_dir
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
 
@@ -64,9 +63,8 @@ def export(predictor, output_dir, class_names=None, palette=None):
     count = predictor.model.num_classes
     class_names = [f"class_{i}" for i in range(count)] if class_names is None else class_names
     palette = VOC_PALETTE if palette is None else palette
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
+    tmp = temporary_dir(os.path.dirname(output_dir), ".tmp-export-")
     try:
-        plain_mode(tmp)
         root = _with_classes(predictor, class_names, palette)
         with checkpoint.writing(output_dir):
             tf.saved_model.save(root, tmp, signatures={
