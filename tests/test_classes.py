@@ -161,3 +161,31 @@ def test_train_refuses_a_class_count_against_the_classes_file(classes_file, tmp_
     assert err.strip().splitlines() == [
         f"error: --classes {classes_file} has 3 classes but --num-classes is 5: give one of "
         "them, or make them agree"]
+
+
+def test_training_records_the_colours_and_a_resume_keeps_them(tmp_path):
+    import dataclasses
+
+    from deeplab_resnet import training
+    from deeplab_resnet.data import shapes
+    from deeplab_resnet.weights import checkpoint
+    data = shapes.make_shapes_dataset(tmp_path / "data", num_train=2, num_val=0,
+                                      size=(36, 40), seed=2)
+    four = tmp_path / "shapes.txt"
+    four.write_text("0 0 0 background\n220 40 40 square\n40 200 60 disc\n50 70 230 triangle\n")
+    config = training.TrainConfig(
+        data_dir=data["root"], data_list=data["train"], variant="tiny", classes=str(four),
+        batch_size=1, input_size=(32, 32), num_steps=1, save_pred_every=100,
+        save_num_images=0, learning_rate=1e-3, snapshot_dir=str(tmp_path / "s"))
+    assert config.num_classes == 4
+    colours = ((0, 0, 0), (220, 40, 40), (40, 200, 60), (50, 70, 230))
+    result = training.train(config)
+    assert checkpoint.describe(result.checkpoint).class_colours == colours
+    # A resume keeps them without the file; other colours are another run.
+    resumed = dataclasses.replace(config, num_steps=2, classes=None, class_names=None)
+    result = training.train(resumed)
+    assert result.updates == 2 and checkpoint.describe(result.checkpoint).class_colours == colours
+    other = tmp_path / "other.txt"
+    other.write_text(four.read_text().replace("220 40 40", "255 0 0"))
+    with pytest.raises(SettingError, match="classes colours .* there, .* here"):
+        training.train(dataclasses.replace(config, num_steps=3, classes=str(other)))
