@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, file_orientation, read_image,
-                                        size_mismatch)
+from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, exif_orientation, file_orientation,
+                                        read_image, size_mismatch)
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults, settings
@@ -89,11 +89,13 @@ def _small(width, height):
     return width * height <= MAX_IMAGE_PIXELS
 
 
-def _rgb_jpeg(path):
-    """Whether PIL reads this file as a 3-channel (YCbCr or RGB) JPEG, from its header."""
+def _fast_jpeg(path):
+    """Whether TensorFlow's JPEG decoder gives the pixels PIL reads, from the header: a
+    3-channel (YCbCr or RGB) JPEG without an EXIF orientation to apply."""
     try:
         with Image.open(path) as image:
-            return image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
+            return (image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
+                    and exif_orientation(image) == 1)
     except Exception:  # noqa: BLE001 - any unreadable file goes to PIL, which names the problem
         return False
 
@@ -102,14 +104,11 @@ def image_kind(path):
     """How an image file is decoded: JPEG, PNG_RGB, else PIL (which also turns an image with
     an EXIF orientation upright: TensorFlow's decoders ignore it)."""
     header = png_header(path)
-    if header is not None:
-        width, height, depth, colour, _ = header
-        fast = (depth, colour) == (8, _PNG_RGB) and _small(width, height)
-    else:
-        fast = _rgb_jpeg(path)
-    if not fast or file_orientation(path) != 1:
-        return PIL
-    return PNG_RGB if header is not None else JPEG
+    if header is None:
+        return JPEG if _fast_jpeg(path) else PIL
+    width, height, depth, colour, _ = header
+    fast = (depth, colour) == (8, _PNG_RGB) and _small(width, height)
+    return PNG_RGB if fast and file_orientation(path) == 1 else PIL
 
 
 def label_kind(path):
