@@ -18,7 +18,7 @@ from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
 from deeplab_resnet.predict import metrics
-from deeplab_resnet.predict import prediction as predict
+from deeplab_resnet.predict.prediction import prefetch
 from deeplab_resnet.errors import BadFileError
 
 
@@ -46,13 +46,13 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
              progress=None, palette=None):
     """Predicts every listed image and sums the confusion matrix.
 
-    Three stages overlap: the next images and labels are decoded (`predict.prefetch`)
+    Three stages overlap: the next images and labels are decoded (`prediction.prefetch`)
     while the network runs, and what follows the network (the dense CRF when set, the
     confusion counts, the PNGs) runs in another thread for the images before, up to
     `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `predict.Predictor` (`labels_later` is used).
+        predictor: a `prediction.Predictor` (`labels_later` is used).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -88,7 +88,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                thread_name_prefix="deeplab-score") as pool:
         scoring = collections.deque()
         try:
-            for image_path, image, label in predict.prefetch(read, pairs):
+            for image_path, image, label in prefetch(read, pairs):
                 scoring.append(pool.submit(score, image_path, label,
                                            predictor.labels_later(image)))
                 while len(scoring) > SCORING_DEPTH:
