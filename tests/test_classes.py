@@ -189,3 +189,12 @@ def test_training_records_the_colours_and_a_resume_keeps_them(tmp_path):
     other.write_text(four.read_text().replace("220 40 40", "255 0 0"))
     with pytest.raises(SettingError, match="classes colours .* there, .* here"):
         training.train(dataclasses.replace(config, num_steps=3, classes=str(other)))
+
+
+@pytest.mark.parametrize("recipe", ["train", "train_msc", "fine_tune"])
+def test_every_training_script_takes_a_classes_file(classes_file, recipe):
+    from deeplab_resnet.cli import train_flags
+    from deeplab_resnet.training.config import get_recipe
+    args = train_flags.build_parser(get_recipe(recipe)).parse_args(["--classes", str(classes_file)])
+    config = train_flags.config_from_args(args)
+    assert (config.num_classes, config.class_names, config.class_colours) == (3, NAMES, COLOURS)

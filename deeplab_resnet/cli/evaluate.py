@@ -134,6 +134,8 @@ def write_json(args, segmenter, crf, scores, num_images):
     """--json-output: every score, then the settings, then the confusion matrix."""
     settings = {"restore_from": segmenter.weights, "model": segmenter.model,
                 "num_classes": segmenter.num_classes, "dataset": args.dataset,
+                "classes": None if args.classes is None else os.path.abspath(args.classes),
+                "class_names": segmenter.class_names,
                 "ignore_label": args.ignore_label,
                 "images": num_images, "scales": list(args.scales), "flip": args.flip,
                 "deeplab_protocol": args.deeplab_protocol, "precision": segmenter.precision,
