@@ -10,6 +10,7 @@ from the seed: the same files and seed always give the same lists.
 import os
 
 import numpy as np
+from PIL import Image
 
 from _common import DeepLabError, check_writable_dir, write_text
 from deeplab_resnet.data.images import IMAGE_EXTENSIONS
@@ -70,6 +71,22 @@ def split(pairs, val_fraction, seed):
             [p for i, p in enumerate(pairs) if i in val])
 
 
+def check_label_modes(pairs, labels_dir):
+    """A one-line error for the first label PNG in colour (RGB, RGBA): training reads class
+    indices, so colour-coded masks are converted first. Read from the headers only."""
+    for _, label in pairs:
+        try:
+            with Image.open(label) as image:
+                mode = image.mode
+        except (OSError, SyntaxError, ValueError):
+            continue  # training names an unreadable file
+        if mode in ("RGB", "RGBA"):
+            raise DeepLabError(f"{label}: an {mode} image, not a PNG of class indices: convert "
+                               "colour-coded masks first (python dataset/convert_rgb_labels.py "
+                               f"{labels_dir} --classes FILE --output-dir LABELS), then pass "
+                               "--labels LABELS")
+
+
 def _note_unpaired(files, what, where):
     if files:
         shown = ", ".join(files[:SHOWN]) + (", ..." if len(files) > SHOWN else "")
@@ -99,6 +116,7 @@ def prepare_folders(images_dir, labels_dir, list_dir, name, val_fraction, seed):
                            f"label of the same name in --labels {labels_dir} ({len(labels)} "
                            "label PNGs): images and labels are paired by file name, e.g. "
                            "x.jpg with x.png")
+    check_label_modes(pairs, labels_dir)
     _note_unpaired(lone_images, "images", "a label")
     _note_unpaired(lone_labels, "labels", "an image")
     data_dir = os.path.commonpath([os.path.abspath(images_dir), os.path.abspath(labels_dir)])

@@ -145,6 +145,16 @@ def test_folders_refuses_an_empty_pairing_and_writes_nothing(tmp_path, run_scrip
     assert not (tmp_path / "lists").exists()
 
 
+def test_folders_names_colour_masks_given_as_labels(tmp_path, run_script):
+    make_folders(tmp_path, ["a.jpg"], [])
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(own_mask(0)[0]).save(tmp_path / "labels" / "a.png")
+    result = run_script("prepare.py", "folders", "--images", tmp_path / "imgs",
+                        "--labels", tmp_path / "labels", "--list-dir", tmp_path / "lists")
+    assert_one_line_error(result, "a.png: an RGB image", "convert_rgb_labels.py")
+    assert not (tmp_path / "lists").exists()
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
     (["--root", "x"], "--root is for the benchmarks"),
