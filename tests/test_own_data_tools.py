@@ -213,3 +213,19 @@ def test_a_label_in_the_stored_size_of_a_rotated_image_says_so(tmp_path):
     assert "EXIF orientation 6" in message and "the label's size" in message
     plain = size_mismatch("label.png", (16, 24), str(tmp_path / "phone.jpg"), (20, 16, 3))
     assert "EXIF" not in plain
+
+
+def test_training_names_a_label_drawn_on_the_stored_photo(tmp_path):
+    import contextlib
+
+    from deeplab_resnet.data.pipeline import ImageReader
+    from deeplab_resnet.errors import BadFileError
+    rotated_jpeg(tmp_path / "phone.jpg", np.zeros((16, 24, 3), np.uint8), 6)
+    Image.fromarray(np.ones((16, 24), np.uint8)).save(tmp_path / "label.png")  # as stored
+    (tmp_path / "list.txt").write_text("/phone.jpg /label.png\n")
+    reader = ImageReader(str(tmp_path), str(tmp_path / "list.txt"), (16, 16))
+    with pytest.raises(BadFileError) as error, \
+            contextlib.closing(reader.batches(1)) as batches:
+        next(batches)
+    assert error.value.path == str(tmp_path / "label.png")
+    assert "EXIF orientation 6" in str(error.value) and "the label's size" in str(error.value)
