@@ -78,7 +78,8 @@ def colour(text):
 
 class Colours:
     """The colours accepted: {24-bit colour key: class index}, the class count, the palette
-    the PNGs are written with, and how the colours are named in messages."""
+    the PNGs are written with, how the colours are named in messages, and whether they are
+    a classes file's (`from_file`)."""
 
     def __init__(self, classes=None, num_classes=None, ignore_colour=None):
         if classes is None:
@@ -86,7 +87,9 @@ class Colours:
             colours = [tuple(int(v) for v in VOC_PALETTE[i]) for i in range(count)]
             ignore = tuple(int(v) for v in VOC_PALETTE[IGNORE_LABEL])
             self.palette, self.what = VOC_PALETTE.copy(), "a VOC class colour"
+            self.from_file = False
         else:
+            self.from_file = True
             colours, ignore = list(classes.colours), None
             self.palette = classes.palette.copy()
             self.what = f"a colour of --classes {classes.path}"
@@ -129,10 +132,23 @@ def rgb_to_indices(rgb, table, path, what="a VOC class colour"):
     return lookup[inverse.reshape(keys.shape)]
 
 
+def palette_agrees(image, colours):
+    """Whether a palette image's colours are those of its indices' classes (then its values
+    are the class indices; else it is a colour-coded mask saved with a palette of its own)."""
+    values = np.flatnonzero(np.bincount(np.asarray(image).ravel(), minlength=256))
+    own = np.asarray(image.getpalette() or [], np.uint8).reshape(-1, 3)
+    if values.max(initial=0) >= len(own):
+        return False
+    return all(colours.table.get(int(_key(own[v]))) == v for v in values)
+
+
 def convert(path, colours):
     """One label image -> (HxW uint8 indices, whether it was colour-coded), for the
-    accepted `Colours`."""
+    accepted `Colours`. With a classes file, a palette image is colour-coded unless its
+    palette gives each index present its class's colour."""
     image = open_image(path)
+    if image.mode == "P" and colours.from_file and not palette_agrees(image, colours):
+        image = image.convert("RGB")
     if image.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
         labels = read_label(path)
         check_label_values(labels, path, colours.num_classes)

@@ -51,6 +51,24 @@ def test_convert_with_a_classes_file_and_an_ignore_colour(tmp_path, classes_file
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["m0.png", "m1.png"]
 
 
+def test_a_palette_mask_in_other_index_order_is_read_by_its_colours(tmp_path, classes_file,
+                                                                    run_script):
+    rgb, labels = own_mask(2)
+    # A paint tool's palette PNG: the same colours, numbered in another order.
+    order = [(255, 255, 255), (0, 0, 200), (10, 20, 30), (200, 0, 0)]
+    indices = np.zeros(labels.shape, np.uint8)
+    for index, colour in enumerate(order):
+        indices[(rgb == colour).all(axis=-1)] = index
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([v for colour in order for v in colour])
+    image.save(tmp_path / "painted.png")
+    result = run_script("convert_rgb_labels.py", tmp_path / "painted.png", "--classes",
+                        classes_file, "--ignore-colour", "255,255,255", "--output-dir",
+                        tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "painted.png"), labels)
+
+
 def test_an_unknown_colour_names_file_colour_count_position_and_leaves_nothing(
         tmp_path, classes_file, run_script):
     masks = tmp_path / "masks"
