@@ -198,3 +198,14 @@ def test_every_training_script_takes_a_classes_file(classes_file, recipe):
     args = train_flags.build_parser(get_recipe(recipe)).parse_args(["--classes", str(classes_file)])
     config = train_flags.config_from_args(args)
     assert (config.num_classes, config.class_names, config.class_colours) == (3, NAMES, COLOURS)
+
+
+def test_the_training_summaries_draw_labels_in_the_classes_colours():
+    from deeplab_resnet.model.network import IMG_MEAN
+    from deeplab_resnet.training.summaries import image_strips
+    classes = Classes(NAMES, COLOURS)
+    images = np.zeros((1, 2, 2, 3), np.float32) - np.asarray(IMG_MEAN, np.float32)
+    labels = np.array([[[0, 1], [2, 255]]])
+    strips = image_strips(images, labels, labels, 255, 1, classes.palette)
+    assert strips[0, :, 2:4].reshape(-1, 3).tolist() == [[0, 0, 0], [255, 0, 0], [0, 128, 255],
+                                                         [224, 224, 192]]

@@ -349,7 +349,7 @@ class _Loop:
             with self.writer.as_default():
                 summaries.write_image_summary(self.trainer, images, labels,
                                               config.save_num_images, done, config.ignore_label,
-                                              config.classes and config.classes.palette)
+                                              self.run.state.palette)
         saved = self._save()
         if self.run.chief:
             rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)
