@@ -64,8 +64,8 @@ def demo_run(tmp_path_factory):
     legends, printed = [], io.StringIO()
     drawn = demo.picture
     with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
-        monkeypatch.setattr(demo, "picture", lambda rows, titles, legend: (
-            legends.append(legend), drawn(rows, titles, legend))[1])
+        monkeypatch.setattr(demo, "picture", lambda rows, titles, legend, palette: (
+            legends.append(legend), drawn(rows, titles, legend, palette))[1])
         status = demo.main(["--output-dir", str(out), "--num-steps", "2"])
     return out, status, printed.getvalue(), legends
 
