@@ -102,7 +102,8 @@ WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (
 
 
 def add_model_args(parser):
-    """--model and --num-classes; both default to what the checkpoint records."""
+    """--model, --num-classes (both default to what the checkpoint records), --prototxt and
+    --classes."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=sorted(VARIANTS), default=None,
                        help=f"network variant (default: the checkpoint's, else {defaults.VARIANT})")
@@ -112,7 +113,17 @@ def add_model_args(parser):
     group.add_argument("--prototxt", default=None,
                        help="deploy prototxt for a .caffemodel "
                             "(default: the project's own for --model)")
+    add_classes_arg(group)
     return group
+
+
+CLASSES_HELP = ("classes file: one 'R G B name' line per class, in class order ('#' "
+                "comments); --num-classes follows from it")
+
+
+def add_classes_arg(parser, help=CLASSES_HELP):
+    """--classes FILE: the classes' names and colours."""
+    parser.add_argument("--classes", metavar="FILE", default=None, help=help)
 
 
 def add_data_args(parser, data_dir=None, data_list=None):

@@ -1,7 +1,7 @@
 """Evaluate a DeepLab-ResNet on a labelled list: per-class IoU and mean IoU.
 
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
-        [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
+        [--model M] [--num-classes N] [--classes FILE] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
         [--precision fp32|bf16|fp16]
         [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]
@@ -134,6 +134,8 @@ def write_json(args, segmenter, crf, scores, num_images):
     """--json-output: every score, then the settings, then the confusion matrix."""
     settings = {"restore_from": segmenter.weights, "model": segmenter.model,
                 "num_classes": segmenter.num_classes, "dataset": args.dataset,
+                "classes": None if args.classes is None else os.path.abspath(args.classes),
+                "class_names": segmenter.class_names,
                 "ignore_label": args.ignore_label,
                 "images": num_images, "scales": list(args.scales), "flip": args.flip,
                 "deeplab_protocol": args.deeplab_protocol, "precision": segmenter.precision,

@@ -5,8 +5,10 @@ that holds it imports the loop, and so TensorFlow.
 """
 
 import dataclasses
+import os
 
 from deeplab_resnet import defaults, settings as rules
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.arch import VARIANTS
 
@@ -30,6 +32,10 @@ class TrainConfig:
         class_names: one name per class (a tuple), recorded in the checkpoints for
             evaluation and inference to show (None: none; a resumed run keeps the
             names it recorded, and other names are another run).
+        classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`):
+            its names and colours are recorded in the checkpoints, and `num_classes`
+            and `class_names` follow from it (given too, they must agree). Read when
+            the config is made: the field then holds the `Classes`.
         prototxt: deploy prototxt for a `.caffemodel` in `restore_from`.
         batch_size: images per mini-batch on each replica.
         input_size: (height, width) of the crops.
@@ -77,6 +83,7 @@ class TrainConfig:
     variant: str | None = None
     num_classes: int | None = None
     class_names: tuple | None = None
+    classes: object = None
     prototxt: str | None = None
     batch_size: int = 10
     input_size: tuple = (defaults.INPUT_SIZE, defaults.INPUT_SIZE)
@@ -112,9 +119,16 @@ class TrainConfig:
             if isinstance(value, list):
                 object.__setattr__(self, field, tuple(value))
         rules.check_fields(self, _RULES)
+        classes_lib.fill_config(self)
+
+    @property
+    def class_colours(self):
+        """The (R, G, B) of each class, from `classes` (None without one)."""
+        return None if self.classes is None else self.classes.colours
 
     def to_dict(self):
-        """The settings as a JSON-safe dict ({field: value}; tuples as lists)."""
+        """The settings as a JSON-safe dict ({field: value}; tuples as lists; `classes` as
+        its file's path, or its lines when made in memory)."""
         return {field.name: _json_value(getattr(self, field.name))
                 for field in dataclasses.fields(self)}
 
@@ -134,6 +148,8 @@ class TrainConfig:
 
 
 def _json_value(value):
+    if isinstance(value, classes_lib.Classes):
+        return value.path if value.path and os.path.isfile(value.path) else value.lines()
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -346,7 +346,8 @@ class _Loop:
         if self.run.chief and config.save_num_images:
             with self.writer.as_default():
                 summaries.write_image_summary(self.trainer, images, labels,
-                                              config.save_num_images, done, config.ignore_label)
+                                              config.save_num_images, done, config.ignore_label,
+                                              self.run.state.palette)
         saved = self._save()
         if self.run.chief:
             rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)

@@ -38,7 +38,8 @@ KEY = "meta/run"
 _STEP_KEY = "step"
 
 # Entries that are compared only when the rerun states them (None: not given).
-OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names")
+OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names",
+            "class_colours")
 # Entries shown but never compared: where things are, and the total (see the docstring).
 NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps")
 # How a difference is named in messages: a template naming settings by their `TrainConfig`
@@ -47,7 +48,7 @@ LABELS = {"script": "script", "list_sha256": "{data_list} contents", "images": "
           "global_batch": "global batch ({batch_size} x replicas)",
           "micro_batches": "{grad_update_every}", "model": "{variant}",
           "is_training": "{train_bn}", "not_restore_last": "{new_head}",
-          "mixed_precision": "{precision}"}
+          "mixed_precision": "{precision}", "class_colours": "{classes} colours"}
 # Values recorded under another name than the field's ("none": float32 before `precision`).
 _RECORDED = {"mixed_precision": {"fp32": "none"}}
 
@@ -87,6 +88,7 @@ def settings_of(config, recipe):
     given = config.restore_from is not None
     return dict(settings, num_steps=config.num_steps, model=config.variant,
                 num_classes=config.num_classes, class_names=config.class_names,
+                class_colours=config.class_colours,
                 restore_from=os.path.abspath(config.restore_from) if given else None,
                 not_restore_last=config.new_head if given else None)
 

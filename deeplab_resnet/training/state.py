@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from deeplab_resnet.data.classes import palette_of
 from deeplab_resnet.weights import checkpoint as ckpt_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
@@ -81,6 +82,8 @@ class TrainState:
         checkpoint: what is saved: all of the above and the run record (`meta/run`).
         restorable: the same without the record, for resuming (which also
             resumes checkpoints written before records existed).
+        palette: 256x3 uint8 colours of the classes the run records (a classes file's,
+            given or resumed), None for VOC's: the summaries' label colours.
     """
     model: object
     variables: dict
@@ -90,6 +93,7 @@ class TrainState:
     loss_scale: object
     checkpoint: tf.train.Checkpoint
     restorable: tf.train.Checkpoint
+    palette: object = None
 
 
 def build_state(config, recipe, strategy, resumed, record, start=None):
@@ -124,8 +128,11 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
                  **scaling)
-    meta = {**model.meta, **ckpt_lib.class_names_meta(class_names),
+    meta = {**model.meta,
+            **ckpt_lib.class_names_meta(class_names, record.get("class_colours")),
             "run": run_record.variable(record)}
+    colours = record.get("class_colours")
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
-                      tf.train.Checkpoint(meta=model.meta, **saved))
+                      tf.train.Checkpoint(meta=model.meta, **saved),
+                      palette=None if colours is None else palette_of(colours))

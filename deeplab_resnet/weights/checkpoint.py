@@ -2,7 +2,8 @@
 
 Every checkpoint of the project holds `params/<caffe name>` (see
 `deeplab_resnet.model.arch` for the naming scheme) and, for DeepLab networks,
-`meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names`,
+`meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names` and
+`meta/class_colours` (int32 [num_classes, 3], RGB),
 so that loading needs no extra flags and a contradicting flag is an error. Weights
 that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.weights.legacy`;
 `.npz` files of convert.py; converted ImageNet ResNets) get them from their
@@ -36,7 +37,7 @@ from deeplab_resnet.weights import weights_file as weights
 from deeplab_resnet.weights.paths import (READ_ERRORS, is_caffemodel, latest_in,  # noqa: F401
                                           resolve, source_path)
 from deeplab_resnet.weights.saving import (check_class_names, class_names_meta,  # noqa: F401
-                                           save_params, writing)
+                                           recorded_classes, save_params, writing)
 from deeplab_resnet.weights.tf_reader import corrupt  # noqa: F401
 from deeplab_resnet.weights.weights_file import fold_stem_bias, infer_meta  # noqa: F401
 
@@ -103,7 +104,7 @@ def read_params(path):
     return open_weights(path).read_all()
 
 
-def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
+def rewrite(source, ckpt_path=None, npz_path=None, class_names=None, classes=None):
     """Writes a weights file's parameters in this project's formats (convert.py SOURCE).
 
     Args:
@@ -114,6 +115,8 @@ def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
             and the class names the source records.
         npz_path: `.npz` to write (same names and values).
         class_names: names to record instead of the source's (one per class).
+        classes: a classes file (path or `data.classes.Classes`) whose names and colours
+            are recorded instead of the source's.
     Returns:
         (variant, num_classes, number of tensors); the first two None when not recorded.
     Raises:
@@ -122,18 +125,20 @@ def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
     """
     opened = open_weights(source)
     variant, num_classes = opened.variant, opened.num_classes
-    if variant is not None:  # (a recorded variant was checked as the file was opened)
+    if variant is not None:  # (a recorded one's check, made as the file opened, is reused)
         opened.check(arch.architecture(variant, num_classes or 1), new_head=num_classes is None)
     if variant is None or num_classes is None:
         variant = num_classes = None
-    check_class_names(class_names, num_classes)
+    names, colours = recorded_classes(classes, class_names, num_classes)
     params = opened.read_all()
     if not params:
         raise BadFileError(f"{opened.path}: holds no model parameters to convert",
                            path=opened.path)
     if ckpt_path:
+        keep = variant is not None and names is None
         save_params(params, ckpt_path, variant, num_classes,
-                    class_names or (opened.class_names if variant is not None else None))
+                    opened.class_names if keep else names,
+                    opened.class_colours if keep else colours)
     if npz_path:
         save_npz(params, npz_path)
     return variant, num_classes, len(params)

@@ -50,18 +50,18 @@ def _tensor(reader, prefix, key):
 
 
 def _recorded(reader, prefix):
-    """(variant, num_classes, class_names) as a checkpoint stores them (`meta/*`), unchecked;
-    None when it records none."""
+    """(variant, num_classes, class_names, class_colours) as a checkpoint stores them
+    (`meta/*`), unchecked; None when it records none."""
     if not reader.has_tensor(_META_KEY.format("model")):
         return None
     if not reader.has_tensor(_META_KEY.format("num_classes")):
         raise BadFileError(f"{prefix}: records meta/model but no meta/num_classes: corrupt "
                            "checkpoint?", path=prefix)
-    names = None
-    if reader.has_tensor(_META_KEY.format("class_names")):
-        names = _tensor(reader, prefix, _META_KEY.format("class_names"))
+    names, colours = (_tensor(reader, prefix, _META_KEY.format(key))
+                      if reader.has_tensor(_META_KEY.format(key)) else None
+                      for key in ("class_names", "class_colours"))
     return (_tensor(reader, prefix, _META_KEY.format("model")),
-            _tensor(reader, prefix, _META_KEY.format("num_classes")), names)
+            _tensor(reader, prefix, _META_KEY.format("num_classes")), names, colours)
 
 
 def _is_param_key(key):

@@ -52,17 +52,19 @@ def infer_meta(names):
     return variant, (int(head[-1]) if head is not None else None)
 
 
-def recorded_meta(path, variant, num_classes, class_names):
-    """The checked (variant, num_classes, class_names) a file records.
+def recorded_meta(path, variant, num_classes, class_names, class_colours=None):
+    """The checked (variant, num_classes, class_names, class_colours) a file records.
 
     Args:
         path: the file, for messages.
         variant: `meta/model` as stored (bytes, or anything else a corrupt file holds).
         num_classes: `meta/num_classes` as stored.
         class_names: `meta/class_names` as stored, None when absent.
+        class_colours: `meta/class_colours` as stored (Cx3 integers 0..255), None when absent.
     Raises:
         BadFileError: an unknown variant, a class count that is not an integer in
-            1..MAX_CLASSES, or class names that are not that many strings.
+            1..MAX_CLASSES, class names that are not that many strings, or class
+            colours that are not that many RGB triples.
     """
     name = variant.decode("utf-8", "replace") if isinstance(variant, bytes) else None
     if name not in arch_lib.VARIANTS:
@@ -74,14 +76,31 @@ def recorded_meta(path, variant, num_classes, class_names):
         raise BadFileError(f"{path}: meta/num_classes {str(num_classes)[:40]} is not a class "
                            f"count (an integer in 1..{MAX_CLASSES}): corrupt checkpoint?",
                            path=path)
+    return (name, int(count), _recorded_names(path, class_names, int(count)),
+            _recorded_colours(path, class_colours, int(count)))
+
+
+def _recorded_names(path, class_names, count):
     if class_names is None:
-        return name, int(count), None
+        return None
     names = np.asarray(class_names)
-    if names.ndim != 1 or names.dtype.kind not in "SO" or len(names) != int(count):
+    if names.ndim != 1 or names.dtype.kind not in "SO" or len(names) != count:
         raise BadFileError(f"{path}: meta/class_names holds {names.size} names of dtype "
-                           f"{names.dtype} for {int(count)} classes: corrupt checkpoint?",
+                           f"{names.dtype} for {count} classes: corrupt checkpoint?",
                            path=path)
-    return name, int(count), tuple(bytes(n).decode("utf-8", "replace") for n in names)
+    return tuple(bytes(n).decode("utf-8", "replace") for n in names)
+
+
+def _recorded_colours(path, class_colours, count):
+    if class_colours is None:
+        return None
+    colours = np.asarray(class_colours)
+    if (colours.shape != (count, 3) or colours.dtype.kind not in "iu"
+            or colours.min(initial=0) < 0 or colours.max(initial=0) > 255):
+        raise BadFileError(f"{path}: meta/class_colours holds {colours.dtype} "
+                           f"{colours.shape} for {count} classes, not one RGB colour (0..255) "
+                           "per class: corrupt checkpoint?", path=path)
+    return tuple(tuple(int(v) for v in colour) for colour in colours)
 
 
 def check_finite(path, name, value):
@@ -126,6 +145,7 @@ class WeightsFile:
         variant, num_classes: what the file records (`recorded`), else what its
             tensors imply; None when unknown (num_classes: no DeepLab head).
         class_names: the class names the file records, None when not recorded.
+        class_colours: the (R, G, B) of each class the file records, None when not recorded.
         recorded: whether variant and class count were recorded in the file.
         strict: whether a file holding the DeepLab head may hold nothing else
             (True for checkpoints and `.npz`; caffemodels keep other layers).
@@ -141,6 +161,7 @@ class WeightsFile:
     variant: object = None
     num_classes: object = None
     class_names: object = None
+    class_colours: object = None
     recorded: bool = False
     strict: bool = True
     index: object = dataclasses.field(default=dict, repr=False)
@@ -352,8 +373,8 @@ def opened(path, format, tensors=None, index=None, recorded=None, implied=None, 
         path, format, strict, others: as in `WeightsFile`.
         tensors: {name: (shape, read)}, when known now (checkpoints, `.npz`).
         index: instead of `tensors`, a callable giving them later (caffemodels).
-        recorded: (variant, num_classes, class_names) as the file stores them, checked here
-            (`recorded_meta`); None when it records none.
+        recorded: (variant, num_classes, class_names, class_colours) as the file stores
+            them, checked here (`recorded_meta`); None when it records none.
         implied: (variant, num_classes) known without the tensors (a caffemodel's layers
             matched later); None: inferred from `tensors` when the file records none.
     Raises:
@@ -364,16 +385,16 @@ def opened(path, format, tensors=None, index=None, recorded=None, implied=None, 
     """
     if tensors is not None:
         index = functools.partial(dict, tensors)
-    class_names = None
+    class_names = class_colours = None
     if recorded is not None:
-        variant, num_classes, class_names = recorded_meta(path, *recorded)
+        variant, num_classes, class_names, class_colours = recorded_meta(path, *recorded)
     elif implied is not None:
         variant, num_classes = implied
     elif tensors is not None:
         variant, num_classes = infer_meta({name: tuple(t[0]) for name, t in tensors.items()})
     else:
         variant = num_classes = None
-    weights = WeightsFile(path, format, variant, num_classes, class_names,
+    weights = WeightsFile(path, format, variant, num_classes, class_names, class_colours,
                           recorded=recorded is not None, strict=strict, index=index,
                           others=dict(others or {}))
     if weights.recorded:
