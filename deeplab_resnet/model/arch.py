@@ -265,3 +265,18 @@ def infer_variant(layer_names):
         if len(convs) > best_count and layer_names.issuperset(convs):
             best, best_count = variant, len(convs)
     return best
+
+
+def infer_meta(shapes):
+    """(variant, num_classes) of weights that do not record them, from their parameters.
+
+    Args:
+        shapes: {parameter name: shape}.
+    Returns:
+        the variant whose backbone layers are all present (None if none is), and the
+        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
+    """
+    weights = [n for n in shapes if param_kind(n) == WEIGHTS]
+    variant = infer_variant(n[: -len("/" + WEIGHTS)] for n in weights)
+    head = shapes.get(param_name(f"{HEAD_PREFIX}_c0", WEIGHTS))
+    return variant, (int(head[-1]) if head is not None else None)

@@ -39,7 +39,8 @@ from deeplab_resnet.weights.paths import (READ_ERRORS, is_caffemodel, latest_in,
 from deeplab_resnet.weights.saving import (check_class_names, class_names_meta,  # noqa: F401
                                            recorded_classes, save_params, writing)
 from deeplab_resnet.weights.tf_reader import corrupt  # noqa: F401
-from deeplab_resnet.weights.weights_file import fold_stem_bias, infer_meta  # noqa: F401
+from deeplab_resnet.model.arch import infer_meta  # noqa: F401
+from deeplab_resnet.weights.weights_file import fold_stem_bias
 
 
 def open_weights(path, prototxt=None, variant=None):

@@ -37,21 +37,6 @@ HEAD_WEIGHTS = arch_lib.param_name(HEAD_LAYER, arch_lib.WEIGHTS)
 MAX_CLASSES = 65536
 
 
-def infer_meta(names):
-    """(variant, num_classes) of weights that do not record them, from their parameters.
-
-    Args:
-        names: {parameter name: shape}.
-    Returns:
-        the variant whose backbone layers are all present (None if none is), and the
-        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
-    """
-    weights = [n for n in names if arch_lib.param_kind(n) == arch_lib.WEIGHTS]
-    variant = arch_lib.infer_variant(n[: -len("/" + arch_lib.WEIGHTS)] for n in weights)
-    head = names.get(HEAD_WEIGHTS)
-    return variant, (int(head[-1]) if head is not None else None)
-
-
 def recorded_meta(path, variant, num_classes, class_names, class_colours=None):
     """The checked (variant, num_classes, class_names, class_colours) a file records.
 
@@ -391,7 +376,8 @@ def opened(path, format, tensors=None, index=None, recorded=None, implied=None, 
     elif implied is not None:
         variant, num_classes = implied
     elif tensors is not None:
-        variant, num_classes = infer_meta({name: tuple(t[0]) for name, t in tensors.items()})
+        variant, num_classes = arch_lib.infer_meta({name: tuple(t[0])
+                                                     for name, t in tensors.items()})
     else:
         variant = num_classes = None
     weights = WeightsFile(path, format, variant, num_classes, class_names, class_colours,
