@@ -5,9 +5,11 @@ that holds it imports the loop, and so TensorFlow.
 """
 
 import dataclasses
+import numbers
 
 from deeplab_resnet import defaults
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.training import class_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,21 @@ class TrainConfig:
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.
         strategy: "default", "mirrored" or "multi-worker" (`deeplab_resnet.runtime.distribute`).
+        class_weights: loss weight of each class: "auto" (median-frequency balancing of
+            the training labels, counted before the first update and recorded, so that a
+            resume uses the same weights), a file of one weight per line in class order,
+            or a sequence of numbers; None: every class 1, Caffe's loss.
+        ohem_fraction: 0 < F <= 1: only the hardest F of the valid pixels of each
+            global batch count (bootstrapped cross-entropy); None: all.
+        val_list, val_data_dir: a labelled list to validate on while training, on
+            the chief, as evaluate.py scores (`val_data_dir` None: `data_dir`).
+        val_every: validate every N updates (None: at every checkpoint, every
+            `save_pred_every`); the best checkpoint is kept in `snapshot_dir`/best/.
+        val_scales, val_flip, val_deeplab_protocol, val_pad_size: the test protocol
+            of the validation (evaluate.py's --scales, --flip, --deeplab-protocol,
+            --pad-size).
+        config_file: the TOML file the settings were read from, recorded in the run
+            record (None: none).
 
     Example:
         >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",
@@ -99,6 +116,39 @@ class TrainConfig:
     jit: bool = False
     precision: str = "fp32"
     strategy: str = "default"
+    class_weights: str | tuple | None = None
+    ohem_fraction: float | None = None
+    val_list: str | None = None
+    val_data_dir: str | None = None
+    val_every: int | None = None
+    val_scales: tuple = (1.0,)
+    val_flip: bool = False
+    val_deeplab_protocol: bool = False
+    val_pad_size: int = defaults.PAD_SIZE
+    config_file: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_weights", class_weights.check_setting(self.class_weights))
+        fraction = self.ohem_fraction
+        if fraction is not None and not (isinstance(fraction, numbers.Real)
+                                         and not isinstance(fraction, bool)
+                                         and 0 < fraction <= 1):
+            raise SettingError(f"{{ohem_fraction}} must be a number in (0, 1], got {fraction!r}",
+                               "ohem_fraction")
+        for field in ("val_every", "val_pad_size"):
+            value = getattr(self, field)
+            if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
+                raise SettingError(f"{{{field}}} must be a positive integer, got {value!r}",
+                                   field)
+        scales = self.val_scales
+        if not (isinstance(scales, tuple) and scales and all(
+                isinstance(s, numbers.Real) and s > 0 for s in scales)):
+            raise SettingError(f"{{val_scales}} must be positive numbers, got {scales!r}",
+                               "val_scales")
+        if self.val_list is None and (self.val_every is not None
+                                      or self.val_data_dir is not None):
+            raise SettingError("{val_every} and {val_data_dir} need {val_list}, the list "
+                               "to validate on", "val_every", "val_data_dir", "val_list")
 
     def to_dict(self):
         """The settings as a JSON-safe dict ({field: value}; tuples as lists)."""

@@ -18,7 +18,7 @@ from deeplab_resnet.model.arch import HEAD_PREFIX, VARIANTS, param_kind
 from deeplab_resnet.errors import SettingError, name_fields
 from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
-from deeplab_resnet.training import run_record, snapshots, summaries
+from deeplab_resnet.training import run_record, snapshots, summaries, validation
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
@@ -299,7 +299,11 @@ class _Loop:
         self.writer = None
         objective = Objective(run.state.model, config.ignore_label,
                               scales=config.scales if run.recipe.multi_scale else None,
-                              compute_dtype=precision.resolve(config.precision))
+                              compute_dtype=precision.resolve(config.precision),
+                              class_weights=run.state.class_weights,
+                              ohem_fraction=config.ohem_fraction)
+        self.validation = (validation.Validation(config, run.snapshot_dir, run.state.model)
+                           if run.chief and config.val_list is not None else None)
         self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
                                jit=config.jit, strategy=run.strategy,
                                loss_scale=run.state.loss_scale)
@@ -316,14 +320,19 @@ class _Loop:
             self.manager = tf.train.CheckpointManager(
                 run.state.checkpoint, save_dir, max_to_keep=config.keep_checkpoints,
                 checkpoint_name=snapshots.CHECKPOINT_NAME)
+            if self.validation is not None:  # a resumed update that was due but not scored
+                self.writer = self.validation.catch_up(run.start, run.latest, self.writer)
             self.started = time.perf_counter()
             while self.update < self.end:
                 if agreement.poll():
                     return self._stopped()
                 images, labels = next(batches)
                 self._one_update(images, labels)
-                if self.update % config.save_pred_every == 0 or self.update == self.end:
-                    self._checkpoint(images, labels)
+                due = validation.due(config, self.update)
+                if self.update % config.save_pred_every == 0 or self.update == self.end or due:
+                    saved = self._checkpoint(images, labels)
+                    if due and self.validation is not None:
+                        self.validation.run(self.update, saved, self.writer)
             return self._finished()
 
     @contextlib.contextmanager
@@ -387,6 +396,7 @@ class _Loop:
                      f"accuracy {self.last_accuracy:.3f}, {rate:.2f} updates/s, "
                      f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}",
                      extra=PROGRESS)
+        return saved
 
     def _save(self):
         """Saves a checkpoint of the current update; tells the callbacks; returns its prefix."""

@@ -12,7 +12,7 @@ from deeplab_resnet.runtime import distribute
 from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
-from deeplab_resnet.training import run_record
+from deeplab_resnet.training import class_weights, run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
 
@@ -66,6 +66,7 @@ class TrainState:
         checkpoint: what is saved: all of the above and the run record (`meta/run`).
         restorable: the same without the record, for resuming (which also
             resumes checkpoints written before records existed).
+        class_weights: the loss weight of each class, or None (`class_weights.resolve`).
     """
     model: object
     variables: dict
@@ -75,6 +76,7 @@ class TrainState:
     loss_scale: object
     checkpoint: tf.train.Checkpoint
     restorable: tf.train.Checkpoint
+    class_weights: tuple | None = None
 
 
 def build_state(config, recipe, strategy, latest, record):
@@ -91,6 +93,7 @@ def build_state(config, recipe, strategy, latest, record):
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
     ckpt_lib.check_class_names(class_names, model.num_classes)
+    record, weights = class_weights.resolve(config, record, model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -112,4 +115,4 @@ def build_state(config, recipe, strategy, latest, record):
             "run": run_record.variable(record)}
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
-                      tf.train.Checkpoint(meta=model.meta, **saved))
+                      tf.train.Checkpoint(meta=model.meta, **saved), weights)
