@@ -31,7 +31,8 @@ from deeplab_resnet.files import writable_dir
 MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
-              "npz_path": "--data-output-path", "code_path": "--code-output-path"}
+              "npz_path": "--data-output-path", "code_path": "--code-output-path",
+              "config_file": "--config"}
 
 
 def flag_name(field):
@@ -109,6 +110,7 @@ non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 non_negative_float = _number(float, lambda v: v >= 0, "0 or a positive number")
 unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
