@@ -5,10 +5,10 @@ that holds it imports the loop, and so TensorFlow.
 """
 
 import dataclasses
-import numbers
 
-from deeplab_resnet import defaults
+from deeplab_resnet import defaults, settings as rules
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.training import class_weights
 
 
@@ -18,8 +18,10 @@ class TrainConfig:
 
     The fields are the training scripts' flags (`batch_size` is --batch-size),
     except `variant` (--model), `new_head` (--not-restore-last) and `train_bn`
-    (--is-training). Errors and messages about a setting name its field; the
-    command line shows the flag instead.
+    (--is-training). A config checks its fields when it is made (a SettingError
+    naming the first bad field: `deeplab_resnet.settings`); errors and messages
+    about a setting name its field, and the command line shows the flag instead.
+    Lists given for the tuple fields are kept as tuples.
 
     Attributes:
         data_dir, data_list: the list file of 'IMAGE LABEL' lines and the folder
@@ -114,7 +116,7 @@ class TrainConfig:
     stop_after: int | None = None
     deterministic: bool = False
     jit: bool = False
-    precision: str = "fp32"
+    precision: str = rules.DEFAULT_PRECISION
     strategy: str = "default"
     class_weights: str | tuple | None = None
     ohem_fraction: float | None = None
@@ -128,23 +130,12 @@ class TrainConfig:
     config_file: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "class_weights", class_weights.check_setting(self.class_weights))
-        fraction = self.ohem_fraction
-        if fraction is not None and not (isinstance(fraction, numbers.Real)
-                                         and not isinstance(fraction, bool)
-                                         and 0 < fraction <= 1):
-            raise SettingError(f"{{ohem_fraction}} must be a number in (0, 1], got {fraction!r}",
-                               "ohem_fraction")
-        for field in ("val_every", "val_pad_size"):
+        for field in ("class_names", "input_size", "scales", "val_scales"):
             value = getattr(self, field)
-            if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
-                raise SettingError(f"{{{field}}} must be a positive integer, got {value!r}",
-                                   field)
-        scales = self.val_scales
-        if not (isinstance(scales, tuple) and scales and all(
-                isinstance(s, numbers.Real) and s > 0 for s in scales)):
-            raise SettingError(f"{{val_scales}} must be positive numbers, got {scales!r}",
-                               "val_scales")
+            if isinstance(value, list):
+                object.__setattr__(self, field, tuple(value))
+        rules.check_fields(self, _RULES)
+        object.__setattr__(self, "class_weights", class_weights.check_setting(self.class_weights))
         if self.val_list is None and (self.val_every is not None
                                       or self.val_data_dir is not None):
             raise SettingError("{val_every} and {val_data_dir} need {val_list}, the list "
@@ -167,12 +158,37 @@ class TrainConfig:
         if unknown:
             raise SettingError(f"not a training setting: {', '.join(unknown)} (the settings are "
                                f"the fields of TrainConfig)")
-        return cls(**{name: tuple(value) if isinstance(value, list) else value
-                      for name, value in settings.items()})
+        return cls(**settings)
 
 
 def _json_value(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+_BOOLEANS = ("random_mirror", "random_scale", "from_scratch", "new_head", "train_bn",
+             "deterministic", "jit", "val_flip", "val_deeplab_protocol")
+_POSITIVE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
+             "keep_checkpoints")
+# TrainConfig's fields and their rules, in the order of the fields.
+_RULES = {
+    "data_dir": rules.PATH.or_none(), "data_list": rules.PATH,
+    "ignore_label": rules.LABEL_VALUE, "variant": rules.one_of(VARIANTS).or_none(),
+    "num_classes": rules.POSITIVE_INT.or_none(), "class_names": rules.CLASS_NAMES.or_none(),
+    "prototxt": rules.PATH.or_none(), "input_size": rules.INPUT_SIZE,
+    "learning_rate": rules.POSITIVE_NUMBER, "momentum": rules.NON_NEGATIVE_NUMBER,
+    "power": rules.NON_NEGATIVE_NUMBER, "weight_decay": rules.NON_NEGATIVE_NUMBER,
+    "scales": rules.SCALES, "scale_mode": rules.one_of(rules.SCALE_MODES),
+    "random_seed": rules.INTEGER, "restore_from": rules.PATH.or_none(),
+    "bn_momentum": rules.FRACTION, "save_num_images": rules.NON_NEGATIVE_INT,
+    "snapshot_dir": rules.PATH, "stop_after": rules.POSITIVE_INT.or_none(),
+    "precision": rules.one_of(rules.PRECISIONS), "strategy": rules.one_of(rules.STRATEGIES),
+    "ohem_fraction": rules.OHEM_FRACTION.or_none(), "val_list": rules.PATH.or_none(),
+    "val_data_dir": rules.PATH.or_none(), "val_every": rules.POSITIVE_INT.or_none(),
+    "val_scales": rules.SCALES, "val_pad_size": rules.POSITIVE_INT,
+    "config_file": rules.PATH.or_none(),
+    **{field: rules.POSITIVE_INT for field in _POSITIVE},
+    **{field: rules.BOOLEAN for field in _BOOLEANS},
+}
 
 
 @dataclasses.dataclass(frozen=True)
