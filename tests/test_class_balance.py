@@ -86,6 +86,17 @@ def test_ohem_counts_only_the_hardest_fraction(fraction):
         pytest.approx(float(hardest.mean()), rel=1e-5)
 
 
+def test_ohem_compiles_with_xla():
+    """--jit: the number of pixels kept is not known when the step is compiled."""
+    logits, labels = batch(3)
+    objective = losses.Objective(lambda images, training: tf.constant(logits), 255,
+                                 ohem_fraction=0.3, class_weights=(1.0, 2.0, 0.5, 1.0))
+    compiled = tf.function(lambda images, labels: objective(images, labels)[0], jit_compile=True)
+    images = tf.zeros((len(logits), 8, 8, 3))
+    assert float(compiled(images, tf.constant(labels))) == pytest.approx(
+        float(objective(images, tf.constant(labels))[0]), rel=1e-5)
+
+
 def test_ohem_with_class_weights_weights_the_hardest_pixels():
     logits, labels = batch(2)
     weights = (1.0, 0.25, 4.0, 2.0)

@@ -116,24 +116,28 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("how", ["stop-after", "killed-before-scoring"])
+@pytest.mark.parametrize("how", ["stop-after", "killed-before-scoring-4",
+                                 "killed-before-scoring-6"])
 def test_a_resumed_run_equals_an_uninterrupted_one(data, uninterrupted, tmp_path, monkeypatch,
                                                    how, process_state_restored):
+    """Stopped by --stop-after; or killed after saving checkpoint 4 (or the last, 6) but
+    before scoring it: the rerun scores it first (at 6: though there is nothing to train)."""
     snap = tmp_path / "snap"
     if how == "stop-after":
         assert training.train(config(data, snap, keep_checkpoints=1, stop_after=3)).updates == 3
-    else:  # checkpoint 4 saved, the process dies before scoring it
+    else:
+        dies_at = int(how.rsplit("-", 1)[1])
         original = validation.Validation.run
 
-        def dies_at_4(self, update, checkpoint, writer):
-            if update == 4:
+        def dies(self, update, checkpoint, writer):
+            if update == dies_at:
                 raise Interrupted()
             return original(self, update, checkpoint, writer)
-        monkeypatch.setattr(validation.Validation, "run", dies_at_4)
+        monkeypatch.setattr(validation.Validation, "run", dies)
         with pytest.raises(Interrupted):
             training.train(config(data, snap, keep_checkpoints=1))
         monkeypatch.setattr(validation.Validation, "run", original)
-        assert "4" not in read_json(snap / validation.HISTORY_FILE)["mean_iou"]
+        assert str(dies_at) not in read_json(snap / validation.HISTORY_FILE)["mean_iou"]
     assert training.train(config(data, snap, keep_checkpoints=1)).updates == 6
     for name in (validation.HISTORY_FILE, "best/best.json"):
         assert read_json(snap / name) == read_json(uninterrupted / name), name

@@ -118,6 +118,9 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
                  f"{{num_steps}} {config.num_steps} updates: nothing to do (a larger "
                  "{num_steps} continues this run)", "num_steps", progress=True)
+            if config.val_list is not None:  # its last update was saved, maybe not scored
+                validation.Validation(config, run.snapshot_dir, run.state.model).catch_up(
+                    run.start, run.latest, None)
         for callback in callbacks:
             callback.on_train_end()
         return TrainResult(run.latest, run.start, None)

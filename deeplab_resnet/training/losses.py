@@ -47,7 +47,8 @@ def hardest_threshold(per_pixel, valid, fraction):
     count = tf.reduce_sum(tf.cast(losses >= 0.0, tf.int32))
     k = tf.cast(tf.math.ceil(fraction * tf.cast(count, tf.float32)), tf.int32)
     k = tf.clip_by_value(k, 1, tf.size(losses))
-    return tf.stop_gradient(tf.math.top_k(losses, k, sorted=True).values[k - 1])
+    # A sort, not top_k: k is not known when the step is compiled (XLA, `jit`).
+    return tf.stop_gradient(tf.sort(losses, direction="DESCENDING")[k - 1])
 
 
 def weighted_sums(logits, labels, ignore_label, class_weights=None, ohem_fraction=None):

@@ -30,7 +30,8 @@ from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.files import atomic_path
 from deeplab_resnet.predict import evaluation
-from deeplab_resnet.predict.prediction import PredictConfig, make_predictor
+from deeplab_resnet.predict.config import PredictConfig
+from deeplab_resnet.predict.prediction import make_predictor
 from deeplab_resnet.training import summaries
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Validation:
         if writer is None:
             writer = tf.summary.create_file_writer(os.path.dirname(latest))
         self.run(start, latest, writer)
+        writer.flush()
         return writer
 
     def mean_iou(self):
