@@ -24,13 +24,22 @@ from deeplab_resnet import defaults, settings
 from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.cli.reporting import reporting
-from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError
+from deeplab_resnet.errors import DeepLabError, SettingError, WriteError
 from deeplab_resnet.files import writable_dir
 
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
               "npz_path": "--data-output-path", "code_path": "--code-output-path",
               "config_file": "--config"}
+
+
+class Stopped(Exception):
+    """A run stopped on request (a signal) after saving its state: printed as one line
+    `error: ...`, exit status `exit_status` (128 + the signal number)."""
+
+    def __init__(self, message, exit_status):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def flag_name(field):

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from deeplab_resnet import cli, defaults, settings
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.cli import config_file, progress, tf_quiet
-from deeplab_resnet.errors import Stopped
 from deeplab_resnet.training import Callback, StopRequest, TrainConfig, train
 from deeplab_resnet.training.config import get_recipe
 
@@ -289,7 +288,7 @@ def stopped(result, stop, config):
     else:
         done = (f"stopped after update {result.updates} of {config.num_steps}, checkpoint "
                 f"saved in {config.snapshot_dir}")
-    return Stopped(f"{name}: {done}; rerun the same command to resume", 128 + stop.code)
+    return cli.Stopped(f"{name}: {done}; rerun the same command to resume", 128 + stop.code)
 
 
 @cli.flag_errors

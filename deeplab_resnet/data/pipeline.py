@@ -32,7 +32,7 @@ from deeplab_resnet.data.images import MAX_IMAGE_PIXELS, read_image
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults, settings
-from deeplab_resnet.errors import SettingError, DeepLabError, first_line
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, first_line
 from deeplab_resnet.model.network import preprocess
 
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
@@ -187,9 +187,10 @@ class ImageReader:
             image = read_image(self.images[index])
             label = read_label(self.labels[index])
             if image.shape[:2] != label.shape:
-                raise DeepLabError(
+                raise BadFileError(
                     f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
-                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)")
+                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)",
+                    path=self.labels[index])
             if num_classes is not None:
                 # The values present (a histogram is faster than np.unique on every pixel).
                 present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))

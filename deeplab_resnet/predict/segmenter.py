@@ -33,7 +33,7 @@ def as_rgb(image):
             HxWx4 RGBA. Files and PIL images are converted as the commands
             convert them (grayscale, CMYK, palette, RGBA ... -> RGB).
     Raises:
-        DeepLabError naming a missing or unreadable file; SettingError ("image")
+        BadFileError (`.path`) for a missing or unreadable file; SettingError ("image")
         for an object of another type, or an array of another dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):

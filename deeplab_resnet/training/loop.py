@@ -14,7 +14,7 @@ from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
 from deeplab_resnet.model.arch import HEAD_PREFIX, param_kind
-from deeplab_resnet.errors import SettingError, name_fields
+from deeplab_resnet.errors import NamingSettings, SettingError
 from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training import run_record, snapshots, summaries, validation
@@ -128,10 +128,8 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
 
 
 def _log(level, template, *fields, progress=False):
-    """Logs `template` with its `{field}`s read as field names; the record keeps the template
-    and fields, so that the command line can show its flags instead."""
-    extra = dict(PROGRESS if progress else {}, template=template, fields=fields)
-    log.log(level, name_fields(template, fields), extra=extra)
+    """Logs `template` naming the settings `fields` (`NamingSettings`)."""
+    log.log(level, NamingSettings(template, *fields), extra=PROGRESS if progress else None)
 
 
 @dataclasses.dataclass
