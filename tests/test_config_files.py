@@ -116,6 +116,15 @@ def test_run_record_and_evaluation_report_name_the_config(tmp_path, capfd):
     assert status == 0, err
     record, step = run_record.read(checkpoint.latest_in(str(tmp_path / "snap")))
     assert step == 2 and record["config_file"] == str(path)
+    # The same settings as flags (no config): the same run, resumed; the record says so.
+    flags = ["--model", "tiny", "--num-classes", str(len(shapes.CLASSES)), "--data-dir",
+             data["root"], "--data-list", data["train"], "--input-size", "32,32",
+             "--batch-size", "2", "--num-steps", "3", "--save-pred-every", "2",
+             "--save-num-images", "0", "--is-training", "--snapshot-dir", str(tmp_path / "snap")]
+    status, out, err = run_command(train.main, flags, capfd)
+    assert status == 0 and "resuming from" in out, err
+    record, step = run_record.read(checkpoint.latest_in(str(tmp_path / "snap")))
+    assert step == 3 and record["config_file"] is None
     evaluation = tmp_path / "eval.toml"
     evaluation.write_text(f'data_dir = "{data["root"]}"\ndata_list = "{data["val"]}"\n'
                           f'restore_from = "{tmp_path / "snap"}"\n')
