@@ -171,3 +171,21 @@ def test_bad_validation_settings(data, tmp_path, capfd):
     with pytest.raises(SettingError) as info:
         training.train(config(data, snap, val_data_dir=str(tmp_path / "none")))
     assert info.value.field == "val_data_dir"
+
+
+def test_the_command_shows_the_scores(data, tmp_path, capfd):
+    snap = tmp_path / "snap"
+    status, out, err = run_command(train_command.main, [
+        "--model", "tiny", "--num-classes", CLASSES, "--data-dir", data["root"],
+        "--data-list", data["train"], "--input-size", "32,32", "--batch-size", "2",
+        "--is-training", "--num-steps", "2", "--save-num-images", "0", "--snapshot-dir", snap,
+        "--val-list", data["val"], "--val-data-dir", data["root"], "--val-every", "1"], capfd)
+    assert status == 0, err
+    history = read_json(snap / validation.HISTORY_FILE)["mean_iou"]
+    best = read_json(snap / "best" / "best.json")
+    for update in (1, 2):
+        line = (f"validation at update {update}: mean IoU {history[str(update)]:.4f} on 3 "
+                "images (")
+        assert line in err, err
+    assert f"(the best so far, kept in {snap / 'best'})" in err
+    assert best["mean_iou"] == max(history.values())
