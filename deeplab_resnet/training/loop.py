@@ -118,9 +118,7 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
                  f"{{num_steps}} {config.num_steps} updates: nothing to do (a larger "
                  "{num_steps} continues this run)", "num_steps", progress=True)
-            if config.val_list is not None:  # its last update was saved, maybe not scored
-                validation.Validation(config, run.snapshot_dir, run.state.model).catch_up(
-                    run.start, run.latest, None)
+            validation.for_run(run).catch_up(run.start, run.latest)  # saved, maybe not scored
         for callback in callbacks:
             callback.on_train_end()
         return TrainResult(run.latest, run.start, None)
@@ -274,8 +272,7 @@ class _Loop:
                               compute_dtype=precision.resolve(config.precision),
                               class_weights=run.state.class_weights,
                               ohem_fraction=config.ohem_fraction)
-        self.validation = (validation.Validation(config, run.snapshot_dir, run.state.model)
-                           if run.chief and config.val_list is not None else None)
+        self.validation = validation.for_run(run)
         self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
                                jit=config.jit, strategy=run.strategy,
                                loss_scale=run.state.loss_scale)
@@ -292,19 +289,16 @@ class _Loop:
             self.manager = tf.train.CheckpointManager(
                 run.state.checkpoint, save_dir, max_to_keep=config.keep_checkpoints,
                 checkpoint_name=snapshots.CHECKPOINT_NAME)
-            if self.validation is not None:  # a resumed update that was due but not scored
-                self.writer = self.validation.catch_up(run.start, run.latest, self.writer)
+            self.writer = self.validation.catch_up(run.start, run.latest, self.writer)
             self.started = time.perf_counter()
             while self.update < self.end:
                 if agreement.poll():
                     return self._stopped()
                 images, labels = next(batches)
                 self._one_update(images, labels)
-                due = validation.due(config, self.update)
-                if self.update % config.save_pred_every == 0 or self.update == self.end or due:
-                    saved = self._checkpoint(images, labels)
-                    if due and self.validation is not None:
-                        self.validation.run(self.update, saved, self.writer)
+                if self.update % config.save_pred_every == 0 or self.update == self.end \
+                        or validation.due(config, self.update):
+                    self.validation.run(self.update, self._checkpoint(images, labels), self.writer)
             return self._finished()
 
     @contextlib.contextmanager

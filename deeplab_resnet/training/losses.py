@@ -8,14 +8,17 @@ from deeplab_resnet.model.msc import MultiScale
 
 
 def _per_pixel(logits, labels, ignore_label):
-    """(per-pixel cross-entropy, valid mask, shrunk labels, float32 logits) at logit resolution."""
+    """At logit resolution: (per-pixel cross-entropy, valid mask, 1.0 at the valid pixels,
+    1.0 where the argmax is the label, the shrunk labels with 0 at the invalid pixels)."""
     num_classes = logits.shape[-1]
     labels = geometry.shrink_labels(labels, geometry.spatial_size(logits))
     valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
     logits = tf.cast(logits, tf.float32)
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.where(valid, labels, 0), logits=logits)
-    return per_pixel, valid, labels, logits
+    weight = tf.cast(valid, tf.float32)
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
+    return per_pixel, valid, weight, hits, tf.where(valid, labels, 0)
 
 
 def cross_entropy_sums(logits, labels, ignore_label):
@@ -29,9 +32,7 @@ def cross_entropy_sums(logits, labels, ignore_label):
     Returns:
         (summed loss, correctly classified valid pixels, valid pixels).
     """
-    per_pixel, valid, labels, logits = _per_pixel(logits, labels, ignore_label)
-    weight = tf.cast(valid, tf.float32)
-    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
+    per_pixel, _, weight, hits, _ = _per_pixel(logits, labels, ignore_label)
     return tf.reduce_sum(per_pixel * weight), tf.reduce_sum(hits * weight), tf.reduce_sum(weight)
 
 
@@ -62,16 +63,14 @@ def weighted_sums(logits, labels, ignore_label, class_weights=None, ohem_fractio
         (weighted loss sum, correct valid pixels, valid pixels, the sum of the weights
         of the pixels that count: the loss's normaliser once summed over replicas).
     """
-    per_pixel, valid, labels, logits = _per_pixel(logits, labels, ignore_label)
-    weight = tf.cast(valid, tf.float32)
-    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), tf.float32)
+    per_pixel, valid, weight, hits, labels = _per_pixel(logits, labels, ignore_label)
     counted = weight
     if ohem_fraction is not None:
         threshold = hardest_threshold(per_pixel, valid, ohem_fraction)
         counted = weight * tf.cast(per_pixel >= threshold, tf.float32)
     if class_weights is not None:
         table = tf.constant(class_weights, tf.float32)
-        counted = counted * tf.gather(table, tf.where(valid, labels, 0))
+        counted = counted * tf.gather(table, labels)
     return (tf.reduce_sum(per_pixel * counted), tf.reduce_sum(hits * weight),
             tf.reduce_sum(weight), tf.reduce_sum(counted))
 

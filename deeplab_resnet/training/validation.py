@@ -78,6 +78,23 @@ def _write_json(document, path):
             json.dump(document, f, indent=2)
 
 
+def for_run(run):
+    """The `Validation` of a run (the loop's `_Run`) on its chief, or `NoValidation`."""
+    if not run.chief or run.config.val_list is None:
+        return NoValidation()
+    return Validation(run.config, run.snapshot_dir, run.state.model)
+
+
+class NoValidation:
+    """What a run without validation, or a worker other than the chief, validates: nothing."""
+
+    def catch_up(self, start, latest, writer=None):
+        return writer
+
+    def run(self, update, checkpoint, writer):
+        return None
+
+
 class Validation:
     """The validation of one run on its chief.
 
@@ -100,9 +117,10 @@ class Validation:
         """Whether update `update` has been scored (by this run or before a resume)."""
         return str(update) in self.history
 
-    def catch_up(self, start, latest, writer):
+    def catch_up(self, start, latest, writer=None):
         """Scores the resumed checkpoint `latest` (update `start`) when it was due but not
-        scored; returns the summary writer (made here when `writer` is None and it is due)."""
+        scored (a run killed between saving and scoring it); returns the summary writer
+        (made here when `writer` is None and it is due)."""
         if latest is None or not due(self.config, start) or self.scored(start):
             return writer
         if writer is None:
@@ -123,8 +141,11 @@ class Validation:
         return evaluation.Scores.from_confusion(confusion).mean_iou
 
     def run(self, update, checkpoint, writer):
-        """Scores update `update` (saved as the checkpoint prefix `checkpoint`), keeps it in
-        best/ when it is the best so far, logs and writes `val/mean_iou`; returns the score."""
+        """Scores update `update` (saved as the checkpoint prefix `checkpoint`) when it is
+        `due`, keeps it in best/ when it is the best so far, logs and writes `val/mean_iou`;
+        returns the score (None when not due)."""
+        if not due(self.config, update):
+            return None
         score = self.mean_iou()
         if score is not None:
             with writer.as_default():
