@@ -29,7 +29,8 @@ from deeplab_resnet.files import writable_dir
 
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
-              "npz_path": "--data-output-path", "code_path": "--code-output-path"}
+              "npz_path": "--data-output-path", "code_path": "--code-output-path",
+              "config_file": "--config"}
 
 
 class Stopped(Exception):
@@ -88,6 +89,7 @@ positive_float = flag_type(float, settings.POSITIVE_NUMBER, "a number")
 non_negative_float = flag_type(float, settings.NON_NEGATIVE_NUMBER, "a number")
 unit_interval = flag_type(float, settings.FRACTION, "a number")
 label_value = flag_type(int, settings.LABEL_VALUE, "an integer")
+fraction = flag_type(float, settings.OHEM_FRACTION, "a number")
 
 
 def typed(value):

@@ -13,7 +13,7 @@ from deeplab_resnet.runtime import distribute
 from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
-from deeplab_resnet.training import run_record
+from deeplab_resnet.training import class_weights, run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
 from deeplab_resnet.weights.weights_file import WeightsFile
@@ -84,6 +84,7 @@ class TrainState:
             resumes checkpoints written before records existed).
         palette: 256x3 uint8 colours of the classes the run records (a classes file's,
             given or resumed), None for VOC's: the summaries' label colours.
+        class_weights: the loss weight of each class, or None (`class_weights.resolve`).
     """
     model: object
     variables: dict
@@ -94,6 +95,7 @@ class TrainState:
     checkpoint: tf.train.Checkpoint
     restorable: tf.train.Checkpoint
     palette: object = None
+    class_weights: tuple | None = None
 
 
 def build_state(config, recipe, strategy, resumed, record, start=None):
@@ -111,6 +113,7 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
     ckpt_lib.check_class_names(class_names, model.num_classes)
+    record, weights = class_weights.resolve(config, record, model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -135,4 +138,5 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
                       tf.train.Checkpoint(meta=model.meta, **saved),
-                      palette=None if colours is None else palette_of(colours))
+                      palette=None if colours is None else palette_of(colours),
+                      class_weights=weights)
