@@ -50,7 +50,7 @@ def test_bf16_training_reduces_the_loss():
     images, labels = batch(seed=3, n=4)
     losses = []
     for _ in range(8):
-        loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
+        loss, _, ok, *_ = trainer.step(images[None], labels[None], 0.001).read()
         assert ok and np.isfinite(loss)
         losses.append(loss)
     assert losses[-1] < 0.7 * losses[0], losses
@@ -76,16 +76,16 @@ def test_fp16_overflow_skips_the_update_without_stopping():
     images, labels = batch(seed=4)
     # (BatchNorm's moving statistics follow every forward pass, as in any framework.)
     before = {k: v.numpy() for k, v in zip(trainer.names, trainer.variables)}
-    loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
-    assert ok and np.isfinite(loss)  # the loss is float32 and finite: training goes on
+    loss, _, ok, _, skipped = trainer.step(images[None], labels[None], 0.001).read()
+    assert ok and np.isfinite(loss) and skipped  # the loss is float32 and finite: training goes on
     assert float(loss_scale.scale) == 2.0 ** 99
     for key, value in before.items():
         np.testing.assert_array_equal(model.params[key].numpy(), value, err_msg=key)
 
     loss_scale.scale.assign(2.0 ** 8)
     for _ in range(2):
-        loss, _, ok, _ = trainer.step(images[None], labels[None], 0.001).read()
-        assert ok and np.isfinite(loss)
+        loss, _, ok, _, skipped = trainer.step(images[None], labels[None], 0.001).read()
+        assert ok and np.isfinite(loss) and not skipped
     assert float(loss_scale.scale) == 2.0 ** 9  # grown after 2 good steps
     assert not np.array_equal(model.params["fc1_voc12_c0/weights"].numpy(),
                               before["fc1_voc12_c0/weights"])
@@ -98,7 +98,7 @@ def test_fp16_gradients_match_float32_after_unscaling():
     for dtype, loss_scale in ((tf.float32, None), (tf.float16, step.LossScale(2.0 ** 8))):
         model, trainer = make_trainer(dtype, loss_scale)
         before = model.params["fc1_voc12_c1/weights"].numpy()
-        _, _, ok, _ = trainer.step(images[None], labels[None], 1e-6).read()
+        _, _, ok, *_ = trainer.step(images[None], labels[None], 1e-6).read()
         assert ok
         deltas.append(model.params["fc1_voc12_c1/weights"].numpy() - before)
     reference, half = deltas

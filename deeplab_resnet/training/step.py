@@ -1,8 +1,8 @@
 """The compiled update step: loss scaling and the `Trainer` (micro-batches, replicas).
 
-An update leaves its results on the device (`UpdateStats`); the loop copies them to
-the host once per update (`UpdateStats.read`), so that micro-batches queue up on a
-GPU without draining it in between.
+An update leaves its results on the device (`UpdateStats`); the loop copies those of
+several updates to the host at once (`read_all`, every `TrainConfig.log_every` updates),
+so that updates queue up on a GPU without draining it in between.
 """
 
 from typing import NamedTuple
@@ -22,18 +22,37 @@ class UpdateStats(NamedTuple):
         ok: False when the loss, or without loss scaling the gradients, was
             not finite and nothing was applied.
         loss_scale: the float16 loss scale after the update, or None.
+        skipped: with loss scaling, whether the gradients overflowed and the
+            update was skipped (else None).
     """
     loss: tf.Tensor
     accuracy: tf.Tensor
     ok: tf.Tensor
     loss_scale: tf.Tensor | None = None
+    skipped: tf.Tensor | None = None
 
     def read(self):
         """The same fields as Python numbers (`ok` a bool), copied to the host in one read."""
-        present = [value for value in self if value is not None]
-        values = tf.stack([tf.cast(value, tf.float32) for value in present]).numpy().tolist()
-        loss, accuracy, ok, *scale = values
-        return UpdateStats(loss, accuracy, bool(ok), scale[0] if scale else None)
+        return read_all([self])[0]
+
+
+def read_all(stats):
+    """The `UpdateStats` of several updates as Python numbers, copied to the host in one read."""
+    if not stats:
+        return []
+    rows = [tf.stack([tf.cast(value, tf.float32) for value in s if value is not None])
+            for s in stats]
+    return [_on_host(*values) for values in tf.stack(rows).numpy().tolist()]
+
+
+def _on_host(loss, accuracy, ok, *scaling):
+    if not scaling:
+        return UpdateStats(loss, accuracy, bool(ok))
+    return UpdateStats(loss, accuracy, bool(ok), scaling[0], bool(scaling[1]))
+
+
+# The loss scale never goes below this: at 1 the gradients are the plain float16 ones.
+MIN_LOSS_SCALE = 1.0
 
 
 class LossScale(tf.Module):
@@ -42,8 +61,10 @@ class LossScale(tf.Module):
     The loss is multiplied by `scale` before differentiation and the
     gradients divided by it, so that small float16 gradients do not flush
     to zero. An update whose gradients overflow (inf or nan) is skipped and
-    the scale halved; after `growth_interval` finite updates in a row the
-    scale doubles.
+    the scale halved, but never below `MIN_LOSS_SCALE` (1); after
+    `growth_interval` finite updates in a row the scale doubles. Updates that
+    keep overflowing at scale 1 cannot be rescued by scaling: the training
+    loop stops after `TrainConfig.max_skipped_updates` skipped in a row.
 
     Args:
         initial: the first scale (a power of two).
@@ -60,7 +81,8 @@ class LossScale(tf.Module):
         """Adjusts the scale after an update whose gradients were `finite` (bool tensor)."""
         good = tf.where(finite, self.good_steps + 1, tf.constant(0, tf.int64))
         grow = good >= self.growth_interval
-        self.scale.assign(self.scale * tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5))
+        scaled = self.scale * tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5)
+        self.scale.assign(tf.maximum(scaled, MIN_LOSS_SCALE))
         self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
 
 
@@ -72,8 +94,10 @@ class Trainer:
     checkpointed: an update never spans a checkpoint) and the mean is applied.
     Under a strategy each piece runs on every replica (`strategy.run`); the
     gradients are summed over replicas just before the optimizer, which then
-    makes the same update on every replica. Each piece is a tf.function
-    traced once; `jit` compiles the per-replica function with XLA.
+    makes the same update on every replica. The pieces of one update, every
+    micro-batch and the optimizer step, run in one tf.function (traced once
+    per micro-batch count); each piece is a tf.function traced once, which
+    `jit` compiles with XLA.
 
     Args:
         objective: an `Objective`.
@@ -100,16 +124,15 @@ class Trainer:
         self._single = self._on_replicas(self._single_step, jit)
         self._accumulate = self._on_replicas(self._accumulate_step, jit)
         self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
+        self._update = tf.function(self._one_update, autograph=False)
         self.predict = tf.function(self._predict, autograph=False)
 
     def _on_replicas(self, fn, jit):
-        """A tf.function running `fn` on every replica; returns the first local replica's result.
-
-        The results of the step functions are sums over replicas, the same on each.
-        """
+        """`fn` run on every replica (call in a tf.function); returns the first local
+        replica's result (the step functions' results are sums over replicas, the same
+        on each)."""
         replica_fn = tf.function(fn, jit_compile=jit, autograph=False)
 
-        @tf.function(autograph=False)
         def run(*args):
             results = self.strategy.run(replica_fn, args=args)
             return tf.nest.map_structure(
@@ -129,9 +152,9 @@ class Trainer:
         """Sums `grads` over replicas and applies them unless they or the loss are not finite.
 
         Returns:
-            False when training must stop (the loss, or without loss scaling
-            the gradients, not finite). With loss scaling, overflowing
-            gradients only skip this update and halve the scale.
+            (ok, skipped): ok False when training must stop (the loss, or without
+            loss scaling the gradients, not finite); with loss scaling, overflowing
+            gradients only skip this update (skipped True) and halve the scale.
         """
         grads = distribute.sum_over_replicas(grads)
         if self.loss_scale is not None:
@@ -142,14 +165,14 @@ class Trainer:
                                              learning_rate),
                 lambda: None)
         if self.loss_scale is None:
-            return loss_finite & finite
+            return loss_finite & finite, tf.constant(False)
         self.loss_scale.update(finite)
-        return loss_finite
+        return loss_finite, tf.logical_not(finite)
 
     def _single_step(self, images, labels, learning_rate):
         grads, (loss, hits, pixels) = self._gradients(images[0], labels[0])
-        ok = self._apply(grads, learning_rate, tf.math.is_finite(loss))
-        return loss, hits, pixels, ok
+        ok, skipped = self._apply(grads, learning_rate, tf.math.is_finite(loss))
+        return loss, hits, pixels, ok, skipped
 
     def _accumulate_step(self, images, labels, index):
         grads, (loss, hits, pixels) = self._gradients(images[index], labels[index])
@@ -159,39 +182,45 @@ class Trainer:
 
     def _apply_accumulated(self, learning_rate, count, loss_finite):
         grads = [acc / count for acc in self._accumulators]
-        ok = self._apply(grads, learning_rate, loss_finite)
+        result = self._apply(grads, learning_rate, loss_finite)
         for acc in self._accumulators:
             acc.assign(tf.zeros_like(acc))
-        return ok
+        return result
+
+    def _one_update(self, images, labels, learning_rate):
+        """Every micro-batch of one update and its optimizer step (in one tf.function)."""
+        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
+        if count == 1:
+            loss, hits, pixels, ok, skipped = self._single(images, labels, learning_rate)
+        else:
+            sums = [self._accumulate(images, labels, tf.constant(i)) for i in range(count)]
+            loss, hits, pixels = (tf.add_n(list(parts)) for parts in zip(*sums))
+            loss = loss / count
+            ok, skipped = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
+                                           tf.math.is_finite(loss))
+        if self.loss_scale is None:
+            return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok)
+        return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok,
+                           self.loss_scale.scale.read_value(), skipped)
 
     def step(self, images, labels, learning_rate):
         """One update from N micro-batches, without waiting for it (no host read).
 
         Args:
-            images: [N, B, H, W, 3] preprocessed crops (per replica: a
-                distributed value of `ImageReader.batches`, or one tensor).
+            images: [N, B, H, W, 3] crops (per replica: a distributed value of
+                `ImageReader.batches`, or one tensor).
             labels: [N, B, H, W] labels, likewise.
             learning_rate: float.
         Returns:
             `UpdateStats` of the global batch, on the device (with loss
             scaling, an overflow skips the update and leaves `ok` True).
         """
-        learning_rate = tf.constant(learning_rate, tf.float32)
         count = int(self.strategy.experimental_local_results(images)[0].shape[0])
-        if count == 1:
-            loss, hits, pixels, ok = self._single(images, labels, learning_rate)
-        else:
-            if self._accumulators is None:
-                with self.strategy.scope():
-                    self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype),
-                                                      trainable=False) for v in self.variables]
-            sums = [self._accumulate(images, labels, tf.constant(i)) for i in range(count)]
-            loss, hits, pixels = (tf.add_n(list(parts)) for parts in zip(*sums))
-            loss = loss / count
-            ok = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
-                                  tf.math.is_finite(loss))
-        scale = None if self.loss_scale is None else self.loss_scale.scale.read_value()
-        return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok, scale)
+        if count > 1 and self._accumulators is None:
+            with self.strategy.scope():
+                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                                      for v in self.variables]
+        return self._update(images, labels, tf.constant(learning_rate, tf.float32))
 
     def _predict(self, images):
         """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""
