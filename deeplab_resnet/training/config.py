@@ -54,6 +54,17 @@ class TrainConfig:
             uninterrupted one bit for bit on CPU. TensorFlow's global seed is
             never set: nothing in training draws from it.
         jit: compile the update with XLA.
+        tf32: let float32 convolutions and matrix products run as TF32 on GPUs of
+            compute capability >= 8.0 (~1e-3 relative error). `train` sets it for
+            the whole process (`runtime.devices.use_tf32`), as the commands do from
+            --tf32: False (the default) is true float32, Caffe's numbers.
+        log_every: read the updates' statistics (loss, accuracy, the finite check)
+            back from the device every N updates, in one read; callbacks, scalar
+            summaries and the NaN check follow them, and multi-worker runs agree
+            on stop requests every N updates. A run that goes wrong still stops at
+            the update that did, with the same message and last checkpoint.
+        max_skipped_updates: float16 loss scaling: this many updates in a row
+            skipped for overflowing gradients stop the run.
         precision: the number format the network computes in: "fp32", "bf16"
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.
@@ -97,7 +108,10 @@ class TrainConfig:
     stop_after: int | None = None
     deterministic: bool = False
     jit: bool = False
+    tf32: bool = False
     precision: str = "fp32"
+    log_every: int = 10
+    max_skipped_updates: int = 20
     strategy: str = "default"
 
     def to_dict(self):

@@ -22,6 +22,7 @@ from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
+from deeplab_resnet.training.readback import Readback, SkipCount
 from deeplab_resnet.training.state import build_state
 from deeplab_resnet.training.step import Trainer
 from deeplab_resnet.files import writable_dir
@@ -84,7 +85,8 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     exactly (`run_record` says what may change). The report (what is trained,
     from which weights, where checkpoints go) is logged at INFO, progress and
     notices with `extra={"progress": True}`, through `logging.getLogger(__name__)`;
-    nothing is printed. Only `config.deterministic` changes process-wide state.
+    nothing is printed. Only `config.tf32` (TF32 off unless True, as the commands) and
+    `config.deterministic` change process-wide state.
 
     Args:
         config: a `TrainConfig`.
@@ -114,6 +116,7 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     """
     recipe = get_recipe(recipe)
     check_settings(config)
+    devices.use_tf32(config.tf32)
     run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
     if run.start >= config.num_steps:
         if run.chief:
@@ -128,7 +131,8 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
 
 # Settings checked here (the command line's flags check them before parsing ends).
 _AT_LEAST_ONE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
-                 "keep_checkpoints", "num_classes", "stop_after")
+                 "keep_checkpoints", "num_classes", "stop_after", "log_every",
+                 "max_skipped_updates")
 _CHOICES = {"variant": VARIANTS, "precision": precision.PRECISIONS, "scale_mode": SCALE_MODES,
             "strategy": distribute.STRATEGIES}
 # Where None is a value: the checkpoint's model, no limit.
@@ -174,6 +178,7 @@ class _Run:
     start: int
     notes: list = dataclasses.field(default_factory=list)
     random_statistics: bool = False
+    compute_dtype: object = tf.float32  # what `config.precision` runs as here
 
 
 def _start(config, recipe, strategy):
@@ -208,13 +213,16 @@ def _start(config, recipe, strategy):
                            "backbone would be random; give {restore_from} (a trained or "
                            "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
                            "anyway", "restore_from", "from_scratch")
-    state = build_state(config, recipe, strategy, latest, record)
+    # Decided once, after any fallback to fp32: the network and the loss scaling follow it.
+    compute_dtype = precision.resolve(config.precision)
+    state = build_state(config, recipe, strategy, latest, record, compute_dtype)
     if latest is not None:
         snapshots.resume(state.restorable, latest, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
                state, latest, int(state.step.numpy()), notes,
                random_statistics=(not config.train_bn and not recipe.head_only
-                                  and has_initial_statistics(state.model)))
+                                  and has_initial_statistics(state.model)),
+               compute_dtype=compute_dtype)
     if run.chief:
         _log_report(run)
     return run
@@ -299,10 +307,12 @@ class _Loop:
         self.writer = None
         objective = Objective(run.state.model, config.ignore_label,
                               scales=config.scales if run.recipe.multi_scale else None,
-                              compute_dtype=precision.resolve(config.precision))
+                              compute_dtype=run.compute_dtype)
         self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
                                jit=config.jit, strategy=run.strategy,
                                loss_scale=run.state.loss_scale)
+        self.readback = Readback(config.log_every, self._told)
+        self.skips = SkipCount(config.max_skipped_updates)
 
     def train(self):
         """Updates until the end or a stop; returns the `TrainResult`."""
@@ -318,13 +328,24 @@ class _Loop:
                 checkpoint_name=snapshots.CHECKPOINT_NAME)
             self.started = time.perf_counter()
             while self.update < self.end:
-                if agreement.poll():
+                if self._poll_due(agreement) and agreement.poll():
+                    self.readback.read()
                     return self._stopped()
                 images, labels = next(batches)
                 self._one_update(images, labels)
                 if self.update % config.save_pred_every == 0 or self.update == self.end:
+                    self.readback.read()
                     self._checkpoint(images, labels)
+            self.readback.read()
             return self._finished()
+
+    def _poll_due(self, agreement):
+        """Whether to poll the stop request before this update: every update in one process
+        (a flag), every `log_every` updates across workers (a collective and a host read),
+        at the same updates on every worker."""
+        if not agreement.across_workers:
+            return True
+        return (self.update - self.run.start) % self.config.log_every == 0
 
     @contextlib.contextmanager
     def _flushing_summaries(self):
@@ -342,36 +363,47 @@ class _Loop:
         return self.config.learning_rate
 
     def _one_update(self, images, labels):
-        """One update, its summaries and callbacks; its results are read from the device once."""
+        """Dispatches one update; its results are read later, with others (`Readback`)."""
         state, learning_rate = self.run.state, self._learning_rate()
-        stats = self.trainer.step(images, labels, learning_rate).read()
-        if not stats.ok:
-            hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
-                    else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
-            raise SettingError(f"loss became {stats.loss} at update {self.update + 1}: training "
-                               f"stopped without applying it; last checkpoint: "
-                               f"{self.manager.latest_checkpoint or 'none'} {hint}",
-                               "learning_rate", "train_bn")
+        stats = self.trainer.step(images, labels, learning_rate)
         state.step.assign_add(1)
         state.position.assign_add(self.config.grad_update_every * self.config.batch_size
                                   * self.run.strategy.num_replicas_in_sync)
         self.update += 1
+        self.readback.add(self.update, learning_rate, stats)
+
+    def _told(self, update):
+        """An update read back (a `readback.Update`): its checks, summaries and callbacks."""
+        stats, number = update.stats, update.number
+        if not stats.ok:
+            hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
+                    else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
+            raise SettingError(f"loss became {stats.loss} at update {number}: training "
+                               f"stopped without applying it; last checkpoint: "
+                               f"{self._last_checkpoint()} {hint}", "learning_rate", "train_bn")
+        if self.skips.count(update):
+            raise SettingError(
+                f"float16 loss scaling skipped {self.skips.limit} updates in a row (to update "
+                f"{number}, loss scale {stats.loss_scale:g}): the gradients overflow float16; "
+                f"training stopped; last checkpoint: {self._last_checkpoint()} (train in "
+                "{precision} bf16 or fp32, or with a lower {learning_rate}; "
+                "{max_skipped_updates} sets the limit)",
+                "precision", "learning_rate", "max_skipped_updates")
         self.last_loss, self.last_accuracy = stats.loss, stats.accuracy
         if self.writer is None:
             self.writer = (tf.summary.create_file_writer(self.run.snapshot_dir)
                            if self.run.chief else tf.summary.create_noop_writer())
         with self.writer.as_default():
-            summaries.write_scalar("loss", stats.loss, self.update)
-            summaries.write_scalar("learning_rate", learning_rate, self.update)
-            summaries.write_scalar("pixel_accuracy", stats.accuracy, self.update)
-            if stats.loss_scale is not None:
-                summaries.write_scalar("loss_scale", stats.loss_scale, self.update)
-        if self.update == self.run.start + 1 and self.run.chief:
+            summaries.write_update(number, update.learning_rate, stats)
+        if number == self.run.start + 1 and self.run.chief:
             # Told once an update worked: a run that fails to resume shows only its error.
             for level, template, fields in self.run.notes:
                 _log(level, template, *fields, progress=True)
         for callback in self.callbacks:
-            callback.on_update(self.update, stats.loss, learning_rate)
+            callback.on_update(number, stats.loss, update.learning_rate)
+
+    def _last_checkpoint(self):
+        return self.manager.latest_checkpoint or "none"
 
     def _checkpoint(self, images, labels):
         """The image summary and a checkpoint of the update just made, and a progress line."""

@@ -8,7 +8,7 @@ import tensorflow as tf
 from deeplab_resnet.weights import checkpoint as ckpt_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
-from deeplab_resnet.runtime import distribute
+from deeplab_resnet.runtime import distribute, precision
 from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
@@ -62,7 +62,7 @@ class TrainState:
         optimizer: `CaffeSGD` or `Adam`.
         step: updates done (int64 variable).
         position: examples of the input stream consumed (int64 variable).
-        loss_scale: the `LossScale` of float16 training, else None.
+        loss_scale: the `LossScale` of training that computes in float16, else None.
         checkpoint: what is saved: all of the above and the run record (`meta/run`).
         restorable: the same without the record, for resuming (which also
             resumes checkpoints written before records existed).
@@ -77,7 +77,7 @@ class TrainState:
     restorable: tf.train.Checkpoint
 
 
-def build_state(config, recipe, strategy, latest, record):
+def build_state(config, recipe, strategy, latest, record, compute_dtype=None):
     """The `TrainState` of a run (resume it with `snapshots.resume(state.restorable, ...)`).
 
     Args:
@@ -86,7 +86,12 @@ def build_state(config, recipe, strategy, latest, record):
         strategy: the run's tf.distribute strategy.
         latest: the checkpoint prefix being resumed, or None.
         record: the run record to save, completed here with the model's variant and classes.
+        compute_dtype: the dtype the network computes in, `config.precision` after any
+            fallback (default: `precision.resolve(config.precision)`); float16 alone
+            has loss scaling.
     """
+    if compute_dtype is None:
+        compute_dtype = precision.resolve(config.precision)
     model = build_model(config, latest)
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
@@ -103,7 +108,7 @@ def build_state(config, recipe, strategy, latest, record):
             optimizer = Adam(variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
-        loss_scale = LossScale() if config.precision == "fp16" else None
+        loss_scale = LossScale() if compute_dtype == tf.float16 else None
     # Checkpoints of runs without float16 keep the layout they always had.
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
