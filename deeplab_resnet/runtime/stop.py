@@ -2,8 +2,8 @@
 
 Anything may ask a run to stop: a signal handler (the training commands wire
 SIGTERM and SIGINT to it), another thread, a callback. The training loop reads
-the request before every update (a flag, no device read); when it is set, the loop saves a checkpoint
-of the updates done and returns (`TrainResult.stopped_early`). The library
+the request before every update (a flag, no device read); when it is set, the
+loop saves a checkpoint of the updates done and returns (`TrainResult.stopped_early`). The library
 installs no signal handler: that is the command line's business.
 
 Under a multi-worker strategy the request may reach one worker only: every

@@ -7,10 +7,11 @@ dispatched (`UpdateStats` still on the device) and copies them to the host
 together, in one read, once `log_every` of them wait and one more has been
 dispatched: the device works on that newest update while the host reads the
 others. With `log_every` 1 each update is read as soon as it is dispatched (the
-host waits for it, and hears of it before the next one starts). The training loop reads everything waiting before it saves a
-checkpoint, stops or returns, so that nothing is saved after an update that
-went wrong: a run stops at the same update, with the same message and the same
-last checkpoint, as if it had read every update at once.
+host waits for it, and hears of it before the next one starts). The training
+loop reads everything waiting before it saves a checkpoint, stops or returns,
+so that nothing is saved after an update that went wrong: a run stops at the
+same update, with the same message and the same last checkpoint, as if it had
+read every update at once.
 """
 
 import dataclasses
