@@ -4,7 +4,8 @@ Three strategies:
 
 - `default`: one process, one device (TensorFlow's default strategy).
 - `mirrored`: `tf.distribute.MirroredStrategy` over the local GPUs (the CPU
-  when there is none); one process.
+  when there is none, or each of its logical devices when it is split:
+  `devices.use_logical_cpus`, `DEEPLAB_LOGICAL_CPUS`); one process.
 - `multi-worker`: `tf.distribute.MultiWorkerMirroredStrategy`, one process per
   machine, the cluster described by the `TF_CONFIG` environment variable as
   TensorFlow documents it, e.g. on the first of two machines:
@@ -69,6 +70,9 @@ def make_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            return tf.distribute.MirroredStrategy([device.name for device in cpus])
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         check_tf_config(os.environ.get("TF_CONFIG"))

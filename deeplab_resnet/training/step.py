@@ -90,20 +90,20 @@ class Trainer:
     """The update step: gradients of one or more micro-batches, averaged, applied once.
 
     With one micro-batch the gradient goes straight into the optimizer; with
-    more, each micro-batch's gradient is added to accumulator variables (not
-    checkpointed: an update never spans a checkpoint) and the mean is applied.
-    Under a strategy each piece runs on every replica (`strategy.run`); the
-    gradients are summed over replicas just before the optimizer, which then
-    makes the same update on every replica. The pieces of one update, every
-    micro-batch and the optimizer step, run in one tf.function (traced once
-    per micro-batch count); each piece is a tf.function traced once, which
-    `jit` compiles with XLA.
+    more, the micro-batches run one after the other in a `tf.while_loop` whose
+    running sums are the accumulated gradients (an update never spans a
+    checkpoint, so nothing of it is saved), and their mean is applied. The
+    whole update, every micro-batch and the optimizer step, is one tf.function
+    (traced once per micro-batch count; `jit` compiles it with XLA). Under a
+    strategy it runs on every replica (`strategy.run`); the gradients are
+    summed over replicas just before the optimizer, which then makes the same
+    update on every replica.
 
     Args:
         objective: an `Objective`.
         optimizer: `CaffeSGD` or `Adam`.
         variables: {name: variable} to train (the optimizer's keys).
-        jit: compile the step functions with XLA.
+        jit: compile the step function with XLA.
         strategy: the tf.distribute strategy the variables were created
             under (default: the current one).
         loss_scale: a `LossScale` for float16, or None.
@@ -117,27 +117,20 @@ class Trainer:
         self.variables = [variables[k] for k in self.names]
         self.strategy = strategy or tf.distribute.get_strategy()
         self.loss_scale = loss_scale
-        self._accumulators = None
-        # No control flow on tensors in the step functions (the one conditional, applying
-        # an update, is an explicit tf.cond) or the prediction: traced without AutoGraph's
-        # conversion, the first update comes seconds sooner (as `predict.Predictor`).
-        self._single = self._on_replicas(self._single_step, jit)
-        self._accumulate = self._on_replicas(self._accumulate_step, jit)
-        self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
-        self._update = tf.function(self._one_update, autograph=False)
-        self.predict = tf.function(self._predict, autograph=False)
+        # No AutoGraph conversion (the conditional and the loop are explicit tf.cond and
+        # tf.while_loop): traced without it, the first update comes seconds sooner (as
+        # `predict.Predictor`).
+        replica_update = tf.function(self._replica_update, jit_compile=jit, autograph=False)
 
-    def _on_replicas(self, fn, jit):
-        """`fn` run on every replica (call in a tf.function); returns the first local
-        replica's result (the step functions' results are sums over replicas, the same
-        on each)."""
-        replica_fn = tf.function(fn, jit_compile=jit, autograph=False)
-
-        def run(*args):
-            results = self.strategy.run(replica_fn, args=args)
+        @tf.function(autograph=False)
+        def update(images, labels, learning_rate):
+            results = self.strategy.run(replica_update, args=(images, labels, learning_rate))
+            # The results are sums over replicas, the same on each: the first local one.
             return tf.nest.map_structure(
                 lambda value: self.strategy.experimental_local_results(value)[0], results)
-        return run
+
+        self._update = update
+        self.predict = tf.function(self._predict, autograph=False)
 
     def _gradients(self, images, labels):
         """Gradients of this replica's loss share (times the loss scale, if any) and the
@@ -146,7 +139,7 @@ class Trainer:
             loss, hits, pixels = self.objective(images, labels, training=True)
             scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
         grads = tape.gradient(scaled, self.variables)
-        return grads, distribute.sum_over_replicas((loss, hits, pixels))
+        return grads, distribute.sum_over_replicas(tf.stack([loss, hits, pixels]))
 
     def _apply(self, grads, learning_rate, loss_finite):
         """Sums `grads` over replicas and applies them unless they or the loss are not finite.
@@ -169,39 +162,33 @@ class Trainer:
         self.loss_scale.update(finite)
         return loss_finite, tf.logical_not(finite)
 
-    def _single_step(self, images, labels, learning_rate):
-        grads, (loss, hits, pixels) = self._gradients(images[0], labels[0])
-        ok, skipped = self._apply(grads, learning_rate, tf.math.is_finite(loss))
-        return loss, hits, pixels, ok, skipped
-
-    def _accumulate_step(self, images, labels, index):
-        grads, (loss, hits, pixels) = self._gradients(images[index], labels[index])
-        for acc, grad in zip(self._accumulators, grads):
-            acc.assign_add(grad)
-        return loss, hits, pixels
-
-    def _apply_accumulated(self, learning_rate, count, loss_finite):
-        grads = [acc / count for acc in self._accumulators]
-        result = self._apply(grads, learning_rate, loss_finite)
-        for acc in self._accumulators:
-            acc.assign(tf.zeros_like(acc))
-        return result
-
-    def _one_update(self, images, labels, learning_rate):
-        """Every micro-batch of one update and its optimizer step (in one tf.function)."""
-        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
+    def _accumulated(self, images, labels):
+        """The mean gradient of the micro-batches images[i], labels[i] (one after the other)
+        and the sums over them of (loss, correct pixels, valid pixels)."""
+        count = images.shape[0]
         if count == 1:
-            loss, hits, pixels, ok, skipped = self._single(images, labels, learning_rate)
-        else:
-            sums = [self._accumulate(images, labels, tf.constant(i)) for i in range(count)]
-            loss, hits, pixels = (tf.add_n(list(parts)) for parts in zip(*sums))
-            loss = loss / count
-            ok, skipped = self._apply_mean(learning_rate, tf.constant(count, tf.float32),
-                                           tf.math.is_finite(loss))
+            return self._gradients(images[0], labels[0])
+
+        def body(i, grads, sums):
+            more, these = self._gradients(images[i], labels[i])
+            return i + 1, [g + m for g, m in zip(grads, more)], sums + these
+
+        zeros = [tf.zeros(v.shape, v.dtype) for v in self.variables]
+        _, grads, sums = tf.while_loop(lambda i, *_: i < count, body,
+                                       (tf.constant(0), zeros, tf.zeros([3])),
+                                       parallel_iterations=1)
+        return [g / count for g in grads], sums
+
+    def _replica_update(self, images, labels, learning_rate):
+        """One update on this replica: UpdateStats (sums over replicas)."""
+        grads, sums = self._accumulated(images, labels)
+        loss, hits, pixels = tf.unstack(sums)
+        loss = loss / images.shape[0]
+        ok, skipped = self._apply(grads, learning_rate, tf.math.is_finite(loss))
+        accuracy = hits / tf.maximum(pixels, 1.0)
         if self.loss_scale is None:
-            return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok)
-        return UpdateStats(loss, hits / tf.maximum(pixels, 1.0), ok,
-                           self.loss_scale.scale.read_value(), skipped)
+            return UpdateStats(loss, accuracy, ok)
+        return UpdateStats(loss, accuracy, ok, self.loss_scale.scale.read_value(), skipped)
 
     def step(self, images, labels, learning_rate):
         """One update from N micro-batches, without waiting for it (no host read).
@@ -215,11 +202,6 @@ class Trainer:
             `UpdateStats` of the global batch, on the device (with loss
             scaling, an overflow skips the update and leaves `ok` True).
         """
-        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
-        if count > 1 and self._accumulators is None:
-            with self.strategy.scope():
-                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
-                                      for v in self.variables]
         return self._update(images, labels, tf.constant(learning_rate, tf.float32))
 
     def _predict(self, images):
