@@ -32,8 +32,8 @@ def train_runs(runs):
 
 
 def predict_on_replicas(checkpoint, images, out):
-    """Each replica segments its own image through the `Predictor` of a model whose variables
-    are mirrored on the replicas; the labels of every image are saved to `out` (.npz)."""
+    """Each replica's device segments its own image through the `Predictor` of a model whose
+    variables are mirrored on the replicas; the labels of every image are saved to `out`."""
     import tensorflow as tf
 
     from deeplab_resnet.data.images import read_image
@@ -46,11 +46,11 @@ def predict_on_replicas(checkpoint, images, out):
     distribute.replicate(strategy, model.params)
     with strategy.scope():
         predictor = prediction.make_predictor(model, prediction.PredictConfig())
-    pixels = [tf.constant(read_image(path)) for path in images]
-    per_replica = strategy.experimental_distribute_values_from_function(
-        lambda context: pixels[context.replica_id_in_sync_group])
-    labels = strategy.run(predictor.labels, args=(per_replica,))
-    np.savez(out, *[t.numpy() for t in strategy.experimental_local_results(labels)])
+        labels = []
+        for device, path in zip(strategy.extended.worker_devices, images):
+            with tf.device(device):
+                labels.append(predictor.labels(read_image(path)).numpy())
+    np.savez(out, *labels)
     return strategy.num_replicas_in_sync
 
 

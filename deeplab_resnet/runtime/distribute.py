@@ -72,7 +72,12 @@ def make_strategy(name):
     if name == "mirrored":
         cpus = tf.config.list_logical_devices("CPU")
         if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
-            return tf.distribute.MirroredStrategy([device.name for device in cpus])
+            # Sums gathered on one device: TensorFlow 2.21's collective ops on logical CPUs
+            # paired the sums of one replica function wrongly at times ("Shape mismatch in
+            # the collective instance"; benchmarks/gpu_check.py checks GPUs for it).
+            return tf.distribute.MirroredStrategy(
+                [device.name for device in cpus],
+                cross_device_ops=tf.distribute.ReductionToOneDevice())
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         check_tf_config(os.environ.get("TF_CONFIG"))

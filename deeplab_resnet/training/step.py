@@ -90,20 +90,26 @@ class Trainer:
     """The update step: gradients of one or more micro-batches, averaged, applied once.
 
     With one micro-batch the gradient goes straight into the optimizer; with
-    more, the micro-batches run one after the other in a `tf.while_loop` whose
-    running sums are the accumulated gradients (an update never spans a
-    checkpoint, so nothing of it is saved), and their mean is applied. The
-    whole update, every micro-batch and the optimizer step, is one tf.function
-    (traced once per micro-batch count; `jit` compiles it with XLA). Under a
-    strategy it runs on every replica (`strategy.run`); the gradients are
-    summed over replicas just before the optimizer, which then makes the same
-    update on every replica.
+    more, the micro-batches run one after the other, their gradients summed
+    (an update never spans a checkpoint, so nothing of it is saved), and the
+    mean is applied. With one replica the whole update, every micro-batch (a
+    `tf.while_loop`) and the optimizer step, is one tf.function. Under a
+    strategy with several replicas each piece runs on every replica
+    (`strategy.run`), one tf.function per micro-batch adding to accumulator
+    variables and one applying their mean: TensorFlow 2.21 cannot sum over
+    replicas inside a loop (MirroredStrategy's `merge_call`), and the
+    micro-batches unrolled into one function paired their cross-replica sums
+    wrongly (measured on two logical CPUs: "Shape mismatch in the collective
+    instance"). The gradients are summed over replicas just before the
+    optimizer, which then makes the same update on every replica. Each
+    function is traced once (per micro-batch count); `jit` compiles the
+    per-replica functions with XLA.
 
     Args:
         objective: an `Objective`.
         optimizer: `CaffeSGD` or `Adam`.
         variables: {name: variable} to train (the optimizer's keys).
-        jit: compile the step function with XLA.
+        jit: compile the step functions with XLA.
         strategy: the tf.distribute strategy the variables were created
             under (default: the current one).
         loss_scale: a `LossScale` for float16, or None.
@@ -117,38 +123,51 @@ class Trainer:
         self.variables = [variables[k] for k in self.names]
         self.strategy = strategy or tf.distribute.get_strategy()
         self.loss_scale = loss_scale
+        self._accumulators = None
         # No AutoGraph conversion (the conditional and the loop are explicit tf.cond and
         # tf.while_loop): traced without it, the first update comes seconds sooner (as
         # `predict.Predictor`).
-        replica_update = tf.function(self._replica_update, jit_compile=jit, autograph=False)
+        self._update = self._on_replicas(self._replica_update, jit)
+        self._accumulate = self._on_replicas(self._accumulate_step, jit)
+        self._apply_mean = self._on_replicas(self._apply_accumulated, jit)
+        self.predict = tf.function(self._predict, autograph=False)
+
+    def _on_replicas(self, fn, jit):
+        """A tf.function running `fn` on every replica; returns the first local replica's result.
+
+        The results of the step functions are sums over replicas, the same on each.
+        """
+        replica_fn = tf.function(fn, jit_compile=jit, autograph=False)
 
         @tf.function(autograph=False)
-        def update(images, labels, learning_rate):
-            results = self.strategy.run(replica_update, args=(images, labels, learning_rate))
-            # The results are sums over replicas, the same on each: the first local one.
+        def run(*args):
+            results = self.strategy.run(replica_fn, args=args)
             return tf.nest.map_structure(
                 lambda value: self.strategy.experimental_local_results(value)[0], results)
-
-        self._update = update
-        self.predict = tf.function(self._predict, autograph=False)
+        return run
 
     def _gradients(self, images, labels):
         """Gradients of this replica's loss share (times the loss scale, if any) and the
-        loss, correct and valid pixels summed over replicas."""
+        loss, correct and valid pixels summed over replicas (a [3] tensor)."""
         with tf.GradientTape() as tape:
             loss, hits, pixels = self.objective(images, labels, training=True)
             scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
         grads = tape.gradient(scaled, self.variables)
         return grads, distribute.sum_over_replicas(tf.stack([loss, hits, pixels]))
 
-    def _apply(self, grads, learning_rate, loss_finite):
+    def _apply(self, grads, learning_rate, sums, count):
         """Sums `grads` over replicas and applies them unless they or the loss are not finite.
 
+        Args:
+            sums: (loss, correct, valid pixels) summed over the `count` micro-batches.
         Returns:
-            (ok, skipped): ok False when training must stop (the loss, or without
+            the `UpdateStats`: ok False when training must stop (the loss, or without
             loss scaling the gradients, not finite); with loss scaling, overflowing
             gradients only skip this update (skipped True) and halve the scale.
         """
+        loss, hits, pixels = tf.unstack(sums)
+        loss = loss / count
+        loss_finite = tf.math.is_finite(loss)
         grads = distribute.sum_over_replicas(grads)
         if self.loss_scale is not None:
             grads = [g / self.loss_scale.scale for g in grads]
@@ -157,38 +176,43 @@ class Trainer:
                 lambda: self.optimizer.apply(list(zip(self.names, grads, self.variables)),
                                              learning_rate),
                 lambda: None)
+        accuracy = hits / tf.maximum(pixels, 1.0)
         if self.loss_scale is None:
-            return loss_finite & finite, tf.constant(False)
+            return UpdateStats(loss, accuracy, loss_finite & finite)
         self.loss_scale.update(finite)
-        return loss_finite, tf.logical_not(finite)
+        return UpdateStats(loss, accuracy, loss_finite, self.loss_scale.scale.read_value(),
+                           tf.logical_not(finite))
 
-    def _accumulated(self, images, labels):
-        """The mean gradient of the micro-batches images[i], labels[i] (one after the other)
-        and the sums over them of (loss, correct pixels, valid pixels)."""
+    def _replica_update(self, images, labels, learning_rate):
+        """One whole update on this replica: every micro-batch (a `tf.while_loop` when there
+        are several), then the mean gradient applied."""
         count = images.shape[0]
         if count == 1:
-            return self._gradients(images[0], labels[0])
+            grads, sums = self._gradients(images[0], labels[0])
+            return self._apply(grads, learning_rate, sums, 1)
 
         def body(i, grads, sums):
             more, these = self._gradients(images[i], labels[i])
             return i + 1, [g + m for g, m in zip(grads, more)], sums + these
 
-        zeros = [tf.zeros(v.shape, v.dtype) for v in self.variables]
-        _, grads, sums = tf.while_loop(lambda i, *_: i < count, body,
-                                       (tf.constant(0), zeros, tf.zeros([3])),
-                                       parallel_iterations=1)
-        return [g / count for g in grads], sums
+        _, grads, sums = tf.while_loop(
+            lambda i, *_: i < count, body,
+            (tf.constant(0), [tf.zeros(v.shape, v.dtype) for v in self.variables],
+             tf.zeros([3])), parallel_iterations=1)
+        return self._apply([g / count for g in grads], learning_rate, sums, count)
 
-    def _replica_update(self, images, labels, learning_rate):
-        """One update on this replica: UpdateStats (sums over replicas)."""
-        grads, sums = self._accumulated(images, labels)
-        loss, hits, pixels = tf.unstack(sums)
-        loss = loss / images.shape[0]
-        ok, skipped = self._apply(grads, learning_rate, tf.math.is_finite(loss))
-        accuracy = hits / tf.maximum(pixels, 1.0)
-        if self.loss_scale is None:
-            return UpdateStats(loss, accuracy, ok)
-        return UpdateStats(loss, accuracy, ok, self.loss_scale.scale.read_value(), skipped)
+    def _accumulate_step(self, images, labels, index):
+        grads, sums = self._gradients(images[index], labels[index])
+        for acc, grad in zip(self._accumulators, grads):
+            acc.assign_add(grad)
+        return sums
+
+    def _apply_accumulated(self, learning_rate, sums, count):
+        stats = self._apply([acc / count for acc in self._accumulators], learning_rate, sums,
+                            count)
+        for acc in self._accumulators:
+            acc.assign(tf.zeros_like(acc))
+        return stats
 
     def step(self, images, labels, learning_rate):
         """One update from N micro-batches, without waiting for it (no host read).
@@ -202,7 +226,17 @@ class Trainer:
             `UpdateStats` of the global batch, on the device (with loss
             scaling, an overflow skips the update and leaves `ok` True).
         """
-        return self._update(images, labels, tf.constant(learning_rate, tf.float32))
+        learning_rate = tf.constant(learning_rate, tf.float32)
+        count = int(self.strategy.experimental_local_results(images)[0].shape[0])
+        if count == 1 or self.strategy.num_replicas_in_sync == 1:
+            return self._update(images, labels, learning_rate)
+        if self._accumulators is None:
+            with self.strategy.scope():
+                self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                                      for v in self.variables]
+        sums = tf.add_n([self._accumulate(images, labels, tf.constant(i))
+                         for i in range(count)])
+        return self._apply_mean(learning_rate, sums, tf.constant(count, tf.float32))
 
     def _predict(self, images):
         """Class map at the input size (pixel p reads logit p/8, as at test time) for summaries."""
