@@ -1,4 +1,11 @@
-"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically."""
+"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically.
+
+The SavedModel records the number format its graph computes in: the string variable
+`precision` of the loaded object ("fp32", "bf16" or "fp16"; `tf.saved_model.load(path)
+.precision.numpy()`), the precision of the network's convolutions (under bf16 and fp16 the
+ASPP head and the logits are float32). `check_precision` refuses, before any work, a reduced
+precision the exporting machine cannot run, rather than exporting fp32 under its name.
+"""
 
 import os
 import shutil
@@ -9,6 +16,7 @@ import tensorflow as tf
 from deeplab_resnet.files import plain_mode, writable_dir
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.runtime import precision as precision_lib
 
 
 def check_output_dir(path, field="output_dir"):
@@ -30,6 +38,29 @@ def check_output_dir(path, field="output_dir"):
     return path
 
 
+def check_precision(precision, hardware=None):
+    """Refuses a precision this machine has no native arithmetic for (the export would
+    silently compute in fp32).
+
+    Args:
+        precision: "fp32", "bf16" or "fp16".
+        hardware: a `precision.Hardware` (default: this machine's).
+    Raises:
+        SettingError naming `precision`.
+    """
+    hardware = hardware if hardware is not None else precision_lib.detect()
+    if not hardware.supports(precision):
+        raise SettingError(f"{{precision}} {precision}: this {hardware.describe()} has no native "
+                           f"{precision} arithmetic, so the SavedModel would compute in fp32; "
+                           f"export on a machine that has it (see --help), or give {{precision}} "
+                           "fp32", "precision")
+
+
+def exported_precision(predictor):
+    """The precision ("fp32", "bf16", "fp16") the convolutions of `predictor` compute in."""
+    return precision_lib.NAMES[predictor.model.compute_dtype]
+
+
 def export(predictor, output_dir):
     """Saves `predictor` as a SavedModel at `output_dir`, atomically.
 
@@ -37,10 +68,15 @@ def export(predictor, output_dir):
         predictor: a `predict.Predictor`; its `serve` is the serving signature
             (the network only: a dense CRF is not a TensorFlow op).
         output_dir: absolute path of the folder to create (see `check_output_dir`).
+    Returns:
+        the precision the exported graph computes in (also saved, as `precision`).
     Raises:
         OSError naming `output_dir` when the write fails (nothing is left behind).
     """
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
+    # Saved with the predictor: what the exported graph computes in, for whoever serves it.
+    predictor.precision = tf.Variable(exported_precision(predictor), trainable=False,
+                                      name="precision")
     try:
         plain_mode(tmp)
         with checkpoint.writing(output_dir):
@@ -53,3 +89,4 @@ def export(predictor, output_dir):
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+    return exported_precision(predictor)

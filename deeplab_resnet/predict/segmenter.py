@@ -17,6 +17,7 @@ from deeplab_resnet.predict import crf as crf_lib
 from deeplab_resnet.data import datasets
 from deeplab_resnet.predict import evaluation
 from deeplab_resnet.predict import export as export_lib
+from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
 from deeplab_resnet.model.arch import VARIANTS
@@ -131,7 +132,7 @@ class Segmenter:
     @classmethod
     def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
              scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None):
+             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None, tf32=False):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
@@ -160,6 +161,10 @@ class Segmenter:
                 "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
                 names and colours (default: recognised by the class count; a count
                 no dataset has gives class_<i> and VOC's colours).
+            tf32: let float32 convolutions run as TF32 on GPUs of compute capability
+                >= 8.0 (~1e-3 relative error). Process-wide (`runtime.devices.use_tf32`):
+                False, the default, is true float32 for everything the process runs
+                afterwards, as the commands compute without --tf32.
         Returns:
             a `Segmenter`.
         Raises:
@@ -171,6 +176,7 @@ class Segmenter:
             >>> seg = Segmenter.load("ckpt/voc12", scales=(1.0, 0.75, 0.5), flip=True)
         """
         _check_settings(model, num_classes, precision, scales)
+        devices.use_tf32(tf32)
         crf_params = _crf_params(crf)
         opened, network = _load_network(weights, model, num_classes, prototxt)
         names, palette = datasets.classes(dataset, network.num_classes,
