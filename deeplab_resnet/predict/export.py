@@ -9,11 +9,10 @@ precision the exporting machine cannot run, rather than exporting fp32 under its
 
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 
-from deeplab_resnet.files import plain_mode, writable_dir
+from deeplab_resnet.files import temporary_dir, writable_dir
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.runtime import precision as precision_lib
@@ -73,12 +72,11 @@ def export(predictor, output_dir):
     Raises:
         OSError naming `output_dir` when the write fails (nothing is left behind).
     """
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
+    tmp = temporary_dir(os.path.dirname(output_dir), ".tmp-export-")
     # Saved with the predictor: what the exported graph computes in, for whoever serves it.
     predictor.precision = tf.Variable(exported_precision(predictor), trainable=False,
                                       name="precision")
     try:
-        plain_mode(tmp)
         with checkpoint.writing(output_dir):
             tf.saved_model.save(predictor, tmp, signatures={
                 "serving_default": predictor.serve.get_concrete_function()})
