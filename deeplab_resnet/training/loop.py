@@ -13,7 +13,7 @@ from deeplab_resnet import defaults
 from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
-from deeplab_resnet.model.arch import HEAD_PREFIX, param_kind
+from deeplab_resnet.model.arch import HEAD_PREFIX
 from deeplab_resnet.errors import NamingSettings, SettingError
 from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
@@ -21,8 +21,8 @@ from deeplab_resnet.training import run_record, snapshots, summaries
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
-from deeplab_resnet.training.readback import Readback, SkipCount
-from deeplab_resnet.training.state import build_state
+from deeplab_resnet.training.readback import Readback, SkipCount, check
+from deeplab_resnet.training.state import build_state, has_initial_statistics
 from deeplab_resnet.training.step import Trainer
 from deeplab_resnet.files import writable_dir
 
@@ -196,19 +196,6 @@ def _start(config, recipe, strategy):
     return run
 
 
-def has_initial_statistics(model):
-    """Whether the BatchNorm moving statistics were never estimated from data: every mean 0 and
-    every variance 1 (a new model) or 0 (Caffe's blobs before a batch was seen)."""
-    for name, variable in model.params.items():
-        kind = param_kind(name)
-        if kind == "mean" and bool(tf.reduce_any(variable != 0.0)):
-            return False
-        if kind == "variance" and not (bool(tf.reduce_all(variable == 1.0))
-                                       or bool(tf.reduce_all(variable == 0.0))):
-            return False
-    return True
-
-
 # Said where random BatchNorm statistics are frozen (`_Run.random_statistics`).
 _FROZEN_RANDOM_BN = ("BatchNorm is frozen on random statistics, which rarely trains (the loss "
                      "usually diverges): add {train_bn} to train it")
@@ -308,12 +295,10 @@ class _Loop:
             return self._finished()
 
     def _poll_due(self, agreement):
-        """Whether to poll the stop request before this update: every update in one process
-        (a flag), every `log_every` updates across workers (a collective and a host read),
-        at the same updates on every worker."""
-        if not agreement.across_workers:
-            return True
-        return (self.update - self.run.start) % self.config.log_every == 0
+        """Whether to poll for a stop now: every update in one process (a flag); across
+        workers (a collective, a host read) every `log_every`, the same on every worker."""
+        return (not agreement.across_workers
+                or (self.update - self.run.start) % self.config.log_every == 0)
 
     @contextlib.contextmanager
     def _flushing_summaries(self):
@@ -331,7 +316,7 @@ class _Loop:
         return self.config.learning_rate
 
     def _one_update(self, images, labels):
-        """Dispatches one update; its results are read later, with others (`Readback`)."""
+        """Dispatches one update, read back later with others (`Readback`)."""
         state, learning_rate = self.run.state, self._learning_rate()
         stats = self.trainer.step(images, labels, learning_rate)
         state.step.assign_add(1)
@@ -343,20 +328,9 @@ class _Loop:
     def _told(self, update):
         """An update read back (a `readback.Update`): its checks, summaries and callbacks."""
         stats, number = update.stats, update.number
-        if not stats.ok:
-            hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
-                    else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
-            raise SettingError(f"loss became {stats.loss} at update {number}: training "
-                               f"stopped without applying it; last checkpoint: "
-                               f"{self._last_checkpoint()} {hint}", "learning_rate", "train_bn")
-        if self.skips.count(update):
-            raise SettingError(
-                f"float16 loss scaling skipped {self.skips.limit} updates in a row (to update "
-                f"{number}, loss scale {stats.loss_scale:g}): the gradients overflow float16; "
-                f"training stopped; last checkpoint: {self._last_checkpoint()} (train in "
-                "{precision} bf16 or fp32, or with a lower {learning_rate}; "
-                "{max_skipped_updates} sets the limit)",
-                "precision", "learning_rate", "max_skipped_updates")
+        hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
+                else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
+        check(update, self.skips, self.manager.latest_checkpoint or "none", hint)
         self.last_loss, self.last_accuracy = stats.loss, stats.accuracy
         if self.writer is None:
             self.writer = (tf.summary.create_file_writer(self.run.snapshot_dir)
@@ -369,9 +343,6 @@ class _Loop:
                 _log(level, template, *fields, progress=True)
         for callback in self.callbacks:
             callback.on_update(number, stats.loss, update.learning_rate)
-
-    def _last_checkpoint(self):
-        return self.manager.latest_checkpoint or "none"
 
     def _checkpoint(self, images, labels):
         """The image summary and a checkpoint of the update just made, and a progress line."""

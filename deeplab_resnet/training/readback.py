@@ -16,6 +16,7 @@ read every update at once.
 
 import dataclasses
 
+from deeplab_resnet.errors import SettingError
 from deeplab_resnet.training.step import read_all
 
 
@@ -75,3 +76,27 @@ class SkipCount:
         one the last, were skipped."""
         self.in_row = self.in_row + 1 if update.stats.skipped else 0
         return self.in_row >= self.limit
+
+
+def check(update, skips, last_checkpoint, hint):
+    """Raises the `SettingError` that ends a run at `update` (an `Update`): a loss (or,
+    without loss scaling, gradients) not finite, or `skips` reaching its limit.
+
+    Args:
+        skips: the run's `SkipCount` (this update is counted).
+        last_checkpoint: the run's latest checkpoint, or "none", for the message.
+        hint: what may help a loss that became inf or nan, naming settings as {field}.
+    """
+    stats = update.stats
+    if not stats.ok:
+        raise SettingError(f"loss became {stats.loss} at update {update.number}: training "
+                           f"stopped without applying it; last checkpoint: {last_checkpoint} "
+                           f"{hint}", "learning_rate", "train_bn")
+    if skips.count(update):
+        raise SettingError(
+            f"float16 loss scaling skipped {skips.limit} updates in a row (to update "
+            f"{update.number}, loss scale {stats.loss_scale:g}): the gradients overflow "
+            f"float16; training stopped; last checkpoint: {last_checkpoint} (train in "
+            "{precision} bf16 or fp32, or with a lower {learning_rate}; "
+            "{max_skipped_updates} sets the limit)",
+            "precision", "learning_rate", "max_skipped_updates")

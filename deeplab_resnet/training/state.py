@@ -9,7 +9,7 @@ from deeplab_resnet.weights import checkpoint as ckpt_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
 from deeplab_resnet.runtime import distribute, precision
-from deeplab_resnet.model.arch import is_head_variable
+from deeplab_resnet.model.arch import is_head_variable, param_kind
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import run_record
@@ -118,3 +118,16 @@ def build_state(config, recipe, strategy, latest, record, compute_dtype=None):
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
                       tf.train.Checkpoint(meta=model.meta, **saved))
+
+
+def has_initial_statistics(model):
+    """Whether the BatchNorm moving statistics were never estimated from data: every mean 0 and
+    every variance 1 (a new model) or 0 (Caffe's blobs before a batch was seen)."""
+    for name, variable in model.params.items():
+        kind = param_kind(name)
+        if kind == "mean" and bool(tf.reduce_any(variable != 0.0)):
+            return False
+        if kind == "variance" and not (bool(tf.reduce_all(variable == 1.0))
+                                       or bool(tf.reduce_all(variable == 0.0))):
+            return False
+    return True
