@@ -240,12 +240,9 @@ class ImageReader:
             size = tf.maximum(tf.cast(hw * scale, tf.int32), 1)
             image = tf.image.resize(image, size, method="bilinear")
             label = tf.image.resize(label, size, method="nearest")
-        image = preprocess(image)
-        if self.random_mirror:
-            flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
-            image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
-            label = tf.cond(flip, lambda: label[:, ::-1], lambda: label)
-        image, label = self._crop(image, label, seeds[2], seeds[3])
+        flip = (tf.random.stateless_uniform([], seeds[1]) < 0.5 if self.random_mirror
+                else tf.constant(False))
+        image, label = self._crop(image, label, seeds[2], seeds[3], flip)
         return image, label[..., 0]
 
     def _decode(self, index, num_classes):
@@ -299,17 +296,35 @@ class ImageReader:
                        lambda: data)
         return tf.io.decode_png(gray, channels=1)[..., 0]
 
-    def _crop(self, image, label, seed_y, seed_x):
+    def _crop(self, image, label, seed_y, seed_x, flip):
+        """The crop of the (mirrored when `flip`) pair, padded at the bottom and right to the
+        input size: the image preprocessed (padding 0, the mean colour), the label with
+        the ignore label.
+
+        Only the crop is mirrored and converted: its offset is drawn on the padded size
+        of the whole pair, as if the whole image were mirrored, padded and cropped (the
+        pixels are the same), but the work is on crop-sized tensors.
+        """
         crop_h, crop_w = self.input_size
         shape = tf.shape(image)
-        h, w = tf.maximum(shape[0], crop_h), tf.maximum(shape[1], crop_w)
-        pad = [[0, h - shape[0]], [0, w - shape[1]], [0, 0]]
-        image = tf.pad(image, pad, constant_values=0.0)
-        label = tf.pad(label, pad, constant_values=self.ignore_label)
+        rows, cols = shape[0], shape[1]
+        h, w = tf.maximum(rows, crop_h), tf.maximum(cols, crop_w)
         y = tf.random.stateless_uniform([], seed_y, 0, h - crop_h + 1, dtype=tf.int32)
         x = tf.random.stateless_uniform([], seed_x, 0, w - crop_w + 1, dtype=tf.int32)
-        image = image[y:y + crop_h, x:x + crop_w]
-        label = label[y:y + crop_h, x:x + crop_w]
+        # Column j of the mirrored image is column cols - 1 - j of the image.
+        first = tf.where(flip, tf.maximum(cols - x - crop_w, 0), x)
+        last = tf.where(flip, cols - x, tf.minimum(x + crop_w, cols))
+        bottom = tf.minimum(y + crop_h, rows)
+
+        def cut(t):
+            region = t[y:bottom, first:last]
+            return tf.cond(flip, lambda: region[:, ::-1], lambda: region)
+
+        pad = [[0, crop_h - (bottom - y)], [0, crop_w - (last - first)], [0, 0]]
+        label = tf.pad(cut(label), pad, constant_values=self.ignore_label)
+        image = preprocess(tf.pad(cut(image), pad))
+        inside = (tf.range(crop_h)[:, None] < bottom - y) & (tf.range(crop_w) < last - first)
+        image = tf.where(inside[..., None], image, 0.0)
         image.set_shape([crop_h, crop_w, 3])
         label.set_shape([crop_h, crop_w, 1])
         return image, label
