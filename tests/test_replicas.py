@@ -174,7 +174,8 @@ def test_logical_cpus_setting_is_checked(monkeypatch):
     monkeypatch.setenv(devices.LOGICAL_CPUS_ENV, "two")
     with pytest.raises(devices.SettingError, match="DEEPLAB_LOGICAL_CPUS must be a positive"):
         devices.use_logical_cpus()
-    monkeypatch.setenv(devices.LOGICAL_CPUS_ENV, "3")  # this process set up its devices
+    tf.config.list_logical_devices()  # this process has set up its devices
+    monkeypatch.setenv(devices.LOGICAL_CPUS_ENV, "3")
     with pytest.raises(devices.SettingError, match="already set up 1 CPU device"):
         devices.use_logical_cpus()
     monkeypatch.setenv(devices.LOGICAL_CPUS_ENV, "")
