@@ -36,11 +36,12 @@ CASES = {
     "train_msc": ("train_msc", ["--grad-update-every", "2", "--scales", "1.0,0.5"]),
     "synchronised_bn": ("train", ["--is-training", "--bn-momentum", "0.9"]),
     "bf16": ("train", ["--precision", "bf16", "--is-training", "--bn-momentum", "0.9"]),
-    "fp16": ("train", ["--precision", "fp16"]),
+    "fp16": ("train", ["--precision", "fp16", "--is-training", "--bn-momentum", "0.9"]),
 }
-# Relative tolerance of the weight changes: float32 sums in another order; bf16 and fp16
-# round each replica's gradients to their 8 or 11 bits before the sum over replicas.
-TOLERANCE = {"bf16": 3e-2, "fp16": 3e-3}
+# bf16 and fp16 round each replica's gradients to their 8 or 11 bits before the sum over
+# replicas: their updates are compared as a whole, ||ours - one device|| / ||one device||
+# per tensor (as tests/caffe_training.py compares with Caffe), float32's element by element.
+TOLERANCE = {"bf16": 3e-2, "fp16": 5e-3}
 
 
 def train_args(data, snapshot_dir, batch_size, case, strategy):
@@ -102,13 +103,16 @@ def assert_same_update(case, mirrored, single):
     """The weights' changes from the start agree (the weights themselves barely move)."""
     start = DeepLabResNet("tiny", len(shapes.CLASSES), seed=SEED).params
     ours, theirs = checkpoint.read_params(mirrored), checkpoint.read_params(single)
-    tolerance = TOLERANCE.get(case, 1e-4)
     assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
         delta, expected = ours[key] - start[key].numpy(), value - start[key].numpy()
+        if case in TOLERANCE:
+            error = np.linalg.norm(delta - expected) / max(np.linalg.norm(expected), 1e-30)
+            assert error <= TOLERANCE[case], f"{case}: {key}: {error:.2e}"
+            continue
         resolution = 4 * np.spacing(np.abs(value).max().astype(np.float32))
-        np.testing.assert_allclose(delta, expected, rtol=tolerance,
-                                   atol=max(tolerance * np.abs(expected).max(), resolution),
+        np.testing.assert_allclose(delta, expected, rtol=1e-4,
+                                   atol=max(1e-4 * np.abs(expected).max(), resolution),
                                    err_msg=f"{case}: {key}")
     assert np.abs(theirs["fc1_voc12_c0/weights"] - start["fc1_voc12_c0/weights"]).max() > 0
 
