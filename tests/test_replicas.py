@@ -41,9 +41,10 @@ CASES = {
 # bf16 and fp16 round each replica's gradients to their 8 or 11 bits before the sum over
 # replicas: their updates are compared as a whole, ||ours - one device|| / ||one device||
 # per tensor (as tests/caffe_training.py compares with Caffe), float32's element by element.
-# Measured at most 4.2e-2 (bf16) and 1.9e-2 (fp16, emulated on this CPU), on the tensors whose
-# update is smallest; a replica's share lost or counted twice would be 0.5 or more.
-TOLERANCE = {"bf16": 0.1, "fp16": 0.05}
+# Measured, over three runs of two updates, up to 0.107 (bf16) and 0.064 (fp16, emulated on
+# this CPU), a different tensor each run; a replica's share lost or counted twice would be 0.5
+# or more. The float32 cases above check the cross-replica arithmetic itself, to 1e-4.
+TOLERANCE = {"bf16": 0.25, "fp16": 0.15}
 
 
 def train_args(data, snapshot_dir, batch_size, case, strategy):
