@@ -12,6 +12,8 @@ median seconds per update and each process's peak RSS.
 Engines:
     tf           this project's `training.Trainer` (train.py's step), frozen BatchNorm
                  folded into the convolutions inside the step
+    tf-bf16      the same computing in bfloat16 (`--precision bf16`: float32 weights,
+                 logits and loss; emulated, slow, on CPUs without AVX512-BF16/AMX)
     tf-unfolded  the same with BatchNorm as separate operations (`fold_bn=False`)
     tf-previous  the step before issue 13: BatchNorm as separate operations and every
                  dilated convolution through space_to_batch, forward and backward
@@ -69,11 +71,14 @@ def tf_engine(args):
             x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
             return tf.nn.atrous_conv2d(x, weights, rate, "VALID")
         layers._dilated_conv = space_to_batch_conv
-    model = DeepLabResNet(args.model, args.num_classes, fold_bn=args.engine == "tf")
+    model = DeepLabResNet(args.model, args.num_classes,
+                          fold_bn=args.engine in ("tf", "tf-bf16"))
     checkpoint.assign_params(model, dict(np.load(args.weights, allow_pickle=False)))
     optimizer = optim.CaffeSGD(optim.sgd_params(model), MOMENTUM, WEIGHT_DECAY)
     variables = {k: v for k, v in model.params.items() if v.trainable}
-    trainer = step.Trainer(losses.Objective(model, IGNORE_LABEL), optimizer, variables)
+    dtype = tf.bfloat16 if args.engine == "tf-bf16" else tf.float32
+    trainer = step.Trainer(losses.Objective(model, IGNORE_LABEL, compute_dtype=dtype),
+                           optimizer, variables)
     images, labels = (tf.constant(t[None]) for t in batch(args))  # one micro-batch
     # .read(): wait for the update, as the loop does (the step itself does not)
     return lambda: trainer.step(images, labels, LEARNING_RATE).read()
@@ -168,6 +173,7 @@ def main():
             print(f"{engine:19} {r['seconds']:9.3f} {r['peak_rss_mb']:12.0f}  "
                   + " ".join(f"{t:.2f}" for t in r["times"]))
     pairs = [("tf", peer) for peer in ("tf-unfolded", "tf-previous") + tuple(TORCH_ENGINES)]
+    pairs += [("tf-bf16", peer) for peer in ("tf", "torch-bf16", "torch-cl-bf16")]
     for ours, peer in pairs + [("tf-previous", "torch")]:
         if ours in results and peer in results:
             print(f"ratio {ours} / {peer}: "

@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import save_model, tiny_model
@@ -81,3 +82,25 @@ def test_existing_output_and_missing_checkpoint_leave_nothing(ckpt, tmp_path, ca
                                       "--output-dir", str(tmp_path / "new")], capsys)
     assert code == 2 and err.startswith("error: ") and "no such checkpoint" in err
     assert sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+def test_the_precision_computed_in_is_recorded_and_an_unavailable_one_refused(
+        ckpt, tmp_path, capsys, monkeypatch):
+    """bf16 on a CPU said to have it: recorded in the SavedModel as what its graph computes
+    in; fp16, which this CPU (no AVX512-FP16) lacks: refused in one line, nothing written."""
+    from deeplab_resnet.runtime import precision
+    monkeypatch.setattr(precision, "detect",
+                        lambda: precision.Hardware(frozenset({"avx512_bf16"})))
+    exported = tmp_path / "bf16"
+    code, out, _ = _run(export.main, ["--restore-from", ckpt, "--output-dir", str(exported),
+                                      "--precision", "bf16"], capsys)
+    assert code == 0 and out.rstrip().endswith("computing in bf16)")
+    assert tf.saved_model.load(str(exported)).precision.numpy() == b"bf16"
+
+    code, _, err = _run(export.main, ["--restore-from", ckpt, "--output-dir",
+                                      str(tmp_path / "fp16"), "--precision", "fp16"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --precision fp16: this CPU has no native fp16 arithmetic, so the SavedModel "
+        "would compute in fp32; export on a machine that has it (see --help), or give "
+        "--precision fp32"]
+    assert not (tmp_path / "fp16").exists()

@@ -63,3 +63,22 @@ def test_head_as_matmul_is_the_sum_of_the_dilated_convolutions():
     got = (shifted_sum(tf.nn.conv2d(x, kernel, 1, "VALID"), offsets, 4) + bias).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_float16_folds_that_would_overflow_compute_in_float32():
+    """A BatchNorm of tiny variance makes its folded kernel exceed float16's range: the fused
+    network (inference) and the folded training forward keep that convolution in float32, and
+    their float16 logits stay finite and close to float32's."""
+    model = DeepLabResNet("tiny", 3, seed=4)
+    first = model.arch.convs[0]  # W * a = 300 / sqrt(1e-12 + eps): about 1e5
+    model.params[first.weights].assign(tf.fill(model.params[first.weights].shape, 300.0))
+    variance = model.params[first.bn_param("variance")]
+    variance.assign(tf.fill(variance.shape, 1e-12))
+    images = tf.random.stateless_normal([1, 33, 33, 3], [1, 2], stddev=1e-3)
+    reference = model(images).numpy()
+    fused = FusedDeepLab(model, tf.float16)
+    assert any(w.dtype == tf.float32 for w, _ in fused.kernels.values())
+    for logits in (fused(images), model(tf.cast(images, tf.float16), training=True)):
+        logits = tf.cast(logits, tf.float32).numpy()
+        assert np.isfinite(logits).all()
+        assert np.abs(logits - reference).max() <= 0.05 * np.abs(reference).max()

@@ -120,31 +120,32 @@ def test_list_errors(data, tmp_path, content, message):
 
 def _write_pairs(folder):
     """(image, label, expected image kind, expected label kind) for many encodings."""
-    from deeplab_resnet.data import pipeline as ir
+    from deeplab_resnet.data import decoders
     rng = np.random.default_rng(1)
     h, w = 37, 53
     pixels = rng.integers(0, 256, (h, w, 3), np.uint8)
     values = rng.integers(0, 256, (h, w)).astype(np.uint8)
     values.ravel()[:256] = np.arange(256)  # every index, for the palette and gray paths
-    images = {"jpeg420.jpg": (Image.fromarray(pixels), dict(quality=90), ir.JPEG),
-              "jpeg444.jpg": (Image.fromarray(pixels), dict(subsampling=0), ir.JPEG),
-              "progressive.jpg": (Image.fromarray(pixels), dict(progressive=True), ir.JPEG),
-              "rgb.png": (Image.fromarray(pixels), {}, ir.PNG_RGB),
-              "gray.jpg": (Image.fromarray(pixels[..., 0]), {}, ir.PIL),
-              "cmyk.jpg": (Image.fromarray(pixels).convert("CMYK"), {}, ir.PIL),
-              "rgba.png": (Image.fromarray(pixels).convert("RGBA"), {}, ir.PIL),
-              "rgb16.png": (None, {}, ir.PIL),
-              "image.bmp": (Image.fromarray(pixels), {}, ir.PIL)}
+    images = {"jpeg420.jpg": (Image.fromarray(pixels), dict(quality=90), decoders.JPEG),
+              "jpeg444.jpg": (Image.fromarray(pixels), dict(subsampling=0), decoders.JPEG),
+              "progressive.jpg": (Image.fromarray(pixels), dict(progressive=True), decoders.JPEG),
+              "rgb.png": (Image.fromarray(pixels), {}, decoders.PNG_RGB),
+              "gray.jpg": (Image.fromarray(pixels[..., 0]), {}, decoders.PIL),
+              "cmyk.jpg": (Image.fromarray(pixels).convert("CMYK"), {}, decoders.PIL),
+              "rgba.png": (Image.fromarray(pixels).convert("RGBA"), {}, decoders.PIL),
+              "rgb16.png": (None, {}, decoders.PIL),
+              "image.bmp": (Image.fromarray(pixels), {}, decoders.PIL)}
     shuffled = Image.fromarray(values, "P")
     shuffled.putpalette(list(rng.permutation(768) % 256))  # repeated colours too
     small_palette = Image.fromarray(values % 7, "P")
     small_palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9, 1, 2, 3, 4, 5, 6])
-    labels = {"voc.png": (None, ir.PNG_PALETTE), "shuffled.png": (shuffled, ir.PNG_PALETTE),
-              "seven.png": (small_palette, ir.PNG_PALETTE),
-              "gray.png": (Image.fromarray(values), ir.PNG_GRAY),
-              "gray16.png": (Image.fromarray(values.astype(np.uint16)), ir.PIL),
+    labels = {"voc.png": (None, decoders.PNG_PALETTE),
+              "shuffled.png": (shuffled, decoders.PNG_PALETTE),
+              "seven.png": (small_palette, decoders.PNG_PALETTE),
+              "gray.png": (Image.fromarray(values), decoders.PNG_GRAY),
+              "gray16.png": (Image.fromarray(values.astype(np.uint16)), decoders.PIL),
               "la.png": (Image.fromarray(np.stack([values, np.full_like(values, 255)], -1), "LA"),
-                         ir.PIL)}
+                         decoders.PIL)}
     pairs = []
     for (name, (image, options, kind)), (label_name, (label, label_kind)) in zip(
             images.items(), list(labels.items()) * 2):
@@ -163,25 +164,25 @@ def _write_pairs(folder):
 
 
 def test_tensorflow_decoders_give_pil_pixels(tmp_path):
-    from deeplab_resnet.data import pipeline as ir
+    from deeplab_resnet.data import decoders
     pairs = _write_pairs(tmp_path)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{image} {label}\n" for image, label, _, _ in pairs))
     reader = ImageReader(None, str(listing), (32, 32), shuffle=False)
     decode = tf.function(lambda i: reader._decode(i, None))
     for i, (image, label, kind, label_kind) in enumerate(pairs):
-        assert (ir.image_kind(str(image)), ir.label_kind(str(label))[0]) == (kind, label_kind), (
-            image, label, ir.png_header(str(label)))
+        found = (decoders.image_kind(str(image)), decoders.label_kind(str(label))[0])
+        assert found == (kind, label_kind), (image, label, decoders.png_header(str(label)))
         decoded_image, decoded_label = decode(tf.constant(i, tf.int64))
         np.testing.assert_array_equal(decoded_image.numpy(), read_image(str(image)))
         np.testing.assert_array_equal(decoded_label.numpy(), read_label(str(label)))
 
 
 def test_shapes_dataset_takes_the_tensorflow_decoders(data):
-    from deeplab_resnet.data import pipeline as ir
+    from deeplab_resnet.data import decoders
     reader = ImageReader(data["root"], data["train"], (32, 32))
-    assert set(reader._decoders["image_kinds"].numpy()) == {ir.JPEG}
-    assert set(reader._decoders["label_kinds"].numpy()) == {ir.PNG_PALETTE}
+    assert set(reader._decoders["image_kinds"].numpy()) == {decoders.JPEG}
+    assert set(reader._decoders["label_kinds"].numpy()) == {decoders.PNG_PALETTE}
 
 
 def test_bad_labels_on_the_tensorflow_path_name_the_file(data, tmp_path):

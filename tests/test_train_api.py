@@ -17,8 +17,10 @@ import tensorflow as tf
 from tensorflow.python.framework import ops, random_seed
 
 import conftest
+from caffe_training import logged_losses
 from deeplab_resnet import training
 from deeplab_resnet.data import shapes
+from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.cli import train_flags
 from deeplab_resnet.errors import DeepLabError, SettingError
 from deeplab_resnet.model.network import DeepLabResNet
@@ -111,7 +113,8 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
     before = process_state()
     assert before["seed"] == callers_seed
     snapshots = tmp_path / "snap"
-    config = tiny_config(data, snapshots)
+    # Every update read back as it is made: the callbacks hear of each one before the next.
+    config = tiny_config(data, snapshots, log_every=1)
     stop, reads = StopRequest(), HostReads(monkeypatch)
     first = Recorder(stop, stop_at=2, reads=reads)
     result = training.train(config, "train", callbacks=[first], stop=stop)
@@ -148,7 +151,43 @@ def test_train_stop_resume_and_nothing_else(data, tmp_path, capsys, caplog, monk
     progress = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
     assert f"finished: {snapshots / 'model.ckpt-3'}" in progress
     assert any("already trained for 3 of num_steps 3" in m for m in progress)
-    assert process_state() == before
+    # TF32 off, as the commands compute without --tf32 (the one setting `train` changes).
+    assert process_state() == dict(before, tf32=False)
+
+
+def test_updates_are_read_back_every_log_every_updates(data, tmp_path, monkeypatch):
+    """--log-every 3: one host read per 3 updates (the statistics of 3 updates at once, read
+    while the next is dispatched), the callbacks and summaries of every update all the same."""
+    snapshots = tmp_path / "snap"
+    config = tiny_config(data, snapshots, num_steps=7, log_every=3, train_bn=True,
+                         learning_rate=1e-4)
+    reads = HostReads(monkeypatch)
+    recorder = Recorder(reads=reads)
+    training.train(config, "train", callbacks=[recorder])
+    assert [u for u, _, _ in recorder.updates] == list(range(1, 8))
+    first = recorder.reads[0]
+    # Read after updates 4 and 7 are dispatched, then what is left before the checkpoint.
+    assert recorder.reads == [first] * 3 + [first + 1] * 3 + [first + 2]
+    losses = logged_losses(str(snapshots))
+    assert losses == [loss for _, loss, _ in recorder.updates]
+
+
+def test_a_loss_read_late_stops_the_run_as_one_read_at_once(data, tmp_path):
+    """A diverging run (frozen random BatchNorm, a high rate) read back every 4 updates stops at
+    the same update, with the same message and the same last checkpoint, as one read every
+    update: nothing is saved after the update that went wrong."""
+    errors, saved = [], []
+    for log_every in (1, 4):
+        snapshots = tmp_path / str(log_every)
+        config = tiny_config(data, snapshots, num_steps=12, save_pred_every=2,
+                             log_every=log_every)
+        with pytest.raises(SettingError, match="loss became .* at update") as error:
+            training.train(config, "train")
+        errors.append(str(error.value).replace(str(snapshots), "SNAPSHOTS"))
+        saved.append(checkpoint.read_params(tf.train.latest_checkpoint(str(snapshots))))
+    assert errors[0] == errors[1] and "last checkpoint: SNAPSHOTS/model.ckpt-" in errors[0]
+    for key, value in saved[0].items():
+        np.testing.assert_array_equal(saved[1][key], value, err_msg=key)
 
 
 def test_micro_batches_stay_on_the_device(monkeypatch):

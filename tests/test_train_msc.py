@@ -63,7 +63,7 @@ def test_accumulated_batches_equal_one_big_batch(scales):
     for shape in ((n, 1), (1, n)):
         model, trainer = make_trainer(scales)
         before = {k: v.numpy() for k, v in model.params.items()}
-        loss, _, finite, _ = trainer.step(images.reshape(*shape, size, size, 3),
+        loss, _, finite, *_ = trainer.step(images.reshape(*shape, size, size, 3),
                                           labels.reshape(*shape, size, size), 0.01).read()
         assert finite and np.isfinite(loss)
         deltas.append({k: v.numpy() - before[k] for k, v in model.params.items()})

@@ -156,9 +156,10 @@ def add_device_args(parser):
 
 
 def use_devices(args):
-    """Applies the flags of `add_device_args` (process-wide, before TensorFlow uses a GPU) and
-    logs the devices in use, as a command's first line."""
+    """Applies the flags of `add_device_args` and `DEEPLAB_LOGICAL_CPUS` (process-wide, before
+    TensorFlow uses a device) and logs the devices in use, as a command's first line."""
     from deeplab_resnet.runtime import devices  # TensorFlow: cli.run has loaded it quietly
+    devices.use_logical_cpus()
     devices.use_tf32(args.tf32)
     if args.memory_growth:
         devices.use_memory_growth()

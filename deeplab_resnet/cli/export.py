@@ -10,10 +10,15 @@ any size, and returns `labels` (int32 [H, W], class indices) and
 computed exactly as inference.py computes them (dense CRF excepted: it is not
 a TensorFlow op). The `classes` signature (no inputs) returns the class names
 (`class_names`, string [C]) and colours (`class_colours`, uint8 [C, 3]): those of
---classes, else those the checkpoint records, else --dataset's. With
---precision bf16 or fp16 the saved network computes in that precision (the
-signature is unchanged). The SavedModel is written to a temporary folder
-beside --output-dir and renamed into place, so a failed export leaves nothing.
+--classes, else those the checkpoint records, else --dataset's. With --precision
+bf16 or fp16 the saved network computes in that precision (the signature is
+unchanged; the ASPP head and the logits stay float32), and the export is refused
+on a machine without native arithmetic for it (bf16: a GPU of compute capability
+>= 8.0 or a CPU with AVX512-BF16 or AMX; fp16: compute capability >= 7.0 or
+AVX512-FP16), rather than exporting fp32 under its name. The SavedModel records
+the precision its graph computes in: the string variable `precision` of the
+loaded object. The SavedModel is written to a temporary folder beside
+--output-dir and renamed into place, so a failed export leaves nothing.
 """
 
 
@@ -41,11 +46,13 @@ def main(argv=None):
     cli.use_devices(args)
     from deeplab_resnet.predict import export
     output_dir = export.check_output_dir(args.output_dir)  # before the weights are read
+    export.check_precision(args.precision)
     segmenter = predict_flags.load_segmenter(args, args.restore_from, dataset=args.dataset)
-    export.export(segmenter.predictor, output_dir, segmenter.class_names, segmenter.palette)
+    computes_in = export.export(segmenter.predictor, output_dir, segmenter.class_names,
+                                segmenter.palette)
     print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
           f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, "
-          f"{segmenter.num_classes}])")
+          f"{segmenter.num_classes}]; computing in {computes_in})")
     return 0
 
 

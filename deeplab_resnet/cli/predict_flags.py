@@ -106,7 +106,7 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=N
                           prototxt=args.prototxt, precision=args.precision, scales=args.scales,
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,
                           crf=crf_settings, pad_size=args.pad_size, class_names=class_names,
-                          dataset=dataset, classes=args.classes)
+                          dataset=dataset, classes=args.classes, tf32=args.tf32)
 
 
 def protocol(args, crf_settings=None):

@@ -185,6 +185,17 @@ def _add_output_args(g, d):
     g.add_argument("--mixed-precision", choices=sorted(_MIXED_PRECISION), dest="precision",
                    action=_MixedPrecision, default=argparse.SUPPRESS,
                    help="the old name of --precision ('none' is fp32)")
+    g.add_argument("--log-every", type=cli.positive_int, default=d["log_every"],
+                   help="read the updates' loss and accuracy back from the device every N "
+                        "updates, together: progress, summaries and the NaN check follow them "
+                        "(a run that goes wrong still stops at the update that did), and "
+                        "multi-worker runs check for a stop request every N updates "
+                        "(default: %(default)s)")
+    g.add_argument("--max-skipped-updates", type=cli.positive_int,
+                   default=d["max_skipped_updates"],
+                   help="--precision fp16: stop the run when loss scaling skips this many "
+                        "updates in a row (gradients that overflow float16; default: "
+                        "%(default)s)")
     g.add_argument("--strategy", choices=settings.STRATEGIES, default=d["strategy"],
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "

@@ -7,7 +7,7 @@ resuming at example k only needs `Dataset.range(k, ...)`, with no iterator
 state to save.
 
 Decoding runs in TensorFlow ops (no Python, no GIL) for the common formats,
-chosen per file from its header when the reader is made (`decoder_kinds`):
+chosen per file from its header when the reader is made (`decoders`):
 RGB JPEGs (with libjpeg's accurate integer IDCT, the one PIL uses: the same
 pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and palette PNG labels
 (VOC's: tf.io.decode_png returns a palette's colours, so each file's
@@ -23,15 +23,13 @@ file TensorFlow cannot decode is looked up with PIL to name it.
 """
 
 import functools
-import struct
-import zlib
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, exif_orientation, file_orientation,
-                                        read_image, size_mismatch)
+from deeplab_resnet.data.decoders import (JPEG, PIL, PNG_PALETTE, identity_palettes, image_kind,
+                                          label_kind)
+from deeplab_resnet.data.images import read_image, size_mismatch
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults, settings
@@ -45,12 +43,6 @@ UNIFORM_SCALE_RANGE = (0.5, 1.5)
 # Independent random streams per example: scale, mirror, crop y, crop x.
 _STREAMS = 4
 _ENDLESS = 2 ** 62
-# How each file is decoded (`decoder_kinds`).
-PIL, JPEG, PNG_RGB, PNG_GRAY, PNG_PALETTE = 0, 1, 2, 3, 4
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_GRAY, _PNG_RGB, _PNG_INDEXED = 0, 2, 3  # IHDR colour types
-
-
 def draw_scale(seed, mode):
     """A random scale factor from a stateless seed (shape [2]) for a scale mode."""
     if mode == "caffe":
@@ -58,83 +50,6 @@ def draw_scale(seed, mode):
         return tf.gather(tf.constant(CAFFE_SCALES, tf.float32), choice)
     low, high = UNIFORM_SCALE_RANGE
     return tf.random.stateless_uniform([], seed, low, high)
-
-
-def png_header(path):
-    """A PNG file's (width, height, bit depth, colour type, (PLTE offset, PLTE length) or
-    None), or None if it is not a PNG."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(8) != _PNG_SIGNATURE:
-                return None
-            header, palette = None, None
-            while True:
-                offset = f.tell()
-                length, kind = struct.unpack(">I4s", f.read(8))
-                if kind == b"IHDR":
-                    header = struct.unpack(">IIBB", f.read(10))
-                    f.seek(length - 10 + 4, 1)
-                elif kind in (b"IDAT", b"IEND"):
-                    break
-                else:
-                    palette = (offset, length) if kind == b"PLTE" else palette
-                    f.seek(length + 4, 1)
-    except (OSError, struct.error):
-        return None
-    return None if header is None else header + (palette,)
-
-
-def _small(width, height):
-    """Whether PIL would decode an image of this size (larger ones it refuses, with a message)."""
-    return width * height <= MAX_IMAGE_PIXELS
-
-
-def _fast_jpeg(path):
-    """Whether TensorFlow's JPEG decoder gives the pixels PIL reads, from the header: a
-    3-channel (YCbCr or RGB) JPEG without an EXIF orientation to apply."""
-    try:
-        with Image.open(path) as image:
-            return (image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
-                    and exif_orientation(image) == 1)
-    except Exception:  # noqa: BLE001 - any unreadable file goes to PIL, which names the problem
-        return False
-
-
-def image_kind(path):
-    """How an image file is decoded: JPEG, PNG_RGB, else PIL (which also turns an image with
-    an EXIF orientation upright: TensorFlow's decoders ignore it)."""
-    header = png_header(path)
-    if header is None:
-        return JPEG if _fast_jpeg(path) else PIL
-    width, height, depth, colour, _ = header
-    fast = (depth, colour) == (8, _PNG_RGB) and _small(width, height)
-    return PNG_RGB if fast and file_orientation(path) == 1 else PIL
-
-
-def label_kind(path):
-    """(how a label file is decoded: PNG_GRAY, PNG_PALETTE or PIL; (offset, length) of a
-    palette PNG's PLTE chunk, else (0, 0))."""
-    header = png_header(path)
-    if header is None or not _small(*header[:2]):
-        return PIL, (0, 0)
-    depth, colour, palette = header[2:]
-    if (depth, colour) == (8, _PNG_GRAY):
-        return PNG_GRAY, (0, 0)
-    # Packed palettes (1, 2, 4 bits: PIL writes small palettes so) unpack to their indices too.
-    if (colour == _PNG_INDEXED and depth in (1, 2, 4, 8) and palette
-            and palette[1] % 3 == 0 and 0 < palette[1] <= 768):
-        return PNG_PALETTE, palette
-    return PIL, (0, 0)
-
-
-def _identity_palettes():
-    """PLTE chunks mapping index i to the gray colour (i, i, i), one per palette length (1..256
-    entries), CRC included: swapped into a palette PNG, the gray decode is its class indices."""
-    chunks = []
-    for entries in range(1, 257):
-        data = b"PLTE" + bytes(np.repeat(np.arange(entries, dtype=np.uint8), 3))
-        chunks.append(struct.pack(">I", 3 * entries) + data + struct.pack(">I", zlib.crc32(data)))
-    return chunks
 
 
 class ImageReader:
@@ -181,7 +96,7 @@ class ImageReader:
                 "image_kinds": tf.constant([image_kind(path) for path in self.images], tf.int32),
                 "label_kinds": tf.constant(label_kinds, tf.int32),
                 "palettes": tf.constant(palettes, tf.int32),
-                "identity_palettes": tf.constant(_identity_palettes())}
+                "identity_palettes": tf.constant(identity_palettes())}
 
     def __len__(self):
         return len(self.images)
@@ -246,12 +161,9 @@ class ImageReader:
             size = tf.maximum(tf.cast(hw * scale, tf.int32), 1)
             image = tf.image.resize(image, size, method="bilinear")
             label = tf.image.resize(label, size, method="nearest")
-        image = preprocess(image)
-        if self.random_mirror:
-            flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
-            image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
-            label = tf.cond(flip, lambda: label[:, ::-1], lambda: label)
-        image, label = self._crop(image, label, seeds[2], seeds[3])
+        flip = (tf.random.stateless_uniform([], seeds[1]) < 0.5 if self.random_mirror
+                else tf.constant(False))
+        image, label = self._crop(image, label, seeds[2], seeds[3], flip)
         return image, label[..., 0]
 
     def _decode(self, index, num_classes):
@@ -305,17 +217,35 @@ class ImageReader:
                        lambda: data)
         return tf.io.decode_png(gray, channels=1)[..., 0]
 
-    def _crop(self, image, label, seed_y, seed_x):
+    def _crop(self, image, label, seed_y, seed_x, flip):
+        """The crop of the (mirrored when `flip`) pair, padded at the bottom and right to the
+        input size: the image preprocessed (padding 0, the mean colour), the label with
+        the ignore label.
+
+        Only the crop is mirrored and converted: its offset is drawn on the padded size
+        of the whole pair, as if the whole image were mirrored, padded and cropped (the
+        pixels are the same), but the work is on crop-sized tensors.
+        """
         crop_h, crop_w = self.input_size
         shape = tf.shape(image)
-        h, w = tf.maximum(shape[0], crop_h), tf.maximum(shape[1], crop_w)
-        pad = [[0, h - shape[0]], [0, w - shape[1]], [0, 0]]
-        image = tf.pad(image, pad, constant_values=0.0)
-        label = tf.pad(label, pad, constant_values=self.ignore_label)
+        rows, cols = shape[0], shape[1]
+        h, w = tf.maximum(rows, crop_h), tf.maximum(cols, crop_w)
         y = tf.random.stateless_uniform([], seed_y, 0, h - crop_h + 1, dtype=tf.int32)
         x = tf.random.stateless_uniform([], seed_x, 0, w - crop_w + 1, dtype=tf.int32)
-        image = image[y:y + crop_h, x:x + crop_w]
-        label = label[y:y + crop_h, x:x + crop_w]
+        # Column j of the mirrored image is column cols - 1 - j of the image.
+        first = tf.where(flip, tf.maximum(cols - x - crop_w, 0), x)
+        last = tf.where(flip, cols - x, tf.minimum(x + crop_w, cols))
+        bottom = tf.minimum(y + crop_h, rows)
+
+        def cut(t):
+            region = t[y:bottom, first:last]
+            return tf.cond(flip, lambda: region[:, ::-1], lambda: region)
+
+        pad = [[0, crop_h - (bottom - y)], [0, crop_w - (last - first)], [0, 0]]
+        label = tf.pad(cut(label), pad, constant_values=self.ignore_label)
+        image = preprocess(tf.pad(cut(image), pad))
+        inside = (tf.range(crop_h)[:, None] < bottom - y) & (tf.range(crop_w) < last - first)
+        image = tf.where(inside[..., None], image, 0.0)
         image.set_shape([crop_h, crop_w, 3])
         label.set_shape([crop_h, crop_w, 1])
         return image, label

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from deeplab_resnet.model import arch as arch_lib
 from deeplab_resnet.model import layers
+from deeplab_resnet.model.layers import FLOAT16_MAX
 from deeplab_resnet.model.network import max_pool, residual
 
 
@@ -109,8 +110,19 @@ class FusedDeepLab(tf.Module):
         # and reuses it (measured 1.6x faster on CPU at 513x513). Each is stored
         # in the dtype it computes in, rounded once from the float32 fold.
         self.kernels = {}
-        for conv_name, (w, b) in fold_params(model).items():
+        # A folded kernel or bias beyond float16's range (a small variance makes W * a
+        # large) stays float32: that convolution (or the whole head) computes in float32,
+        # its output cast back, and never overflows.
+        folded = fold_params(model)
+        too_large = {name for name, (w, b) in folded.items()
+                     if self.compute_dtype == tf.float16
+                     and max(np.abs(w).max(), np.abs(b).max()) > FLOAT16_MAX}
+        if too_large & head:
+            self.head_dtype = tf.float32
+        self._promoted = frozenset(too_large - head)
+        for conv_name, (w, b) in folded.items():
             dtype = self.head_dtype if conv_name in head else self.compute_dtype
+            dtype = tf.float32 if conv_name in self._promoted else dtype
             self.kernels[conv_name] = (tf.cast(tf.constant(w), dtype),
                                        tf.cast(tf.constant(b), dtype))
         self.head = None
@@ -121,7 +133,8 @@ class FusedDeepLab(tf.Module):
         w, b = self.kernels[conv.name]
         y = layers.conv2d(tf.cast(x, w.dtype), w, b, stride=conv.stride, pad=conv.pad,
                           dilation=conv.dilation, differentiable=False)
-        return tf.nn.relu(y) if conv.relu else y
+        y = tf.nn.relu(y) if conv.relu else y
+        return tf.cast(y, self.compute_dtype) if conv.name in self._promoted else y
 
     def __call__(self, images, training=False):
         """float32 logits for preprocessed NHWC images (of any float dtype)."""

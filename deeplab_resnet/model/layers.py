@@ -223,6 +223,16 @@ def fold_batch_norm(weights, biases, mean, variance, scale, offset, eps=defaults
     return weights * a, shift * a + offset
 
 
+FLOAT16_MAX = 65504.0
+
+
+def fits_float16(*tensors):
+    """Whether every value of the (float32) tensors, None skipped, fits float16's range: a
+    scalar bool tensor."""
+    return tf.reduce_all([tf.reduce_max(tf.abs(t)) <= FLOAT16_MAX
+                          for t in tensors if t is not None])
+
+
 def batch_moments(x, shift=None):
     """Per-channel mean, (biased) variance and element count of an NHWC float32 batch.
 

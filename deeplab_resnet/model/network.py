@@ -202,14 +202,27 @@ class DeepLabResNet(tf.Module):
             weights, biases = layers.fold_batch_norm(
                 weights, biases, *(p[conv.bn_param(k)] for k in arch_lib.BN_KINDS),
                 eps=self.bn_eps)
-        y = layers.conv2d(x, tf.cast(weights, dtype),
-                          tf.cast(biases, dtype) if biases is not None else None,
-                          stride=conv.stride, pad=conv.pad, dilation=conv.dilation)
+        y = self._conv(x, conv, weights, biases, checked=fold and dtype == tf.float16)
         if conv.bn and not fold:
             y = self._batch_norm(y, conv, training)
         if conv.relu:
             y = tf.nn.relu(y)
         return y
+
+    @staticmethod
+    def _conv(x, conv, weights, biases, checked=False):
+        """The convolution in x's dtype; `checked` (float16 on folded BatchNorm): in float32
+        instead, cast back, when the folded kernel or bias does not fit float16 (a small
+        variance makes W * a large), so that the fold never overflows."""
+        def run(dtype):
+            return layers.conv2d(tf.cast(x, dtype), tf.cast(weights, dtype),
+                                 tf.cast(biases, dtype) if biases is not None else None,
+                                 stride=conv.stride, pad=conv.pad, dilation=conv.dilation)
+        if not checked:
+            return run(x.dtype)
+        fits = layers.fits_float16(weights, biases)
+        return tf.cond(fits, lambda: run(tf.float16),
+                       lambda: tf.cast(run(tf.float32), tf.float16))
 
     def _batch_norm(self, x, conv, training):
         p = self.params

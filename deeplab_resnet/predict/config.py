@@ -66,6 +66,7 @@ class PredictConfig:
     class_names: tuple | None = None
     dataset: str | None = None
     classes: object = None
+    tf32: bool = False
 
     def __post_init__(self):
         for field in ("scales", "class_names"):
@@ -108,4 +109,5 @@ _RULES = {
     "crf": rules.Rule("True, False or a deeplab_resnet.predict.crf.CRFParams",
                       lambda v: isinstance(v, (bool, CRFParams)), optional=True),
     "class_names": rules.CLASS_NAMES.or_none(), "dataset": rules.one_of(DATASETS).or_none(),
+    "tf32": rules.BOOLEAN,
 }

@@ -1,4 +1,11 @@
-"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically."""
+"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically.
+
+The SavedModel records the number format its graph computes in: the string variable
+`precision` of the loaded object ("fp32", "bf16" or "fp16"; `tf.saved_model.load(path)
+.precision.numpy()`), the precision of the network's convolutions (under bf16 and fp16 the
+ASPP head and the logits are float32). `check_precision` refuses, before any work, a reduced
+precision the exporting machine cannot run, rather than exporting fp32 under its name.
+"""
 
 import os
 import shutil
@@ -10,6 +17,7 @@ from deeplab_resnet.data.datasets import VOC_PALETTE
 from deeplab_resnet.files import temporary_dir, writable_dir
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.runtime import precision as precision_lib
 
 
 def check_output_dir(path, field="output_dir"):
@@ -47,6 +55,29 @@ def _with_classes(predictor, class_names, palette):
     return root
 
 
+def check_precision(precision, hardware=None):
+    """Refuses a precision this machine has no native arithmetic for (the export would
+    silently compute in fp32).
+
+    Args:
+        precision: "fp32", "bf16" or "fp16".
+        hardware: a `precision.Hardware` (default: this machine's).
+    Raises:
+        SettingError naming `precision`.
+    """
+    hardware = hardware if hardware is not None else precision_lib.detect()
+    if not hardware.supports(precision):
+        raise SettingError(f"{{precision}} {precision}: this {hardware.describe()} has no native "
+                           f"{precision} arithmetic, so the SavedModel would compute in fp32; "
+                           f"export on a machine that has it (see --help), or give {{precision}} "
+                           "fp32", "precision")
+
+
+def exported_precision(predictor):
+    """The precision ("fp32", "bf16", "fp16") the convolutions of `predictor` compute in."""
+    return precision_lib.NAMES[predictor.model.compute_dtype]
+
+
 def export(predictor, output_dir, class_names=None, palette=None):
     """Saves `predictor` as a SavedModel at `output_dir`, atomically.
 
@@ -57,15 +88,20 @@ def export(predictor, output_dir, class_names=None, palette=None):
         class_names, palette: the classes' names and colours (256x3) to record: the
             SavedModel's `class_names` and `class_colours` variables and its `classes`
             signature (no inputs) return them (default: class_<i>, VOC's colours).
+    Returns:
+        the precision the exported graph computes in (also saved, as `precision`).
     Raises:
         OSError naming `output_dir` when the write fails (nothing is left behind).
     """
     count = predictor.model.num_classes
     class_names = [f"class_{i}" for i in range(count)] if class_names is None else class_names
     palette = VOC_PALETTE if palette is None else palette
+    root = _with_classes(predictor, class_names, palette)
+    # What the exported graph computes in, for whoever serves it.
+    root.precision = tf.Variable(exported_precision(predictor), trainable=False,
+                                 name="precision")
     tmp = temporary_dir(os.path.dirname(output_dir), ".tmp-export-")
     try:
-        root = _with_classes(predictor, class_names, palette)
         with checkpoint.writing(output_dir):
             tf.saved_model.save(root, tmp, signatures={
                 "serving_default": predictor.serve.get_concrete_function(),
@@ -77,3 +113,4 @@ def export(predictor, output_dir, class_names=None, palette=None):
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+    return exported_precision(predictor)

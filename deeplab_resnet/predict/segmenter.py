@@ -17,6 +17,7 @@ from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data import datasets
 from deeplab_resnet.predict import evaluation
 from deeplab_resnet.predict import export as export_lib
+from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
 from deeplab_resnet.predict.config import PredictConfig
@@ -127,7 +128,8 @@ class Segmenter:
             **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
                 `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`,
                 `classes="classes.txt"` (a classes file: names and colours);
-                `model=` names the variant (the field `variant`).
+                `model=` names the variant (the field `variant`). TF32 is turned
+                off for the whole process unless `tf32=True` (as the commands).
         Returns:
             a `Segmenter`.
         Raises:
@@ -142,6 +144,7 @@ class Segmenter:
         if "model" in settings:
             settings["variant"] = settings.pop("model")
         config = PredictConfig.of(config, **settings)
+        devices.use_tf32(config.tf32)  # process-wide, as the commands do from --tf32
         if config.crf_params is not None and not crf_lib.available():
             raise DeepLabError(crf_lib.INSTALL_HINT)
         opened, network = _load_network(weights, config)

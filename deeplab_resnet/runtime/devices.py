@@ -13,6 +13,11 @@ TF32: on GPUs of compute capability >= 8.0 TensorFlow runs float32 convolutions 
 products with 10-bit mantissas by default (about 1e-3 relative error), unlike Caffe and unlike
 every CPU; `use_tf32(False)` turns that off for the whole process.
 
+Logical CPUs: `DEEPLAB_LOGICAL_CPUS=N` in the environment (read by `use_logical_cpus`, which
+every command calls first) splits the CPU into N logical devices, so that `--strategy mirrored`
+runs N replicas on a machine without GPUs: a rehearsal of a multi-GPU run (the same global
+batch, the same cross-replica sums and synchronised BatchNorm), not a speed-up.
+
 Memory growth: by default TensorFlow reserves (nearly) all the memory of every visible GPU, so a
 second process on the same GPU (evaluation beside training, several workers) fails.
 `use_memory_growth()`, or TensorFlow's own environment variable `TF_FORCE_GPU_ALLOW_GROWTH=true`,
@@ -20,6 +25,7 @@ makes it take memory as needed. Either must happen before TensorFlow first uses 
 """
 
 import dataclasses
+import os
 import logging
 
 import tensorflow as tf
@@ -29,6 +35,7 @@ from deeplab_resnet.errors import SettingError
 logger = logging.getLogger(__name__)
 
 MEMORY_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
+LOGICAL_CPUS_ENV = "DEEPLAB_LOGICAL_CPUS"
 # TF32 exists from Ampere (compute capability 8.0) on.
 TF32_CAPABILITY = (8, 0)
 
@@ -90,6 +97,44 @@ def use_memory_growth():
                                "memory_growth") from None
 
 
+def use_logical_cpus(count=None):
+    """Splits the CPU into `count` logical devices (`--strategy mirrored` then has a replica
+    on each when there is no GPU); process-wide, before TensorFlow first uses a device.
+
+    Args:
+        count: the number of devices (default: the environment's `DEEPLAB_LOGICAL_CPUS`;
+            unset or empty: nothing changes).
+    Returns:
+        the number of logical CPU devices asked for, or None when none was.
+    Raises:
+        SettingError naming `DEEPLAB_LOGICAL_CPUS` (or `logical_cpus` when `count` is
+        given): not a positive integer, or TensorFlow has already set up its devices.
+    """
+    field = LOGICAL_CPUS_ENV if count is None else "logical_cpus"
+    value = os.environ.get(LOGICAL_CPUS_ENV, "") if count is None else count
+    if value in ("", None):
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SettingError(f"{LOGICAL_CPUS_ENV} must be a positive number of logical CPU "
+                           f"devices, got {value!r}", field)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError:
+        current = len(tf.config.list_logical_devices("CPU"))
+        if current == count:
+            return count
+        raise SettingError(f"{LOGICAL_CPUS_ENV}={count}: TensorFlow has already set up "
+                           f"{current} CPU device(s) in this process; set it before the first "
+                           "use of TensorFlow", field) from None
+    return count
+
+
 def describe(gpus=None, tf32=None, built_with_cuda=None):
     """One line naming the devices that run the network, e.g. for a command's first lines.
 
@@ -107,13 +152,23 @@ def describe(gpus=None, tf32=None, built_with_cuda=None):
         cuda = tf.test.is_built_with_cuda() if built_with_cuda is None else built_with_cuda
         hint = ("; this TensorFlow supports CUDA: check the NVIDIA driver, the CUDA libraries "
                 "and CUDA_VISIBLE_DEVICES" if cuda else "")
-        return f"devices: CPU (no GPU visible{hint})"
+        return f"devices: CPU (no GPU visible{hint}){_logical_cpus()}"
     tf32 = tf32_enabled() if tf32 is None else tf32
     names = ", ".join(f"GPU:{i} {gpu.describe()}" for i, gpu in enumerate(gpus))
     if any(gpu.compute_capability and gpu.compute_capability >= TF32_CAPABILITY for gpu in gpus):
         mode = "on (float32 convolutions at ~1e-3 relative error)" if tf32 else "off (true float32)"
         return f"devices: {names}; TF32 {mode}"
     return f"devices: {names}"
+
+
+def _logical_cpus():
+    """'; N logical CPU devices (...)' when the CPU is split (`use_logical_cpus`), else ''."""
+    configured = tf.config.get_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0])
+    if not configured or len(configured) < 2:
+        return ""
+    return (f"; {len(configured)} logical CPU devices ({LOGICAL_CPUS_ENV}): --strategy "
+            "mirrored rehearses a multi-GPU run on them")
 
 
 def log_devices():

@@ -4,7 +4,8 @@ Three strategies (`TrainConfig.strategy`):
 
 - `default`: one process, one device (TensorFlow's default strategy).
 - `mirrored`: `tf.distribute.MirroredStrategy` over the local GPUs (the CPU
-  when there is none); one process.
+  when there is none, or each of its logical devices when it is split:
+  `devices.use_logical_cpus`, `DEEPLAB_LOGICAL_CPUS`); one process.
 - `multi-worker`: `tf.distribute.MultiWorkerMirroredStrategy`, one process per
   machine, the cluster described by the `TF_CONFIG` environment variable as
   TensorFlow documents it, e.g. on the first of two machines:
@@ -71,6 +72,14 @@ def make_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            # Sums gathered on one device: TensorFlow 2.21's collective ops on logical CPUs
+            # paired the sums of one replica function wrongly at times ("Shape mismatch in
+            # the collective instance"; benchmarks/gpu_check.py checks GPUs for it).
+            return tf.distribute.MirroredStrategy(
+                [device.name for device in cpus],
+                cross_device_ops=tf.distribute.ReductionToOneDevice())
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         check_tf_config(os.environ.get("TF_CONFIG"))

@@ -2,13 +2,14 @@
 
 Anything may ask a run to stop: a signal handler (the training commands wire
 SIGTERM and SIGINT to it), another thread, a callback. The training loop reads
-the request before every update; when it is set, the loop saves a checkpoint
-of the updates done and returns (`TrainResult.stopped_early`). The library
+the request before every update (a flag, no device read); when it is set, the
+loop saves a checkpoint of the updates done and returns (`TrainResult.stopped_early`). The library
 installs no signal handler: that is the command line's business.
 
 Under a multi-worker strategy the request may reach one worker only: every
-worker's request is summed over all replicas before each update (one small
-all-reduce), so all workers stop after the same update, as their collective
+worker's request is summed over all replicas (one small all-reduce and a host
+read) every `TrainConfig.log_every` updates, at the same updates on every
+worker, so all workers stop after the same update, as their collective
 operations require, and each learns the request's `code`.
 """
 
@@ -63,13 +64,18 @@ class StopAgreement:
         stop: the run's `StopRequest`.
         strategy: the tf.distribute strategy of the run; the request is agreed
             over its workers when it spans more than one process.
+
+    Attributes:
+        across_workers: whether `poll` agrees over several processes (a collective
+            operation and a host read: the training loop then polls every
+            `log_every` updates, at the same updates on every worker).
     """
 
     def __init__(self, stop, strategy):
         self.stop = stop
         self.strategy = strategy
         # Multi-worker strategies have a cluster; one-process ones have none.
-        self._across_workers = strategy.cluster_resolver is not None
+        self.across_workers = strategy.cluster_resolver is not None
         replicas = strategy.num_replicas_in_sync
 
         @tf.function(autograph=False)
@@ -82,7 +88,7 @@ class StopAgreement:
     def poll(self):
         """True when this worker or any other asked to stop (call at the same point on every
         worker). A request seen only elsewhere is recorded in this worker's `StopRequest`."""
-        if not self._across_workers:
+        if not self.across_workers:
             return self.stop.requested
         code = tf.constant(float(self.stop.code) if self.stop.requested else 0.0)
         codes = self.strategy.reduce(tf.distribute.ReduceOp.SUM,

@@ -61,12 +61,23 @@ class TrainConfig:
         deterministic: make TensorFlow's kernels deterministic for the whole
             process (`tf.config.experimental.enable_op_determinism`); with it, a
             resumed run equals an uninterrupted one bit for bit on CPU. The other
-            process-wide state `train` may set is the multi-worker strategy's
-            when it makes one (`distribute.make_strategy`: the runtime configured
+            process-wide state `train` sets is TF32 (`tf32`) and the multi-worker
+            strategy's when it makes one (`distribute.make_strategy`: the runtime configured
             for the cluster, SIGTERM taken for preemption). TensorFlow's global
             seed is never set: nothing in training draws from it.
         jit: compile the update with XLA (refused with `deterministic`, and with
             several replicas on CPU, when `train` starts).
+        tf32: let float32 convolutions and matrix products run as TF32 on GPUs of
+            compute capability >= 8.0 (~1e-3 relative error). `train` sets it for
+            the whole process (`runtime.devices.use_tf32`), as the commands do from
+            --tf32: False (the default) is true float32, Caffe's numbers.
+        log_every: read the updates' statistics (loss, accuracy, the finite check)
+            back from the device every N updates, in one read; callbacks, scalar
+            summaries and the NaN check follow them, and multi-worker runs agree
+            on stop requests every N updates. A run that goes wrong still stops at
+            the update that did, with the same message and last checkpoint.
+        max_skipped_updates: float16 loss scaling: this many updates in a row
+            skipped for overflowing gradients stop the run.
         precision: the number format the network computes in: "fp32", "bf16"
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.
@@ -127,6 +138,9 @@ class TrainConfig:
     deterministic: bool = False
     jit: bool = False
     precision: str = rules.DEFAULT_PRECISION
+    tf32: bool = False
+    log_every: int = 10
+    max_skipped_updates: int = 20
     strategy: str = "default"
     class_weights: str | tuple | None = None
     ohem_fraction: float | None = None
@@ -185,9 +199,9 @@ def _json_value(value):
 
 
 _BOOLEANS = ("random_mirror", "random_scale", "from_scratch", "new_head", "train_bn",
-             "deterministic", "jit", "val_flip", "val_deeplab_protocol")
+             "deterministic", "jit", "val_flip", "val_deeplab_protocol", "tf32")
 _POSITIVE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
-             "keep_checkpoints")
+             "keep_checkpoints", "log_every", "max_skipped_updates")
 # TrainConfig's fields and their rules, in the order of the fields.
 _RULES = {
     "data_dir": rules.PATH.or_none(), "data_list": rules.PATH,

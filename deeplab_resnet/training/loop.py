@@ -13,7 +13,7 @@ from deeplab_resnet import defaults
 from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
-from deeplab_resnet.model.arch import HEAD_PREFIX, param_kind
+from deeplab_resnet.model.arch import HEAD_PREFIX
 from deeplab_resnet.errors import NamingSettings, SettingError
 from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
@@ -21,7 +21,8 @@ from deeplab_resnet.training import run_record, snapshots, summaries, validation
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
-from deeplab_resnet.training.state import build_state, starting_weights
+from deeplab_resnet.training.readback import Readback, SkipCount, check
+from deeplab_resnet.training.state import build_state, has_initial_statistics, starting_weights
 from deeplab_resnet.training.step import Trainer
 from deeplab_resnet.files import writable_dir
 
@@ -83,7 +84,8 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     exactly (`run_record` says what may change). The report (what is trained,
     from which weights, where checkpoints go) is logged at INFO, progress and
     notices with `extra={"progress": True}`, through `logging.getLogger(__name__)`;
-    nothing is printed. Only `config.deterministic` changes process-wide state.
+    nothing is printed. Only `config.tf32` (TF32 off unless True, as the commands) and
+    `config.deterministic` change process-wide state.
 
     Args:
         config: a `TrainConfig`.
@@ -112,6 +114,7 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
         (10, 'snap/model.ckpt-10')
     """
     recipe = get_recipe(recipe)
+    devices.use_tf32(config.tf32)
     run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
     if run.start >= config.num_steps:
         if run.chief:
@@ -145,6 +148,7 @@ class _Run:
     weights: object  # the opened `WeightsFile` the model started from, None: new
     notes: list = dataclasses.field(default_factory=list)
     random_statistics: bool = False
+    compute_dtype: object = tf.float32  # what `config.precision` runs as here
 
 
 def _start(config, recipe, strategy):
@@ -179,29 +183,19 @@ def _start(config, recipe, strategy):
                            "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
                            "anyway", "restore_from", "from_scratch")
     start = starting_weights(config, resumed)
-    state = build_state(config, recipe, strategy, resumed, record, start)
+    # Decided once, after any fallback to fp32: the network and the loss scaling follow it.
+    compute_dtype = precision.resolve(config.precision)
+    state = build_state(config, recipe, strategy, resumed, record, start, compute_dtype)
     if resumed is not None:
         snapshots.resume(state.restorable, resumed, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
                state, latest, int(state.step.numpy()), start, notes,
                random_statistics=(not config.train_bn and not recipe.head_only
-                                  and has_initial_statistics(state.model)))
+                                  and has_initial_statistics(state.model)),
+               compute_dtype=compute_dtype)
     if run.chief:
         _log_report(run)
     return run
-
-
-def has_initial_statistics(model):
-    """Whether the BatchNorm moving statistics were never estimated from data: every mean 0 and
-    every variance 1 (a new model) or 0 (Caffe's blobs before a batch was seen)."""
-    for name, variable in model.params.items():
-        kind = param_kind(name)
-        if kind == "mean" and bool(tf.reduce_any(variable != 0.0)):
-            return False
-        if kind == "variance" and not (bool(tf.reduce_all(variable == 1.0))
-                                       or bool(tf.reduce_all(variable == 0.0))):
-            return False
-    return True
 
 
 # Said where random BatchNorm statistics are frozen (`_Run.random_statistics`).
@@ -267,13 +261,15 @@ class _Loop:
         self.writer = None
         objective = Objective(run.state.model, config.ignore_label,
                               scales=config.scales if run.recipe.multi_scale else None,
-                              compute_dtype=precision.resolve(config.precision),
+                              compute_dtype=run.compute_dtype,
                               class_weights=run.state.class_weights,
                               ohem_fraction=config.ohem_fraction)
         self.validation = validation.for_run(run)
         self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
                                jit=config.jit, strategy=run.strategy,
                                loss_scale=run.state.loss_scale)
+        self.readback = Readback(config.log_every, self._told)
+        self.skips = SkipCount(config.max_skipped_updates)
 
     def train(self):
         """Updates until the end or a stop; returns the `TrainResult`."""
@@ -290,14 +286,23 @@ class _Loop:
             self.writer = self.validation.catch_up(run.start, run.latest, self.writer)
             self.started = time.perf_counter()
             while self.update < self.end:
-                if agreement.poll():
+                if self._poll_due(agreement) and agreement.poll():
+                    self.readback.read()
                     return self._stopped()
                 images, labels = next(batches)
                 self._one_update(images, labels)
                 if self.update % config.save_pred_every == 0 or self.update == self.end \
                         or validation.due(config, self.update):
+                    self.readback.read()
                     self.validation.run(self.update, self._checkpoint(images, labels), self.writer)
+            self.readback.read()
             return self._finished()
+
+    def _poll_due(self, agreement):
+        """Whether to poll for a stop now: every update in one process (a flag); across
+        workers (a collective, a host read) every `log_every`, the same on every worker."""
+        return (not agreement.across_workers
+                or (self.update - self.run.start) % self.config.log_every == 0)
 
     @contextlib.contextmanager
     def _flushing_summaries(self):
@@ -315,36 +320,33 @@ class _Loop:
         return self.config.learning_rate
 
     def _one_update(self, images, labels):
-        """One update, its summaries and callbacks; its results are read from the device once."""
+        """Dispatches one update, read back later with others (`Readback`)."""
         state, learning_rate = self.run.state, self._learning_rate()
-        stats = self.trainer.step(images, labels, learning_rate).read()
-        if not stats.ok:
-            hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
-                    else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
-            raise SettingError(f"loss became {stats.loss} at update {self.update + 1}: training "
-                               f"stopped without applying it; last checkpoint: "
-                               f"{self.manager.latest_checkpoint or 'none'} {hint}",
-                               "learning_rate", "train_bn")
+        stats = self.trainer.step(images, labels, learning_rate)
         state.step.assign_add(1)
         state.position.assign_add(self.config.grad_update_every * self.config.batch_size
                                   * self.run.strategy.num_replicas_in_sync)
         self.update += 1
+        self.readback.add(self.update, learning_rate, stats)
+
+    def _told(self, update):
+        """An update read back (a `readback.Update`): its checks, summaries and callbacks."""
+        stats, number = update.stats, update.number
+        hint = ("(a lower {learning_rate} may help)" if not self.run.random_statistics
+                else f"({_FROZEN_RANDOM_BN}; or a lower {{learning_rate}})")
+        check(update, self.skips, self.manager.latest_checkpoint or "none", hint)
         self.last_loss, self.last_accuracy = stats.loss, stats.accuracy
         if self.writer is None:
             self.writer = (tf.summary.create_file_writer(self.run.snapshot_dir)
                            if self.run.chief else tf.summary.create_noop_writer())
         with self.writer.as_default():
-            summaries.write_scalar("loss", stats.loss, self.update)
-            summaries.write_scalar("learning_rate", learning_rate, self.update)
-            summaries.write_scalar("pixel_accuracy", stats.accuracy, self.update)
-            if stats.loss_scale is not None:
-                summaries.write_scalar("loss_scale", stats.loss_scale, self.update)
-        if self.update == self.run.start + 1 and self.run.chief:
+            summaries.write_update(number, update.learning_rate, stats)
+        if number == self.run.start + 1 and self.run.chief:
             # Told once an update worked: a run that fails to resume shows only its error.
             for level, template, fields in self.run.notes:
                 _log(level, template, *fields, progress=True)
         for callback in self.callbacks:
-            callback.on_update(self.update, stats.loss, learning_rate)
+            callback.on_update(number, stats.loss, update.learning_rate)
 
     def _checkpoint(self, images, labels):
         """The image summary and a checkpoint of the update just made, and a progress line."""

@@ -9,8 +9,8 @@ from deeplab_resnet.data.classes import palette_of
 from deeplab_resnet.weights import checkpoint as ckpt_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
-from deeplab_resnet.runtime import distribute
-from deeplab_resnet.model.arch import is_head_variable
+from deeplab_resnet.runtime import distribute, precision
+from deeplab_resnet.model.arch import is_head_variable, param_kind
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import class_weights, run_record
@@ -78,7 +78,7 @@ class TrainState:
         optimizer: `CaffeSGD` or `Adam`.
         step: updates done (int64 variable).
         position: examples of the input stream consumed (int64 variable).
-        loss_scale: the `LossScale` of float16 training, else None.
+        loss_scale: the `LossScale` of training that computes in float16, else None.
         checkpoint: what is saved: all of the above and the run record (`meta/run`).
         restorable: the same without the record, for resuming (which also
             resumes checkpoints written before records existed).
@@ -98,7 +98,7 @@ class TrainState:
     class_weights: tuple | None = None
 
 
-def build_state(config, recipe, strategy, resumed, record, start=None):
+def build_state(config, recipe, strategy, resumed, record, start=None, compute_dtype=None):
     """The `TrainState` of a run (resume it with `snapshots.resume(state.restorable, ...)`).
 
     Args:
@@ -108,7 +108,12 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
         resumed: the checkpoint being resumed, opened (`checkpoint.open_weights`), or None.
         record: the run record to save, completed here with the model's variant and classes.
         start: `restore_from` opened (`starting_weights`), when it already is.
+        compute_dtype: the dtype the network computes in, `config.precision` after any
+            fallback (default: `precision.resolve(config.precision)`); float16 alone
+            has loss scaling.
     """
+    if compute_dtype is None:
+        compute_dtype = precision.resolve(config.precision)
     model = build_model(config, resumed, start)
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
@@ -126,7 +131,7 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
             optimizer = Adam(variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
-        loss_scale = LossScale() if config.precision == "fp16" else None
+        loss_scale = LossScale() if compute_dtype == tf.float16 else None
     # Checkpoints of runs without float16 keep the layout they always had.
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
@@ -140,3 +145,16 @@ def build_state(config, recipe, strategy, resumed, record, start=None):
                       tf.train.Checkpoint(meta=model.meta, **saved),
                       palette=None if colours is None else palette_of(colours),
                       class_weights=weights)
+
+
+def has_initial_statistics(model):
+    """Whether the BatchNorm moving statistics were never estimated from data: every mean 0 and
+    every variance 1 (a new model) or 0 (Caffe's blobs before a batch was seen)."""
+    for name, variable in model.params.items():
+        kind = param_kind(name)
+        if kind == "mean" and bool(tf.reduce_any(variable != 0.0)):
+            return False
+        if kind == "variance" and not (bool(tf.reduce_all(variable == 1.0))
+                                       or bool(tf.reduce_all(variable == 0.0))):
+            return False
+    return True

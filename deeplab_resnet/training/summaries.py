@@ -41,6 +41,16 @@ def write_scalar(tag, value, step):
                      metadata=_SCALAR_METADATA)
 
 
+def write_update(update, learning_rate, stats):
+    """The scalars of one update (a number, its learning rate, its `UpdateStats` read back):
+    loss, learning rate, pixel accuracy and, with loss scaling, the loss scale."""
+    write_scalar("loss", stats.loss, update)
+    write_scalar("learning_rate", learning_rate, update)
+    write_scalar("pixel_accuracy", stats.accuracy, update)
+    if stats.loss_scale is not None:
+        write_scalar("loss_scale", stats.loss_scale, update)
+
+
 def write_images(tag, images, step):
     """TensorBoard images (uint8 [N, H, W, 3]) on the default summary writer."""
     h, w = images.shape[1:3]
