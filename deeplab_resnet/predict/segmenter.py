@@ -15,12 +15,12 @@ from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
 from deeplab_resnet.data import datasets
-from deeplab_resnet.predict import evaluation
+from deeplab_resnet.predict import evaluation, exported, tiling
 from deeplab_resnet.predict import export as export_lib
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
 from deeplab_resnet.model.arch import VARIANTS
-from deeplab_resnet.errors import DeepLabError, SettingError
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +84,64 @@ def _check_settings(model, num_classes, precision, scales):
         raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
 
 
+def check_batch_size(batch_size, field="batch_size"):
+    """`batch_size` as an int >= 1; SettingError naming `field` otherwise."""
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise SettingError(f"{{{field}}} must be a positive integer, got {batch_size!r}", field)
+    return int(batch_size)
+
+
+def same_size_batches(images, batch_size):
+    """Yields lists of up to `batch_size` consecutive HxWx3 images of one size, in order."""
+    batch = []
+    for image in images:
+        if batch and image.shape != batch[0].shape:
+            yield batch
+            batch = []
+        batch.append(image)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _load_exported(cls, path, config, crf_params, model, num_classes, class_names, dataset):
+    """A `Segmenter` running a .tflite / .onnx export (`exported.ExportedPredictor`)."""
+    if not os.path.isfile(path):
+        raise BadFileError(f"{path}: no such file", path=path)
+    predictor = exported.ExportedPredictor(path, crf_params)
+    meta = predictor.metadata
+    recorded = {"variant": meta["model"], "num_classes": meta["num_classes"],
+                "scales": tuple(meta["scales"]), "flip": meta["flip"],
+                "deeplab_protocol": meta["deeplab_protocol"], "precision": "fp32"}
+    asked = {"variant": model, "num_classes": num_classes, "scales": config.scales,
+             "flip": config.flip or None, "deeplab_protocol": config.deeplab_protocol or None,
+             "precision": config.precision}
+    for field, value in asked.items():
+        if value is not None and value != recorded[field] and not (
+                field == "scales" and value == (1.0,)):
+            raise SettingError(f"{{{field}}} {value!r}: {path} was exported with "
+                               f"{recorded[field]!r} (its protocol is fixed at export)",
+                               field, path=path)
+    names, palette = datasets.classes(dataset, meta["num_classes"],
+                                      class_names or meta["class_names"])
+    if dataset is None:
+        palette = np.asarray(meta["palette"], np.uint8)
+    predictor.tile(config.tile, config.tile_overlap)
+    return cls(predictor, path, names, palette, model=meta["model"],
+               num_classes=meta["num_classes"], precision=meta["quantize"] or "fp32")
+
+
+def _calibration_image(image, input_size):
+    """One calibration image as an HxWx3 uint8 array, resized to `input_size` when set."""
+    image = as_rgb(image)
+    if input_size is None or tuple(image.shape[:2]) == tuple(input_size):
+        return image
+    resized = Image.fromarray(image).resize((input_size[1], input_size[0]), Image.BILINEAR)
+    return np.asarray(resized)
+
+
 def _load_network(weights, model, num_classes, prototxt):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
     opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
@@ -119,26 +177,32 @@ class Segmenter:
         (375, 500)
     """
 
-    def __init__(self, predictor, weights, class_names, palette):
+    def __init__(self, predictor, weights, class_names, palette, model=None, num_classes=None,
+                 precision=None):
         self.predictor = predictor
-        self.model = predictor.model.variant
-        self.num_classes = predictor.model.num_classes
+        network = getattr(predictor, "model", None)
+        self.model = model or network.variant
+        self.num_classes = num_classes or network.num_classes
         self.class_names = list(class_names)
         self.palette = palette
         self.weights = weights
-        self.precision = precision_lib.NAMES[predictor.model.compute_dtype]
+        self.precision = precision or precision_lib.NAMES[network.compute_dtype]
 
     @classmethod
     def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
              scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None):
+             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None, tile=None,
+             tile_overlap=tiling.DEFAULT_OVERLAP):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
             weights: a checkpoint prefix (`ckpt/voc12`) or folder of checkpoints
                 (its latest is read), a `.caffemodel`, an `.npz` written by
                 `convert`, or the 2017 TF port's `deeplab_resnet.ckpt` (V1) or
-                `model.ckpt-N` (V2).
+                `model.ckpt-N` (V2); or a `.tflite` / `.onnx` file written by
+                export.py, run by LiteRT / onnxruntime (the optional extras
+                `.[tflite]` / `.[onnx]`), whose protocol, classes and colours are
+                those recorded in the file.
             model: the variant; default: the one the weights record or their
                 parameter names show.
             num_classes: default: the weights' head's; a contradicting value is
@@ -160,6 +224,10 @@ class Segmenter:
                 "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
                 names and colours (default: recognised by the class count; a count
                 no dataset has gives class_<i> and VOC's colours).
+            tile: (height, width): predict images larger than this by overlapping
+                tiles whose probabilities are averaged (`tiling`); an image no
+                larger than a tile is predicted whole. None: every image whole.
+            tile_overlap: the fraction of a tile its neighbour shares (1/3).
         Returns:
             a `Segmenter`.
         Raises:
@@ -172,12 +240,16 @@ class Segmenter:
         """
         _check_settings(model, num_classes, precision, scales)
         crf_params = _crf_params(crf)
+        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
+                                           deeplab_protocol=deeplab_protocol, pad_size=pad_size,
+                                           precision=precision, tile=tile,
+                                           tile_overlap=tile_overlap)
+        if exported.file_format(weights) is not None:
+            return _load_exported(cls, weights, config, crf_params, model, num_classes,
+                                  class_names, dataset)
         opened, network = _load_network(weights, model, num_classes, prototxt)
         names, palette = datasets.classes(dataset, network.num_classes,
                                           class_names or opened.class_names)
-        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
-                                       deeplab_protocol=deeplab_protocol, pad_size=pad_size,
-                                       precision=precision)
         segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path,
                         names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
@@ -202,13 +274,16 @@ class Segmenter:
         """
         return self.predictor(as_rgb(image))
 
-    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH):
+    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH, batch_size=1):
         """Segments a sequence of images, decoding the next ones while the network runs.
 
         Args:
             images: an iterable of anything `predict` takes (e.g. file paths);
                 consumed lazily.
             prefetch: how many images are decoded ahead (in one background thread).
+            batch_size: up to this many consecutive images of one size run through
+                the network together (labels equal to one at a time); an image of
+                another size starts a new batch.
         Yields:
             one `Prediction` per image, in order.
 
@@ -216,8 +291,10 @@ class Segmenter:
             >>> for path, prediction in zip(paths, seg.predict_many(paths)):
             ...     print(path, np.bincount(prediction.labels.ravel()))
         """
-        for image in predict_lib.prefetch(as_rgb, images, prefetch):
-            yield self.predictor(image)
+        batch_size = check_batch_size(batch_size)
+        decoded = predict_lib.prefetch(as_rgb, images, max(prefetch, batch_size))
+        for batch in same_size_batches(decoded, batch_size):
+            yield from self.predictor.predict_many(batch)
 
     def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
                  num_images=None, progress=None):
@@ -250,32 +327,59 @@ class Segmenter:
                                         progress=progress)
         return evaluation.Scores.from_confusion(confusion, self.class_names)
 
-    def export(self, path):
-        """Writes the network and its test protocol as a TensorFlow SavedModel, as export.py.
+    def export(self, path, format="savedmodel", *, quantize=None, input_size=None,
+               calibration=None):
+        """Writes the network and its test protocol for serving, as export.py does.
 
-        Its `serving_default` signature takes `image` (uint8 [H, W, 3], any
-        size) and returns `labels` (int32 [H, W]) and `probabilities` (float32
-        [H, W, C]), computed as `predict` computes them (a dense CRF excepted:
-        it is not a TensorFlow op). Written to a temporary folder and renamed
-        into place.
+        "savedmodel" (default): a TensorFlow SavedModel folder whose
+        `serving_default` signature takes `image` (uint8 [H, W, 3], any size) and
+        returns `labels` (int32 [H, W]) and `probabilities` (float32 [H, W, C]),
+        computed as `predict` computes them (a dense CRF excepted: it is not a
+        TensorFlow op). "tflite" / "onnx": one file with that input and those
+        outputs (and `logits`), the class names and colours in its metadata
+        (`exported`); load it back with `Segmenter.load(path)`. Written to a
+        temporary path and renamed into place.
 
         Args:
-            path: the folder to create; it must not exist or be empty.
+            path: the folder (savedmodel) or file (.tflite, .onnx) to create; it
+                must not exist (a folder may be empty).
+            format: "savedmodel", "tflite" or "onnx".
+            quantize: tflite only: "fp16" (float16 weights) or "int8" (every
+                operation in int8, calibrated on `calibration`).
+            input_size: (H, W) of a fixed-size tflite/onnx file; None: any size.
+            calibration: for int8, an iterable of images (paths, arrays; anything
+                `predict` takes) to calibrate on, at `input_size` when set.
         Returns:
             the absolute path written.
         Raises:
             SettingError when `path` holds something or its parent is not
-            writable; an OSError naming it when the write fails.
+            writable, for an unknown format or quantization, int8 without
+            `calibration`, or a reduced `precision`; DeepLabError naming the extra
+            when tf2onnx is missing; an OSError naming `path` when the write fails.
 
         Example:
             >>> path = seg.export("exported/")
             >>> serve = tf.saved_model.load(path).signatures["serving_default"]
             >>> serve(image=tf.zeros([240, 320, 3], tf.uint8))["labels"].shape
             TensorShape([240, 320])
+            >>> seg.export("model.tflite", "tflite", quantize="int8", calibration=paths)
         """
-        output_dir = export_lib.check_output_dir(path, "path")
-        export_lib.export(self.predictor, output_dir)
-        return output_dir
+        if format not in exported.FORMATS:
+            raise SettingError(f"{{format}} '{format}': unknown (choose from "
+                               f"{', '.join(exported.FORMATS)})", "format")
+        if format == "savedmodel":
+            if quantize is not None or input_size is not None:
+                raise SettingError("{quantize}/{input_size}: only for --format tflite or onnx",
+                                   "quantize", "input_size")
+            output_dir = export_lib.check_output_dir(path, "path")
+            export_lib.export(self.predictor, output_dir)
+            return output_dir
+        exported.check_quantize(format, quantize, calibration)
+        output = export_lib.check_output_file(path, "path")
+        images = None if calibration is None else list(calibration)
+        return exported.write(self, output, format, quantize, input_size,
+                              None if images is None else lambda: (
+                                  _calibration_image(image, input_size) for image in images))
 
     def __repr__(self):
         return (f"Segmenter(model={self.model!r}, num_classes={self.num_classes}, "
