@@ -61,6 +61,17 @@ def input_size(text):
     return h, w
 
 
+def size_pair(text):
+    """argparse type for --tile "H,W": two positive integers."""
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'H,W' (e.g. 513,513), got '{text}'") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': height and width must be positive")
+    return h, w
+
+
 def scales(text):
     """argparse type for --scales "1.0,0.75,0.5"."""
     try:
@@ -112,7 +123,8 @@ unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
-                "or the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N")
+                "the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N, or a .tflite / .onnx "
+                "file written by export.py")
 
 
 def add_model_args(parser):

@@ -34,6 +34,22 @@ def _checked(image):
     return image
 
 
+def batches(items, batch_size, shape=lambda item: item.shape):
+    """Yields lists of up to `batch_size` consecutive items of one `shape(item)`, in order (an
+    item whose shape is None is a batch of its own)."""
+    batch = []
+    for item in items:
+        if batch and (shape(item) is None or shape(item) != shape(batch[0])):
+            yield batch
+            batch = []
+        batch.append(item)
+        if len(batch) == batch_size or shape(item) is None:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class HostSide:
     """What follows the network, shared by every predictor (TensorFlow, LiteRT, ONNX Runtime):
     the dense CRF, the argmax, tiles (`tiling.Tiler`) and batches.

@@ -15,7 +15,7 @@ from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
 from deeplab_resnet.data import datasets
-from deeplab_resnet.predict import evaluation, exported, tiling
+from deeplab_resnet.predict import evaluation, exported, host, tiling
 from deeplab_resnet.predict import export as export_lib
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
@@ -89,21 +89,6 @@ def check_batch_size(batch_size, field="batch_size"):
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise SettingError(f"{{{field}}} must be a positive integer, got {batch_size!r}", field)
     return int(batch_size)
-
-
-def same_size_batches(images, batch_size):
-    """Yields lists of up to `batch_size` consecutive HxWx3 images of one size, in order."""
-    batch = []
-    for image in images:
-        if batch and image.shape != batch[0].shape:
-            yield batch
-            batch = []
-        batch.append(image)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _load_exported(cls, path, config, crf_params, model, num_classes, class_names, dataset):
@@ -293,11 +278,11 @@ class Segmenter:
         """
         batch_size = check_batch_size(batch_size)
         decoded = predict_lib.prefetch(as_rgb, images, max(prefetch, batch_size))
-        for batch in same_size_batches(decoded, batch_size):
+        for batch in host.batches(decoded, batch_size):
             yield from self.predictor.predict_many(batch)
 
     def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
-                 num_images=None, progress=None):
+                 num_images=None, progress=None, batch_size=1):
         """Scores the network on a labelled list, as evaluate.py does.
 
         Args:
@@ -309,6 +294,8 @@ class Segmenter:
             progress: called after each image with the images done and the confusion
                 matrix so far (`evaluation.Scores.from_confusion(confusion).mean_iou` is
                 the running mean IoU), or None.
+            batch_size: up to this many consecutive images of one size run through the
+                network together (the scores are those of one at a time).
         Returns:
             `Scores`: mean IoU, per-class IoU, pixel and class accuracy,
             frequency-weighted IoU and the confusion matrix (numpy).
@@ -324,7 +311,8 @@ class Segmenter:
         images, labels = read_list(data_dir, data_list)
         pairs = list(zip(images, labels))[:num_images]
         confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label,
-                                        progress=progress)
+                                        progress=progress,
+                                        batch_size=check_batch_size(batch_size))
         return evaluation.Scores.from_confusion(confusion, self.class_names)
 
     def export(self, path, format="savedmodel", *, quantize=None, input_size=None,
