@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from deeplab_resnet.data.images import read_image
-from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
 from deeplab_resnet.predict import host, metrics
@@ -33,7 +33,7 @@ def _read_pair(num_classes, ignore_label, pair):
                                f"image {image_path} is {image.shape[1]}x{image.shape[0]}",
                                path=label_path)
         try:
-            metrics.check_labels(label, num_classes, ignore_label)
+            check_labels(label, num_classes, ignore_label)
         except ValueError as exc:
             raise BadFileError(f"{label_path}: {exc}", path=label_path) from None
     return image_path, image, label
@@ -79,8 +79,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         nonlocal done
         predicted = labels_of()
         if label is not None:
-            confusion[...] += metrics.confusion_matrix(label, predicted, num_classes,
-                                                       ignore_label)
+            confusion[...] += metrics.count_checked(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
             save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)

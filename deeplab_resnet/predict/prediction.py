@@ -23,7 +23,6 @@ i's receptive field is centred.
 
 import collections
 import concurrent.futures
-import dataclasses
 import itertools
 
 import numpy as np
@@ -36,6 +35,7 @@ from deeplab_resnet.model import network as model_lib
 from deeplab_resnet.model import msc
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.model.fused import FusedDeepLab
+from deeplab_resnet.predict.config import PredictConfig
 
 # Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
 # features (see benchmarks/RESULTS.md for what it costs and buys).
@@ -181,36 +181,8 @@ class Predictor(HostSide, tf.Module):
         return super()._labels_many(images)
 
 
-@dataclasses.dataclass(frozen=True)
-class PredictConfig:
-    """The test protocol (see `Predictor`).
-
-    Attributes:
-        scales: input scales; more than one fuses the logits by max (MSC).
-        flip: also run the mirrored image and average the two probability maps.
-        deeplab_protocol: DeepLab's pad / zoom x8 / crop protocol.
-        pad_size: padded side for `deeplab_protocol`.
-        precision: the number format the network computes in ("fp32",
-            "bf16", "fp16"; see `deeplab_resnet.runtime.precision`).
-        tile: (height, width) of the tiles larger images are predicted by (`tiling`), or
-            None: every image whole.
-        tile_overlap: the fraction of a tile its neighbour shares (0 <= F < 1).
-    """
-    scales: tuple = (1.0,)
-    flip: bool = False
-    deeplab_protocol: bool = False
-    pad_size: int = defaults.PAD_SIZE
-    precision: str = precision_lib.DEFAULT_PRECISION
-    tile: tuple = None
-    tile_overlap: float = 1.0 / 3.0
-
-    def __post_init__(self):
-        from deeplab_resnet.predict import tiling
-        object.__setattr__(self, "tile", tiling.check_tile(self.tile, self.tile_overlap))
-
-
-def make_predictor(model, config=PredictConfig(), crf=None):
-    """A Predictor of a loaded model for a test protocol.
+def make_predictor(model, config=PredictConfig()):
+    """A Predictor of a loaded model for a test protocol (`config`'s).
 
     The network runs in its inference form, BatchNorm folded into the
     convolutions (`fused.FusedDeepLab`): same outputs, fewer passes; in the
@@ -219,14 +191,14 @@ def make_predictor(model, config=PredictConfig(), crf=None):
 
     Args:
         model: the loaded DeepLabResNet.
-        config: a `PredictConfig`.
-        crf: a `crf.CRFParams`, or None.
+        config: a `PredictConfig` (its protocol and precision are used here; the
+            network is `model`).
     """
     network = FusedDeepLab(model, precision_lib.resolve(config.precision),
                            float32_head=FLOAT32_HEAD)
     predictor = Predictor(network, scales=config.scales, flip=config.flip,
                           deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size,
-                          crf=crf)
+                          crf=config.crf_params)
     return predictor.tile(config.tile, config.tile_overlap)
 
 

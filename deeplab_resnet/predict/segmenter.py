@@ -15,11 +15,11 @@ from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
 from deeplab_resnet.data import datasets
-from deeplab_resnet.predict import evaluation, exported, host, tiling
+from deeplab_resnet.predict import evaluation, exported, host
 from deeplab_resnet.predict import export as export_lib
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
-from deeplab_resnet.model.arch import VARIANTS
+from deeplab_resnet.predict.config import PredictConfig
 from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def as_rgb(image):
             HxWx4 RGBA. Files and PIL images are converted as the commands
             convert them (grayscale, CMYK, palette, RGBA ... -> RGB).
     Raises:
-        DeepLabError naming a missing or unreadable file; SettingError ("image")
+        BadFileError (`.path`) for a missing or unreadable file; SettingError ("image")
         for an object of another type, or an array of another dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
@@ -55,67 +55,11 @@ def as_rgb(image):
                        f"{image.dtype} {image.shape}", "image")
 
 
-def _crf_params(crf):
-    """CRFParams for `Segmenter.load`'s `crf`: None/False, True (DeepLab's VOC settings) or
-    a `crf.CRFParams`; the optional package is checked at once."""
-    if crf is None or crf is False:
-        return None
-    params = crf_lib.CRFParams() if crf is True else crf
-    if not isinstance(params, crf_lib.CRFParams):
-        raise SettingError(f"{{crf}}: expected True or a deeplab_resnet.predict.crf.CRFParams, got "
-                           f"{type(crf).__name__}", "crf")
-    if not crf_lib.available():
-        raise DeepLabError(crf_lib.INSTALL_HINT)
-    return params
-
-
-def _check_settings(model, num_classes, precision, scales):
-    if model is not None and model not in VARIANTS:
-        raise SettingError(f"{{variant}} '{model}': unknown (choose from "
-                           f"{', '.join(sorted(VARIANTS))})", "variant")
-    if num_classes is not None and (not isinstance(num_classes, numbers.Integral)
-                                    or num_classes < 1):
-        raise SettingError(f"{{num_classes}} must be a positive integer, got {num_classes!r}",
-                           "num_classes")
-    if precision not in precision_lib.PRECISIONS:
-        raise SettingError(f"{{precision}} '{precision}': unknown (choose from "
-                           f"{', '.join(precision_lib.PRECISIONS)})", "precision")
-    if not scales or any(not float(s) > 0 for s in scales):
-        raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
-
-
 def check_batch_size(batch_size, field="batch_size"):
     """`batch_size` as an int >= 1; SettingError naming `field` otherwise."""
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise SettingError(f"{{{field}}} must be a positive integer, got {batch_size!r}", field)
     return int(batch_size)
-
-
-def _load_exported(cls, path, config, crf_params, model, num_classes, class_names, dataset):
-    """A `Segmenter` running a .tflite / .onnx export (`exported.ExportedPredictor`)."""
-    if not os.path.isfile(path):
-        raise BadFileError(f"{path}: no such file", path=path)
-    predictor = exported.ExportedPredictor(path, crf_params)
-    meta = predictor.metadata
-    recorded = {"variant": meta["model"], "num_classes": meta["num_classes"],
-                "scales": tuple(meta["scales"]), "flip": meta["flip"],
-                "deeplab_protocol": meta["deeplab_protocol"], "precision": "fp32"}
-    asked = {"variant": model, "num_classes": num_classes, "scales": config.scales,
-             "flip": config.flip or None, "deeplab_protocol": config.deeplab_protocol or None,
-             "precision": config.precision}
-    for field, value in asked.items():
-        if value is not None and value != recorded[field] and not (
-                field == "scales" and value == (1.0,)):
-            raise SettingError(f"{{{field}}} {value!r}: {path} was exported with "
-                               f"{recorded[field]!r} (its protocol is fixed at export)",
-                               field, path=path)
-    names, palette = datasets.classes(dataset, meta["num_classes"],
-                                      class_names or meta["class_names"])
-    if dataset is None:
-        palette = np.asarray(meta["palette"], np.uint8)
-    predictor.tile(config.tile, config.tile_overlap)
-    return cls(predictor, path, names, palette, model=meta["model"],
-               num_classes=meta["num_classes"], precision=meta["quantize"] or "fp32")
 
 
 def _calibration_image(image, input_size):
@@ -127,10 +71,39 @@ def _calibration_image(image, input_size):
     return np.asarray(resized)
 
 
-def _load_network(weights, model, num_classes, prototxt):
+def _load_exported(cls, path, config):
+    """A `Segmenter` running a .tflite / .onnx export (`exported.ExportedPredictor`); the
+    settings fixed at export may only repeat what the file records."""
+    if not os.path.isfile(path):
+        raise BadFileError(f"{path}: no such file", path=path)
+    predictor = exported.ExportedPredictor(path, config.crf_params)
+    meta = predictor.metadata
+    recorded = {"variant": meta["model"], "num_classes": meta["num_classes"],
+                "scales": tuple(meta["scales"]), "flip": meta["flip"],
+                "deeplab_protocol": meta["deeplab_protocol"], "pad_size": meta["pad_size"]}
+    defaults_ = PredictConfig()
+    for field, value in recorded.items():
+        asked = getattr(config, field)
+        if asked is not None and asked != value and asked != getattr(defaults_, field):
+            raise SettingError(f"{{{field}}} {asked!r}: {path} was exported with {value!r} "
+                               "(its protocol is fixed at export)", field, path=path)
+    if config.precision != "fp32":
+        raise SettingError(f"{{precision}} {config.precision}: {path} computes as exported "
+                           f"({meta['quantize'] or 'fp32'})", "precision", path=path)
+    names, palette = datasets.classes(config.dataset, meta["num_classes"],
+                                      config.class_names or meta["class_names"])
+    if config.dataset is None:
+        palette = np.asarray(meta["palette"], np.uint8)
+    predictor.tile(config.tile, config.tile_overlap)
+    return cls(predictor, path, names, palette, model=meta["model"],
+               num_classes=meta["num_classes"], precision=meta["quantize"] or "fp32")
+
+
+def _load_network(weights, config):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
-    opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
-    return opened, checkpoint.build_model(opened, model, num_classes, prototxt=prototxt)
+    opened = checkpoint.open_weights(weights, prototxt=config.prototxt, variant=config.variant)
+    return opened, checkpoint.build_model(opened, config.variant, config.num_classes,
+                                          prototxt=config.prototxt)
 
 
 class Segmenter:
@@ -174,10 +147,7 @@ class Segmenter:
         self.precision = precision or precision_lib.NAMES[network.compute_dtype]
 
     @classmethod
-    def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
-             scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None, tile=None,
-             tile_overlap=tiling.DEFAULT_OVERLAP):
+    def load(cls, weights, config=None, **settings):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
@@ -188,55 +158,34 @@ class Segmenter:
                 export.py, run by LiteRT / onnxruntime (the optional extras
                 `.[tflite]` / `.[onnx]`), whose protocol, classes and colours are
                 those recorded in the file.
-            model: the variant; default: the one the weights record or their
-                parameter names show.
-            num_classes: default: the weights' head's; a contradicting value is
-                a SettingError.
-            prototxt: deploy prototxt for a `.caffemodel` (default: the
-                project's own for the variant).
-            precision: "fp32" (Caffe's numbers), "bf16" or "fp16"; where the
-                hardware has no native arithmetic for it, fp32 runs (logged as
-                a warning; see the `precision` attribute).
-            scales: input scales; several fuse the logits by element-wise max.
-            flip: also predict the mirrored image and average the probabilities.
-            deeplab_protocol: DeepLab's pad / zoom x8 / crop test protocol.
-            crf: refine with a dense CRF: True (DeepLab-v2's VOC settings) or a
-                `deeplab_resnet.predict.crf.CRFParams`; needs the optional pydensecrf2.
-            pad_size: padded side for `deeplab_protocol` (513).
-            class_names: one name per class (default: those the weights record,
-                else the dataset's).
-            dataset: the dataset the model was trained for ("voc", "cocostuff",
-                "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
-                names and colours (default: recognised by the class count; a count
-                no dataset has gives class_<i> and VOC's colours).
-            tile: (height, width): predict images larger than this by overlapping
-                tiles whose probabilities are averaged (`tiling`); an image no
-                larger than a tile is predicted whole. None: every image whole.
-            tile_overlap: the fraction of a tile its neighbour shares (1/3).
+            config: a `PredictConfig` (default: its defaults).
+            **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
+                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`;
+                `model=` names the variant (the field `variant`); `tile=(H, W)`
+                predicts images larger than a tile by overlapping tiles whose
+                probabilities are averaged (`tile_overlap`, 1/3; `tiling`).
         Returns:
             a `Segmenter`.
         Raises:
             BadFileError: missing, unreadable or corrupt weights.
-            SettingError: a setting that is unknown or contradicts the weights.
+            SettingError: a setting that is unknown, bad or contradicts the
+                weights (checked before the weights are read, where it can be).
             DeepLabError: `crf` without pydensecrf2 installed.
 
         Example:
             >>> seg = Segmenter.load("ckpt/voc12", scales=(1.0, 0.75, 0.5), flip=True)
         """
-        _check_settings(model, num_classes, precision, scales)
-        crf_params = _crf_params(crf)
-        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
-                                           deeplab_protocol=deeplab_protocol, pad_size=pad_size,
-                                           precision=precision, tile=tile,
-                                           tile_overlap=tile_overlap)
+        if "model" in settings:
+            settings["variant"] = settings.pop("model")
+        config = PredictConfig.of(config, **settings)
+        if config.crf_params is not None and not crf_lib.available():
+            raise DeepLabError(crf_lib.INSTALL_HINT)
         if exported.file_format(weights) is not None:
-            return _load_exported(cls, weights, config, crf_params, model, num_classes,
-                                  class_names, dataset)
-        opened, network = _load_network(weights, model, num_classes, prototxt)
-        names, palette = datasets.classes(dataset, network.num_classes,
-                                          class_names or opened.class_names)
-        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path,
-                        names, palette)
+            return _load_exported(cls, weights, config)
+        opened, network = _load_network(weights, config)
+        names, palette = datasets.classes(config.dataset, network.num_classes,
+                                          config.class_names or opened.class_names)
+        segmenter = cls(predict_lib.make_predictor(network, config), opened.path, names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
         return segmenter

@@ -14,30 +14,20 @@ probabilities, not the whole image's.
 
 import numpy as np
 
-from deeplab_resnet.errors import SettingError
+from deeplab_resnet import settings as rules
 
 DEFAULT_OVERLAP = 1.0 / 3.0
 
 
-def check_tile(tile, overlap, field="tile"):
-    """`tile` as a pair of positive ints (or None), checked with `overlap` (0 <= F < 1).
+def check_tile(tile, overlap):
+    """`tile` as a pair of ints (or None), checked with `overlap` (0 <= F < 1).
 
     Raises:
-        SettingError naming `field` or "tile_overlap".
+        SettingError naming "tile" or "tile_overlap" (`deeplab_resnet.settings`' rules).
     """
-    if not 0.0 <= float(overlap) < 1.0:
-        raise SettingError(f"{{tile_overlap}} must be in [0, 1), got {overlap!r}",
-                           "tile_overlap")
-    if tile is None:
-        return None
-    try:
-        pair = tuple(int(t) for t in tile)
-    except (TypeError, ValueError):
-        pair = ()
-    if len(pair) != 2 or min(pair) < 1 or pair != tuple(tile):
-        raise SettingError(f"{{{field}}} must be two positive integers (height, width), got "
-                           f"{tile!r}", field)
-    return pair
+    rules.SIZE_PAIR.or_none().check(tile, "tile")
+    rules.FRACTION.check(overlap, "tile_overlap")
+    return None if tile is None else tuple(int(t) for t in tile)
 
 
 def starts(size, tile, stride):

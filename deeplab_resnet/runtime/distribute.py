@@ -23,9 +23,9 @@ import os
 
 import tensorflow as tf
 
+from deeplab_resnet import settings
 from deeplab_resnet.errors import SettingError, DeepLabError
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def check_tf_config(text):
@@ -73,7 +73,7 @@ def make_strategy(name):
     if name == "multi-worker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
+    raise ValueError(f"unknown strategy '{name}' (choose from {', '.join(settings.STRATEGIES)})")
 
 
 def is_chief(strategy):
