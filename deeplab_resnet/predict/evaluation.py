@@ -53,8 +53,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `predict.Predictor`, or any `host.HostSide` (`labels_later_many` is
-            used).
+        predictor: a `predict.Predictor` or any `host.HostSide` (`labels_later_many`).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -63,8 +62,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         progress: called after each image with the images done and the confusion matrix
             so far (e.g. to show a running mean IoU), or None; from the scoring thread.
         palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
-        batch_size: up to this many consecutive images of one size go through the network
-            together (`labels_later_many`); the counts equal those of one at a time.
+        batch_size: consecutive images of one size run together (counts as one at a time).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     Raises:
