@@ -86,8 +86,8 @@ def seconds(run, repeats):
 
 
 def formats(args):
-    from deeplab_resnet import Segmenter
-    folder = tempfile.mkdtemp(prefix="bench-deploy-")
+    folder = args.folder or tempfile.mkdtemp(prefix="bench-deploy-")
+    os.makedirs(folder, exist_ok=True)
     segmenter = setup(args, folder)
     files = {}
     for name, fmt, quantize, size in (("litert fp32", "tflite", None, args.size),
@@ -97,13 +97,22 @@ def formats(args):
                                       ("litert fp32 any size", "tflite", None, None),
                                       ("onnx fp32 any size", "onnx", None, None)):
         path = os.path.join(folder, name.replace(" ", "_") + "." + fmt)
+        files[name] = path
+        if os.path.exists(path):  # --folder of an earlier run: the same random network
+            continue
         calibration = [sample(args.size, i) for i in range(args.calibration)]
         start = time.perf_counter()
         segmenter.export(path, fmt, quantize=quantize, input_size=size,
                          calibration=calibration if quantize == "int8" else None)
         print(f"export {name}: {time.perf_counter() - start:.0f} s, "
               f"{os.path.getsize(path) / 1e6:.0f} MB", flush=True)
-        files[name] = path
+    if not args.skip_parity:
+        parity(args, segmenter, files)
+    timings(args, segmenter, files)
+
+
+def parity(args, segmenter, files):
+    from deeplab_resnet import Segmenter
     print(f"\nlabel agreement with TensorFlow fp32 ({args.model}, random weights):")
     rng = np.random.default_rng(1)
     for name in ("litert fp32 any size", "onnx fp32 any size"):
@@ -115,6 +124,10 @@ def formats(args):
                 image)
             agreement.append(f"{size[0]}x{size[1]} {same.mean() * 100:.3f}%")
         print(f"  {name:22s} " + ", ".join(agreement), flush=True)
+
+
+def timings(args, segmenter, files):
+    from deeplab_resnet import Segmenter
     image = sample(args.size, 99)
     reference = segmenter.predictor.predict_labels(image)
     tf_time = seconds(lambda: segmenter.predictor.predict_labels(image), args.repeats)
@@ -179,6 +192,11 @@ def main():
                         help="int8: calibration images (shapes pictures)")
     parser.add_argument("--large", type=pair, default=(4096, 4096))
     parser.add_argument("--tile", type=pair, default=(513, 513))
+    parser.add_argument("--folder", default=None,
+                        help="formats: keep the checkpoint and exports here; files already "
+                             "there are reused (default: a new temporary folder)")
+    parser.add_argument("--skip-parity", action="store_true",
+                        help="formats: timings only")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
