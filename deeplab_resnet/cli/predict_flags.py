@@ -72,7 +72,7 @@ def add_runtime_args(parser):
                             "whole (default: every image whole)")
     group.add_argument("--tile-overlap", type=cli.unit_interval, default=1.0 / 3.0,
                        metavar="F", help="fraction of a tile its neighbour shares, in [0, 1) "
-                                         "(default 1/3)")
+                                         f"(default 1/3: {1.0 / 3.0:g})")
     group.add_argument("--batch-size", type=cli.positive_int, default=1,
                        help="run up to this many consecutive images of one size through the "
                             "network together (labels equal to one at a time; default 1)")
