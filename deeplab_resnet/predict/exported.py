@@ -124,9 +124,10 @@ class ExportedPredictor(HostSide):
     def _run(self, image):
         fixed = self.runner.input_size
         if min(fixed) > 0 and tuple(image.shape[:2]) != fixed:
-            raise SettingError(f"{{image}} {image.shape[0]}x{image.shape[1]}: {self.path} takes "
+            raise SettingError(f"image {image.shape[0]}x{image.shape[1]}: {self.path} takes "
                                f"only {fixed[0]}x{fixed[1]} images (exported with --input-size; "
-                               "export without it for any size)", "image")
+                               "export without it for any size, or predict by tiles of that "
+                               "size)", path=self.path)
         return self.runner.run(image)
 
     def outputs_many(self, images):

@@ -49,8 +49,8 @@ class PortableNetwork(tf.Module):
     Args:
         fused: a `fused.FusedDeepLab` computing in float32.
     Raises:
-        SettingError ("format") for a network this graph cannot state (a pool other than
-        DeepLab's pool1 after a ReLU, a reduced precision).
+        SettingError for a network this graph cannot state: "format" for a pool other than
+        DeepLab's pool1 after a ReLU, "precision" for a reduced precision.
     """
 
     def __init__(self, fused, name=None):
@@ -61,8 +61,8 @@ class PortableNetwork(tf.Module):
             raise SettingError("{format}: only DeepLab's pool1 (3x3, stride 2, pad 1, after a "
                                "ReLU) can be exported to LiteRT or ONNX", "format")
         if fused.compute_dtype != tf.float32:
-            raise SettingError("{format}: LiteRT and ONNX exports compute in fp32 (use "
-                               "--quantize for fp16 or int8 LiteRT)", "format")
+            raise SettingError("{precision}: LiteRT and ONNX exports compute in fp32 (use "
+                               "--quantize for fp16 or int8 LiteRT)", "precision")
         self.arch = arch
         # numpy, made constants of the graph where traced (not captured inputs, which
         # tf2onnx would make inputs of the ONNX graph).
