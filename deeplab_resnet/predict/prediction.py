@@ -24,6 +24,7 @@ i's receptive field is centred.
 import collections
 import concurrent.futures
 import itertools
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +47,8 @@ BATCH_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 # conversion of every function they call, the first trace is several times faster
 # (benchmarks/RESULTS.md, start-up).
 AUTOGRAPH = False
+# Predictor -> its batched tf.function (`Predictor.forward_batch`).
+_BATCH_FUNCTIONS = weakref.WeakKeyDictionary()
 
 def padded_size(size, pad_size):
     """Side of the padded input under DeepLab's protocol (python int or int32 tensor).
@@ -129,15 +132,20 @@ class Predictor(HostSide, tf.Module):
         logits, probabilities = self._batch(image[tf.newaxis])
         return logits[0], probabilities[0]
 
-    @tf.function(input_signature=[BATCH_SPEC], autograph=AUTOGRAPH)
     def forward_batch(self, images):
         """`forward` of N images of one size at once: logits [N,h',w',C], probabilities
-        [N,H,W,C].
+        [N,H,W,C]. One trace for every size; kept out of the Module's attributes, so that a
+        SavedModel of the predictor holds what it held before batches (`export`).
 
         Args:
             images: NxHxWx3 uint8 RGB tensor.
         """
-        return self._batch(images)
+        function = _BATCH_FUNCTIONS.get(self)
+        if function is None:
+            function = tf.function(self._batch, input_signature=[BATCH_SPEC],
+                                   autograph=AUTOGRAPH)
+            _BATCH_FUNCTIONS[self] = function
+        return function(images)
 
     def probabilities_many(self, images):
         """[(logits, probabilities)] (numpy, no CRF) of HxWx3 uint8 images of one size, run
