@@ -18,7 +18,7 @@ from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
 from deeplab_resnet.predict import host, metrics
-from deeplab_resnet.predict import prediction as predict
+from deeplab_resnet.predict.prediction import PREFETCH_DEPTH, prefetch
 from deeplab_resnet.errors import BadFileError
 
 
@@ -47,13 +47,13 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
              progress=None, palette=None, batch_size=1):
     """Predicts every listed image and sums the confusion matrix.
 
-    Three stages overlap: the next images and labels are decoded (`predict.prefetch`)
+    Three stages overlap: the next images and labels are decoded (`prediction.prefetch`)
     while the network runs, and what follows the network (the dense CRF when set, the
     confusion counts, the PNGs) runs in another thread for the images before, up to
     `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `predict.Predictor` or any `host.HostSide` (`labels_later_many`).
+        predictor: a `prediction.Predictor` or any `host.HostSide` (`labels_later_many`).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -90,7 +90,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                thread_name_prefix="deeplab-score") as pool:
         scoring = collections.deque()
         try:
-            decoded = predict.prefetch(read, pairs, max(predict.PREFETCH_DEPTH, batch_size))
+            decoded = prefetch(read, pairs, max(PREFETCH_DEPTH, batch_size))
             for batch in host.batches(decoded, batch_size, lambda item: item[1].shape):
                 later = predictor.labels_later_many([image for _, image, _ in batch])
                 for (image_path, _, label), labels_of in zip(batch, later):

@@ -16,12 +16,16 @@ these modules:
     step        loss scaling and the compiled update (micro-batches, replicas)
     state       the model, optimizer, counters and checkpoint of a run
     summaries   TensorBoard scalars and image strips
-    snapshots   checkpoint saving (finite-weights guard), resuming, the head check
+    snapshots   checkpoint saving (finite-weights guard), the chief's save folder,
+                removing unfinished saves, resuming a snapshot folder
     run_record  what a run is, so that a snapshot folder only resumes that run
     loop        train: startup checks and report, the updates, saving, stopping
 
-One update = `micro_batches` forward/backward passes whose gradients are
-averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
+The room may import `predict`, `weights`, `data`, `model`, `runtime` and the base
+modules; never `cli`.
+
+One update = `grad_update_every` forward/backward passes (micro-batches) whose
+gradients are averaged (Caffe's `iter_size`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
 A `StopRequest` (`deeplab_resnet.runtime.stop`; the commands set it on SIGTERM or
