@@ -2,6 +2,7 @@
 or an ONNX (.onnx) file.
 
     python export.py --restore-from CKPT --output-dir DIR [--model M] [--num-classes N]
+        [--classes FILE] [--dataset D]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--precision fp32|bf16|fp16]
     python export.py --restore-from CKPT --format tflite|onnx --output FILE
         [--input-size H,W] [--quantize fp16|int8 --calibration-list LIST [--data-dir DIR]]
@@ -9,8 +10,11 @@ or an ONNX (.onnx) file.
 The SavedModel's `serving_default` signature takes `image`: a uint8 RGB tensor [H, W, 3] of
 any size, and returns `labels` (int32 [H, W], class indices) and `probabilities` (float32
 [H, W, num_classes]) at the image's resolution, computed exactly as inference.py computes
-them (dense CRF excepted: it is not a TensorFlow op). With --precision bf16 or fp16 the
-saved network computes in that precision (the signature is unchanged).
+them (dense CRF excepted: it is not a TensorFlow op). The `classes` signature (no inputs)
+returns the class names (`class_names`, string [C]) and colours (`class_colours`, uint8
+[C, 3]): those of --classes, else those the checkpoint records, else --dataset's. With
+--precision bf16 or fp16 the saved network computes in that precision (the signature is
+unchanged).
 
 --format tflite / onnx writes one file with the same input and outputs (and `logits`), for
 images of --input-size H,W or, without it, of any size; the class names and colours are in
@@ -55,6 +59,7 @@ def get_arguments(argv=None):
     parser.add_argument("--data-dir", default=None,
                         help="folder the paths of --calibration-list are relative to")
     cli.add_model_args(parser)
+    predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser, with_crf=False)
     args = parser.parse_args(argv)
     if args.format == "savedmodel":
@@ -87,8 +92,8 @@ def main(argv=None):
     from deeplab_resnet.predict import export
     if args.format == "savedmodel":
         output_dir = export.check_output_dir(args.output_dir)  # before the weights are read
-        segmenter = predict_flags.load_segmenter(args, args.restore_from)
-        export.export(segmenter.predictor, output_dir)
+        segmenter = predict_flags.load_segmenter(args, args.restore_from, dataset=args.dataset)
+        export.export(segmenter.predictor, output_dir, segmenter.class_names, segmenter.palette)
         print(f"SavedModel written to {output_dir} (signature serving_default: image uint8 "
               f"[H, W, 3] -> labels int32 [H, W], probabilities float32 [H, W, "
               f"{segmenter.num_classes}])")
@@ -108,7 +113,7 @@ def _export_file(args, export):
         calibration, _ = read_list(args.data_dir, args.calibration_list, with_labels=False)
         if not calibration:
             raise DeepLabError(f"--calibration-list {args.calibration_list}: names no images")
-    segmenter = predict_flags.load_segmenter(args, args.restore_from)
+    segmenter = predict_flags.load_segmenter(args, args.restore_from, dataset=args.dataset)
     segmenter.export(output, args.format, quantize=args.quantize, input_size=args.input_size,
                      calibration=calibration)
     size = "H, W" if args.input_size is None else cli.typed(args.input_size).replace(",", ", ")

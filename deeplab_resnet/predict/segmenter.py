@@ -14,6 +14,7 @@ from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data import datasets
 from deeplab_resnet.predict import evaluation, exported, host
 from deeplab_resnet.predict import export as export_lib
@@ -90,13 +91,29 @@ def _load_exported(cls, path, config):
     if config.precision != "fp32":
         raise SettingError(f"{{precision}} {config.precision}: {path} computes as exported "
                            f"({meta['quantize'] or 'fp32'})", "precision", path=path)
-    names, palette = datasets.classes(config.dataset, meta["num_classes"],
-                                      config.class_names or meta["class_names"])
-    if config.dataset is None:
-        palette = np.asarray(meta["palette"], np.uint8)
+    if config.classes is not None:
+        names, palette = list(config.classes.names), config.classes.palette
+    else:
+        names, palette = datasets.classes(config.dataset, meta["num_classes"],
+                                          config.class_names or meta["class_names"])
+        if config.dataset is None:
+            palette = np.asarray(meta["palette"], np.uint8)
     predictor.tile(config.tile, config.tile_overlap)
     return cls(predictor, path, names, palette, model=meta["model"],
                num_classes=meta["num_classes"], precision=meta["quantize"] or "fp32")
+
+
+def _names_and_colours(opened, num_classes, config):
+    """(names, 256x3 palette) of a loaded model: those of `config.classes`; else its
+    `class_names` or the recorded names, in the recorded colours or else its dataset's
+    (see `datasets.classes`)."""
+    if config.classes is not None:
+        return list(config.classes.names), config.classes.palette
+    names, palette = datasets.classes(config.dataset, num_classes,
+                                      config.class_names or opened.class_names)
+    if opened.class_colours is not None and config.dataset is None:
+        palette = classes_lib.palette_of(opened.class_colours)
+    return names, palette
 
 
 def _load_network(weights, config):
@@ -117,11 +134,12 @@ class Segmenter:
     Attributes:
         model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
         num_classes: the number of classes.
-        class_names: one name per class: those given to `load`, else those the
-            weights record, else the dataset's (VOC's for 21 classes, ...; class_<i>
-            for a class count no dataset has).
-        palette: 256x3 uint8 colours of the classes (the dataset's), for label
-            PNGs and overlays (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
+        class_names: one name per class: those of the classes file or names given to
+            `load`, else those the weights record, else the dataset's (VOC's for
+            21 classes, ...; class_<i> for a class count no dataset has).
+        palette: 256x3 uint8 colours of the classes (the classes file's, else those
+            the weights record, else the dataset's), for label PNGs and overlays
+            (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -160,7 +178,8 @@ class Segmenter:
                 those recorded in the file.
             config: a `PredictConfig` (default: its defaults).
             **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
-                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`;
+                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`,
+                `classes="classes.txt"` (a classes file: names and colours);
                 `model=` names the variant (the field `variant`); `tile=(H, W)`
                 predicts images larger than a tile by overlapping tiles whose
                 probabilities are averaged (`tile_overlap`, 1/3; `tiling`).
@@ -183,8 +202,7 @@ class Segmenter:
         if exported.file_format(weights) is not None:
             return _load_exported(cls, weights, config)
         opened, network = _load_network(weights, config)
-        names, palette = datasets.classes(config.dataset, network.num_classes,
-                                          config.class_names or opened.class_names)
+        names, palette = _names_and_colours(opened, network.num_classes, config)
         segmenter = cls(predict_lib.make_predictor(network, config), opened.path, names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
@@ -272,8 +290,10 @@ class Segmenter:
         `serving_default` signature takes `image` (uint8 [H, W, 3], any size) and
         returns `labels` (int32 [H, W]) and `probabilities` (float32 [H, W, C]),
         computed as `predict` computes them (a dense CRF excepted: it is not a
-        TensorFlow op). "tflite" / "onnx": one file with that input and those
-        outputs (and `logits`), the class names and colours in its metadata
+        TensorFlow op), and its `classes` signature (no inputs) returns
+        `class_names` (string [C]) and `class_colours` (uint8 [C, 3]).
+        "tflite" / "onnx": one file with that input and those outputs (and
+        `logits`), the class names and colours in its metadata
         (`exported`); load it back with `Segmenter.load(path)`. Written to a
         temporary path and renamed into place.
 
@@ -309,7 +329,7 @@ class Segmenter:
                 raise SettingError("{quantize}/{input_size}: only for --format tflite or onnx",
                                    "quantize", "input_size")
             output_dir = export_lib.check_output_dir(path, "path")
-            export_lib.export(self.predictor, output_dir)
+            export_lib.export(self.predictor, output_dir, self.class_names, self.palette)
             return output_dir
         exported.check_quantize(format, quantize, calibration)
         output = export_lib.check_output_file(path, "path")
