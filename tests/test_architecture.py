@@ -144,6 +144,16 @@ def test_no_library_function_is_over_60_lines():
     assert not long, long
 
 
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+    """Modules a reader can hold in mind: every module of the library and kaffe."""
+    long = [f"{path.relative_to(ROOT)} ({count})" for path in modules().values()
+            if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
+    assert not long, long
+
+
 # Each room of the package and the rooms it may import (besides itself). "base" is the
 # package's top-level modules that every room uses: the errors, the defaults, file writing.
 ROOMS_BELOW = {

@@ -1,5 +1,6 @@
 """Faults while a command runs, end to end: a loss that becomes nan, SIGKILL mid-save, SIGTERM
-and SIGINT (one worker of several too), full disks and a corrupt snapshot to resume.
+and SIGINT (one worker of several too), full disks, a corrupt snapshot to resume and one whose
+values training cannot have written (NaN, infinity, a negative variance or counter).
 
 Each ends with a non-zero exit status and one line on stderr, `error: ...`, or with a clean
 stop, and leaves the snapshot folder loadable. Real processes run only where the process is
@@ -248,6 +249,63 @@ def test_corrupt_snapshot_is_one_line_on_resume(trained, env, tmp_path, command)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "model.ckpt-1: corrupt or truncated" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in trained.iterdir())
+
+
+def rewrite_tensor(prefix, key, change):
+    """Rewrites the checkpoint at `prefix` (every tensor as it is) with `change(value)` stored
+    under `key`: what a file damaged in its values, with valid checksums, looks like."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(prefix))
+    dtypes = reader.get_variable_to_dtype_map()
+    keys = sorted(dtypes)
+    values = []
+    for name in keys:
+        value = reader.get_tensor(name)
+        values.append(tf.constant(change(np.array(value)) if name == key else value, dtypes[name]))
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=keys, shape_and_slices=[""] * len(keys),
+                      tensors=values)
+
+
+def _first_to(value):
+    def change(array):
+        array.flat[0] = value
+        return array
+    return change
+
+
+RESUME_VALUE_CASES = [
+    ("nan-weights", "params/conv1.Sweights", _first_to(np.nan),
+     "tensor 'conv1/weights' holds 1 NaN or infinite values"),
+    ("inf-momentum", "optimizer/velocity/res2a_branch2b.Sweights", _first_to(np.inf),
+     "tensor 'optimizer/velocity/res2a_branch2b/weights' holds 1 NaN or infinite values"),
+    ("negative-variance", "params/bn_conv1.Svariance", lambda a: -np.ones_like(a),
+     "tensor 'bn_conv1/variance' holds 16 BatchNorm variances at or below -1e-05"),
+    ("negative-step", "step", lambda a: np.array(-3, a.dtype),
+     "tensor 'step' holds 1 negative values"),
+]
+
+
+@pytest.mark.parametrize("case,key,change,fragment", RESUME_VALUE_CASES,
+                         ids=[c[0] for c in RESUME_VALUE_CASES])
+def test_a_resumed_checkpoint_with_impossible_values_is_refused_before_any_update(
+        trained, env, tmp_path, command, case, key, change, fragment):
+    """Issue 26 item 6: refused naming the tensor, one line, exit 2; nothing is written (no
+    TensorBoard events file of a run that never was); the API raises BadFileError."""
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    rewrite_tensor(out / "model.ckpt-1", key + "/.ATTRIBUTES/VARIABLE_VALUE", change)
+    before = sorted(p.name for p in out.iterdir())
+    result = command("train.py", arguments(env, out, TRAIN_TINY) + ["--num-steps", "3"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {out / 'model.ckpt-1'}: {fragment}"), lines[0]
+    assert sorted(p.name for p in out.iterdir()) == before
+    if case == "nan-weights":
+        with pytest.raises(deeplab_resnet.BadFileError, match=fragment) as error:
+            deeplab_resnet.train(config_of(arguments(env, out, TRAIN_TINY)
+                                           + ["--num-steps", "3"]))
+        assert error.value.path == str(out / "model.ckpt-1")
+        assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_signal_to_one_worker_stops_every_worker_at_the_same_update(env, tmp_path):

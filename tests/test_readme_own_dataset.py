@@ -4,6 +4,7 @@ unlabelled pixels, a sub-folder, a phone photo stored sideways with EXIF orienta
 the tiny network and a few updates added to the training command."""
 
 import importlib
+import json
 import re
 import shlex
 import sys
@@ -122,6 +123,10 @@ def test_your_own_dataset_runs_as_written(tmp_path, monkeypatch, capfd):
     info = checkpoint.describe(tmp_path / "snapshots_own")
     assert (info.num_classes, info.class_names, info.class_colours) == (3, names, tuple(colours))
     assert "ripe fruit" in outputs["evaluate.py"]
+    # Validated while training: the best checkpoint is kept, and evaluate.py scores it alike.
+    best = json.loads((tmp_path / "snapshots_own" / "best" / "best.json").read_text())
+    assert best["update"] in (2, 4)
+    assert f"Mean IoU: {best['mean_iou']:.4f}" in outputs["evaluate.py"]
     assert outputs["evaluate.py"].strip().splitlines()[-1].startswith("Mean IoU: ")
     # Coloured predictions in the file's colours, the phone photo as it is shown.
     mask = Image.open(tmp_path / "predictions" / "phone_mask.png")

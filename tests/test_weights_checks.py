@@ -11,6 +11,8 @@ from conftest import run_command, tiny_model, with_trained_statistics
 
 from deeplab_resnet.weights import caffe
 from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.model import network
+from deeplab_resnet.weights import paths, tf_reader
 from deeplab_resnet.cli import convert, inference
 from deeplab_resnet.errors import BadFileError, SettingError, WriteError
 from kaffe import convert as kaffe_convert
@@ -60,7 +62,7 @@ def test_describe_says_what_a_file_is_without_building_a_model(params, caffemode
                                   class_names=NAMES)
     npz = tmp_path / "w.npz"
     np.savez(npz, **params)
-    monkeypatch.setattr(checkpoint, "DeepLabResNet", None)  # nothing may be built
+    monkeypatch.setattr(network, "DeepLabResNet", None)  # nothing may be built
     info = checkpoint.describe(tmp_path / "run")
     assert (info.path, info.format) == (ckpt, "checkpoint")
     assert (info.variant, info.num_classes, info.class_names, info.recorded) == (
@@ -126,13 +128,13 @@ def test_caffemodel_blobs_match_the_architecture_without_a_prototxt(params, caff
 def test_a_path_is_resolved_and_opened_once(params, tmp_path, monkeypatch):
     checkpoint.save_params(params, tmp_path / "run" / "model.ckpt-3", "tiny", NUM_CLASSES)
     calls = {"_reader": 0, "latest_in": 0}
-    for name in calls:
-        original = getattr(checkpoint, name)
+    for module, name in ((tf_reader, "_reader"), (paths, "latest_in")):
+        original = getattr(module, name)
 
         def counted(*args, name=name, original=original):
             calls[name] += 1
             return original(*args)
-        monkeypatch.setattr(checkpoint, name, counted)
+        monkeypatch.setattr(module, name, counted)
     model = checkpoint.load_weights(tmp_path / "run")
     assert calls == {"_reader": 1, "latest_in": 1}
     assert (model.variant, model.num_classes) == ("tiny", NUM_CLASSES)
@@ -154,7 +156,7 @@ def test_a_path_is_resolved_and_opened_once(params, tmp_path, monkeypatch):
 def test_metadata_is_checked_against_the_tensors_before_a_model_is_built(
         meta, fragment, params, tmp_path, monkeypatch, data, capfd):
     prefix = _write_checkpoint(tmp_path / "ck", params, meta)
-    monkeypatch.setattr(checkpoint, "DeepLabResNet", None)  # building one would fail otherwise
+    monkeypatch.setattr(network, "DeepLabResNet", None)  # building one would fail otherwise
     with pytest.raises(BadFileError, match="^" + str(tmp_path / "ck")) as info:
         checkpoint.load_weights(prefix)
     assert fragment in str(info.value) and info.value.path == prefix

@@ -56,12 +56,13 @@ def train_step(data, out, num_steps, seed):
     """Trains in out/snapshots; a run there that is complete (a rerun with the same settings)
     is reused as it is."""
     from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
+    from deeplab_resnet.errors import BadFileError
     from deeplab_resnet.training import run_record
     snapshots = os.path.join(out, "snapshots")
     latest = checkpoint.latest_in(snapshots) if os.path.isdir(snapshots) else None
     try:
         done = None if latest is None else run_record.read(latest)[1]
-    except checkpoint.READ_ERRORS:
+    except (BadFileError, *checkpoint.READ_ERRORS):
         done = None  # unreadable: train.py's resume says so
     if done == num_steps:
         print(f"    already trained by an earlier run with these settings: {latest}")

@@ -20,6 +20,8 @@ is taken for a DeepLab one only when its names and shapes are `param_shapes()`'s
 """
 
 import dataclasses
+import functools
+import numbers
 
 from deeplab_resnet import defaults
 
@@ -197,11 +199,26 @@ def _conv(name, bottom, cin, cout, kernel, stride=1, dilation=1, relu=False, bn_
 
 
 def architecture(variant=defaults.VARIANT, num_classes=defaults.NUM_CLASSES):
-    """The DeepLab-v2 network of a variant as Caffe-named layers."""
+    """The DeepLab-v2 network of a variant as Caffe-named layers.
+
+    Described once per (variant, class count) in a process: the description is immutable,
+    and everything that loads, checks or builds a network asks for it again.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown model variant '{variant}' (choose from {', '.join(VARIANTS)})")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if isinstance(num_classes, numbers.Integral):
+        return _described(variant, int(num_classes))
+    return _describe(variant, num_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _described(variant, num_classes):
+    return _describe(variant, num_classes)
+
+
+def _describe(variant, num_classes):
     spec = VARIANTS[variant]
     stem = _conv("conv1", "data", 3, spec.stem_width, 7, stride=2, relu=True, bn_suffix="_conv1")
     stem = dataclasses.replace(stem, pad=3)
@@ -248,3 +265,18 @@ def infer_variant(layer_names):
         if len(convs) > best_count and layer_names.issuperset(convs):
             best, best_count = variant, len(convs)
     return best
+
+
+def infer_meta(shapes):
+    """(variant, num_classes) of weights that do not record them, from their parameters.
+
+    Args:
+        shapes: {parameter name: shape}.
+    Returns:
+        the variant whose backbone layers are all present (None if none is), and the
+        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
+    """
+    weights = [n for n in shapes if param_kind(n) == WEIGHTS]
+    variant = infer_variant(n[: -len("/" + WEIGHTS)] for n in weights)
+    head = shapes.get(param_name(f"{HEAD_PREFIX}_c0", WEIGHTS))
+    return variant, (int(head[-1]) if head is not None else None)

@@ -119,8 +119,8 @@ def _names_and_colours(opened, num_classes, config):
 def _load_network(weights, config):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
     opened = checkpoint.open_weights(weights, prototxt=config.prototxt, variant=config.variant)
-    return opened, checkpoint.build_model(opened, config.variant, config.num_classes,
-                                          prototxt=config.prototxt)
+    return opened, opened.build_model(config.variant, config.num_classes,
+                                      prototxt=config.prototxt)
 
 
 class Segmenter:

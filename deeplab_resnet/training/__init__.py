@@ -18,7 +18,7 @@ these modules:
     state       the model, optimizer, counters and checkpoint of a run
     summaries   TensorBoard scalars and image strips
     snapshots   checkpoint saving (finite-weights guard), the chief's save folder,
-                removing unfinished saves, resuming a snapshot folder
+                removing unfinished saves, resuming a snapshot folder (values checked first)
     run_record  what a run is, so that a snapshot folder only resumes that run
     validation  scores on a validation list while training; the best checkpoint
     loop        train: startup checks and report, the updates, saving, stopping

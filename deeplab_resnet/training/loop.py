@@ -21,7 +21,7 @@ from deeplab_resnet.training import run_record, snapshots, summaries, validation
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
-from deeplab_resnet.training.state import build_state
+from deeplab_resnet.training.state import build_state, starting_weights
 from deeplab_resnet.training.step import Trainer
 from deeplab_resnet.files import writable_dir
 
@@ -142,6 +142,7 @@ class _Run:
     state: object
     latest: str | None
     start: int
+    weights: object  # the opened `WeightsFile` the model started from, None: new
     notes: list = dataclasses.field(default_factory=list)
     random_statistics: bool = False
 
@@ -167,22 +168,22 @@ def _start(config, recipe, strategy):
                             config.batch_size, replicas, config.grad_update_every,
                             run_record.settings_of(config, recipe))
     latest = ckpt_lib.latest_in(snapshot_dir)
+    # The checkpoint resumed is opened once; the run record, the model and the restore take it.
+    resumed = ckpt_lib.open_weights(latest) if latest is not None else None
     record, notes = wanted, []
-    if latest is not None:
-        try:
-            record, notes = run_record.check_resume(latest, snapshot_dir, wanted)
-        except ckpt_lib.READ_ERRORS as exc:
-            raise ckpt_lib.corrupt(latest, exc) from None
+    if resumed is not None:
+        record, notes = run_record.check_resume(resumed, snapshot_dir, wanted)
     elif recipe.head_only and config.restore_from is None and not config.from_scratch:
         raise SettingError(f"{recipe.name} trains only the head: without {{restore_from}} the "
                            "backbone would be random; give {restore_from} (a trained or "
                            "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
                            "anyway", "restore_from", "from_scratch")
-    state = build_state(config, recipe, strategy, latest, record)
-    if latest is not None:
-        snapshots.resume(state.restorable, latest, snapshot_dir)
+    start = starting_weights(config, resumed)
+    state = build_state(config, recipe, strategy, resumed, record, start)
+    if resumed is not None:
+        snapshots.resume(state.restorable, resumed, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
-               state, latest, int(state.step.numpy()), notes,
+               state, latest, int(state.step.numpy()), start, notes,
                random_statistics=(not config.train_bn and not recipe.head_only
                                   and has_initial_statistics(state.model)))
     if run.chief:
@@ -227,11 +228,8 @@ def _log_report(run):
     elif config.restore_from is None:
         source = "random initialisation — no {restore_from} given"
     else:
-        path = config.restore_from
-        if not ckpt_lib.is_caffemodel(path):
-            path = ckpt_lib.resolve(path)
-        source = path + (f"; new head ({HEAD_PREFIX}_*) with {model.num_classes} classes"
-                         if config.new_head else "")
+        source = run.weights.path + (f"; new head ({HEAD_PREFIX}_*) with {model.num_classes} "
+                                     "classes" if config.new_head else "")
     if run.random_statistics and run.latest is None:
         source += f"; {_FROZEN_RANDOM_BN}"
     _log(logging.INFO, f"{name}: weights: {source}",

@@ -27,16 +27,16 @@ import re
 
 import tensorflow as tf
 
-from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.files import unused_path
 from deeplab_resnet.training import class_weights
+from deeplab_resnet.weights import checkpoint
+from deeplab_resnet.weights.weights_file import WeightsFile
 
-# The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
-KEY = "meta/run/.ATTRIBUTES/VARIABLE_VALUE"
-_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
-_MODEL_KEY = "meta/model/.ATTRIBUTES/VARIABLE_VALUE"
-_CLASSES_KEY = "meta/num_classes/.ATTRIBUTES/VARIABLE_VALUE"
+# The record's tensor in a checkpoint (tf.train.Checkpoint(meta={"run": <string variable>})),
+# and the update counter's, named as `WeightsFile.others` names them.
+KEY = "meta/run"
+_STEP_KEY = "step"
 
 # Entries that are compared only when the rerun states them (None: not given).
 OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names",
@@ -119,20 +119,23 @@ def new(script, data_list, data_dir, images, batch_size, replicas, micro_batches
             **json.loads(json.dumps(settings))}  # tuples become lists, as when read back
 
 
-def read(prefix):
+def read(source):
     """(record or None, update count) of a training checkpoint.
+
+    Args:
+        source: the checkpoint opened (`checkpoint.open_weights`), or its prefix (opened here).
 
     A checkpoint without a record gives a partial one: its variant and class
     count, when it records them.
     """
-    tf_bundle.check(prefix)
-    reader = tf.train.load_checkpoint(prefix)
-    step = int(reader.get_tensor(_STEP_KEY)) if reader.has_tensor(_STEP_KEY) else None
-    if reader.has_tensor(KEY):
-        return json.loads(_text(reader.get_tensor(KEY))), step
-    if reader.has_tensor(_MODEL_KEY):
-        return {"model": _text(reader.get_tensor(_MODEL_KEY)),
-                "num_classes": int(reader.get_tensor(_CLASSES_KEY))}, step
+    opened = source if isinstance(source, WeightsFile) else checkpoint.open_weights(source)
+    step = opened.stored(_STEP_KEY)
+    step = int(step) if step is not None else None
+    record = opened.stored(KEY)
+    if record is not None:
+        return json.loads(_text(record)), step
+    if opened.recorded:
+        return {"model": opened.variant, "num_classes": opened.num_classes}, step
     return {}, step
 
 
@@ -206,11 +209,12 @@ def ways_out(folder, latest, restore_from=None):
             f"{{restore_from}} {latest}")
 
 
-def check_resume(latest, folder, wanted):
-    """The record to write from now on, when `latest` may be resumed by the run `wanted`.
+def check_resume(resumed, folder, wanted):
+    """The record to write from now on, when `resumed` may be resumed by the run `wanted`.
 
     Args:
-        latest: the newest checkpoint prefix in the snapshot folder.
+        resumed: the newest checkpoint of the snapshot folder, opened
+            (`checkpoint.open_weights`).
         folder: the snapshot folder (for messages).
         wanted: `new(...)` for the run being started.
     Returns:
@@ -222,7 +226,8 @@ def check_resume(latest, folder, wanted):
     Raises:
         SettingError: one line naming the folder, what it holds and the ways out.
     """
-    saved, step = read(latest)
+    saved, step = read(resumed)
+    latest = resumed.path
     found = differences(saved, wanted)
     if found:
         shown = "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")

@@ -10,7 +10,6 @@ import tempfile
 import tensorflow as tf
 
 from deeplab_resnet.weights import checkpoint as ckpt_lib
-from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import SettingError, first_line
 from deeplab_resnet.training import run_record
 
@@ -65,9 +64,20 @@ def remove_unfinished_saves(snapshot_dir):
             log.info(f"removed {leftover} (left by a save that did not finish)")
 
 
-def resume(checkpoint, latest, snapshot_dir):
-    """Restores the latest snapshot into `checkpoint`; an error if it is another run's kind."""
-    tf_bundle.check(latest)
+def resume(checkpoint, resumed, snapshot_dir):
+    """Restores the checkpoint being resumed into `checkpoint`, after checking its values.
+
+    Args:
+        checkpoint: the run's `TrainState.restorable`.
+        resumed: the newest checkpoint of `snapshot_dir`, opened (`checkpoint.open_weights`).
+        snapshot_dir: the folder, for messages.
+    Raises:
+        BadFileError naming the tensor: a value that is not finite, or that training cannot
+            have written (`WeightsFile.check_values`), refused before any update.
+        SettingError: a checkpoint of another kind of training.
+    """
+    resumed.check_values()
+    latest = resumed.path
     try:
         status = checkpoint.restore(latest)
     except ckpt_lib.READ_ERRORS as exc:
@@ -82,4 +92,3 @@ def resume(checkpoint, latest, snapshot_dir):
                            f"kind of training ({first_line(exc)[:120]}): "
                            f"{run_record.ways_out(snapshot_dir, latest)}",
                            "snapshot_dir", "restore_from") from None
-

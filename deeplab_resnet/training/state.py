@@ -16,19 +16,34 @@ from deeplab_resnet.model.network import DeepLabResNet
 from deeplab_resnet.training import class_weights, run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
+from deeplab_resnet.weights.weights_file import WeightsFile
 
 
-def build_model(config, latest):
+def starting_weights(config, resumed=None):
+    """The opened weights file a run starts from: the checkpoint it resumes, else
+    `restore_from` (resolved and opened here, once), else None."""
+    if resumed is not None:
+        return resumed
+    if config.restore_from:
+        return ckpt_lib.open_weights(config.restore_from, prototxt=config.prototxt,
+                                     variant=config.variant)
+    return None
+
+
+def build_model(config, latest, start=None):
     """The model to train: shaped like the snapshot to resume, else `restore_from`, else new.
 
     Args:
         config: a `TrainConfig`.
-        latest: the checkpoint prefix being resumed, or None.
+        latest: the checkpoint being resumed, opened (`checkpoint.open_weights`) or as its
+            prefix, or None.
+        start: `restore_from` opened (`starting_weights`), when it already is.
     """
     kwargs = {"train_bn": config.train_bn, "seed": config.random_seed,
               "bn_momentum": config.bn_momentum}
     if latest is not None:
-        variant, classes = ckpt_lib.check_meta(latest, config.variant, config.num_classes)
+        resumed = latest if isinstance(latest, WeightsFile) else ckpt_lib.open_weights(latest)
+        variant, classes = resumed.settle(config.variant, config.num_classes)
         network = arch.architecture(variant or defaults.VARIANT,
                                     classes or defaults.NUM_CLASSES)
         # Resuming restores every variable (`snapshots.resume` refuses a snapshot that
@@ -38,11 +53,11 @@ def build_model(config, latest):
         return DeepLabResNet(network.variant, network.num_classes, initial_values=zeros,
                              **kwargs)
     if config.restore_from:
-        # Weights without the DeepLab head need `new_head`: `load_weights` says so.
+        # Weights without the DeepLab head need `new_head`: `build_model` says so.
         try:
-            return ckpt_lib.load_weights(config.restore_from, config.variant,
-                                         config.num_classes, new_head=config.new_head,
-                                         prototxt=config.prototxt, **kwargs)
+            return (start or starting_weights(config)).build_model(
+                config.variant, config.num_classes, new_head=config.new_head,
+                prototxt=config.prototxt, **kwargs)
         except SettingError as exc:
             if exc.field != "num_classes" or config.new_head:
                 raise
@@ -83,17 +98,18 @@ class TrainState:
     class_weights: tuple | None = None
 
 
-def build_state(config, recipe, strategy, latest, record):
+def build_state(config, recipe, strategy, resumed, record, start=None):
     """The `TrainState` of a run (resume it with `snapshots.resume(state.restorable, ...)`).
 
     Args:
         config: the `TrainConfig`.
         recipe: the `Recipe` (optimizer, head only).
         strategy: the run's tf.distribute strategy.
-        latest: the checkpoint prefix being resumed, or None.
+        resumed: the checkpoint being resumed, opened (`checkpoint.open_weights`), or None.
         record: the run record to save, completed here with the model's variant and classes.
+        start: `restore_from` opened (`starting_weights`), when it already is.
     """
-    model = build_model(config, latest)
+    model = build_model(config, resumed, start)
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
     ckpt_lib.check_class_names(class_names, model.num_classes)

@@ -1,7 +1,8 @@
 """DeepLab's side of Caffe: the deploy prototxt, recognising DeepLab nets, caffemodel weights.
 
-The only module of the package that imports the converter (`kaffe`, pure Caffe
-I/O). Here the converter meets the network description (`arch`):
+The converter's (`kaffe`, pure Caffe I/O) one client: every other module of the package
+reaches Caffe files through this one (`model.layers` borrows only `kaffe.sizes`, Caffe's
+output-size formulas). Here the converter meets the network description (`arch`):
 
 * `deploy_prototxt` writes an architecture as a Caffe deploy prototxt, as the
   released `deploy.prototxt` has it: old-style `input:`/`input_dim:`, per
@@ -13,10 +14,10 @@ I/O). Here the converter meets the network description (`arch`):
   `arch.architecture(V, N)` and whose convolutions and pool1 have the same
   geometry; a checkpoint can then record (V, N) and load with no flags.
 * `open_caffemodel` opens a caffemodel as a `weights.WeightsFile` in the model's
-  naming scheme (so a caffemodel is accepted anywhere a checkpoint is): its blobs
-  matched to `arch` directly, or converted for a given prototxt;
-  `caffemodel_weights` reads them all; `caffemodel_bytes` and `write_caffemodel`
-  the reverse.
+  naming scheme (so a caffemodel is accepted anywhere a checkpoint is), through the
+  factory `weights.opened`: its blobs matched to `arch` directly, or converted for a
+  given prototxt or net; `caffemodel_weights` reads them all; `caffemodel_bytes` and
+  `write_caffemodel` the reverse.
 
 The converter's errors (`kaffe.KaffeError`) leave this module as `BadFileError`
 (or a `SettingError` suggesting the prototxt, for a caffemodel that is not DeepLab's).
@@ -192,32 +193,22 @@ def _same_pool(layer, pool):
 # -- weights -----------------------------------------------------------------------------------
 
 
-def read_weights(net, caffemodel):
-    """{name: TF-layout array} of a caffemodel for `net` (a `load_net` result).
+def open_caffemodel(path, variant=None, prototxt=None, net=None):
+    """Opens a caffemodel as a `weights.WeightsFile`, through its factory `weights.opened`.
 
-    DeepLab nets get their BatchNorm variances folded to the model's eps
-    (`CaffeNet.folded_eps`); other nets keep them. Every value must be finite.
-    """
-    with _bad_file(caffemodel):
-        params = kaffe_convert.read_weights(net, caffemodel, fold_eps=net.folded_eps)
-    for name, value in params.items():
-        weights.check_finite(caffemodel, name, value)
-    return params
-
-
-def open_caffemodel(path, variant=None, prototxt=None):
-    """Opens a caffemodel as a `weights.WeightsFile` (see `checkpoint.open_weights`).
-
-    Without `prototxt` the blobs are matched to `arch.architecture` directly (no
-    prototxt is generated or parsed): layers by name, blob counts and Caffe shapes
-    from the blobs' headers, values converted only when read. With `prototxt` the net
-    is converted by `kaffe` (any Caffe net, e.g. an ImageNet ResNet's deploy prototxt).
+    Without `prototxt` (or `net`) the blobs are matched to `arch.architecture` directly (no
+    prototxt is generated or parsed): layers by name, blob counts and Caffe shapes from the
+    blobs' headers, values converted only when read. With `prototxt` the net is converted by
+    `kaffe` (any Caffe net, e.g. an ImageNet ResNet's deploy prototxt).
 
     Args:
         path: the `.caffemodel`.
         variant: DeepLab variant to match the blobs to when `prototxt` is None; None:
             the one whose layers the caffemodel has.
-        prototxt: deploy prototxt of the caffemodel.
+        prototxt: deploy prototxt of the caffemodel, for a model to be built from it:
+            every BatchNorm eps is folded to the model's (`defaults.BN_EPS`).
+        net: instead of `prototxt`, a `load_net` result, for conversion: the variances
+            are folded as `CaffeNet.folded_eps` says (DeepLab nets only).
     Returns:
         the WeightsFile: variant and class count inferred (the class count from
         `fc1_voc12_c0`'s blob, None without it); BatchNorm variances hold
@@ -229,23 +220,22 @@ def open_caffemodel(path, variant=None, prototxt=None):
     """
     with _bad_file(path):
         parsed = reader.read_caffemodel(path)
-    if prototxt is not None:
-        net = load_net(prototxt)
-        # The weights go into a DeepLabResNet, which runs BatchNorm with eps 1e-5:
-        # fold any other eps into the variances, whatever net the prototxt is.
+    if prototxt is not None or net is not None:
+        # Weights that go into a DeepLabResNet, which runs BatchNorm with eps 1e-5, get any
+        # other eps folded into their variances, whatever net the prototxt is.
+        fold_eps = defaults.BN_EPS if net is None else net.folded_eps
+        net = net or load_net(prototxt)
         with _bad_file(path):
-            params = kaffe_convert.read_weights(net, path, parsed=parsed,
-                                                fold_eps=defaults.BN_EPS)
+            params = kaffe_convert.read_weights(net, path, parsed=parsed, fold_eps=fold_eps)
         tensors = {name: (value.shape, functools.partial(np.asarray, value))
                    for name, value in params.items()}
         return weights.opened(str(path), "caffemodel", tensors, strict=False)
     layers = transforms.caffemodel_layers(parsed)
     variant = variant or arch_lib.infer_variant(layers) or defaults.VARIANT
     num_classes = _head_classes(layers, path)
-    found = weights.opened(str(path), "caffemodel", strict=False, index=functools.partial(
-        _match, str(path), layers, variant, num_classes))
-    found.variant, found.num_classes = variant, num_classes
-    return found
+    return weights.opened(str(path), "caffemodel", implied=(variant, num_classes), strict=False,
+                          index=functools.partial(_match, str(path), layers, variant,
+                                                  num_classes))
 
 
 def _head_classes(layers, path):

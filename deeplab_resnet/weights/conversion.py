@@ -5,9 +5,9 @@ import dataclasses
 import os
 
 from deeplab_resnet.files import atomic_path, save_npz
-from deeplab_resnet.weights import caffe
-from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.weights import caffe
+from deeplab_resnet.weights import saving
 
 _OUTPUTS = ("ckpt_path", "npz_path", "code_path")
 
@@ -89,16 +89,17 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
     """
     _check_request(ckpt_path, npz_path, code_path, caffemodel)
     net = caffe.load_net(prototxt)
-    params = caffe.read_weights(net, caffemodel) if caffemodel else None
+    # Opened once, as any weights are: every value read here is checked for finiteness.
+    params = caffe.open_caffemodel(caffemodel, net=net).read_all() if caffemodel else None
     code = caffe.emit_code(net) if code_path else None
     variant, num_classes = net.deeplab or (None, None)
-    names, colours = checkpoint.recorded_classes(classes, class_names, num_classes)
+    names, colours = saving.recorded_classes(classes, class_names, num_classes)
     # Everything is read and checked: only now create folders and write.
     for path, field in zip((ckpt_path, npz_path, code_path), _OUTPUTS):
         if path:
             _make_parent(path, field)
     if ckpt_path:
-        checkpoint.save_params(params, ckpt_path, variant, num_classes, names, colours)
+        saving.save_params(params, ckpt_path, variant, num_classes, names, colours)
     if npz_path:
         save_npz(params, npz_path)
     if code_path:

@@ -11,6 +11,7 @@ dicts, which are never loaded: unpickling runs code from the file.
 """
 
 from deeplab_resnet.errors import BadFileError
+from deeplab_resnet.model.arch import param_name
 
 _CONV_LEAVES = ("weights", "biases")
 _BN_LEAVES = {"moving_mean": "mean", "moving_variance": "variance", "gamma": "scale",
@@ -33,7 +34,7 @@ def our_name(key):
     if leaf in _CONV_LEAVES:
         return key
     if leaf in _BN_LEAVES:
-        return f"{layer}/{_BN_LEAVES[leaf]}"
+        return param_name(layer, _BN_LEAVES[leaf])
     return None
 
 

@@ -1,10 +1,13 @@
 """One opened weights file, checked against the network before any value is used.
 
 `checkpoint.open_weights` opens a checkpoint, an `.npz` or a caffemodel once into a
-`WeightsFile`: the file actually read, its format, the tensors it holds in the model's
-naming scheme (names and shapes, values read on demand), and the variant, class count
-and class names it records, or that its tensors imply. Checked, each failure a
-one-line `BadFileError` naming the file and the tensor:
+`WeightsFile` (through `opened`, the one factory): the file actually read, its format,
+the tensors it holds in the model's naming scheme (names and shapes, values read on
+demand), and the variant, class count and class names it records, or that its tensors
+imply. That object is what the rest receives: `WeightsFile.build_model` makes the
+network from it, resuming reads a training checkpoint's counters and run record from it
+(`stored`) and checks its values (`check_values`), conversion reads its tensors. Checked,
+each failure a one-line `BadFileError` naming the file and the tensor:
 
 * as the file is opened: `meta/model` must name a known variant, `meta/num_classes`
   must be a sane count that agrees with the head's shape, `meta/class_names` must
@@ -13,7 +16,9 @@ one-line `BadFileError` naming the file and the tensor:
   have the shape the architecture gives it, and a DeepLab weights file (one holding
   the head) may hold no tensor the architecture does not name (checkpoints and `.npz`;
   caffemodels keep other nets' layers, which are ignored);
-* as each value is read: it must be finite floating point.
+* as each value is read (`check_finite`, the one finiteness check): it must be finite
+  floating point; a resumed checkpoint's other tensors are checked the same way, and
+  for values training cannot have written (`check_values`).
 """
 
 import dataclasses
@@ -21,29 +26,15 @@ import functools
 
 import numpy as np
 
-from deeplab_resnet.model import arch as arch_lib
+from deeplab_resnet import defaults
 from deeplab_resnet.errors import BadFileError, SettingError
+from deeplab_resnet.model import arch as arch_lib
 
 HEAD_LAYER = f"{arch_lib.HEAD_PREFIX}_c0"
 HEAD_WEIGHTS = arch_lib.param_name(HEAD_LAYER, arch_lib.WEIGHTS)
 # A class count above this in `meta/num_classes` is garbage, not a dataset: refused
 # before a head of that size is built (ResNet-101's would need 300 MB per 1000 classes).
 MAX_CLASSES = 65536
-
-
-def infer_meta(names):
-    """(variant, num_classes) of weights that do not record them, from their parameters.
-
-    Args:
-        names: {parameter name: shape}.
-    Returns:
-        the variant whose backbone layers are all present (None if none is), and the
-        head's class count (None without a DeepLab head, e.g. an ImageNet ResNet).
-    """
-    weights = [n for n in names if arch_lib.param_kind(n) == arch_lib.WEIGHTS]
-    variant = arch_lib.infer_variant(n[: -len("/" + arch_lib.WEIGHTS)] for n in weights)
-    head = names.get(HEAD_WEIGHTS)
-    return variant, (int(head[-1]) if head is not None else None)
 
 
 def recorded_meta(path, variant, num_classes, class_names, class_colours=None):
@@ -119,6 +110,12 @@ def check_finite(path, name, value):
     return value
 
 
+# Floating-point tensors of a training checkpoint that training keeps above zero, or at zero
+# and above (names as in `WeightsFile.others`); every integer tensor is a counter, never below 0.
+_POSITIVE = ("loss_scale/scale",)
+_NON_NEGATIVE = ("meta/bn_factor", "optimizer/v/")
+
+
 def _shown(names, limit=3):
     return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
@@ -140,6 +137,9 @@ class WeightsFile:
         index: index() -> {name: (shape, read)}, read() giving the array; called once,
             when the tensors are first needed (a caffemodel's are matched to the
             architecture only then).
+        others: {name: (shape, read)} of a training checkpoint's other tensors (counters,
+            optimizer slots, `meta/run`), by key without TensorFlow's suffix; {} for
+            other files.
     """
     path: str
     format: str
@@ -150,6 +150,9 @@ class WeightsFile:
     recorded: bool = False
     strict: bool = True
     index: object = dataclasses.field(default=dict, repr=False)
+    others: dict = dataclasses.field(default_factory=dict, repr=False)
+    # (variant, num_classes, new_head) -> the names `check` found fit: each checked once.
+    _checked: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     @functools.cached_property
     def tensors(self):
@@ -185,7 +188,16 @@ class WeightsFile:
         Raises:
             BadFileError: a parameter missing or of another shape, or (`strict`, the file
                 holding the DeepLab head) a tensor the architecture does not name.
+
+        Checked once per architecture: the file opened checks its recorded one, a model
+        built of it reuses that check.
         """
+        key = (arch.variant, arch.num_classes, new_head)
+        if key not in self._checked:
+            self._checked[key] = self._check(arch, new_head)
+        return self._checked[key]
+
+    def _check(self, arch, new_head):
         expected = arch.param_shapes()
         wanted = [n for n in expected if not (new_head and arch_lib.is_head_variable(n))]
         shapes = self.shapes
@@ -257,6 +269,68 @@ class WeightsFile:
                            "e.g. an ImageNet ResNet: add {new_head} to start a new head",
                            "new_head", path=self.path)
 
+    def build_model(self, variant=None, num_classes=None, new_head=False, prototxt=None,
+                    **model_kwargs):
+        """A DeepLabResNet filled from this file (see `checkpoint.load_weights`).
+
+        Args:
+            variant, num_classes: the user's settings, None when not given (`settle`).
+            new_head: keep a new head of `num_classes` classes (21 when not given).
+            prototxt: the deploy prototxt the caffemodel was opened with (messages).
+            **model_kwargs: passed to `DeepLabResNet`.
+        """
+        if new_head and num_classes is None:
+            num_classes = defaults.NUM_CLASSES
+        self.require_head(new_head, prototxt)
+        variant, num_classes = self.settle(variant, num_classes, new_head=new_head)
+        network = arch_lib.architecture(variant or defaults.VARIANT,
+                                        num_classes or defaults.NUM_CLASSES)
+        params = self.params_for(network, new_head=new_head)
+        # Imported here: `caffe`, which opens caffemodels into WeightsFiles, loads without
+        # TensorFlow (the converter's commands do).
+        from deeplab_resnet.model.network import DeepLabResNet
+        # The variables start from the values read: only a new head is drawn at random.
+        model = DeepLabResNet(network.variant, network.num_classes, initial_values=params,
+                              **model_kwargs)
+        model.mark_statistics_trained()
+        return model
+
+    def stored(self, name):
+        """The value of another tensor of a training checkpoint (`others`) as stored, e.g.
+        `stored("step")`; None when the file has no such tensor."""
+        found = self.others.get(name)
+        return None if found is None else found[1]()
+
+    def check_values(self):
+        """Reads every tensor once and refuses values that training cannot have written: a
+        value that is not finite (`check_finite`), a BatchNorm variance at or below
+        -`defaults.BN_EPS` (a division by zero), a negative counter or optimizer second
+        moment, a loss scale at or below 0. What `snapshots.resume` checks before restoring.
+
+        Raises:
+            BadFileError naming the file and the tensor.
+        """
+        for name in self.tensors:
+            value = self.read(name)
+            if arch_lib.param_kind(name) == "variance" and np.any(value + defaults.BN_EPS <= 0):
+                self._refuse(name, value + defaults.BN_EPS <= 0, "BatchNorm variances at or "
+                             f"below -{defaults.BN_EPS:g} (a division by zero)")
+        for name, (_, read) in self.others.items():
+            value = np.asarray(read())
+            floating = value.dtype.kind == "f" or value.dtype.name == "bfloat16"
+            if not floating and value.dtype.kind not in "iu":
+                continue  # strings (the run record, class names) and flags
+            if floating:
+                check_finite(self.path, name, value)
+            if name.startswith(_POSITIVE) and np.any(value <= 0):
+                self._refuse(name, value <= 0, "values at or below 0 (a loss scale)")
+            elif (not floating or name.startswith(_NON_NEGATIVE)) and np.any(value < 0):
+                self._refuse(name, value < 0, "negative values (a count or a mean of squares)")
+
+    def _refuse(self, name, bad, what):
+        raise BadFileError(f"{self.path}: tensor '{name}' holds {int(np.count_nonzero(bad))} "
+                           f"{what} (of {np.size(bad)}): not what training writes", path=self.path)
+
 
 def fold_stem_bias(params, stem):
     """Folds a stem bias (ImageNet ResNets have `conv1/biases`) into its BatchNorm mean.
@@ -276,31 +350,40 @@ def fold_stem_bias(params, stem):
     return params
 
 
-def opened(path, format, tensors=None, index=None, recorded=None, strict=True):
-    """A checked `WeightsFile`.
+def opened(path, format, tensors=None, index=None, recorded=None, implied=None, others=None,
+           strict=True):
+    """The one factory of `WeightsFile`s: the metadata settled and checked as it is made.
 
     Args:
-        path, format, strict: as in `WeightsFile`.
+        path, format, strict, others: as in `WeightsFile`.
         tensors: {name: (shape, read)}, when known now (checkpoints, `.npz`).
         index: instead of `tensors`, a callable giving them later (caffemodels).
-        recorded: (variant, num_classes, class_names, class_colours) the file records
-            (`recorded_meta`),
-            None when it records none: then they are inferred from the tensors.
-        strict: see `WeightsFile`.
+        recorded: (variant, num_classes, class_names, class_colours) as the file stores
+            them, checked here (`recorded_meta`); None when it records none.
+        implied: (variant, num_classes) known without the tensors (a caffemodel's layers
+            matched later); None: inferred from `tensors` when the file records none.
     Raises:
-        BadFileError: recorded metadata that contradicts the tensors (the head's shape,
-            the variant's names and shapes). Inferred metadata agrees with them by
-            construction; the tensors' shapes are checked when they are read for a model.
+        BadFileError: recorded metadata that is garbage or contradicts the tensors (the
+            head's shape, the variant's names and shapes). Inferred metadata agrees with
+            them by construction; the tensors' shapes are checked when they are read for a
+            model.
     """
     if tensors is not None:
         index = functools.partial(dict, tensors)
-    weights = WeightsFile(path, format, strict=strict, index=index)
-    if recorded is None:
-        if tensors is not None:
-            weights.variant, weights.num_classes = infer_meta(weights.shapes)
-        return weights
-    weights.variant, weights.num_classes, weights.class_names, weights.class_colours = recorded
-    weights.recorded = True
-    weights.check_head()
-    weights.check(arch_lib.architecture(weights.variant, weights.num_classes))
+    class_names = class_colours = None
+    if recorded is not None:
+        variant, num_classes, class_names, class_colours = recorded_meta(path, *recorded)
+    elif implied is not None:
+        variant, num_classes = implied
+    elif tensors is not None:
+        variant, num_classes = arch_lib.infer_meta({name: tuple(t[0])
+                                                     for name, t in tensors.items()})
+    else:
+        variant = num_classes = None
+    weights = WeightsFile(path, format, variant, num_classes, class_names, class_colours,
+                          recorded=recorded is not None, strict=strict, index=index,
+                          others=dict(others or {}))
+    if weights.recorded:
+        weights.check_head()
+        weights.check(arch_lib.architecture(variant, num_classes))
     return weights
