@@ -88,6 +88,8 @@ SCALES = Rule("positive numbers (one or more)",
 INPUT_SIZE = Rule(f"(height, width), each an integer of at least {MIN_INPUT_SIZE}",
                   lambda v: _sequence(v) and len(v) == 2
                   and all(_integer(side) and side >= MIN_INPUT_SIZE for side in v))
+SIZE_PAIR = Rule("(height, width), two positive integers",
+                 lambda v: _sequence(v) and len(v) == 2 and all(_integer(s) and s >= 1 for s in v))
 CLASS_NAMES = Rule("one non-empty name per class (a tuple of strings)",
                    lambda v: _sequence(v) and len(v) > 0
                    and all(isinstance(name, str) and name.strip() for name in v))

@@ -81,6 +81,7 @@ def _names(text):
 
 
 input_size = flag_type(_comma_separated(int), settings.INPUT_SIZE, "'H,W' (e.g. 321,321)")
+size_pair = flag_type(_comma_separated(int), settings.SIZE_PAIR, "'H,W' (e.g. 513,513)")
 scales = flag_type(_comma_separated(float), settings.SCALES, "comma-separated numbers")
 class_names = flag_type(_names, settings.CLASS_NAMES, "comma-separated names")
 positive_int = flag_type(int, settings.POSITIVE_INT, "an integer")
@@ -100,7 +101,8 @@ def typed(value):
 
 
 WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
-                "or the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N")
+                "the 2017 TF port's deeplab_resnet.ckpt / model.ckpt-N, or a .tflite / .onnx "
+                "file written by export.py")
 
 
 def add_model_args(parser):

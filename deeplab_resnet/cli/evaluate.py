@@ -3,10 +3,12 @@
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
         [--model M] [--num-classes N] [--classes FILE] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
-        [--precision fp32|bf16|fp16]
+        [--precision fp32|bf16|fp16] [--tile H,W [--tile-overlap F]] [--batch-size N]
         [--save-dir DIR] [--json-output FILE] [--voc-submission DIR] [--config FILE.toml]
 
-Each image is predicted at full resolution, one at a time (any size), the
+--restore-from may also name a .tflite or .onnx file written by export.py (run by LiteRT
+or onnxruntime). Each image is predicted at full resolution (any size; by tiles with
+--tile; --batch-size consecutive images of one size together), the
 logits resized bilinearly to the image, argmax; one confusion matrix is counted
 over the pixels whose label is not --ignore-label. The last line printed is
 `Mean IoU: 0.xxxx`.
@@ -56,6 +58,7 @@ def get_arguments(argv=None):
                              "as JSON to this file")
     predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
+    predict_flags.add_runtime_args(parser)
     config_file.add_config_arg(parser)
     args = config_file.parse_args(parser, argv)
     if args.data_list is None:
@@ -113,7 +116,7 @@ def _evaluate(args):
         confusion = evaluation.evaluate(
             segmenter.predictor, pairs, segmenter.num_classes, args.ignore_label, save_dirs,
             progress=lines if bar.disable else lambda done, confusion: bar.update(1),
-            palette=segmenter.palette)
+            palette=segmenter.palette, batch_size=args.batch_size)
     if not labels:
         print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")

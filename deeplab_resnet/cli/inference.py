@@ -3,7 +3,10 @@
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
         [--voc-submission DIR] [--legend]
         [--model M] [--num-classes N] [--classes FILE] [--scales 1.0,0.75,0.5] [--flip] [--crf]
-        [--precision fp32|bf16|fp16] ...
+        [--precision fp32|bf16|fp16] [--tile H,W [--tile-overlap F]] [--batch-size N] ...
+
+MODEL_WEIGHTS may also be a .tflite or .onnx file written by export.py (run by LiteRT or
+onnxruntime: the optional extras .[tflite] / .[onnx]).
 
 Writes, per image, into --save-dir:
     <stem>_mask.png     palette PNG, pixel value = class index, in the classes' colours
@@ -60,7 +63,12 @@ def get_arguments(argv=None):
                              "does only what is missing")
     predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
-    return parser.parse_args(argv)
+    predict_flags.add_runtime_args(parser)
+    args = parser.parse_args(argv)
+    if args.tile is not None and args.save_logits:
+        parser.error("--save-logits: a tiled prediction has no whole-image logits (each tile "
+                     "has its own); drop --tile or --save-logits")
+    return args
 
 
 @cli.flag_errors
@@ -151,13 +159,17 @@ def _read(path):
 def _segment_all(segmenter, outputs, paths, args):
     """Segments every image (the next ones decoded while the network runs); returns
     {"broken": [(path, error)], "existing": [path]}: the images skipped."""
-    from deeplab_resnet.predict.prediction import prefetch
+    from deeplab_resnet.predict import host, prediction as predict
     skipped = {"broken": [], "existing": []}
     if args.skip_existing:
         skipped["existing"] = [path for path in paths
                                if all(os.path.exists(f) for f in outputs.files(path))]
         paths = [path for path in paths if path not in skipped["existing"]]
-    for path, (image, error) in zip(paths, prefetch(_read, paths)):
+    decoded = zip(paths, predict.prefetch(_read, paths, max(predict.PREFETCH_DEPTH,
+                                                            args.batch_size)))
+    for batch in host.batches(decoded, args.batch_size,
+                              lambda item: None if item[1][1] is not None else item[1][0].shape):
+        path, (image, error) = batch[0]
         if error is not None:
             if not args.keep_going and len(paths) == 1:
                 raise error
@@ -166,8 +178,19 @@ def _segment_all(segmenter, outputs, paths, args):
                                    "on)", path=error.path)
             skipped["broken"].append(error)
             continue
-        print(f"{path} -> {', '.join(outputs.write(path, image, segmenter.predict(image)))}")
+        images = [image for _, (image, _) in batch]
+        for (path, (image, _)), prediction in zip(batch, _predict(segmenter, images, args)):
+            print(f"{path} -> {', '.join(outputs.write(path, image, prediction))}")
     return skipped
+
+
+def _predict(segmenter, images, args):
+    """Predictions of images of one size; labels only unless --save-logits needs the logits."""
+    from deeplab_resnet.predict.host import Prediction
+    if args.save_logits:
+        return segmenter.predictor.predict_many(images)
+    return [Prediction(labels, None, None)
+            for labels in segmenter.predictor.labels_many(images)]
 
 
 def _summary(outputs, paths, skipped, args):

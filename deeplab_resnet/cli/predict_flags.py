@@ -62,6 +62,23 @@ def add_prediction_args(parser, with_crf=True):
     return group
 
 
+def add_runtime_args(parser):
+    """--tile, --tile-overlap and --batch-size (evaluate, inference)."""
+    group = parser.add_argument_group("tiles and batches")
+    group.add_argument("--tile", type=cli.size_pair, default=None, metavar="H,W",
+                       help="predict images larger than H,W by overlapping tiles of that size, "
+                            "each predicted as a whole image, their probabilities averaged "
+                            "(mmsegmentation's slide inference); smaller images are predicted "
+                            "whole (default: every image whole)")
+    group.add_argument("--tile-overlap", type=cli.unit_interval, default=1.0 / 3.0,
+                       metavar="F", help="fraction of a tile its neighbour shares, in [0, 1) "
+                                         f"(default 1/3: {1.0 / 3.0:g})")
+    group.add_argument("--batch-size", type=cli.positive_int, default=1,
+                       help="run up to this many consecutive images of one size through the "
+                            "network together (labels equal to one at a time; default 1)")
+    return group
+
+
 def add_dataset_arg(parser):
     """--dataset: whose class names label the scores and whose colours the PNGs (evaluate,
     inference)."""
@@ -106,7 +123,9 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=N
                           prototxt=args.prototxt, precision=args.precision, scales=args.scales,
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,
                           crf=crf_settings, pad_size=args.pad_size, class_names=class_names,
-                          dataset=dataset, classes=args.classes, tf32=args.tf32)
+                          dataset=dataset, classes=args.classes, tf32=args.tf32,
+                          tile=getattr(args, "tile", None),
+                          tile_overlap=getattr(args, "tile_overlap", 1.0 / 3.0))
 
 
 def protocol(args, crf_settings=None):
@@ -118,6 +137,10 @@ def protocol(args, crf_settings=None):
         parts.append(f"DeepLab protocol (pad {args.pad_size})")
     if crf_settings is not None:
         parts.append(f"dense CRF ({crf_settings.iterations} iterations)")
+    if getattr(args, "tile", None) is not None:
+        parts.append(f"tiles {cli.typed(args.tile)} (overlap {args.tile_overlap:.3g})")
+    if getattr(args, "batch_size", 1) > 1:
+        parts.append(f"batches of {args.batch_size}")
     return ", ".join(parts)
 
 

@@ -44,6 +44,11 @@ class PredictConfig:
             "cityscapes", "ade20k"; `deeplab_resnet.data.datasets`): its class
             names and colours (None: recognised by the class count; a count no
             dataset has gives class_<i> and VOC's colours).
+        tile: (height, width): predict images larger than this by overlapping
+            tiles, their probabilities averaged (`deeplab_resnet.predict.tiling`);
+            an image no larger than a tile is predicted whole. None: every image
+            whole.
+        tile_overlap: the fraction of a tile its neighbour shares, in [0, 1).
         classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`):
             the classes' names and colours, which win over those the weights
             record; `num_classes` and `class_names` follow from it (given too,
@@ -65,11 +70,13 @@ class PredictConfig:
     crf: object = None
     class_names: tuple | None = None
     dataset: str | None = None
+    tile: tuple | None = None
+    tile_overlap: float = 1.0 / 3.0
     classes: object = None
     tf32: bool = False
 
     def __post_init__(self):
-        for field in ("scales", "class_names"):
+        for field in ("scales", "class_names", "tile"):
             value = getattr(self, field)
             if isinstance(value, list):
                 object.__setattr__(self, field, tuple(value))
@@ -110,4 +117,5 @@ _RULES = {
                       lambda v: isinstance(v, (bool, CRFParams)), optional=True),
     "class_names": rules.CLASS_NAMES.or_none(), "dataset": rules.one_of(DATASETS).or_none(),
     "tf32": rules.BOOLEAN,
+    "tile": rules.SIZE_PAIR.or_none(), "tile_overlap": rules.FRACTION,
 }

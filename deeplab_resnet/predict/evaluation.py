@@ -17,8 +17,8 @@ from deeplab_resnet.data.images import read_image, size_mismatch
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
-from deeplab_resnet.predict import metrics
-from deeplab_resnet.predict.prediction import prefetch
+from deeplab_resnet.predict import host, metrics
+from deeplab_resnet.predict.prediction import PREFETCH_DEPTH, prefetch
 from deeplab_resnet.errors import BadFileError
 
 
@@ -43,7 +43,7 @@ SCORING_DEPTH = 2
 
 
 def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, save_dirs=(),
-             progress=None, palette=None):
+             progress=None, palette=None, batch_size=1):
     """Predicts every listed image and sums the confusion matrix.
 
     Three stages overlap: the next images and labels are decoded (`prediction.prefetch`)
@@ -52,7 +52,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
     `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `prediction.Predictor` (`labels_later` is used).
+        predictor: a `prediction.Predictor` or any `host.HostSide` (`labels_later_many`).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -61,6 +61,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         progress: called after each image with the images done and the confusion matrix
             so far (e.g. to show a running mean IoU), or None; from the scoring thread.
         palette: 256x3 uint8 colours of those PNGs (default VOC's; see `datasets.classes`).
+        batch_size: consecutive images of one size run together (counts as one at a time).
     Returns:
         (num_classes, num_classes) int64 confusion matrix [true, predicted].
     Raises:
@@ -88,10 +89,12 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                thread_name_prefix="deeplab-score") as pool:
         scoring = collections.deque()
         try:
-            for image_path, image, label in prefetch(read, pairs):
-                scoring.append(pool.submit(score, image_path, label,
-                                           predictor.labels_later(image)))
-                while len(scoring) > SCORING_DEPTH:
+            decoded = prefetch(read, pairs, max(PREFETCH_DEPTH, batch_size))
+            for batch in host.batches(decoded, batch_size, lambda item: item[1].shape):
+                later = predictor.labels_later_many([image for _, image, _ in batch])
+                for (image_path, _, label), labels_of in zip(batch, later):
+                    scoring.append(pool.submit(score, image_path, label, labels_of))
+                while len(scoring) > SCORING_DEPTH + len(batch) - 1:
                     scoring[0].result()  # kept until done: its error is raised again below
                     scoring.popleft()
         finally:  # also when a later image failed: an earlier image's error comes first

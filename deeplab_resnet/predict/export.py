@@ -1,4 +1,5 @@
-"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically.
+"""Export: a `predict.Predictor` as a TensorFlow SavedModel for serving, written atomically
+(the .tflite / .onnx files: `exported`).
 
 The SavedModel records the number format its graph computes in: the string variable
 `precision` of the loaded object ("fp32", "bf16" or "fp16"; `tf.saved_model.load(path)
@@ -35,6 +36,19 @@ def check_output_dir(path, field="output_dir"):
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise SettingError(f"{{{field}}} {path}: already exists and is not an empty folder",
                            field, path=path)
+    writable_dir(os.path.dirname(path), field)
+    return path
+
+
+def check_output_file(path, field="output"):
+    """The absolute path of an export file (.tflite, .onnx), checked before any work is done.
+
+    Raises:
+        SettingError naming `field` when `path` exists or its folder is not writable.
+    """
+    path = os.path.abspath(str(path))
+    if os.path.exists(path):
+        raise SettingError(f"{{{field}}} {path}: already exists", field, path=path)
     writable_dir(os.path.dirname(path), field)
     return path
 

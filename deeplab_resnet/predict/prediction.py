@@ -24,11 +24,12 @@ i's receptive field is centred.
 import collections
 import concurrent.futures
 import itertools
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet.predict.host import HostSide, Prediction, _checked  # noqa: F401
 from deeplab_resnet import defaults
 from deeplab_resnet.model import geometry
 from deeplab_resnet.model import network as model_lib
@@ -41,29 +42,13 @@ from deeplab_resnet.predict.config import PredictConfig
 # features (see benchmarks/RESULTS.md for what it costs and buys).
 FLOAT32_HEAD = True
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+BATCH_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 # The prediction functions hold no control flow on tensors; without AutoGraph's
 # conversion of every function they call, the first trace is several times faster
 # (benchmarks/RESULTS.md, start-up).
 AUTOGRAPH = False
-
-Prediction = collections.namedtuple("Prediction", "labels probabilities logits")
-Prediction.__doc__ = """What `Segmenter.predict` (and `Predictor`) returns for one image.
-
-Attributes:
-    labels: HxW int32 class indices.
-    probabilities: HxWxC float32 class probabilities (after CRF when enabled).
-    logits: h'xw'xC float32 raw network output for the (unmirrored) image,
-        before any resizing: the model's output size for the input (for
-        several scales, the fused output at the first scale's size; with the
-        DeepLab protocol, the output for the padded image).
-
-Example:
-    >>> prediction = deeplab_resnet.Segmenter.load("ckpt/voc12").predict("photo.jpg")
-    >>> labels, probabilities, logits = prediction     # a named tuple
-    >>> bool((probabilities.argmax(-1) == labels).all())
-    True
-"""
-
+# Predictor -> its batched tf.function (`Predictor.forward_batch`).
+_BATCH_FUNCTIONS = weakref.WeakKeyDictionary()
 
 def padded_size(size, pad_size):
     """Side of the padded input under DeepLab's protocol (python int or int32 tensor).
@@ -80,15 +65,7 @@ def padded_size(size, pad_size):
     return (target - 1 + stride - 1) // stride * stride + 1
 
 
-def _checked(image):
-    """`image` as an array; a ValueError unless it is HxWx3 uint8."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-    return image
-
-
-class Predictor(tf.Module):
+class Predictor(HostSide, tf.Module):
     """Image -> probabilities/labels for one model and one test protocol.
 
     The network part runs in one `tf.function` with a [None, None, 3] uint8
@@ -126,17 +103,24 @@ class Predictor(tf.Module):
             return self.multi_scale(images)[0]
         return self.model(images)
 
-    def _probabilities(self, image):
-        """(raw logits [1,h',w',C], probabilities [H,W,C]) for one uint8 HxWx3 image."""
-        images = model_lib.preprocess(image[tf.newaxis])
-        h, w = tf.shape(image)[0], tf.shape(image)[1]
+    def _probabilities(self, batch):
+        """(raw logits [N,h',w',C], probabilities [N,H,W,C]) for uint8 NxHxWx3 images."""
+        images = model_lib.preprocess(batch)
+        h, w = tf.shape(batch)[1], tf.shape(batch)[2]
         if self.deeplab_protocol:
             ph, pw = padded_size(h, self.pad_size), padded_size(w, self.pad_size)
             # Zero after preprocessing is the mean colour, DeepLab's padding value.
             images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
         logits = self._network(images)
         resized = geometry.logits_to_image(logits, [h, w])
-        return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)[0]
+        return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)
+
+    def _batch(self, images):
+        logits, probabilities = self._probabilities(images)
+        if self.flip:
+            _, mirrored = self._probabilities(images[:, :, ::-1])
+            probabilities = (probabilities + mirrored[:, :, ::-1]) / 2.0
+        return logits, probabilities
 
     @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def forward(self, image):
@@ -145,11 +129,33 @@ class Predictor(tf.Module):
         Args:
             image: HxWx3 uint8 RGB tensor, any size.
         """
-        logits, probabilities = self._probabilities(image)
-        if self.flip:
-            _, mirrored = self._probabilities(image[:, ::-1])
-            probabilities = (probabilities + mirrored[:, ::-1]) / 2.0
-        return logits[0], probabilities
+        logits, probabilities = self._batch(image[tf.newaxis])
+        return logits[0], probabilities[0]
+
+    def forward_batch(self, images):
+        """`forward` of N images of one size at once: logits [N,h',w',C], probabilities
+        [N,H,W,C]. One trace for every size; kept out of the Module's attributes, so that a
+        SavedModel of the predictor holds what it held before batches (`export`).
+
+        Args:
+            images: NxHxWx3 uint8 RGB tensor.
+        """
+        function = _BATCH_FUNCTIONS.get(self)
+        if function is None:
+            function = tf.function(self._batch, input_signature=[BATCH_SPEC],
+                                   autograph=AUTOGRAPH)
+            _BATCH_FUNCTIONS[self] = function
+        return function(images)
+
+    def probabilities_many(self, images):
+        """[(logits, probabilities)] (numpy, no CRF) of HxWx3 uint8 images of one size, run
+        through the network together."""
+        if len(images) == 1:
+            logits, probabilities = self.forward(tf.constant(_checked(images[0])))
+            return [(logits.numpy(), probabilities.numpy())]
+        logits, probabilities = self.forward_batch(
+            tf.constant(np.stack([_checked(image) for image in images])))
+        return list(zip(logits.numpy(), probabilities.numpy()))
 
     @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
     def serve(self, image):
@@ -173,61 +179,14 @@ class Predictor(tf.Module):
         _, probabilities = self.forward(image)
         return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
-    def predict_labels(self, image):
-        """HxW int32 class indices of one image, equal to `self(image).labels`.
+    def outputs_many(self, images):
+        """[(logits, probabilities)] (numpy, no CRF) of HxWx3 uint8 images of one size."""
+        return self.probabilities_many(images)
 
-        Without a CRF only the labels are copied to the host (`labels`); with
-        one, the probabilities are needed there and `__call__` runs.
-
-        Args:
-            image: HxWx3 uint8 RGB array.
-        Example:
-            >>> predictor = Predictor(DeepLabResNet("tiny", 3))
-            >>> predictor.predict_labels(np.zeros((50, 60, 3), np.uint8)).shape
-            (50, 60)
-        """
-        if self.crf is not None:
-            return self(image).labels
-        return self.labels(tf.constant(_checked(image))).numpy()
-
-    def __call__(self, image):
-        """Predicts one image.
-
-        Args:
-            image: HxWx3 uint8 RGB array (e.g. from `utils.read_image`).
-        Returns:
-            a Prediction.
-        """
-        image = _checked(image)
-        logits, probabilities = self.forward(tf.constant(image))
-        probabilities, labels = self._on_host(image, probabilities.numpy())
-        return Prediction(labels, probabilities, logits.numpy().astype(np.float32))
-
-    def _on_host(self, image, probabilities):
-        """(probabilities after the CRF when set, their argmax labels) of the network's."""
-        if self.crf is not None:
-            probabilities = crf_lib.refine(image, probabilities, self.crf)
-        return probabilities, probabilities.argmax(axis=-1).astype(np.int32)
-
-    def labels_later(self, image):
-        """Runs the network on one image now; returns a function that completes its labels.
-
-        The function does the work that follows the network on the host (the dense
-        CRF, when set, and its argmax), so that a caller may run it in another thread
-        while the network predicts the next image; `labels_later(image)()` equals
-        `predict_labels(image)`.
-
-        Args:
-            image: HxWx3 uint8 RGB array.
-        Returns:
-            a function of no arguments giving the HxW int32 class indices.
-        """
-        if self.crf is None:
-            labels = self.predict_labels(image)
-            return lambda: labels
-        image = _checked(image)
-        probabilities = self.forward(tf.constant(image))[1].numpy()
-        return lambda: self._on_host(image, probabilities)[1]
+    def _labels_many(self, images):
+        if len(images) == 1:  # the argmax where the network ran: only labels reach the host
+            return [self.labels(tf.constant(_checked(images[0]))).numpy()]
+        return super()._labels_many(images)
 
 
 def make_predictor(model, config=PredictConfig()):
@@ -245,9 +204,10 @@ def make_predictor(model, config=PredictConfig()):
     """
     network = FusedDeepLab(model, precision_lib.resolve(config.precision),
                            float32_head=FLOAT32_HEAD)
-    return Predictor(network, scales=config.scales, flip=config.flip,
-                     deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size,
-                     crf=config.crf_params)
+    predictor = Predictor(network, scales=config.scales, flip=config.flip,
+                          deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size,
+                          crf=config.crf_params)
+    return predictor.tile(config.tile, config.tile_overlap)
 
 
 # Images decoded ahead of the network: enough to hide decoding behind compute,

@@ -2,6 +2,7 @@
 export. The commands evaluate.py, inference.py and export.py run through it."""
 
 import logging
+import numbers
 import os
 
 import numpy as np
@@ -15,13 +16,13 @@ from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
 from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data import datasets
-from deeplab_resnet.predict import evaluation
+from deeplab_resnet.predict import evaluation, exported, host
 from deeplab_resnet.predict import export as export_lib
 from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
 from deeplab_resnet.predict.config import PredictConfig
-from deeplab_resnet.errors import DeepLabError, SettingError
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +55,53 @@ def as_rgb(image):
         return to_rgb(Image.fromarray(image[..., 0] if channels == 1 else image))
     raise SettingError(f"{{image}}: expected an HxWx3 uint8 RGB array (or HxW, HxWx4), got "
                        f"{image.dtype} {image.shape}", "image")
+
+
+def check_batch_size(batch_size, field="batch_size"):
+    """`batch_size` as an int >= 1; SettingError naming `field` otherwise."""
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise SettingError(f"{{{field}}} must be a positive integer, got {batch_size!r}", field)
+    return int(batch_size)
+
+
+def _calibration_image(image, input_size):
+    """One calibration image as an HxWx3 uint8 array, resized to `input_size` when set."""
+    image = as_rgb(image)
+    if input_size is None or tuple(image.shape[:2]) == tuple(input_size):
+        return image
+    resized = Image.fromarray(image).resize((input_size[1], input_size[0]), Image.BILINEAR)
+    return np.asarray(resized)
+
+
+def _load_exported(cls, path, config):
+    """A `Segmenter` running a .tflite / .onnx export (`exported.ExportedPredictor`); the
+    settings fixed at export may only repeat what the file records."""
+    if not os.path.isfile(path):
+        raise BadFileError(f"{path}: no such file", path=path)
+    predictor = exported.ExportedPredictor(path, config.crf_params)
+    meta = predictor.metadata
+    recorded = {"variant": meta["model"], "num_classes": meta["num_classes"],
+                "scales": tuple(meta["scales"]), "flip": meta["flip"],
+                "deeplab_protocol": meta["deeplab_protocol"], "pad_size": meta["pad_size"]}
+    defaults_ = PredictConfig()
+    for field, value in recorded.items():
+        asked = getattr(config, field)
+        if asked is not None and asked != value and asked != getattr(defaults_, field):
+            raise SettingError(f"{{{field}}} {asked!r}: {path} was exported with {value!r} "
+                               "(its protocol is fixed at export)", field, path=path)
+    if config.precision != "fp32":
+        raise SettingError(f"{{precision}} {config.precision}: {path} computes as exported "
+                           f"({meta['quantize'] or 'fp32'})", "precision", path=path)
+    if config.classes is not None:
+        names, palette = list(config.classes.names), config.classes.palette
+    else:
+        names, palette = datasets.classes(config.dataset, meta["num_classes"],
+                                          config.class_names or meta["class_names"])
+        if config.dataset is None:
+            palette = np.asarray(meta["palette"], np.uint8)
+    predictor.tile(config.tile, config.tile_overlap)
+    return cls(predictor, path, names, palette, model=meta["model"],
+               num_classes=meta["num_classes"], precision=meta["quantize"] or "fp32")
 
 
 def _names_and_colours(opened, num_classes, config):
@@ -106,14 +154,16 @@ class Segmenter:
         (375, 500)
     """
 
-    def __init__(self, predictor, weights, class_names, palette):
+    def __init__(self, predictor, weights, class_names, palette, model=None, num_classes=None,
+                 precision=None):
         self.predictor = predictor
-        self.model = predictor.model.variant
-        self.num_classes = predictor.model.num_classes
+        network = getattr(predictor, "model", None)
+        self.model = model or network.variant
+        self.num_classes = num_classes or network.num_classes
         self.class_names = list(class_names)
         self.palette = palette
         self.weights = weights
-        self.precision = precision_lib.NAMES[predictor.model.compute_dtype]
+        self.precision = precision or precision_lib.NAMES[network.compute_dtype]
 
     @classmethod
     def load(cls, weights, config=None, **settings):
@@ -123,13 +173,19 @@ class Segmenter:
             weights: a checkpoint prefix (`ckpt/voc12`) or folder of checkpoints
                 (its latest is read), a `.caffemodel`, an `.npz` written by
                 `convert`, or the 2017 TF port's `deeplab_resnet.ckpt` (V1) or
-                `model.ckpt-N` (V2).
+                `model.ckpt-N` (V2); or a `.tflite` / `.onnx` file written by
+                export.py, run by LiteRT / onnxruntime (the optional extras
+                `.[tflite]` / `.[onnx]`), whose protocol, classes and colours are
+                those recorded in the file.
             config: a `PredictConfig` (default: its defaults).
             **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
                 `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`,
                 `classes="classes.txt"` (a classes file: names and colours);
-                `model=` names the variant (the field `variant`). TF32 is turned
-                off for the whole process unless `tf32=True` (as the commands).
+                `model=` names the variant (the field `variant`); `tile=(H, W)`
+                predicts images larger than a tile by overlapping tiles whose
+                probabilities are averaged (`tile_overlap`, 1/3; `tiling`). TF32
+                is turned off for the whole process unless `tf32=True` (as the
+                commands).
         Returns:
             a `Segmenter`.
         Raises:
@@ -147,6 +203,8 @@ class Segmenter:
         devices.use_tf32(config.tf32)  # process-wide, as the commands do from --tf32
         if config.crf_params is not None and not crf_lib.available():
             raise DeepLabError(crf_lib.INSTALL_HINT)
+        if exported.file_format(weights) is not None:
+            return _load_exported(cls, weights, config)
         opened, network = _load_network(weights, config)
         names, palette = _names_and_colours(opened, network.num_classes, config)
         segmenter = cls(predict_lib.make_predictor(network, config), opened.path, names, palette)
@@ -172,13 +230,16 @@ class Segmenter:
         """
         return self.predictor(as_rgb(image))
 
-    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH):
+    def predict_many(self, images, *, prefetch=predict_lib.PREFETCH_DEPTH, batch_size=1):
         """Segments a sequence of images, decoding the next ones while the network runs.
 
         Args:
             images: an iterable of anything `predict` takes (e.g. file paths);
                 consumed lazily.
             prefetch: how many images are decoded ahead (in one background thread).
+            batch_size: up to this many consecutive images of one size run through
+                the network together (labels equal to one at a time); an image of
+                another size starts a new batch.
         Yields:
             one `Prediction` per image, in order.
 
@@ -186,11 +247,13 @@ class Segmenter:
             >>> for path, prediction in zip(paths, seg.predict_many(paths)):
             ...     print(path, np.bincount(prediction.labels.ravel()))
         """
-        for image in predict_lib.prefetch(as_rgb, images, prefetch):
-            yield self.predictor(image)
+        batch_size = check_batch_size(batch_size)
+        decoded = predict_lib.prefetch(as_rgb, images, max(prefetch, batch_size))
+        for batch in host.batches(decoded, batch_size):
+            yield from self.predictor.predict_many(batch)
 
     def evaluate(self, data_dir, data_list, *, ignore_label=defaults.IGNORE_LABEL,
-                 num_images=None, progress=None):
+                 num_images=None, progress=None, batch_size=1):
         """Scores the network on a labelled list, as evaluate.py does.
 
         Args:
@@ -202,6 +265,8 @@ class Segmenter:
             progress: called after each image with the images done and the confusion
                 matrix so far (`evaluation.Scores.from_confusion(confusion).mean_iou` is
                 the running mean IoU), or None.
+            batch_size: up to this many consecutive images of one size run through the
+                network together (the scores are those of one at a time).
         Returns:
             `Scores`: mean IoU, per-class IoU, pixel and class accuracy,
             frequency-weighted IoU and the confusion matrix (numpy).
@@ -217,36 +282,65 @@ class Segmenter:
         images, labels = read_list(data_dir, data_list)
         pairs = list(zip(images, labels))[:num_images]
         confusion = evaluation.evaluate(self.predictor, pairs, self.num_classes, ignore_label,
-                                        progress=progress)
+                                        progress=progress,
+                                        batch_size=check_batch_size(batch_size))
         return evaluation.Scores.from_confusion(confusion, self.class_names)
 
-    def export(self, path):
-        """Writes the network and its test protocol as a TensorFlow SavedModel, as export.py.
+    def export(self, path, format="savedmodel", *, quantize=None, input_size=None,
+               calibration=None):
+        """Writes the network and its test protocol for serving, as export.py does.
 
-        Its `serving_default` signature takes `image` (uint8 [H, W, 3], any
-        size) and returns `labels` (int32 [H, W]) and `probabilities` (float32
-        [H, W, C]), computed as `predict` computes them (a dense CRF excepted:
-        it is not a TensorFlow op). The classes are recorded: the `classes` signature
-        (no inputs) returns `class_names` (string [C]) and `class_colours` (uint8
-        [C, 3]). Written to a temporary folder and renamed into place.
+        "savedmodel" (default): a TensorFlow SavedModel folder whose
+        `serving_default` signature takes `image` (uint8 [H, W, 3], any size) and
+        returns `labels` (int32 [H, W]) and `probabilities` (float32 [H, W, C]),
+        computed as `predict` computes them (a dense CRF excepted: it is not a
+        TensorFlow op), and its `classes` signature (no inputs) returns
+        `class_names` (string [C]) and `class_colours` (uint8 [C, 3]).
+        "tflite" / "onnx": one file with that input and those outputs (and
+        `logits`), the class names and colours in its metadata
+        (`exported`); load it back with `Segmenter.load(path)`. Written to a
+        temporary path and renamed into place.
 
         Args:
-            path: the folder to create; it must not exist or be empty.
+            path: the folder (savedmodel) or file (.tflite, .onnx) to create; it
+                must not exist (a folder may be empty).
+            format: "savedmodel", "tflite" or "onnx".
+            quantize: tflite only: "fp16" (float16 weights) or "int8" (every
+                operation in int8, calibrated on `calibration`).
+            input_size: (H, W) of a fixed-size tflite/onnx file; None: any size.
+            calibration: for int8, an iterable of images (paths, arrays; anything
+                `predict` takes) to calibrate on, at `input_size` when set.
         Returns:
             the absolute path written.
         Raises:
             SettingError when `path` holds something or its parent is not
-            writable; an OSError naming it when the write fails.
+            writable, for an unknown format or quantization, int8 without
+            `calibration`, or a reduced `precision`; DeepLabError naming the extra
+            when tf2onnx is missing; an OSError naming `path` when the write fails.
 
         Example:
             >>> path = seg.export("exported/")
             >>> serve = tf.saved_model.load(path).signatures["serving_default"]
             >>> serve(image=tf.zeros([240, 320, 3], tf.uint8))["labels"].shape
             TensorShape([240, 320])
+            >>> seg.export("model.tflite", "tflite", quantize="int8", calibration=paths)
         """
-        output_dir = export_lib.check_output_dir(path, "path")
-        export_lib.export(self.predictor, output_dir, self.class_names, self.palette)
-        return output_dir
+        if format not in exported.FORMATS:
+            raise SettingError(f"{{format}} '{format}': unknown (choose from "
+                               f"{', '.join(exported.FORMATS)})", "format")
+        if format == "savedmodel":
+            if quantize is not None or input_size is not None:
+                raise SettingError("{quantize}/{input_size}: only for --format tflite or onnx",
+                                   "quantize", "input_size")
+            output_dir = export_lib.check_output_dir(path, "path")
+            export_lib.export(self.predictor, output_dir, self.class_names, self.palette)
+            return output_dir
+        exported.check_quantize(format, quantize, calibration)
+        output = export_lib.check_output_file(path, "path")
+        images = None if calibration is None else list(calibration)
+        return exported.write(self, output, format, quantize, input_size,
+                              None if images is None else lambda: (
+                                  _calibration_image(image, input_size) for image in images))
 
     def __repr__(self):
         return (f"Segmenter(model={self.model!r}, num_classes={self.num_classes}, "
