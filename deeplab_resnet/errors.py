@@ -93,10 +93,33 @@ class WriteError(DeepLabError, OSError):
     __str__ = DeepLabError.__str__  # "<path>: <reason>", not OSError's "[Errno None] ..."
 
 
+SHOWN_LENGTH = 160  # characters of a name or a file's contents that a message shows
+
+
+def shown(value, limit=SHOWN_LENGTH):
+    """`value` as a message shows it: control characters, NUL and other unprintable
+    characters escaped (`\\x00`, `\\n`), and cut to `limit` characters.
+
+    For every name or content from outside (paths, a file's text, a value read from a
+    file) that a message echoes: a message stays one readable line.
+    """
+    text = str(value)
+    escaped = "".join(char if char.isprintable() else char.encode("unicode_escape", "replace")
+                      .decode("ascii") for char in text)
+    if len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}... ({len(text)} characters)"
+
+
+def counted(number, noun, plural=None):
+    """'1 image', '2 images' (`plural`: for nouns that do not take an s)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def first_line(exc):
     """The first line of an exception's message (its type name when empty), for one-line errors."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return shown(lines[0], limit=400) if lines else type(exc).__name__
 
 
 def tensorflow_reason(exc):

@@ -15,17 +15,19 @@ turns flags into its arguments, prints, and exits.
 
 import argparse
 import contextlib
+import difflib
 import functools
 import logging
 import math
 import os
+import re
 import sys
 
 from deeplab_resnet import defaults
 from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.cli.reporting import reporting
-from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError
+from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError, shown
 from deeplab_resnet.files import writable_dir
 
 MIN_INPUT_SIZE = 32
@@ -42,11 +44,52 @@ def flag_name(field):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's error format: one line `error: ...`, exit status 2.
 
-    (argparse's own prints the usage block first; `--help` still shows it.)
+    (argparse's own prints the usage block first; `--help` still shows it.) Flags are
+    never abbreviated (`--restore` is not `--restore-from`); an unknown flag is told the
+    closest known one; a value that starts with a minus sign (`--input-size -5,64`) is read
+    as the flag's value, so that its own check explains what is wrong with it.
     """
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
-        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+        self.exit(2, f"error: {self.prog}: {shown(message, limit=400)} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args = self._negative_values_joined(sys.argv[1:] if args is None else list(args))
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self._unknown_message(unknown))
+        return namespace
+
+    def _negative_values_joined(self, args):
+        """`--flag -5,64` as `--flag=-5,64` for flags that take one value (argparse would read
+        the value as a flag and say "expected one argument")."""
+        joined, i = [], 0
+        while i < len(args):
+            action = self._option_string_actions.get(args[i])
+            following = args[i + 1] if i + 1 < len(args) else ""
+            if (action is not None and action.nargs is None and action.option_strings
+                    and re.match(r"-[\d.]", following)):
+                joined.append(f"{args[i]}={following}")
+                i += 2
+                continue
+            joined.append(args[i])
+            i += 1
+        return joined
+
+    def _unknown_message(self, unknown):
+        """'unrecognized arguments: --nm-classes 3 (did you mean --num-classes?)'."""
+        message = f"unrecognized arguments: {' '.join(shown(arg) for arg in unknown)}"
+        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        for arg in unknown:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f"{message} (did you mean {close[0]}?)"
+        return message
 
 
 def input_size(text):
@@ -213,6 +256,16 @@ def exit_status(exc):
     return exc.code if isinstance(exc.code, int) else 1
 
 
+def asks_for_help(argv):
+    """Whether the arguments hold -h or --help (before a `--`): the command only prints."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg in ("-h", "--help"):
+            return True
+    return False
+
+
 def run_and_exit(main):
     """A network command's process: `run(main)`, then leave at once with its exit status.
 
@@ -240,7 +293,8 @@ def run(main, argv=None, tensorflow=True):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
     With `tensorflow` (commands that use the network) TensorFlow is loaded
-    first, quietly (`tf_quiet`); light tools pass False and start fast. The library's
+    first, quietly (`tf_quiet`), unless the arguments ask for `--help` (the parsers are
+    built without TensorFlow); light tools pass False and start fast. The library's
     log records are shown while `main` runs (`reporting`).
     DeepLabError (bad input): `error: ...`, exit 2. Operating-system errors (disk
     full, permissions) and running out of host or device memory: `error: ...`,
@@ -248,7 +302,7 @@ def run(main, argv=None, tensorflow=True):
     exit 128 + the signal number. Anything else is a bug and keeps its traceback.
     """
     try:
-        if tensorflow:
+        if tensorflow and not asks_for_help(sys.argv[1:] if argv is None else argv):
             tf_quiet.import_tensorflow()
         with reporting(name_of=flag_name):
             status = main(argv)

@@ -33,9 +33,8 @@ def add_prediction_args(parser, with_crf=True):
     group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
                        help="padded side for --deeplab-protocol (default %(default)s; rounded up "
                             "to 8k+1 and to the image size for larger images)")
-    from deeplab_resnet.runtime import precision  # parsers are built after cli.run loaded TF
-    group.add_argument("--precision", choices=list(precision.PRECISIONS),
-                       default=precision.DEFAULT_PRECISION,
+    group.add_argument("--precision", choices=list(defaults.PRECISIONS),
+                       default=defaults.PRECISION,
                        help="number format the network computes in: bf16 (bfloat16) is about "
                             "1.7x faster on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs, fp16 "
                             "on GPUs; logits, resizing, softmax and argmax stay float32. Where "

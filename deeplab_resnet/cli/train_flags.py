@@ -2,8 +2,8 @@
 SIGTERM/SIGINT wired to its `StopRequest`, a progress bar on terminals, the exit status
 of a stopped run (train, train_msc, fine_tune).
 
-Imports the library (and TensorFlow): the command modules import it after
-`cli.run` has quieted TensorFlow's start-up.
+Imports no TensorFlow: the flags are parsed (and `--help` answers) first; `main` loads
+TensorFlow quietly (`tf_quiet`) and the library's training after.
 """
 
 import argparse
@@ -17,12 +17,9 @@ import time
 from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults
-from deeplab_resnet.runtime import distribute
 from deeplab_resnet.cli import progress, tf_quiet
 from deeplab_resnet.errors import Stopped
-from deeplab_resnet.data.pipeline import SCALE_MODES
-from deeplab_resnet.runtime.precision import PRECISIONS
-from deeplab_resnet.training import Callback, StopRequest, TrainConfig, train
+from deeplab_resnet.training import Callback, TrainConfig
 from deeplab_resnet.training.config import get_recipe
 
 # Flags whose config field has another name (argparse's dest -> field).
@@ -95,7 +92,7 @@ def _add_start_args(g, recipe, d):
                    help="flip images and labels horizontally at random")
     g.add_argument("--random-scale", action="store_true",
                    help="rescale images and labels by a random factor")
-    g.add_argument("--scale-mode", choices=SCALE_MODES, default=d["scale_mode"],
+    g.add_argument("--scale-mode", choices=defaults.SCALE_MODES, default=d["scale_mode"],
                    help="random scale: 'uniform' in [0.5, 1.5] (the 2017 TF port) or "
                         "'caffe' from {0.5, 0.75, 1, 1.25, 1.5} (DeepLab's Caffe; "
                         "default: %(default)s)")
@@ -144,14 +141,14 @@ def _add_output_args(g, d):
     g.add_argument("--deterministic", action="store_true",
                    help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
-    g.add_argument("--precision", choices=sorted(PRECISIONS), default=d["precision"],
+    g.add_argument("--precision", choices=sorted(defaults.PRECISIONS), default=d["precision"],
                    help="the number format the network computes in: float32 ('fp32', default), "
                         "bfloat16 ('bf16') or float16 ('fp16', with dynamic loss scaling); "
                         "weights, logits and loss stay float32")
     g.add_argument("--mixed-precision", choices=sorted(_MIXED_PRECISION), dest="precision",
                    action=_MixedPrecision, default=argparse.SUPPRESS,
                    help="the old name of --precision ('none' is fp32)")
-    g.add_argument("--strategy", choices=distribute.STRATEGIES, default=d["strategy"],
+    g.add_argument("--strategy", choices=defaults.STRATEGIES, default=d["strategy"],
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
                         "global batch is --batch-size x replicas (default: default, one device)")
@@ -268,8 +265,12 @@ def main(recipe, argv=None, description=None):
     """
     recipe = get_recipe(recipe)
     args = build_parser(recipe, description).parse_args(argv)
+    config = config_from_args(args)
+    tf_quiet.import_tensorflow()
+    from deeplab_resnet.runtime import distribute
+    from deeplab_resnet.training import StopRequest
     cli.use_devices(args)
-    config, stop = config_from_args(args), StopRequest()
+    stop = StopRequest()
     # Made before the signal handlers: a multi-worker strategy takes SIGTERM when it starts.
     strategy = distribute.make_strategy(config.strategy)
     bar = ProgressBar(recipe.name, config.num_steps)
@@ -281,7 +282,17 @@ def main(recipe, argv=None, description=None):
         callbacks.append(NativeLogClosedAtTheEnd())
     with cli.new_folders_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
-        result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
+        result = sys.modules[__name__].train(config, recipe, callbacks=callbacks, stop=stop,
+                                             strategy=strategy)
         if result.stopped_early:
             raise stopped(result, stop, config)
     return 0
+
+
+def __getattr__(name):
+    """`train`, the library's, loaded (with TensorFlow) on first use (PEP 562); `main` reads
+    it as this module's attribute, so that a test may replace it."""
+    if name == "train":
+        from deeplab_resnet.training import train
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,7 @@ from deeplab_resnet import defaults
 from deeplab_resnet.errors import SettingError, DeepLabError, first_line
 from deeplab_resnet.model.network import preprocess
 
-SCALE_MODES = ("uniform", "caffe")
+SCALE_MODES = defaults.SCALE_MODES
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
 # draws it uniformly from [0.5, 1.5].
 CAFFE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)

@@ -23,9 +23,10 @@ import os
 
 import tensorflow as tf
 
+from deeplab_resnet import defaults
 from deeplab_resnet.errors import SettingError, DeepLabError
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
+STRATEGIES = defaults.STRATEGIES
 
 
 def check_tf_config(text):

@@ -18,7 +18,8 @@ from deeplab_resnet.model.arch import HEAD_PREFIX, VARIANTS, param_kind
 from deeplab_resnet.errors import SettingError, name_fields
 from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
-from deeplab_resnet.training import run_record, snapshots, summaries
+from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
+from deeplab_resnet.training import folder_lock, run_record, snapshots, summaries
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
@@ -28,53 +29,6 @@ from deeplab_resnet.files import writable_dir
 
 log = logging.getLogger(__name__)
 PROGRESS = {"progress": True}  # `extra` of records that are progress, not the report
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """What a `train` call did.
-
-    Attributes:
-        checkpoint: prefix of the run's latest checkpoint in `snapshot_dir`
-            (None when there is none).
-        updates: updates the run has done in all (the checkpoint's update
-            number); below `num_steps` when `stop_after` or a stop request ended it.
-        last_loss: loss of the last update of this call (None: no update ran).
-        stopped_early: whether a `StopRequest` ended the call before it was done.
-        stop_reason: the request's reason (None when not stopped early).
-    """
-    checkpoint: str | None
-    updates: int
-    last_loss: float | None
-    stopped_early: bool = False
-    stop_reason: str | None = None
-
-
-class Callback:
-    """Called by `train` as the run goes; override the methods you need (they do nothing here).
-
-    Every worker of a multi-worker run calls its callbacks, with the same values.
-
-    Example:
-        >>> class Losses(Callback):
-        ...     def __init__(self):
-        ...         self.losses = []
-        ...     def on_update(self, update, loss, learning_rate):
-        ...         self.losses.append(loss)
-    """
-
-    def on_update(self, update, loss, learning_rate):
-        """After each update: its number (1-based, counting the whole run), its mean loss
-        over the global batch and the learning rate it was made with (Python floats)."""
-
-    def on_checkpoint(self, update, path):
-        """After each checkpoint saved: the update it holds and the prefix this process wrote
-        (on a worker other than the chief: a temporary one, removed when `train` returns)."""
-
-    def on_train_end(self):
-        """Once per `train` call, when the work is done (finished, stopped, or nothing to do;
-        the last checkpoint saved), before the workers of a multi-worker run wait for each
-        other one last time: after that wait each may leave while the others still run."""
 
 
 def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
@@ -101,7 +55,9 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
         a `TrainResult`.
     Raises:
         SettingError, BadFileError: bad settings, data or weights (nothing is trained);
-            a loss or weights that became inf or nan (the last good checkpoint stays).
+            a loss or weights that became inf or nan (the last good checkpoint stays);
+            a `snapshot_dir` another run holds (`folder_lock`: one run per folder, held
+            for the whole call, by the chief in a multi-worker run).
         WriteError: a checkpoint could not be written.
 
     Example:
@@ -114,7 +70,14 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     """
     recipe = get_recipe(recipe)
     check_settings(config)
-    run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    with folder_lock.holding(config.snapshot_dir, lock=distribute.is_chief(strategy)):
+        return _train(config, recipe, strategy, callbacks, stop)
+
+
+def _train(config, recipe, strategy, callbacks, stop):
+    """`train` in its snapshot folder, once the folder is this run's."""
+    run = _start(config, recipe, strategy)
     if run.start >= config.num_steps:
         if run.chief:
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
