@@ -55,14 +55,14 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
+        unknown = "unrecognized arguments: "
+        if message.startswith(unknown):
+            message += self._did_you_mean(message[len(unknown):].split())
         self.exit(2, f"error: {self.prog}: {shown(message, limit=400)} (see --help)\n")
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_known_args(self, args=None, namespace=None):
         args = self._negative_values_joined(sys.argv[1:] if args is None else list(args))
-        namespace, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            self.error(self._unknown_message(unknown))
-        return namespace
+        return super().parse_known_args(args, namespace)
 
     def _negative_values_joined(self, args):
         """`--flag -5,64` as `--flag=-5,64` for flags that take one value (argparse would read
@@ -80,16 +80,15 @@ class ArgumentParser(argparse.ArgumentParser):
             i += 1
         return joined
 
-    def _unknown_message(self, unknown):
-        """'unrecognized arguments: --nm-classes 3 (did you mean --num-classes?)'."""
-        message = f"unrecognized arguments: {' '.join(shown(arg) for arg in unknown)}"
+    def _did_you_mean(self, unknown):
+        """' (did you mean --num-classes?)' for the first unknown flag close to a known one."""
         flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
         for arg in unknown:
             if arg.startswith("--"):
                 close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
                 if close:
-                    return f"{message} (did you mean {close[0]}?)"
-        return message
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def input_size(text):
