@@ -1,4 +1,5 @@
-"""The library's typed errors: each message is one complete line, as raised.
+"""The library's typed errors: each message is one complete line, as raised; and the text
+helpers of every message and progress line (`shown`, `counted`, `progress_line`).
 
     DeepLabError            anything the caller did or gave that cannot be used
     ├── BadFileError        a file that is missing, unreadable or holds the wrong thing (`.path`)
@@ -114,6 +115,35 @@ def shown(value, limit=SHOWN_LENGTH):
 def counted(number, noun, plural=None):
     """'1 image', '2 images' (`plural`: for nouns that do not take an s)."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def duration(seconds):
+    """A duration to show: '42 s', '3.5 min' or '2.1 h'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def progress_line(name, noun, done, total, details=(), images_per_second=None,
+                  seconds_left=None):
+    """A progress line, in the one format of every command and of the training's log:
+    'train.py: update 4/10, loss 0.1250, learning rate 0.001, 0.16 images/s, ETA 2.5 min'.
+
+    Args:
+        name: the script ("train.py", "evaluate.py").
+        noun: what is counted ("update", "image").
+        done, total: how many are done, of how many.
+        details: further "name value" parts.
+        images_per_second, seconds_left: the rate and the time left (None: not shown).
+    """
+    parts = [f"{name}: {noun} {done}/{total}", *details]
+    if images_per_second is not None:
+        parts.append(f"{images_per_second:.2f} images/s")
+    if seconds_left is not None:
+        parts.append(f"ETA {duration(seconds_left)}")
+    return ", ".join(parts)
 
 
 def first_line(exc):

@@ -23,7 +23,7 @@ from deeplab_resnet.files import save_npy
 from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import DeepLabError, counted, progress_line, shown
 
 DEFAULT_SAVE_DIR = "./output/"
 
@@ -150,13 +150,15 @@ def _segment_all(segmenter, outputs, paths, args):
                                    "on)", path=error.path)
             skipped["broken"].append(error)
             continue
-        print(f"{path} -> {', '.join(outputs.write(path, image, segmenter.predict(image)))}")
+        written = outputs.write(path, image, segmenter.predict(image))
+        print(progress_line("inference.py", "image", outputs.written, len(paths),
+                            [f"{shown(path)} -> {', '.join(shown(f) for f in written)}"]))
     return skipped
 
 
 def _summary(outputs, paths, skipped, args):
     """The closing lines: what was written where, what was skipped; the exit status."""
-    done = [f"{outputs.written} of {len(paths)} images segmented"]
+    done = [f"{outputs.written} of {counted(len(paths), 'image')} segmented"]
     if outputs.save_dir is not None:
         kinds = "masks, overlays" + (" and logits" if args.save_logits else "")
         done.append(f"{kinds} in {outputs.save_dir}")
@@ -165,10 +167,10 @@ def _summary(outputs, paths, skipped, args):
                     "(--skip-existing)")
     print("; ".join(done))
     if outputs.submission is not None:
-        print(f"VOC test-server results: {outputs.submission} ({outputs.written} PNGs); "
+        print(f"VOC test-server results: {outputs.submission} ({counted(outputs.written, 'PNG')}); "
               f"archive the 'results' folder of {args.voc_submission} and upload it")
     if skipped["broken"]:
-        print(f"{len(skipped['broken'])} unreadable images skipped (--keep-going):",
+        print(f"{counted(len(skipped['broken']), 'unreadable image')} skipped (--keep-going):",
               file=sys.stderr)
         for error in skipped["broken"]:
             print(f"  {error}", file=sys.stderr)

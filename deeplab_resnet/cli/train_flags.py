@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults
 from deeplab_resnet.cli import progress, tf_quiet
-from deeplab_resnet.errors import Stopped
+from deeplab_resnet.errors import Stopped, progress_line
 from deeplab_resnet.training import Callback, TrainConfig
 from deeplab_resnet.training.config import get_recipe
 
@@ -187,7 +187,7 @@ def stop_on_signals(stop):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar on stderr: updates done of the total, loss and learning rate."""
+    """A tqdm bar on stdout: updates done of the total, loss and learning rate."""
 
     def __init__(self, name, total):
         self.name, self.total, self.bar = name, total, None
@@ -195,7 +195,7 @@ class ProgressBar(Callback):
     def on_update(self, update, loss, learning_rate):
         if self.bar is None:  # the first update tells where a resumed run starts
             self.bar = tqdm(total=self.total, initial=update - 1, unit="step",
-                            dynamic_ncols=True, desc=self.name)
+                            dynamic_ncols=True, desc=self.name, file=sys.stdout)
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.3g}", refresh=False)
         self.bar.update(1)
 
@@ -205,7 +205,7 @@ class ProgressBar(Callback):
 
 
 class ProgressLines(Callback):
-    """Progress off a terminal: a line on stderr at least every `interval` seconds with the
+    """Progress off a terminal: a line on stdout at least every `interval` seconds with the
     update of the total, loss, learning rate, images/s and the time left.
 
     Args:
@@ -229,9 +229,10 @@ class ProgressLines(Callback):
         if not self.throttle.due() or update == self.total:
             return
         rate = (update - self.start[1]) / max(self.throttle.last - self.start[0], 1e-9)
-        progress.write(f"{self.name}: update {update}/{self.total}, loss {loss:.4f}, "
-                       f"learning rate {learning_rate:.3g}, {rate * self.images:.2f} images/s, "
-                       f"ETA {progress.minutes((self.total - update) / rate)}")
+        progress.write(progress_line(
+            self.name, "update", update, self.total,
+            [f"loss {loss:.4f}", f"learning rate {learning_rate:.3g}"], rate * self.images,
+            (self.total - update) / rate))
 
 
 class NativeLogClosedAtTheEnd(Callback):
@@ -276,7 +277,7 @@ def main(recipe, argv=None, description=None):
     bar = ProgressBar(recipe.name, config.num_steps)
     images_per_update = (config.batch_size * strategy.num_replicas_in_sync
                          * config.grad_update_every)
-    callbacks = [bar if sys.stderr.isatty()
+    callbacks = [bar if sys.stdout.isatty()
                  else ProgressLines(recipe.name, config.num_steps, images_per_update)]
     if config.strategy == "multi-worker":
         callbacks.append(NativeLogClosedAtTheEnd())

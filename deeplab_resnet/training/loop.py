@@ -15,7 +15,7 @@ from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
 from deeplab_resnet.model.arch import HEAD_PREFIX, VARIANTS, param_kind
-from deeplab_resnet.errors import SettingError, name_fields
+from deeplab_resnet.errors import SettingError, counted, name_fields, progress_line
 from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
@@ -233,11 +233,12 @@ def _log_report(run):
     classes = ("from the checkpoint resumed" if run.latest is not None
                else _classes_source(config, model))
     _log(logging.INFO, f"{name}: model: {model.variant}, {model.num_classes} classes "
-         f"({classes}); data: {len(run.reader)} images ({config.data_list})",
+         f"({classes}); data: {counted(len(run.reader), 'image')} ({config.data_list})",
          *(("num_classes",) if "{num_classes}" in classes else ()))
-    log.info(f"{name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
-             f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
-             f"update; updates: {run.start} done of {config.num_steps}{stop}")
+    log.info(f"{name}: batch: {config.batch_size} per replica x {counted(replicas, 'replica')} x "
+             f"{counted(micro, 'mini-batch', 'mini-batches')} = "
+             f"{counted(config.batch_size * replicas * micro, 'image')} per update; updates: "
+             f"{run.start} done of {config.num_steps}{stop}")
     log.info(f"{name}: checkpoints: {run.snapshot_dir} (every {config.save_pred_every} "
              f"updates, the last {config.keep_checkpoints} kept)")
 
@@ -346,10 +347,13 @@ class _Loop:
         saved = self._save()
         if self.run.chief:
             rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)
-            log.info(f"update {done}/{config.num_steps}: loss {self.last_loss:.4f}, pixel "
-                     f"accuracy {self.last_accuracy:.3f}, {rate:.2f} updates/s, "
-                     f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}",
-                     extra=PROGRESS)
+            images = (config.batch_size * config.grad_update_every
+                      * self.run.strategy.num_replicas_in_sync)
+            line = progress_line(self.run.recipe.name, "update", done, config.num_steps,
+                                 [f"loss {self.last_loss:.4f}",
+                                  f"pixel accuracy {self.last_accuracy:.3f}"],
+                                 rate * images, (config.num_steps - done) / rate)
+            log.info(f"{line}; saved {saved}", extra=PROGRESS)
 
     def _save(self):
         """Saves a checkpoint of the current update; tells the callbacks; returns its prefix."""
