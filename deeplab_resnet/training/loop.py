@@ -19,7 +19,7 @@ from deeplab_resnet.errors import SettingError, counted, name_fields, progress_l
 from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
-from deeplab_resnet.training import folder_lock, run_record, snapshots, summaries
+from deeplab_resnet.training import folder_lock, memory, run_record, snapshots, summaries
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
@@ -172,6 +172,8 @@ def _start(config, recipe, strategy):
                            "converted checkpoint, or a .caffemodel), or {from_scratch} to do it "
                            "anyway", "restore_from", "from_scratch")
     state = build_state(config, recipe, strategy, latest, record)
+    memory.check(config, state.model.variant, state.model.num_classes,
+                 on_gpu=bool(tf.config.list_logical_devices("GPU")))
     if latest is not None:
         snapshots.resume(state.restorable, latest, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
@@ -180,6 +182,7 @@ def _start(config, recipe, strategy):
                                   and has_initial_statistics(state.model)))
     if run.chief:
         _log_report(run)
+        memory.warn_if_larger_than_the_list(config, strategy.num_replicas_in_sync, len(reader))
     return run
 
 
