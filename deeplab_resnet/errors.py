@@ -15,7 +15,8 @@ import re
 
 
 class DeepLabError(Exception):
-    """Base of the library's errors; its message is one line that names what is wrong.
+    """Base of the library's errors; its message is one line that names what is wrong
+    (unprintable characters escaped, at most `MESSAGE_LENGTH` characters: `shown`).
 
     Args:
         message: the complete message.
@@ -23,7 +24,7 @@ class DeepLabError(Exception):
     """
 
     def __init__(self, message, path=None):
-        super().__init__(message)
+        super().__init__(shown(message, limit=MESSAGE_LENGTH))
         self.path = None if path is None else str(path)
 
 
@@ -75,7 +76,7 @@ def name_fields(template, fields, name_of=str):
     """
     for field in fields:
         template = template.replace("{" + field + "}", name_of(field))
-    return template
+    return shown(template, limit=MESSAGE_LENGTH)
 
 
 class WriteError(DeepLabError, OSError):
@@ -95,6 +96,7 @@ class WriteError(DeepLabError, OSError):
 
 
 SHOWN_LENGTH = 160  # characters of a name or a file's contents that a message shows
+MESSAGE_LENGTH = 1000  # characters of a whole message (its names and contents cut before)
 
 
 def shown(value, limit=SHOWN_LENGTH):

@@ -36,9 +36,29 @@ FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn"
               "npz_path": "--data-output-path", "code_path": "--code-output-path"}
 
 
+# Settings that name a place: when one that was not given fails, the message says that the
+# place is the flag's default (a user may not know that there is one).
+PLACES = ("data_dir", "data_list", "snapshot_dir")
+# The flags typed on the command line of the last parse (`ArgumentParser`), for `flag_message`.
+_typed = set()
+
+
 def flag_name(field):
     """The command-line flag of a config field (`snapshot_dir` -> `--snapshot-dir`)."""
     return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def flag_message(exc):
+    """A `SettingError`'s message with its settings shown as flags; one that starts with a
+    place (`PLACES`) whose flag was not typed says that it is the default:
+    '--data-dir /home/VOCdevkit: no such folder (the default, as --data-dir was not given;
+    give --data-dir)'."""
+    message = exc.naming(flag_name)
+    field = exc.field
+    if field in PLACES and exc.template.startswith("{" + field + "}") \
+            and flag_name(field) not in _typed:
+        message += f" (the default, as {flag_name(field)} was not given; give {flag_name(field)})"
+    return message
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -62,6 +82,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = self._negative_values_joined(sys.argv[1:] if args is None else list(args))
+        _typed.clear()
+        _typed.update(arg.split("=", 1)[0] for arg in args if arg.startswith("--"))
         return super().parse_known_args(args, namespace)
 
     def _negative_values_joined(self, args):
@@ -216,7 +238,7 @@ def flag_errors(function):
         try:
             return function(*args, **kwargs)
         except SettingError as exc:
-            raise DeepLabError(exc.naming(flag_name)) from None
+            raise DeepLabError(flag_message(exc)) from None
     return wrapper
 
 
@@ -306,7 +328,7 @@ def run(main, argv=None, tensorflow=True):
         with reporting(name_of=flag_name):
             status = main(argv)
     except SettingError as exc:
-        print(f"error: {exc.naming(flag_name)}", file=sys.stderr)
+        print(f"error: {flag_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except WriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -319,7 +341,7 @@ def run(main, argv=None, tensorflow=True):
         sys.exit(exc.exit_status)
     except OSError as exc:  # disk full, permissions, ... met while reading or writing
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {shown(f'{where}{exc.strerror or exc}', limit=1000)}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:
         tf = sys.modules.get("tensorflow")  # only when the script loaded it
