@@ -112,9 +112,10 @@ def disguise(path):
         if exc.start < len(head) - 3:  # not only a character cut at the end of the head
             return None
         text = head[:exc.start].decode("utf-8")
+    text = text.removeprefix("\ufeff")  # a byte-order mark
     if not all(char.isprintable() or char in "\t\n\r\f" for char in text):
         return None
-    start = text.lstrip("\ufeff \t\r\n").lower()
+    start = text.lstrip(" \t\r\n").lower()
     if start.startswith(("<!doctype html", "<html", "<head", "<?xml")) or "<html" in start:
         return "an HTML page"
     if start.startswith("version https://git-lfs"):
