@@ -39,8 +39,9 @@ FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn"
 # Settings that name a place: when one that was not given fails, the message says that the
 # place is the flag's default (a user may not know that there is one).
 PLACES = ("data_dir", "data_list", "snapshot_dir")
-# The flags typed on the command line of the last parse (`ArgumentParser`), for `flag_message`.
-_typed = set()
+# {flag: default} of the `PLACES` flags that the last parse (`ArgumentParser`) of this
+# command (`run` forgets them first) took as not typed, for `flag_message`.
+_untyped_places = {}
 
 
 def flag_name(field):
@@ -55,8 +56,9 @@ def flag_message(exc):
     give --data-dir)'."""
     message = exc.naming(flag_name)
     field = exc.field
-    if field in PLACES and exc.template.startswith("{" + field + "}") \
-            and flag_name(field) not in _typed:
+    default = _untyped_places.get(flag_name(field))
+    if field in PLACES and exc.template.startswith("{" + field + "}") and default is not None \
+            and message.startswith(f"{flag_name(field)} {default}"):
         message += f" (the default, as {flag_name(field)} was not given; give {flag_name(field)})"
     return message
 
@@ -82,8 +84,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = self._negative_values_joined(sys.argv[1:] if args is None else list(args))
-        _typed.clear()
-        _typed.update(arg.split("=", 1)[0] for arg in args if arg.startswith("--"))
+        typed = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+        _untyped_places.clear()
+        _untyped_places.update(
+            (action.option_strings[0], action.default) for action in self._actions
+            if action.dest in PLACES and action.option_strings and action.default is not None
+            and not typed & set(action.option_strings))
         return super().parse_known_args(args, namespace)
 
     def _negative_values_joined(self, args):
@@ -322,6 +328,7 @@ def run(main, argv=None, tensorflow=True):
     exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
     exit 128 + the signal number. Anything else is a bug and keeps its traceback.
     """
+    _untyped_places.clear()
     try:
         if tensorflow and not asks_for_help(sys.argv[1:] if argv is None else argv):
             tf_quiet.import_tensorflow()
