@@ -74,17 +74,17 @@ def main():
     import tensorflow as tf
 
     import deeplab_resnet
-    from deeplab_resnet.predict import crf
     from deeplab_resnet.predict import evaluation
-    from deeplab_resnet.predict import prediction as predict
+    from deeplab_resnet.predict.config import PredictConfig
+    from deeplab_resnet.predict.prediction import make_predictor
     from deeplab_resnet.data.images import read_image
     from deeplab_resnet.model.network import DeepLabResNet
     width, height = (int(v) for v in args.size.split("x"))
     print(f"package: {os.path.dirname(deeplab_resnet.__file__)}; {args.model}, {args.images} "
           f"images of {width}x{height}{', CRF' if args.crf else ''}; load average "
           f"{os.getloadavg()[0]:.1f} at start")
-    predictor = predict.make_predictor(DeepLabResNet(args.model, args.num_classes),
-                                       crf=crf.CRFParams() if args.crf else None)
+    predictor = make_predictor(DeepLabResNet(args.model, args.num_classes),
+                               PredictConfig(crf=args.crf))
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as folder:
         pairs = write_pairs(folder, args.images, width, height, args.num_classes)
         images = [read_image(image) for image, _ in pairs]

@@ -30,10 +30,11 @@ def child(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from deeplab_resnet.predict import prediction as predict
+    from deeplab_resnet.predict import prediction
+    from deeplab_resnet.predict.config import PredictConfig
     from deeplab_resnet.model.network import DeepLabResNet
     model = DeepLabResNet(args.model, args.num_classes)
-    predictor = predict.make_predictor(model, predict.PredictConfig(
+    predictor = prediction.make_predictor(model, PredictConfig(
         deeplab_protocol=PROTOCOLS[args.protocol], precision=args.precision))
     model_rss = peak_rss_mb()
     height, width = args.size

@@ -10,7 +10,7 @@ wraps a few library calls with timestamps before running the command:
     model construction   `DeepLabResNet.__init__` (variables, initial values)
     weight loading       `checkpoint.load_weights` (train.py) or `segmenter._load_network`
                          (inference.py, evaluate.py) minus the construction inside it
-    network preparation  `predict.make_predictor` (BatchNorm folding, constants) /
+    network preparation  `prediction.make_predictor` (BatchNorm folding, constants) /
                          `Trainer.__init__`
     tracing              Python time inside the traced functions
                          (`Predictor._probabilities`, `Trainer._single_step`)
@@ -83,21 +83,21 @@ def instrument():
     with stamp("import library"):
         from deeplab_resnet.weights import checkpoint  # noqa: F401
         from deeplab_resnet.predict import evaluation  # noqa: F401
-        from deeplab_resnet.model import network as model
-        from deeplab_resnet.predict import prediction as predict
-        from deeplab_resnet.data import pipeline as image_reader
+        from deeplab_resnet.data import pipeline
+        from deeplab_resnet.model import network
+        from deeplab_resnet.predict import prediction
         from deeplab_resnet.predict import segmenter
         from deeplab_resnet.training import loop, snapshots, step, summaries  # noqa: F401
-    wrap(model.DeepLabResNet, "__init__", "construct")
+    wrap(network.DeepLabResNet, "__init__", "construct")
     wrap(checkpoint, "load_weights", "load")
     wrap(segmenter, "_load_network", "load")
-    wrap(predict, "make_predictor", "prepare")
+    wrap(prediction, "make_predictor", "prepare")
     wrap(step.Trainer, "__init__", "prepare")
-    wrap(predict.Predictor, "_probabilities", "trace")
+    wrap(prediction.Predictor, "_probabilities", "trace")
     wrap(step.Trainer, "_single_step", "trace")
-    wrap(predict.Predictor, "__call__", "run")
+    wrap(prediction.Predictor, "__call__", "run")
     wrap(step.Trainer, "step", "run")
-    wrap(image_reader.ImageReader, "__init__", "reader")
+    wrap(pipeline.ImageReader, "__init__", "reader")
     wrap(summaries, "write_image_summary", "summary")
     wrap(snapshots, "save", "save")
 

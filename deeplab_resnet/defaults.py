@@ -9,9 +9,3 @@ BN_MOMENTUM = 0.999  # Caffe's BatchNorm moving_average_fraction
 IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 PAD_SIZE = 513  # DeepLab's test protocol pads VOC images to 513 x 513
 INPUT_SIZE = 321  # the released nets: the deploy input_dim and the training crop side
-# The names of choices that the settings (and the commands' flags) take, here so that the
-# flags are built without TensorFlow; the modules that implement them take them from here.
-PRECISION = "fp32"  # the number format the network computes in by default
-PRECISIONS = ("fp32", "bf16", "fp16")  # runtime.precision
-STRATEGIES = ("default", "mirrored", "multi-worker")  # runtime.distribute
-SCALE_MODES = ("uniform", "caffe")  # data.pipeline: random scale

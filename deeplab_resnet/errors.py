@@ -8,7 +8,8 @@ helpers of every message and progress line (`shown`, `counted`, `progress_line`)
                             also an `OSError`
 
 The command line prints `error: <message>` and exits 2 (1 for `WriteError`),
-showing settings as its flags (`SettingError.naming`).
+showing settings as its flags (`SettingError.naming`; log messages that name
+settings are `NamingSettings`).
 """
 
 import re
@@ -71,12 +72,34 @@ class SettingError(DeepLabError):
 def name_fields(template, fields, name_of=str):
     """`template` with each `{field}` of `fields` shown as `name_of(field)` (default: the field).
 
-    For every message that names settings: `SettingError`, and log records that
-    carry `template` and `fields` (the command line shows its flags there).
+    For every message that names settings: `SettingError` and `NamingSettings`.
     """
     for field in fields:
         template = template.replace("{" + field + "}", name_of(field))
     return shown(template, limit=MESSAGE_LENGTH)
+
+
+class NamingSettings:
+    """A log message that names settings, as a `SettingError` does: logged as the record's
+    message object (`log.info(NamingSettings("... {num_steps} ...", "num_steps"))`), it reads
+    with the fields' names; a handler shows it another way with `naming` (the commands: their
+    flags).
+
+    Args:
+        template: the message, with `{field}` where a field is named.
+        *fields: the fields the message names.
+    """
+
+    def __init__(self, template, *fields):
+        self.template = template
+        self.fields = fields
+
+    def naming(self, name_of):
+        """The message with each field shown as `name_of(field)`."""
+        return name_fields(self.template, self.fields, name_of)
+
+    def __str__(self):
+        return self.naming(str)
 
 
 class WriteError(DeepLabError, OSError):
@@ -161,12 +184,3 @@ def tensorflow_reason(exc):
     if line.startswith("{{function_node") and "}}" in line:
         line = line.partition("}}")[2].strip()
     return re.sub(r"\s*\[Op:\w+\]$", "", line) or first_line(exc)
-
-
-class Stopped(Exception):
-    """A run stopped on request (a signal) after saving its state: printed as one line
-    `error: ...`, exit status `exit_status` (128 + the signal number)."""
-
-    def __init__(self, message, exit_status):
-        super().__init__(message)
-        self.exit_status = exit_status

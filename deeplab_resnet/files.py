@@ -2,33 +2,43 @@
 
 Every output of the project (masks, `.npz`, JSON, SavedModels, checkpoints' companions) is
 written to a temporary path beside its destination and renamed into place only when complete,
-with the mode a plain `open()`/`mkdir()` gives under the process umask.
+with the mode a plain `open()`/`mkdir()` gives under the process umask: the temporaries are
+created with 0666/0777 and the kernel applies the umask, so nothing reads or sets it (setting it,
+the only way Python reads it, would race with any thread creating a file meanwhile).
 """
 
 import contextlib
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
 from deeplab_resnet.errors import DeepLabError, SettingError, shown
 
 
-def current_umask():
-    """The process umask (read by setting it, so set back at once; Python has no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temporary(folder, prefix, suffix, create):
+    """A new path `folder/<prefix><random><suffix>` that `create(path)` made (never an
+    existing one)."""
+    for _ in range(100):
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{folder}: no unused temporary name")
 
 
-def plain_mode(path):
-    """Gives a temporary file or folder the mode a plain open()/mkdir() would: 0666/0777 & ~umask.
+def temporary_file(folder, suffix=""):
+    """Creates an empty file in `folder` with the mode a plain open() gives (0666 & ~umask)."""
+    def create(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return _new_temporary(folder, ".tmp-", suffix, create)
 
-    mkstemp and mkdtemp create 0600 and 0700 whatever the umask, and the mode
-    survives the rename into place.
-    """
-    base = 0o777 if os.path.isdir(path) else 0o666
-    os.chmod(path, base & ~current_umask())
+
+def temporary_dir(folder, prefix=".tmp-"):
+    """Creates a folder in `folder` with the mode a plain mkdir() gives (0777 & ~umask)."""
+    return _new_temporary(folder, prefix, "", lambda path: os.mkdir(path, 0o777))
 
 
 @contextlib.contextmanager
@@ -38,12 +48,10 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+        tmp = temporary_file(folder, suffix)
     except OSError as exc:
         raise DeepLabError(f"{folder}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
     try:
-        plain_mode(tmp)
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:

@@ -101,10 +101,11 @@ def process_state():
 
     from tensorflow.python.framework import config as tf_config
 
-    from deeplab_resnet import files
     from deeplab_resnet.runtime import devices
+    umask = os.umask(0o022)  # read by setting it: Python has no getter
+    os.umask(umask)
     return {"handlers": {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)},
-            "umask": files.current_umask(), "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
+            "umask": umask, "cwd": os.getcwd(), "tf32": devices.tf32_enabled(),
             "determinism": tf_config.is_op_determinism_enabled()}
 
 

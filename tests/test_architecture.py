@@ -157,7 +157,7 @@ ROOMS_BELOW = {
     "runtime": {"base"},
     "base": set(),
 }
-BASE = {"errors", "defaults", "files", "_moved"}
+BASE = {"errors", "defaults", "files", "settings", "_moved"}
 
 
 def room(module):

@@ -18,19 +18,17 @@ import contextlib
 import difflib
 import functools
 import logging
-import math
 import os
 import re
 import sys
 
-from deeplab_resnet import defaults
+from deeplab_resnet import defaults, settings
 from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.cli.reporting import reporting
-from deeplab_resnet.errors import DeepLabError, SettingError, Stopped, WriteError, shown
+from deeplab_resnet.errors import DeepLabError, SettingError, WriteError, shown
 from deeplab_resnet.files import writable_dir
 
-MIN_INPUT_SIZE = 32
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
               "npz_path": "--data-output-path", "code_path": "--code-output-path"}
@@ -42,6 +40,15 @@ PLACES = ("data_dir", "data_list", "snapshot_dir")
 # {flag: default} of the `PLACES` flags that the last parse (`ArgumentParser`) of this
 # command (`run` forgets them first) took as not typed, for `flag_message`.
 _untyped_places = {}
+
+
+class Stopped(Exception):
+    """A run stopped on request (a signal) after saving its state: printed as one line
+    `error: ...`, exit status `exit_status` (128 + the signal number)."""
+
+    def __init__(self, message, exit_status):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def flag_name(field):
@@ -119,36 +126,38 @@ class ArgumentParser(argparse.ArgumentParser):
         return ""
 
 
-def input_size(text):
-    """argparse type for --input-size "H,W"."""
-    try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'H,W' (e.g. 321,321), got '{text}'") from None
-    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is too small: height and width must be at least {MIN_INPUT_SIZE}")
-    return h, w
+def flag_type(parse, rule, syntax):
+    """An argparse type: `parse` the text (a ValueError: "expected <syntax>"), then apply the
+    library's `rule` (`deeplab_resnet.settings`): the one check of the value, at parse time."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {syntax}, got '{text}'") from None
+        if not rule.accept(value):
+            raise argparse.ArgumentTypeError(f"expected {rule.wanted}, got '{text}'")
+        return value
+
+    return convert
 
 
-def scales(text):
-    """argparse type for --scales "1.0,0.75,0.5"."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got '{text}'") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"scales must be positive, got '{text}'")
-    return values
+def _comma_separated(cast):
+    return lambda text: tuple(cast(v) for v in text.split(","))
 
 
-def class_names(text):
-    """--class-names: 'background,cat,dog' -> ('background', 'cat', 'dog')."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"empty class name in {text!r}")
-    return names
+def _names(text):
+    return tuple(name.strip() for name in text.split(","))
+
+
+input_size = flag_type(_comma_separated(int), settings.INPUT_SIZE, "'H,W' (e.g. 321,321)")
+scales = flag_type(_comma_separated(float), settings.SCALES, "comma-separated numbers")
+class_names = flag_type(_names, settings.CLASS_NAMES, "comma-separated names")
+positive_int = flag_type(int, settings.POSITIVE_INT, "an integer")
+non_negative_int = flag_type(int, settings.NON_NEGATIVE_INT, "an integer")
+positive_float = flag_type(float, settings.POSITIVE_NUMBER, "a number")
+non_negative_float = flag_type(float, settings.NON_NEGATIVE_NUMBER, "a number")
+unit_interval = flag_type(float, settings.FRACTION, "a number")
+label_value = flag_type(int, settings.LABEL_VALUE, "an integer")
 
 
 def typed(value):
@@ -156,29 +165,6 @@ def typed(value):
     if isinstance(value, (tuple, list)):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def _number(cast, accept, wanted):
-    """An argparse type: `cast` the text, then require `accept(value)` ("expected <wanted>")."""
-    noun = "an integer" if cast is int else "a number"
-
-    def parse(text):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
-        if not (math.isfinite(value) and accept(value)):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{text}'")
-        return value
-
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
-positive_float = _number(float, lambda v: v > 0, "a positive number")
-non_negative_float = _number(float, lambda v: v >= 0, "0 or a positive number")
-unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (convert.py), "
@@ -207,7 +193,7 @@ def add_data_args(parser, data_dir=None, data_list=None):
     group.add_argument("--data-list", default=data_list,
                        help="list file: 'IMAGE_PATH LABEL_PATH' per line"
                             + (f" (default: {data_list})" if data_list else ""))
-    group.add_argument("--ignore-label", type=int, default=defaults.IGNORE_LABEL,
+    group.add_argument("--ignore-label", type=label_value, default=defaults.IGNORE_LABEL,
                        help="label value that is not scored (default: %(default)s)")
     return group
 

@@ -135,13 +135,13 @@ def _read(path):
 def _segment_all(segmenter, outputs, paths, args):
     """Segments every image (the next ones decoded while the network runs); returns
     {"broken": [(path, error)], "existing": [path]}: the images skipped."""
-    from deeplab_resnet.predict import prediction as predict
+    from deeplab_resnet.predict.prediction import prefetch
     skipped = {"broken": [], "existing": []}
     if args.skip_existing:
         skipped["existing"] = [path for path in paths
                                if all(os.path.exists(f) for f in outputs.files(path))]
         paths = [path for path in paths if path not in skipped["existing"]]
-    for path, (image, error) in zip(paths, predict.prefetch(_read, paths)):
+    for path, (image, error) in zip(paths, prefetch(_read, paths)):
         if error is not None:
             if not args.keep_going and len(paths) == 1:
                 raise error

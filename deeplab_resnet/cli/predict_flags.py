@@ -4,7 +4,7 @@ Building the parser imports `deeplab_resnet.runtime.precision` (and so TensorFlo
 `cli.run` has loaded by then) for the precision names.
 """
 
-from deeplab_resnet import cli, defaults
+from deeplab_resnet import cli, defaults, settings
 from deeplab_resnet.predict import crf
 from deeplab_resnet.errors import DeepLabError, counted
 
@@ -33,8 +33,8 @@ def add_prediction_args(parser, with_crf=True):
     group.add_argument("--pad-size", type=cli.positive_int, default=defaults.PAD_SIZE,
                        help="padded side for --deeplab-protocol (default %(default)s; rounded up "
                             "to 8k+1 and to the image size for larger images)")
-    group.add_argument("--precision", choices=list(defaults.PRECISIONS),
-                       default=defaults.PRECISION,
+    group.add_argument("--precision", choices=list(settings.PRECISIONS),
+                       default=settings.DEFAULT_PRECISION,
                        help="number format the network computes in: bf16 (bfloat16) is about "
                             "1.7x faster on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs, fp16 "
                             "on GPUs; logits, resizing, softmax and argmax stay float32. Where "

@@ -5,8 +5,8 @@ prints. A command installs `reporting()` around its work: INFO records are its r
 stdout (what was loaded, what was written), and so are the records logged with
 `extra={"progress": True}` (periodic progress, notices along the way); WARNING and above go to
 stderr. Both are written through tqdm, so that they do not break a progress bar (on stdout).
-Messages are shown as they are, with no level or logger prefix; a record that names settings carries
-`template` and `fields` (as `SettingError` does) and is shown with the command's flags.
+Messages are shown as they are, with no level or logger prefix; a message that names settings
+(`errors.NamingSettings`, as a `SettingError` does) is shown with the command's flags.
 """
 
 import contextlib
@@ -15,7 +15,7 @@ import sys
 
 from tqdm import tqdm
 
-from deeplab_resnet.errors import name_fields
+from deeplab_resnet.errors import NamingSettings
 
 LIBRARY_LOGGER = "deeplab_resnet"
 
@@ -29,9 +29,10 @@ class _CommandHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            message = self.format(record)
-            if getattr(record, "fields", None):
-                message = name_fields(record.template, record.fields, self.name_of)
+            if isinstance(record.msg, NamingSettings):
+                message = record.msg.naming(self.name_of)
+            else:
+                message = self.format(record)
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
             tqdm.write(message, file=stream)
             stream.flush()

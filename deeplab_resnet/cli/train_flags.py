@@ -16,9 +16,9 @@ import time
 
 from tqdm import tqdm
 
-from deeplab_resnet import cli, defaults
+from deeplab_resnet import cli, defaults, settings
 from deeplab_resnet.cli import progress, tf_quiet
-from deeplab_resnet.errors import Stopped, progress_line
+from deeplab_resnet.errors import progress_line
 from deeplab_resnet.training import Callback, TrainConfig
 from deeplab_resnet.training.config import get_recipe
 
@@ -92,7 +92,7 @@ def _add_start_args(g, recipe, d):
                    help="flip images and labels horizontally at random")
     g.add_argument("--random-scale", action="store_true",
                    help="rescale images and labels by a random factor")
-    g.add_argument("--scale-mode", choices=defaults.SCALE_MODES, default=d["scale_mode"],
+    g.add_argument("--scale-mode", choices=settings.SCALE_MODES, default=d["scale_mode"],
                    help="random scale: 'uniform' in [0.5, 1.5] (the 2017 TF port) or "
                         "'caffe' from {0.5, 0.75, 1, 1.25, 1.5} (DeepLab's Caffe; "
                         "default: %(default)s)")
@@ -141,14 +141,14 @@ def _add_output_args(g, d):
     g.add_argument("--deterministic", action="store_true",
                    help="use deterministic kernels (tf.config.experimental.enable_op_determinism)")
     g.add_argument("--jit", action="store_true", help="compile the training step with XLA")
-    g.add_argument("--precision", choices=sorted(defaults.PRECISIONS), default=d["precision"],
+    g.add_argument("--precision", choices=sorted(settings.PRECISIONS), default=d["precision"],
                    help="the number format the network computes in: float32 ('fp32', default), "
                         "bfloat16 ('bf16') or float16 ('fp16', with dynamic loss scaling); "
                         "weights, logits and loss stay float32")
     g.add_argument("--mixed-precision", choices=sorted(_MIXED_PRECISION), dest="precision",
                    action=_MixedPrecision, default=argparse.SUPPRESS,
                    help="the old name of --precision ('none' is fp32)")
-    g.add_argument("--strategy", choices=defaults.STRATEGIES, default=d["strategy"],
+    g.add_argument("--strategy", choices=settings.STRATEGIES, default=d["strategy"],
                    help="'mirrored': all local GPUs; 'multi-worker': one process per machine, "
                         "the cluster in TF_CONFIG. Each replica reads --batch-size images: the "
                         "global batch is --batch-size x replicas (default: default, one device)")
@@ -252,7 +252,7 @@ def stopped(result, stop, config):
     else:
         done = (f"stopped after update {result.updates} of {config.num_steps}, checkpoint "
                 f"saved in {config.snapshot_dir}")
-    return Stopped(f"{name}: {done}; rerun the same command to resume", 128 + stop.code)
+    return cli.Stopped(f"{name}: {done}; rerun the same command to resume", 128 + stop.code)
 
 
 @cli.flag_errors

@@ -16,7 +16,7 @@ def check_distinct_stems(paths, output="{stem}.png"):
         stem = os.path.splitext(os.path.basename(path))[0]
         if stem in seen:
             raise DeepLabError(f"{path} and {seen[stem]} would write the same outputs "
-                            f"({output.format(stem=stem)})")
+                               f"({output.format(stem=stem)})")
         seen[stem] = path
 
 
@@ -27,7 +27,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 
 def open_image(path):
     """Opens and decodes an image file; a missing, empty, non-image or oversized file
-    (more than MAX_IMAGE_PIXELS by its header) is a DeepLabError."""
+    (more than MAX_IMAGE_PIXELS by its header) is a BadFileError naming it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -37,16 +37,17 @@ def open_image(path):
             raise Image.DecompressionBombError(f"{width}x{height}")
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DeepLabError(f"{path}: image too large (its header claims more than "
-                        f"{MAX_IMAGE_PIXELS} pixels); refused before decoding") from None
+        raise BadFileError(f"{path}: image too large (its header claims more than "
+                           f"{MAX_IMAGE_PIXELS} pixels); refused before decoding",
+                           path=path) from None
     except FileNotFoundError:
-        raise DeepLabError(f"{path}: no such file") from None
+        raise BadFileError(f"{path}: no such file", path=path) from None
     except IsADirectoryError:
-        raise DeepLabError(f"{path}: is a folder, not an image") from None
+        raise BadFileError(f"{path}: is a folder, not an image", path=path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         empty = os.path.exists(path) and os.path.getsize(path) == 0
         reason = "empty file" if empty else "not an image"
-        raise DeepLabError(f"{path}: {reason} ({type(exc).__name__})") from None
+        raise BadFileError(f"{path}: {reason} ({type(exc).__name__})", path=path) from None
     return image
 
 

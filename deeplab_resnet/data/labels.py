@@ -82,7 +82,10 @@ def check_labels(labels, num_classes, ignore_label):
         num_classes: number of classes; valid classes are 0..num_classes-1.
         ignore_label: the value of unscored pixels.
     """
-    values = np.unique(labels)
+    labels = np.asarray(labels)
+    # The values present; for 8-bit labels (every PNG read) a histogram is faster than unique.
+    values = (np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+              if labels.dtype == np.uint8 else np.unique(labels))
     bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")

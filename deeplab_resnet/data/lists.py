@@ -3,7 +3,7 @@
 import codecs
 import os
 
-from deeplab_resnet.errors import DeepLabError, SettingError, shown
+from deeplab_resnet.errors import BadFileError, SettingError, shown
 
 
 def data_path(data_dir, path):
@@ -27,8 +27,8 @@ def _decode_list(data, source):
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DeepLabError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                        "save the list as UTF-8") from None
+        raise BadFileError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                           "save the list as UTF-8", path=source) from None
 
 
 def read_list(data_dir, data_list, with_labels=True):
@@ -44,10 +44,11 @@ def read_list(data_dir, data_list, with_labels=True):
         (image paths, label paths) as lists of strings; label paths is empty
         for a list without labels.
     Raises:
-        DeepLabError naming the list file and line for an unreadable list, a
-        malformed line (or, without `with_labels`, a line unlike the first),
-        a missing file (a `SettingError` naming `data_dir` when none is
-        given) or an empty list.
+        SettingError (`data_list`) for a missing, unreadable or empty list;
+        BadFileError naming the list file and line for a list that is not
+        text, a malformed line (or, without `with_labels`, a line unlike the
+        first) or a listed file that is missing (a SettingError naming
+        `data_dir` when none is given).
     """
     if data_list is None:
         raise SettingError("{data_list} is required", "data_list")
@@ -69,12 +70,13 @@ def read_list(data_dir, data_list, with_labels=True):
         if not fields:
             continue
         if len(fields) not in allowed:
-            raise DeepLabError(f"{data_list}:{number}: expected {form}, got "
-                               f"'{shown(line.strip(), 80)}'")
+            raise BadFileError(f"{data_list}:{number}: expected {form}, got "
+                               f"'{shown(line.strip(), 80)}'", path=data_list)
         if images and (len(fields) == 2) != bool(labels):
-            raise DeepLabError(f"{data_list}:{number}: "
-                            f"{'names a label' if labels == [] else 'names no label'} unlike "
-                            "the lines before it: every line names a label file or none does")
+            raise BadFileError(f"{data_list}:{number}: "
+                               f"{'names a label' if labels == [] else 'names no label'} unlike "
+                               "the lines before it: every line names a label file or none does",
+                               path=data_list)
         paths = [data_path(data_dir, p) for p in fields]
         for path in paths:
             if not os.path.isfile(path) and data_dir is None:
@@ -82,7 +84,7 @@ def read_list(data_dir, data_list, with_labels=True):
                                    "given: the list's paths are read as written; give "
                                    "{data_dir}, the folder they are relative to)", "data_dir")
             if not os.path.isfile(path):
-                raise DeepLabError(f"{data_list}:{number}: {path}: no such file")
+                raise BadFileError(f"{data_list}:{number}: {path}: no such file", path=path)
         images.append(paths[0])
         labels.extend(paths[1:])
     if not images:

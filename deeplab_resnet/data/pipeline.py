@@ -31,11 +31,10 @@ from PIL import Image
 from deeplab_resnet.data.images import MAX_IMAGE_PIXELS, read_image
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
-from deeplab_resnet import defaults
-from deeplab_resnet.errors import SettingError, DeepLabError, first_line
+from deeplab_resnet import defaults, settings
+from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, first_line
 from deeplab_resnet.model.network import preprocess
 
-SCALE_MODES = defaults.SCALE_MODES
 # DeepLab's Caffe data layer draws the scale from this set; the 2017 TF port
 # draws it uniformly from [0.5, 1.5].
 CAFFE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -152,8 +151,9 @@ class ImageReader:
 
     def __init__(self, data_dir, data_list, input_size, random_scale=False, random_mirror=False,
                  ignore_label=defaults.IGNORE_LABEL, seed=1234, scale_mode="uniform", shuffle=True):
-        if scale_mode not in SCALE_MODES:
-            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got '{scale_mode}'")
+        if scale_mode not in settings.SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {settings.SCALE_MODES}, "
+                             f"got '{scale_mode}'")
         self.images, self.labels = read_list(data_dir, data_list)
         self.input_size = tuple(int(v) for v in input_size)
         self.random_scale = random_scale
@@ -187,9 +187,10 @@ class ImageReader:
             image = read_image(self.images[index])
             label = read_label(self.labels[index])
             if image.shape[:2] != label.shape:
-                raise DeepLabError(
+                raise BadFileError(
                     f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
-                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)")
+                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)",
+                    path=self.labels[index])
             if num_classes is not None:
                 # The values present (a histogram is faster than np.unique on every pixel).
                 present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))

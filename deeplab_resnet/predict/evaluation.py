@@ -14,11 +14,11 @@ import os
 import numpy as np
 
 from deeplab_resnet.data.images import read_image
-from deeplab_resnet.data.labels import read_label
+from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
 from deeplab_resnet.predict import metrics
-from deeplab_resnet.predict import prediction as predict
+from deeplab_resnet.predict.prediction import prefetch
 from deeplab_resnet.errors import BadFileError
 
 
@@ -33,7 +33,7 @@ def _read_pair(num_classes, ignore_label, pair):
                                f"image {image_path} is {image.shape[1]}x{image.shape[0]}",
                                path=label_path)
         try:
-            metrics.check_labels(label, num_classes, ignore_label)
+            check_labels(label, num_classes, ignore_label)
         except ValueError as exc:
             raise BadFileError(f"{label_path}: {exc}", path=label_path) from None
     return image_path, image, label
@@ -47,13 +47,13 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
              progress=None, palette=None):
     """Predicts every listed image and sums the confusion matrix.
 
-    Three stages overlap: the next images and labels are decoded (`predict.prefetch`)
+    Three stages overlap: the next images and labels are decoded (`prediction.prefetch`)
     while the network runs, and what follows the network (the dense CRF when set, the
     confusion counts, the PNGs) runs in another thread for the images before, up to
     `SCORING_DEPTH` behind. An error is raised for the first image it concerns.
 
     Args:
-        predictor: a `predict.Predictor` (`labels_later` is used).
+        predictor: a `prediction.Predictor` (`labels_later` is used).
         pairs: [(image path, label path or None)]; an image without a label
             is predicted (and saved) but not counted.
         num_classes: number of classes of the model.
@@ -76,8 +76,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
         nonlocal done
         predicted = labels_of()
         if label is not None:
-            confusion[...] += metrics.confusion_matrix(label, predicted, num_classes,
-                                                       ignore_label)
+            confusion[...] += metrics.count_checked(label, predicted, num_classes, ignore_label)
         stem = os.path.splitext(os.path.basename(image_path))[0]
         for folder in save_dirs:
             save_label_png(predicted, os.path.join(folder, stem + ".png"), palette)
@@ -90,7 +89,7 @@ def evaluate(predictor, pairs, num_classes, ignore_label=defaults.IGNORE_LABEL, 
                                                thread_name_prefix="deeplab-score") as pool:
         scoring = collections.deque()
         try:
-            for image_path, image, label in predict.prefetch(read, pairs):
+            for image_path, image, label in prefetch(read, pairs):
                 scoring.append(pool.submit(score, image_path, label,
                                            predictor.labels_later(image)))
                 while len(scoring) > SCORING_DEPTH:

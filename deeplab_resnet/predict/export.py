@@ -2,11 +2,10 @@
 
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 
-from deeplab_resnet.files import plain_mode, writable_dir
+from deeplab_resnet.files import temporary_dir, writable_dir
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.errors import SettingError
 
@@ -40,9 +39,8 @@ def export(predictor, output_dir):
     Raises:
         OSError naming `output_dir` when the write fails (nothing is left behind).
     """
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(output_dir))
+    tmp = temporary_dir(os.path.dirname(output_dir), ".tmp-export-")
     try:
-        plain_mode(tmp)
         with checkpoint.writing(output_dir):
             tf.saved_model.save(predictor, tmp, signatures={
                 "serving_default": predictor.serve.get_concrete_function()})

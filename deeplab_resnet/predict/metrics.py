@@ -12,8 +12,6 @@ from deeplab_resnet import defaults
 from deeplab_resnet.data.labels import check_labels
 
 
-
-
 def confusion_matrix(labels, predictions, num_classes, ignore_label=defaults.IGNORE_LABEL):
     """Counts (ground truth, prediction) pairs over the pixels not ignored.
 
@@ -24,12 +22,22 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label=defaults.IGN
         ignore_label: ground-truth value whose pixels are not counted.
     Returns:
         (num_classes, num_classes) int64 matrix, [true class, predicted class].
+    Raises:
+        ValueError: a label value that is neither a class nor `ignore_label`
+            (`check_labels`), a predicted value that is not a class, or arrays
+            of different sizes.
     """
+    check_labels(labels, num_classes, ignore_label)
+    return count_checked(labels, predictions, num_classes, ignore_label)
+
+
+def count_checked(labels, predictions, num_classes, ignore_label=defaults.IGNORE_LABEL):
+    """`confusion_matrix` of labels already checked with `check_labels` (as evaluation
+    checks each label once, when it is read)."""
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
     if labels.shape != predictions.shape:
         raise ValueError(f"{labels.size} labels but {predictions.size} predictions")
-    check_labels(labels, num_classes, ignore_label)
     if predictions.size and (predictions.min() < 0 or predictions.max() >= num_classes):
         raise ValueError(f"predicted classes must lie in 0..{num_classes - 1}")
     keep = labels != ignore_label

@@ -23,7 +23,6 @@ i's receptive field is centred.
 
 import collections
 import concurrent.futures
-import dataclasses
 import itertools
 
 import numpy as np
@@ -36,6 +35,7 @@ from deeplab_resnet.model import network as model_lib
 from deeplab_resnet.model import msc
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.model.fused import FusedDeepLab
+from deeplab_resnet.predict.config import PredictConfig
 
 # Under bf16/fp16 the ASPP head computes in float32 on the reduced-precision
 # features (see benchmarks/RESULTS.md for what it costs and buys).
@@ -230,27 +230,8 @@ class Predictor(tf.Module):
         return lambda: self._on_host(image, probabilities)[1]
 
 
-@dataclasses.dataclass(frozen=True)
-class PredictConfig:
-    """The test protocol (see `Predictor`).
-
-    Attributes:
-        scales: input scales; more than one fuses the logits by max (MSC).
-        flip: also run the mirrored image and average the two probability maps.
-        deeplab_protocol: DeepLab's pad / zoom x8 / crop protocol.
-        pad_size: padded side for `deeplab_protocol`.
-        precision: the number format the network computes in ("fp32",
-            "bf16", "fp16"; see `deeplab_resnet.runtime.precision`).
-    """
-    scales: tuple = (1.0,)
-    flip: bool = False
-    deeplab_protocol: bool = False
-    pad_size: int = defaults.PAD_SIZE
-    precision: str = precision_lib.DEFAULT_PRECISION
-
-
-def make_predictor(model, config=PredictConfig(), crf=None):
-    """A Predictor of a loaded model for a test protocol.
+def make_predictor(model, config=PredictConfig()):
+    """A Predictor of a loaded model for a test protocol (`config`'s).
 
     The network runs in its inference form, BatchNorm folded into the
     convolutions (`fused.FusedDeepLab`): same outputs, fewer passes; in the
@@ -259,13 +240,14 @@ def make_predictor(model, config=PredictConfig(), crf=None):
 
     Args:
         model: the loaded DeepLabResNet.
-        config: a `PredictConfig`.
-        crf: a `crf.CRFParams`, or None.
+        config: a `PredictConfig` (its protocol and precision are used here; the
+            network is `model`).
     """
     network = FusedDeepLab(model, precision_lib.resolve(config.precision),
                            float32_head=FLOAT32_HEAD)
     return Predictor(network, scales=config.scales, flip=config.flip,
-                     deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size, crf=crf)
+                     deeplab_protocol=config.deeplab_protocol, pad_size=config.pad_size,
+                     crf=config.crf_params)
 
 
 # Images decoded ahead of the network: enough to hide decoding behind compute,

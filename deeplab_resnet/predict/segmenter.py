@@ -2,7 +2,6 @@
 export. The commands evaluate.py, inference.py and export.py run through it."""
 
 import logging
-import numbers
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ from deeplab_resnet.predict import evaluation
 from deeplab_resnet.predict import export as export_lib
 from deeplab_resnet.runtime import precision as precision_lib
 from deeplab_resnet.predict import prediction as predict_lib
-from deeplab_resnet.model.arch import VARIANTS
+from deeplab_resnet.predict.config import PredictConfig
 from deeplab_resnet.errors import DeepLabError, SettingError
 
 _log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def as_rgb(image):
             HxWx4 RGBA. Files and PIL images are converted as the commands
             convert them (grayscale, CMYK, palette, RGBA ... -> RGB).
     Raises:
-        DeepLabError naming a missing or unreadable file; SettingError ("image")
+        BadFileError (`.path`) for a missing or unreadable file; SettingError ("image")
         for an object of another type, or an array of another dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
@@ -55,39 +54,11 @@ def as_rgb(image):
                        f"{image.dtype} {image.shape}", "image")
 
 
-def _crf_params(crf):
-    """CRFParams for `Segmenter.load`'s `crf`: None/False, True (DeepLab's VOC settings) or
-    a `crf.CRFParams`; the optional package is checked at once."""
-    if crf is None or crf is False:
-        return None
-    params = crf_lib.CRFParams() if crf is True else crf
-    if not isinstance(params, crf_lib.CRFParams):
-        raise SettingError(f"{{crf}}: expected True or a deeplab_resnet.predict.crf.CRFParams, got "
-                           f"{type(crf).__name__}", "crf")
-    if not crf_lib.available():
-        raise DeepLabError(crf_lib.INSTALL_HINT)
-    return params
-
-
-def _check_settings(model, num_classes, precision, scales):
-    if model is not None and model not in VARIANTS:
-        raise SettingError(f"{{variant}} '{model}': unknown (choose from "
-                           f"{', '.join(sorted(VARIANTS))})", "variant")
-    if num_classes is not None and (not isinstance(num_classes, numbers.Integral)
-                                    or num_classes < 1):
-        raise SettingError(f"{{num_classes}} must be a positive integer, got {num_classes!r}",
-                           "num_classes")
-    if precision not in precision_lib.PRECISIONS:
-        raise SettingError(f"{{precision}} '{precision}': unknown (choose from "
-                           f"{', '.join(precision_lib.PRECISIONS)})", "precision")
-    if not scales or any(not float(s) > 0 for s in scales):
-        raise SettingError(f"{{scales}} must be positive numbers, got {tuple(scales)}", "scales")
-
-
-def _load_network(weights, model, num_classes, prototxt):
+def _load_network(weights, config):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
-    opened = checkpoint.open_weights(weights, prototxt=prototxt, variant=model)
-    return opened, checkpoint.build_model(opened, model, num_classes, prototxt=prototxt)
+    opened = checkpoint.open_weights(weights, prototxt=config.prototxt, variant=config.variant)
+    return opened, checkpoint.build_model(opened, config.variant, config.num_classes,
+                                          prototxt=config.prototxt)
 
 
 class Segmenter:
@@ -129,9 +100,7 @@ class Segmenter:
         self.precision = precision_lib.NAMES[predictor.model.compute_dtype]
 
     @classmethod
-    def load(cls, weights, *, model=None, num_classes=None, prototxt=None, precision="fp32",
-             scales=(1.0,), flip=False, deeplab_protocol=False, crf=None,
-             pad_size=defaults.PAD_SIZE, class_names=None, dataset=None):
+    def load(cls, weights, config=None, **settings):
         """Loads weights in any format the commands take and sets the test protocol.
 
         Args:
@@ -139,47 +108,30 @@ class Segmenter:
                 (its latest is read), a `.caffemodel`, an `.npz` written by
                 `convert`, or the 2017 TF port's `deeplab_resnet.ckpt` (V1) or
                 `model.ckpt-N` (V2).
-            model: the variant; default: the one the weights record or their
-                parameter names show.
-            num_classes: default: the weights' head's; a contradicting value is
-                a SettingError.
-            prototxt: deploy prototxt for a `.caffemodel` (default: the
-                project's own for the variant).
-            precision: "fp32" (Caffe's numbers), "bf16" or "fp16"; where the
-                hardware has no native arithmetic for it, fp32 runs (logged as
-                a warning; see the `precision` attribute).
-            scales: input scales; several fuse the logits by element-wise max.
-            flip: also predict the mirrored image and average the probabilities.
-            deeplab_protocol: DeepLab's pad / zoom x8 / crop test protocol.
-            crf: refine with a dense CRF: True (DeepLab-v2's VOC settings) or a
-                `deeplab_resnet.predict.crf.CRFParams`; needs the optional pydensecrf2.
-            pad_size: padded side for `deeplab_protocol` (513).
-            class_names: one name per class (default: those the weights record,
-                else the dataset's).
-            dataset: the dataset the model was trained for ("voc", "cocostuff",
-                "cityscapes", "ade20k"; see `deeplab_resnet.data.datasets`): its class
-                names and colours (default: recognised by the class count; a count
-                no dataset has gives class_<i> and VOC's colours).
+            config: a `PredictConfig` (default: its defaults).
+            **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
+                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`;
+                `model=` names the variant (the field `variant`).
         Returns:
             a `Segmenter`.
         Raises:
             BadFileError: missing, unreadable or corrupt weights.
-            SettingError: a setting that is unknown or contradicts the weights.
+            SettingError: a setting that is unknown, bad or contradicts the
+                weights (checked before the weights are read, where it can be).
             DeepLabError: `crf` without pydensecrf2 installed.
 
         Example:
             >>> seg = Segmenter.load("ckpt/voc12", scales=(1.0, 0.75, 0.5), flip=True)
         """
-        _check_settings(model, num_classes, precision, scales)
-        crf_params = _crf_params(crf)
-        opened, network = _load_network(weights, model, num_classes, prototxt)
-        names, palette = datasets.classes(dataset, network.num_classes,
-                                          class_names or opened.class_names)
-        config = predict_lib.PredictConfig(scales=tuple(scales), flip=flip,
-                                       deeplab_protocol=deeplab_protocol, pad_size=pad_size,
-                                       precision=precision)
-        segmenter = cls(predict_lib.make_predictor(network, config, crf_params), opened.path,
-                        names, palette)
+        if "model" in settings:
+            settings["variant"] = settings.pop("model")
+        config = PredictConfig.of(config, **settings)
+        if config.crf_params is not None and not crf_lib.available():
+            raise DeepLabError(crf_lib.INSTALL_HINT)
+        opened, network = _load_network(weights, config)
+        names, palette = datasets.classes(config.dataset, network.num_classes,
+                                          config.class_names or opened.class_names)
+        segmenter = cls(predict_lib.make_predictor(network, config), opened.path, names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
         return segmenter

@@ -23,10 +23,9 @@ import os
 
 import tensorflow as tf
 
-from deeplab_resnet import defaults
+from deeplab_resnet import settings
 from deeplab_resnet.errors import SettingError, DeepLabError
 
-STRATEGIES = defaults.STRATEGIES
 
 
 def check_tf_config(text):
@@ -74,7 +73,7 @@ def make_strategy(name):
     if name == "multi-worker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
+    raise ValueError(f"unknown strategy '{name}' (choose from {', '.join(settings.STRATEGIES)})")
 
 
 def is_chief(strategy):

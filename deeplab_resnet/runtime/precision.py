@@ -23,14 +23,13 @@ import logging
 
 import tensorflow as tf
 
-from deeplab_resnet import defaults
+from deeplab_resnet import settings
 from deeplab_resnet.runtime import devices
 
 _log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
-PRECISIONS = {name: _DTYPES[name] for name in defaults.PRECISIONS}
-DEFAULT_PRECISION = defaults.PRECISION
+# The TensorFlow dtype of each of `settings.PRECISIONS`.
+PRECISIONS = dict(zip(settings.PRECISIONS, (tf.float32, tf.bfloat16, tf.float16)))
 NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
 
 # CPU flags (as /proc/cpuinfo spells them) and the least GPU compute capability

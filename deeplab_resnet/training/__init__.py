@@ -16,7 +16,8 @@ these modules:
     step        loss scaling and the compiled update (micro-batches, replicas)
     state       the model, optimizer, counters and checkpoint of a run
     summaries   TensorBoard scalars and image strips
-    snapshots   checkpoint saving (finite-weights guard), resuming, the head check
+    snapshots   checkpoint saving (finite-weights guard), the chief's save folder,
+                removing unfinished saves, resuming a snapshot folder
     run_record  what a run is, so that a snapshot folder only resumes that run
     loop        train: startup checks and report, the updates, saving, stopping
 

@@ -6,8 +6,9 @@ that holds it imports the loop, and so TensorFlow.
 
 import dataclasses
 
-from deeplab_resnet import defaults
+from deeplab_resnet import defaults, settings as rules
 from deeplab_resnet.errors import SettingError
+from deeplab_resnet.model.arch import VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,8 +17,10 @@ class TrainConfig:
 
     The fields are the training scripts' flags (`batch_size` is --batch-size),
     except `variant` (--model), `new_head` (--not-restore-last) and `train_bn`
-    (--is-training). Errors and messages about a setting name its field; the
-    command line shows the flag instead.
+    (--is-training). A config checks its fields when it is made (a SettingError
+    naming the first bad field: `deeplab_resnet.settings`); errors and messages
+    about a setting name its field, and the command line shows the flag instead.
+    Lists given for the tuple fields are kept as tuples.
 
     Attributes:
         data_dir, data_list: the list file of 'IMAGE LABEL' lines and the folder
@@ -97,8 +100,15 @@ class TrainConfig:
     stop_after: int | None = None
     deterministic: bool = False
     jit: bool = False
-    precision: str = "fp32"
+    precision: str = rules.DEFAULT_PRECISION
     strategy: str = "default"
+
+    def __post_init__(self):
+        for field in ("class_names", "input_size", "scales"):
+            value = getattr(self, field)
+            if isinstance(value, list):
+                object.__setattr__(self, field, tuple(value))
+        rules.check_fields(self, _RULES)
 
     def to_dict(self):
         """The settings as a JSON-safe dict ({field: value}; tuples as lists)."""
@@ -117,12 +127,33 @@ class TrainConfig:
         if unknown:
             raise SettingError(f"not a training setting: {', '.join(unknown)} (the settings are "
                                f"the fields of TrainConfig)")
-        return cls(**{name: tuple(value) if isinstance(value, list) else value
-                      for name, value in settings.items()})
+        return cls(**settings)
 
 
 def _json_value(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+_BOOLEANS = ("random_mirror", "random_scale", "from_scratch", "new_head", "train_bn",
+             "deterministic", "jit")
+_POSITIVE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
+             "keep_checkpoints")
+# TrainConfig's fields and their rules, in the order of the fields.
+_RULES = {
+    "data_dir": rules.PATH.or_none(), "data_list": rules.PATH,
+    "ignore_label": rules.LABEL_VALUE, "variant": rules.one_of(VARIANTS).or_none(),
+    "num_classes": rules.POSITIVE_INT.or_none(), "class_names": rules.CLASS_NAMES.or_none(),
+    "prototxt": rules.PATH.or_none(), "input_size": rules.INPUT_SIZE,
+    "learning_rate": rules.POSITIVE_NUMBER, "momentum": rules.NON_NEGATIVE_NUMBER,
+    "power": rules.NON_NEGATIVE_NUMBER, "weight_decay": rules.NON_NEGATIVE_NUMBER,
+    "scales": rules.SCALES, "scale_mode": rules.one_of(rules.SCALE_MODES),
+    "random_seed": rules.INTEGER, "restore_from": rules.PATH.or_none(),
+    "bn_momentum": rules.FRACTION, "save_num_images": rules.NON_NEGATIVE_INT,
+    "snapshot_dir": rules.PATH, "stop_after": rules.POSITIVE_INT.or_none(),
+    "precision": rules.one_of(rules.PRECISIONS), "strategy": rules.one_of(rules.STRATEGIES),
+    **{field: rules.POSITIVE_INT for field in _POSITIVE},
+    **{field: rules.BOOLEAN for field in _BOOLEANS},
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,6 @@
 import contextlib
 import dataclasses
 import logging
-import numbers
 import os
 import time
 
@@ -14,9 +13,9 @@ from deeplab_resnet import defaults
 from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
-from deeplab_resnet.model.arch import HEAD_PREFIX, VARIANTS, param_kind
-from deeplab_resnet.errors import SettingError, counted, name_fields, progress_line
-from deeplab_resnet.data.pipeline import SCALE_MODES, ImageReader
+from deeplab_resnet.model.arch import HEAD_PREFIX, param_kind
+from deeplab_resnet.errors import NamingSettings, SettingError, counted, progress_line
+from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
 from deeplab_resnet.training import folder_lock, memory, run_record, snapshots, summaries
@@ -69,7 +68,6 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
         (10, 'snap/model.ckpt-10')
     """
     recipe = get_recipe(recipe)
-    check_settings(config)
     strategy = strategy or distribute.make_strategy(config.strategy)
     with folder_lock.holding(config.snapshot_dir, lock=distribute.is_chief(strategy)):
         return _train(config, recipe, strategy, callbacks, stop)
@@ -89,38 +87,9 @@ def _train(config, recipe, strategy, callbacks, stop):
     return _Loop(run, tuple(callbacks), stop or StopRequest()).train()
 
 
-# Settings checked here (the command line's flags check them before parsing ends).
-_AT_LEAST_ONE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
-                 "keep_checkpoints", "num_classes", "stop_after")
-_CHOICES = {"variant": VARIANTS, "precision": precision.PRECISIONS, "scale_mode": SCALE_MODES,
-            "strategy": distribute.STRATEGIES}
-# Where None is a value: the checkpoint's model, no limit.
-_MAY_BE_NONE = ("variant", "num_classes", "stop_after")
-
-
-def check_settings(config):
-    """Raises a `SettingError` naming the first field of `config` that cannot be used."""
-    for field in _AT_LEAST_ONE:
-        value = getattr(config, field)
-        if field in _MAY_BE_NONE and value is None:
-            continue
-        if not (isinstance(value, numbers.Integral) and value >= 1):
-            raise SettingError(f"{{{field}}} must be a positive integer, got {value!r}", field)
-    for field, choices in _CHOICES.items():
-        value = getattr(config, field)
-        if value not in choices and not (field in _MAY_BE_NONE and value is None):
-            raise SettingError(f"{{{field}}} must be one of {', '.join(sorted(choices))}, "
-                               f"got {value!r}", field)
-    if not (isinstance(config.learning_rate, numbers.Real) and config.learning_rate > 0):
-        raise SettingError(f"{{learning_rate}} must be positive, got {config.learning_rate!r}",
-                           "learning_rate")
-
-
 def _log(level, template, *fields, progress=False):
-    """Logs `template` with its `{field}`s read as field names; the record keeps the template
-    and fields, so that the command line can show its flags instead."""
-    extra = dict(PROGRESS if progress else {}, template=template, fields=fields)
-    log.log(level, name_fields(template, fields), extra=extra)
+    """Logs `template` naming the settings `fields` (`NamingSettings`)."""
+    log.log(level, NamingSettings(template, *fields), extra=PROGRESS if progress else None)
 
 
 @dataclasses.dataclass

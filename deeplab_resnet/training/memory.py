@@ -23,7 +23,7 @@ Imports no TensorFlow.
 import logging
 import math
 
-from deeplab_resnet.errors import SettingError, counted, name_fields, shown
+from deeplab_resnet.errors import NamingSettings, SettingError, counted, shown
 from deeplab_resnet.model import arch as arch_lib
 
 log = logging.getLogger(__name__)
@@ -129,5 +129,4 @@ def warn_if_larger_than_the_list(config, replicas, list_size):
     template = (f"warning: {{batch_size}} {config.batch_size} makes an update of "
                 f"{counted(images, 'image')}, more than the {counted(list_size, 'image')} of "
                 f"{shown(config.data_list)}: each update repeats images")
-    log.warning(name_fields(template, ("batch_size",)),
-                extra={"template": template, "fields": ("batch_size",)})
+    log.warning(NamingSettings(template, "batch_size"))

@@ -46,5 +46,6 @@ def refuse_npy(path):
     """The one-line refusal of a `.npy` given as weights."""
     raise BadFileError(f"{path}: .npy weights (the 2017 port's convert.py output) are pickled "
                        "Python objects and are not loaded: unpickling runs code from the file. "
-                       "Convert the .caffemodel with convert.py, or give the port's .ckpt instead",
+                       "Convert the .caffemodel instead (deeplab_resnet.convert, the "
+                       "deeplab-convert command), or give the port's .ckpt",
                        path=path)
