@@ -53,7 +53,8 @@ def test_every_command_parser_refuses_abbreviations():
 
 
 @pytest.mark.parametrize("argv, wanted", [
-    (["--input-size", "-5,64"], "argument --input-size: '-5,64' is too small"),
+    (["--input-size", "-5,64"], "argument --input-size: expected (height, width), each an "
+                                  "integer of at least 32, got '-5,64'"),
     (["--learning-rate", "-0.1"], "argument --learning-rate: expected a positive number, got "
                                   "'-0.1'"),
     (["--batch-size", "-3"], "argument --batch-size: expected a positive integer, got '-3'"),

@@ -118,7 +118,7 @@ def test_a_missing_default_data_dir_says_it_is_the_default(tmp_path, capfd, monk
 
 
 # Settings of the Python API alone (no command has a flag for them).
-API_ONLY = {"image"}
+API_ONLY = {"image", "config"}
 
 
 def library_fields():
