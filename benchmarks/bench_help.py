@@ -1,7 +1,8 @@
 """`--help` of every command: wall time of the whole process, against importing TensorFlow.
 
 Each command's script runs as a child process (`python <script>.py --help`, its output
-discarded), `--repeats` times, and the table shows the median seconds; the peer, in the
+discarded), `--repeats` times, and the table shows the median wall and CPU seconds (the
+CPU time, user + system, is the figure that holds on a shared machine); the peer, in the
 same run, is a child that only imports TensorFlow (`python -c "import tensorflow"`), what
 every `--help` waited for before issue 26 (about 3 s on this machine). The parsers are
 built without TensorFlow, so `--help` should take a small fraction of it.
@@ -14,6 +15,7 @@ Usage:
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,14 +27,18 @@ COMMANDS = ("train", "train_msc", "fine_tune", "evaluate", "inference", "export"
 
 
 def seconds(argv, repeats):
-    """The median wall time of `argv` run `repeats` times (it must succeed)."""
-    times = []
+    """(median wall seconds, median CPU seconds) of `argv` run `repeats` times (it must
+    succeed). The CPU time (user + system of the child) holds on a loaded machine."""
+    walls, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main():
@@ -41,12 +47,13 @@ def main():
     parser.add_argument("--commands", default=",".join(COMMANDS))
     args = parser.parse_args()
     peer = seconds([sys.executable, "-c", "import tensorflow"], args.repeats)
-    print("machine: AMD EPYC Zen 4, AVX-512 + AVX512-BF16 + AVX512-VNNI, no AMX, 2 cores")
-    print(f"{'command':<24}{'seconds':>9}{'x import tensorflow':>21}")
-    print(f"{'import tensorflow':<24}{peer:>9.2f}{1.0:>21.2f}")
+    print("machine: AMD EPYC Zen 4, AVX-512 + AVX512-BF16 + AVX512-VNNI, no AMX, 2 cores; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'command':<24}{'wall s':>8}{'CPU s':>8}{'CPU x import tensorflow':>25}")
+    print(f"{'import tensorflow':<24}{peer[0]:>8.2f}{peer[1]:>8.2f}{1.0:>25.2f}")
     for command in args.commands.split(","):
-        took = seconds([sys.executable, f"{command}.py", "--help"], args.repeats)
-        print(f"{command + '.py --help':<24}{took:>9.2f}{took / peer:>21.2f}")
+        wall, cpu = seconds([sys.executable, f"{command}.py", "--help"], args.repeats)
+        print(f"{command + '.py --help':<24}{wall:>8.2f}{cpu:>8.2f}{cpu / peer[1]:>25.2f}")
 
 
 if __name__ == "__main__":
