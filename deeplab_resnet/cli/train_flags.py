@@ -30,11 +30,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _MixedPrecision(argparse.Action):
-    """--mixed-precision none|bf16|fp16: sets --precision, with a notice."""
+    """--mixed-precision none|bf16|fp16: sets --precision, with a warning (stderr)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         precision = _MIXED_PRECISION[value]
-        print(f"note: --mixed-precision is now --precision: reading --mixed-precision {value} "
+        print(f"warning: --mixed-precision is now --precision: reading --mixed-precision {value} "
               f"as --precision {precision}", file=sys.stderr)
         setattr(namespace, self.dest, precision)
 
