@@ -19,6 +19,9 @@ these modules:
     snapshots   checkpoint saving (finite-weights guard), the chief's save folder,
                 removing unfinished saves, resuming a snapshot folder
     run_record  what a run is, so that a snapshot folder only resumes that run
+    folder_lock one run per snapshot folder: the OS file lock `train` holds on it
+    memory      the memory one update needs, checked against the machine's before the first
+    callbacks   Callback and TrainResult (no TensorFlow: the commands' callbacks)
     loop        train: startup checks and report, the updates, saving, stopping
 
 One update = `micro_batches` forward/backward passes whose gradients are
