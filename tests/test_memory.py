@@ -97,6 +97,6 @@ def test_a_batch_larger_than_the_list_is_a_warning_line(data, tmp_path, capfd):
                                        capfd)
     assert status == 0, stderr
     assert stderr.strip().splitlines() == [
-        f"warning: --batch-size 3 makes an update of 3 images, more than the 2 images of "
-        f"{data['train']}: each update repeats images"]
+        f"warning: --batch-size 3 is more than the 2 images of {data['train']}: each "
+        "mini-batch repeats images"]
     assert "finished: " in stdout

@@ -151,7 +151,7 @@ def _start(config, recipe, strategy):
                                   and has_initial_statistics(state.model)))
     if run.chief:
         _log_report(run)
-        memory.warn_if_larger_than_the_list(config, strategy.num_replicas_in_sync, len(reader))
+        memory.warn_if_larger_than_the_list(config, len(reader))
     return run
 
 

@@ -120,13 +120,13 @@ def check(config, variant, num_classes, on_gpu, available=None):
         "at a time)", "batch_size", "input_size", "grad_update_every")
 
 
-def warn_if_larger_than_the_list(config, replicas, list_size):
-    """A warning (naming `batch_size`) when one update reads more images than the list holds:
-    each update then repeats images."""
-    images = config.batch_size * replicas * config.grad_update_every
-    if images <= list_size:
+def warn_if_larger_than_the_list(config, list_size):
+    """A warning (naming `batch_size`) when one mini-batch holds more images than the list:
+    each mini-batch then repeats images. (Several replicas or mini-batches per update that
+    together read more than the list, each its own share, are how small data is spread.)"""
+    if config.batch_size <= list_size:
         return
-    template = (f"warning: {{batch_size}} {config.batch_size} makes an update of "
-                f"{counted(images, 'image')}, more than the {counted(list_size, 'image')} of "
-                f"{shown(config.data_list)}: each update repeats images")
+    template = (f"warning: {{batch_size}} {config.batch_size} is more than the "
+                f"{counted(list_size, 'image')} of {shown(config.data_list)}: each mini-batch "
+                "repeats images")
     log.warning(NamingSettings(template, "batch_size"))
