@@ -8,11 +8,10 @@ not TensorFlow.
 import functools
 import os
 
-import numpy as np
-
 from deeplab_resnet import cli, defaults
 from deeplab_resnet.cli import ArgumentParser, check_writable_dir  # noqa: F401 (re-exported)
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.data.labels import check_labels
+from deeplab_resnet.errors import BadFileError, DeepLabError
 from deeplab_resnet.files import atomic_path
 
 DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -87,10 +86,9 @@ def write_text(path, text):
 
 
 def check_label_values(labels, path, num_classes):
-    """Refuses label values that are neither a class index nor the ignore label."""
-    values = set(int(v) for v in np.unique(labels))
-    bad = sorted(v for v in values if v >= num_classes and v != IGNORE_LABEL)
-    if bad:
-        shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise DeepLabError(f"{path}: label values {shown} are not class indices "
-                        f"(0..{num_classes - 1}) or {IGNORE_LABEL} (ignore)")
+    """Refuses label values that are neither a class index nor the ignore label, naming `path`
+    (the library's rule, `deeplab_resnet.data.labels.check_labels`)."""
+    try:
+        check_labels(labels, num_classes, IGNORE_LABEL)
+    except ValueError as exc:
+        raise BadFileError(f"{path}: {exc}", path=path) from None

@@ -8,8 +8,9 @@ With SBD (the standard DeepLab setup):
 Without --sbd-root it writes `train_voc.txt` (VOC2012 train only, 1,464
 images) and `val.txt`, labelled from VOC's own SegmentationClass/.
 
-Each line is `/JPEGImages/NAME.jpg /SegmentationClassAug/NAME.png`, relative to
-the VOC2012 folder, which is what training and evaluation take as --data-dir.
+Each line is `/JPEGImages/NAME.jpg /LABELS/NAME.png`, relative to the VOC2012
+folder, which is what training and evaluation take as --data-dir; LABELS is
+SegmentationClassAug with SBD, SegmentationClass without (or --label-dir).
 Names are sorted, so the same inputs always give byte-identical lists.
 
     python dataset/build_voc_lists.py --voc-root VOCdevkit/VOC2012 \\

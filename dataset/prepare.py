@@ -6,7 +6,8 @@ NAME is cocostuff10k, cocostuff164k, cityscapes, ade20k or voc. The labels are
 written as palette PNGs (pixel value = training class index, 255 = ignore,
 coloured by the dataset's palette, `deeplab_resnet.data.datasets`) into a new folder
 inside ROOT, never over the originals; the lists `DIR/NAME_train.txt` and
-`DIR/NAME_val.txt` hold `/IMAGE /LABEL` lines relative to ROOT, so ROOT is the
+`DIR/NAME_val.txt` (`cocostuff164k_171_*` with --classes 171) hold `/IMAGE /LABEL`
+lines relative to ROOT, so ROOT is the
 --data-dir of training and evaluation. Names are sorted: the same archive
 always gives byte-identical lists. `voc` runs the VOC + SBD tools
 (convert_sbd.py, build_voc_lists.py) and needs --sbd-root.

@@ -8,8 +8,8 @@ clash with ours). Field numbers, types and defaults are those of BVLC Caffe's
 field when parsing binary files, so a caffemodel written by a newer Caffe still
 reads.
 
-Exports the message classes, e.g. `NetParameter`, `LayerParameter`,
-`V1LayerParameter`, `BlobProto`.
+`message_class(name)` gives any declared message's class; `NetParameter` and
+`V1LayerParameter` are the two the converter uses by name.
 """
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -277,10 +277,7 @@ def message_class(name):
 
 
 NetParameter = message_class("NetParameter")
-LayerParameter = message_class("LayerParameter")
 V1LayerParameter = message_class("V1LayerParameter")
-BlobProto = message_class("BlobProto")
-BlobShape = message_class("BlobShape")
 
 # V1 layer type enum -> the type string of the current format.
 V1_TYPE_NAMES = {

@@ -13,7 +13,7 @@ blobs are NHWC; 2-D blobs (after InnerProduct) are (N, C) as in Caffe.
 """
 
 from kaffe.fusion import bn_layer
-from kaffe.transforms import param_shapes
+from kaffe.transforms import param_name, param_shapes
 
 # NCHW axis -> NHWC axis, for axis parameters of 4-D blobs.
 _NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
@@ -36,13 +36,18 @@ def _relu(layer):
     return f"tf.maximum(x, 0.0) + {slope!r} * tf.minimum(x, 0.0)"
 
 
+def _param(layer, kind):
+    """The expression reading parameter `kind` of `layer` in the generated code."""
+    return f"p[{param_name(layer.name, kind)!r}]"
+
+
 def _main_lines(layer):
     """Statements computing `x` from the `b` dict for the step's first layer."""
     a, t = layer.attrs, layer.type
     bottoms = [f"b[{name!r}]" for name in layer.bottoms]
     if t == "Convolution":
-        bias = f"p[{layer.name + '/biases'!r}]" if a["bias"] else "None"
-        return [f"x = layers.conv2d({bottoms[0]}, p[{layer.name + '/weights'!r}], {bias}, "
+        bias = _param(layer, "biases") if a["bias"] else "None"
+        return [f"x = layers.conv2d({bottoms[0]}, {_param(layer, 'weights')}, {bias}, "
                 f"stride={a['stride']}, pad={a['pad']}, dilation={a['dilation']}, "
                 f"group={a['group']})"]
     if t == "Pooling":
@@ -55,7 +60,7 @@ def _main_lines(layer):
     if t == "BatchNorm":
         return [f"x = {bottoms[0]}"]
     if t == "Scale":
-        return [f"x = {bottoms[0]} * p[{layer.name + '/scale'!r}] + p[{layer.name + '/offset'!r}]"]
+        return [f"x = {bottoms[0]} * {_param(layer, 'scale')} + {_param(layer, 'offset')}"]
     if t == "ReLU":
         return [f"x = {bottoms[0]}", f"x = {_relu(layer)}"]
     if t == "Dropout":
@@ -85,9 +90,9 @@ def _main_lines(layer):
         if len(layer.in_shapes[0]) != 2:
             # Flatten NHWC; the weights' rows were permuted to H-W-C order.
             lines.append("x = tf.reshape(x, [tf.shape(x)[0], -1])")
-        lines.append(f"x = tf.matmul(x, p[{layer.name + '/weights'!r}])")
+        lines.append(f"x = tf.matmul(x, {_param(layer, 'weights')})")
         if a["bias"]:
-            lines.append(f"x = x + p[{layer.name + '/biases'!r}]")
+            lines.append(f"x = x + {_param(layer, 'biases')}")
         return lines
     raise AssertionError(t)
 

@@ -10,12 +10,13 @@ from PIL import Image
 from conftest import save_model, tiny_model
 from deeplab_resnet.data.images import read_image
 from deeplab_resnet.data.palette import save_label_png
-from deeplab_resnet.predict.voc_submission import VOC_SUBMISSION_FOLDER
 from deeplab_resnet import cli
 from deeplab_resnet.predict import prediction as predict
 from deeplab_resnet.cli import evaluate
 
 NUM_CLASSES = 6
+# Where the PASCAL VOC test server wants a submission's PNGs ("comp6": any training data).
+VOC_SUBMISSION_FOLDER = os.path.join("results", "VOC2012", "Segmentation", "comp6_test_cls")
 SIZES = [(40, 50), (33, 47), (52, 36)]
 # Classes present per image: none has them all, class 4 is in no label (but predicted),
 # class 5 in no label and, by its very negative bias, never predicted.

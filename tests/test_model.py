@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_resnet.model import network as model_lib
 from deeplab_resnet.model.arch import architecture
 from deeplab_resnet.model.network import DeepLabResNet, output_size, preprocess
 
@@ -100,7 +99,9 @@ def test_variable_groups_partition_the_learnable_weights():
 def test_preprocess_is_bgr_minus_mean():
     rgb = tf.constant([[[[10.0, 20.0, 30.0]]]])
     bgr = preprocess(rgb).numpy().ravel()
-    np.testing.assert_allclose(bgr, np.array([30.0, 20.0, 10.0]) - model_lib.IMG_MEAN, rtol=1e-6)
+    # The mean (B, G, R) of the released models' training images, as their Caffe deploy uses.
+    mean_bgr = np.array([104.00698793, 116.66876762, 122.67891434])
+    np.testing.assert_allclose(bgr, np.array([30.0, 20.0, 10.0]) - mean_bgr, rtol=1e-6)
 
 
 def test_trainable_batchnorm_moving_average_is_caffes_normalised_one():

@@ -208,8 +208,3 @@ def by_class_count(num_classes):
         if num_classes in variants:
             return variants[num_classes]
     return tuple(f"class_{i}" for i in range(num_classes)), VOC_PALETTE
-
-
-def class_names(num_classes, names=None):
-    """Names of a model's classes: `names` (checked), else its dataset's by class count."""
-    return classes(num_classes=num_classes, names=names)[0]

@@ -1,4 +1,4 @@
-"""Colours for labels: class indices -> colours, overlays, palette PNGs."""
+"""Colours for labels: class indices -> colours, overlays, palette PNGs (and RGB PNGs of them)."""
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,7 @@ def save_label_png(labels, path, palette=None):
 
 
 def save_rgb_png(rgb, path):
+    """Writes an HxWx3 uint8 picture (an overlay, a figure) as an RGB PNG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
 

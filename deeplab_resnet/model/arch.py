@@ -2,12 +2,14 @@
 
 `architecture()` lists the Caffe-named convolutions of a variant grouped into
 bottleneck blocks. Everything that walks the network goes through `run`, so
-the TF model (`model`), its BN-folded form (`fused`), the deploy prototxt
-(`caffe.deploy_prototxt`) and the output-size arithmetic (`model.output_size`)
-cannot disagree about its order or wiring.
+the TF model (`network.DeepLabResNet`), its BN-folded form (`fused`), the
+deploy prototxt (`weights.caffe.deploy_prototxt`) and the output-size
+arithmetic (`network.output_size`) cannot disagree about its order or wiring.
 
-Parameter naming scheme (checkpoint keys `params/<name>`), spelled by
-`param_name` only:
+Parameter naming scheme (checkpoint keys `params/<name>`), spelled in
+deeplab_resnet by `param_name` (kaffe, which imports nothing of deeplab_resnet,
+spells the same scheme in `kaffe.transforms.param_name`; a converted Caffe net
+is taken for a DeepLab one only when its names and shapes are `param_shapes()`'s):
 
     <conv layer>/weights      HWIO kernel, e.g. `res4b22_branch2b/weights`
     <conv layer>/biases       only the head, e.g. `fc1_voc12_c3/biases`

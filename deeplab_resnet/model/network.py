@@ -226,7 +226,8 @@ class DeepLabResNet(tf.Module):
                                  p[conv.bn_param("offset")], self.bn_eps)
 
     def features(self, images, training=False):
-        """Backbone output (`res5c`) for preprocessed images."""
+        """Backbone output (the last res5 block's, `res5c` in the released nets) for preprocessed
+        images."""
         return arch_lib.run(self.arch, images,
                             conv=lambda x, conv: self._conv_bn(x, conv, training),
                             pool=max_pool, join=residual)

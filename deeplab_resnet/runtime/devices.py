@@ -5,7 +5,7 @@ Nothing here changes TensorFlow's state unless asked: the commands call `use_tf3
 `log_devices()` first thing, so a run never trains on the CPU silently because a CUDA library
 is missing. A notebook gets the same behaviour by calling them itself:
 
-    >>> from deeplab_resnet import devices
+    >>> from deeplab_resnet.runtime import devices
     >>> devices.use_tf32(False)   # true float32 on Ampere and later GPUs, as Caffe computes
     >>> devices.log_devices()     # 'devices: CPU (no GPU visible)' or the GPUs and their TF32 state
 

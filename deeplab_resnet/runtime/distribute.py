@@ -1,6 +1,6 @@
-"""tf.distribute for the training loop: --strategy, the chief, replicated variables, sums.
+"""tf.distribute for the training loop: the strategies, the chief, replicated variables, sums.
 
-Three strategies:
+Three strategies (`TrainConfig.strategy`):
 
 - `default`: one process, one device (TensorFlow's default strategy).
 - `mirrored`: `tf.distribute.MirroredStrategy` over the local GPUs (the CPU
@@ -12,8 +12,8 @@ Three strategies:
       TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
                   "task": {"type": "worker", "index": 0}}'
 
-Every replica reads `--batch-size` examples, so the global batch is
-`--batch-size` x replicas; losses are normalised by the valid pixels of the
+Every replica reads `batch_size` examples, so the global batch is
+`batch_size` x replicas; losses are normalised by the valid pixels of the
 whole global batch (`sum_over_replicas`) and gradients summed over replicas,
 so one update equals the single-process update on the global batch.
 """
@@ -27,12 +27,14 @@ from deeplab_resnet import settings
 from deeplab_resnet.errors import SettingError, DeepLabError
 
 
-
 def check_tf_config(text):
-    """Validates a TF_CONFIG value for multi-worker training; a one-line DeepLabError if bad.
+    """Validates a TF_CONFIG value for multi-worker training.
 
     Returns:
         the parsed {"cluster": {...}, "task": {...}}.
+    Raises:
+        SettingError (field `strategy`) when TF_CONFIG is unset or empty; DeepLabError
+        naming what is wrong in a TF_CONFIG that is not JSON or not a cluster and a task.
     """
     if not text:
         raise SettingError("{strategy} multi-worker: set TF_CONFIG, e.g. "
@@ -61,7 +63,7 @@ def check_tf_config(text):
 
 
 def make_strategy(name):
-    """The tf.distribute strategy of --strategy `name`.
+    """The tf.distribute strategy called `name` (one of `settings.STRATEGIES`).
 
     Create it before anything else touches TensorFlow's runtime: the
     multi-worker strategy configures the runtime for the cluster.

@@ -24,8 +24,11 @@ these modules:
     callbacks   Callback and TrainResult (no TensorFlow: the commands' callbacks)
     loop        train: startup checks and report, the updates, saving, stopping
 
-One update = `micro_batches` forward/backward passes whose gradients are
-averaged (Caffe's `iter_size`, `grad_update_every`), then one optimizer step. The
+The room may import `predict`, `weights`, `data`, `model`, `runtime` and the base
+modules; never `cli`.
+
+One update = `grad_update_every` forward/backward passes (micro-batches) whose
+gradients are averaged (Caffe's `iter_size`), then one optimizer step. The
 loss of a mini-batch is the mean over its valid pixels.
 
 A `StopRequest` (`deeplab_resnet.runtime.stop`; the commands set it on SIGTERM or

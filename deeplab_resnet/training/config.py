@@ -52,11 +52,14 @@ class TrainConfig:
             summaries and checkpoints.
         stop_after: end this run after N updates (None: run to `num_steps`).
         deterministic: make TensorFlow's kernels deterministic for the whole
-            process (`tf.config.experimental.enable_op_determinism`), the only
-            process-wide state `train` ever sets; with it, a resumed run equals an
-            uninterrupted one bit for bit on CPU. TensorFlow's global seed is
-            never set: nothing in training draws from it.
-        jit: compile the update with XLA.
+            process (`tf.config.experimental.enable_op_determinism`); with it, a
+            resumed run equals an uninterrupted one bit for bit on CPU. The other
+            process-wide state `train` may set is the multi-worker strategy's
+            when it makes one (`distribute.make_strategy`: the runtime configured
+            for the cluster, SIGTERM taken for preemption). TensorFlow's global
+            seed is never set: nothing in training draws from it.
+        jit: compile the update with XLA (refused with `deterministic`, and with
+            several replicas on CPU, when `train` starts).
         precision: the number format the network computes in: "fp32", "bf16"
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.

@@ -66,7 +66,7 @@ def parse_case(text):
             "updates": updates}
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work", type=pathlib.Path, help="scratch folder")
     parser.add_argument("--deploy", type=pathlib.Path, default=None,
@@ -86,7 +86,11 @@ def main(argv=None):
         "CAFFE_PYTHONPATH", os.path.expanduser("~/.cache/bvlc-caffe/brocolli-caffe-9.0.2/python")))
     parser.add_argument("--save-case", type=pathlib.Path, default=None,
                         help="also store the cases as golden cases in this folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     cases = args.case or [parse_case("2,1,3"), parse_case("1,2,2")]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -107,40 +111,45 @@ def main(argv=None):
     init_blobs = caffe_training.caffemodel_blobs(init)
     for case in cases:
         folder = work / case["name"]
-        reference = [deploy, init, folder,
-                     "--size", *args.size, "--batch", case["batch_size"],
-                     "--micro-batches", case["micro_batches"], "--iters", case["updates"],
-                     "--base-lr", args.base_lr, "--seed", args.seed,
-                     "--num-classes", args.num_classes]
-        if args.no_weight_decay:
-            caffe(args, "-c", NO_DECAY, CAFFE_TOOLS, *reference)
-        else:
-            caffe(args, CAFFE_TOOLS / "caffe_train_ref.py", *reference)
-        snapshots = folder / "snapshots"
-        shutil.rmtree(snapshots, ignore_errors=True)
-        result = caffe_training.run_train(
-            deploy, init, folder / "data", folder / "data" / "train.txt", snapshots, args.size,
-            case["batch_size"], case["micro_batches"], case["updates"], args.base_lr, args.model,
-            args.num_classes, weight_decay=weight_decay)
-        if result.returncode:
-            sys.exit(f"train.py failed:\n{result.stderr[-3000:]}")
-        with np.load(folder / "caffe_after.npz", allow_pickle=False) as after:
-            caffe_after = dict(after)
-        ours = caffe_training.trained_params(snapshots)
-        errors, overall = caffe_training.update_errors(
-            init_blobs, caffe_after, ours, caffe_training.compared_names(ours, caffe_after))
-        head = [e for n, e in errors.items() if caffe_training.is_head(n)]
-        backbone = [e for n, e in errors.items() if not caffe_training.is_head(n)]
-        worst = max(errors, key=errors.get)
-        case["caffe_losses"] = [float(v) for v in
-                                (folder / "caffe_losses.txt").read_text().split()]
-        losses = caffe_training.logged_losses(snapshots)
-        print(f"{case['name']}: update error all tensors {overall:.2e}, head max {max(head):.2e}, "
-              f"backbone median {np.median(backbone):.2e}, worst {worst} {errors[worst]:.2e}; "
-              f"loss max diff {np.max(np.abs(np.subtract(losses, case['caffe_losses']))):.1e} "
-              f"(caffe {case['caffe_losses']})")
+        run_case(args, case, folder, deploy, init, init_blobs, weight_decay)
         if args.save_case:
             save(args, case, folder, deploy, init, weight_decay)
+
+
+def run_case(args, case, folder, deploy, init, init_blobs, weight_decay):
+    """Trains `case` with Caffe and with train.py from `init`; prints how far apart they end."""
+    reference = [deploy, init, folder,
+                 "--size", *args.size, "--batch", case["batch_size"],
+                 "--micro-batches", case["micro_batches"], "--iters", case["updates"],
+                 "--base-lr", args.base_lr, "--seed", args.seed,
+                 "--num-classes", args.num_classes]
+    if args.no_weight_decay:
+        caffe(args, "-c", NO_DECAY, CAFFE_TOOLS, *reference)
+    else:
+        caffe(args, CAFFE_TOOLS / "caffe_train_ref.py", *reference)
+    snapshots = folder / "snapshots"
+    shutil.rmtree(snapshots, ignore_errors=True)
+    result = caffe_training.run_train(
+        deploy, init, folder / "data", folder / "data" / "train.txt", snapshots, args.size,
+        case["batch_size"], case["micro_batches"], case["updates"], args.base_lr, args.model,
+        args.num_classes, weight_decay=weight_decay)
+    if result.returncode:
+        sys.exit(f"train.py failed:\n{result.stderr[-3000:]}")
+    with np.load(folder / "caffe_after.npz", allow_pickle=False) as after:
+        caffe_after = dict(after)
+    ours = caffe_training.trained_params(snapshots)
+    errors, overall = caffe_training.update_errors(
+        init_blobs, caffe_after, ours, caffe_training.compared_names(ours, caffe_after))
+    head = [e for n, e in errors.items() if caffe_training.is_head(n)]
+    backbone = [e for n, e in errors.items() if not caffe_training.is_head(n)]
+    worst = max(errors, key=errors.get)
+    case["caffe_losses"] = [float(v) for v in
+                            (folder / "caffe_losses.txt").read_text().split()]
+    losses = caffe_training.logged_losses(snapshots)
+    print(f"{case['name']}: update error all tensors {overall:.2e}, head max {max(head):.2e}, "
+          f"backbone median {np.median(backbone):.2e}, worst {worst} {errors[worst]:.2e}; "
+          f"loss max diff {np.max(np.abs(np.subtract(losses, case['caffe_losses']))):.1e} "
+          f"(caffe {case['caffe_losses']})")
 
 
 def save(args, case, folder, deploy, init, weight_decay):
