@@ -1,8 +1,13 @@
 """Prepares a benchmark in one command: label PNGs of class indices and list files.
 
     python dataset/prepare.py NAME --root ROOT [--list-dir DIR]
+    python dataset/prepare.py folders --images DIR --labels DIR --list-dir OUT
+        [--name NAME] [--val-fraction F] [--seed S]
 
-NAME is cocostuff10k, cocostuff164k, cityscapes, ade20k or voc. The labels are
+NAME is cocostuff10k, cocostuff164k, cityscapes, ade20k or voc; `folders` is
+your own data: images (any format) and label PNGs of class indices in two
+folders (sub-folders searched), paired by file name, split into
+OUT/NAME_train.txt and OUT/NAME_val.txt (see `_folders`). The labels are
 written as palette PNGs (pixel value = training class index, 255 = ignore,
 coloured by the dataset's palette, `deeplab_resnet.data.datasets`) into a new folder
 inside ROOT, never over the originals; the lists `DIR/NAME_train.txt` and
@@ -32,6 +37,7 @@ from tqdm import tqdm
 
 from _common import (DATASET_DIR, IGNORE_LABEL, ArgumentParser, DeepLabError, check_writable_dir,
                      read_names, run, write_text)
+from _folders import prepare_folders
 from deeplab_resnet.data import datasets
 from deeplab_resnet.data.labels import read_label
 from deeplab_resnet.data.palette import save_label_png
@@ -134,9 +140,11 @@ def parse_args(argv):
                     "255 = ignore) in a new folder inside --root, and list files.",
         epilog=LAYOUTS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", metavar="NAME",
-                        choices=["cocostuff10k", "cocostuff164k", "cityscapes", "ade20k", "voc"],
-                        help="cocostuff10k, cocostuff164k, cityscapes, ade20k or voc")
-    parser.add_argument("--root", required=True,
+                        choices=["cocostuff10k", "cocostuff164k", "cityscapes", "ade20k", "voc",
+                                 "folders"],
+                        help="cocostuff10k, cocostuff164k, cityscapes, ade20k, voc, or folders "
+                             "(your own: --images and --labels)")
+    parser.add_argument("--root", default=None,
                         help="the dataset's folder (see the layouts below); the --data-dir "
                              "for training and evaluation")
     parser.add_argument("--list-dir", default=DATASET_DIR,
@@ -147,13 +155,49 @@ def parse_args(argv):
                              "(mmsegmentation's setting; default 182, DeepLab's)")
     parser.add_argument("--sbd-root", default=None,
                         help="voc only (required): SBD's benchmark_RELEASE/dataset folder")
+    _add_folders_args(parser)
     args = parser.parse_args(argv)
+    _check_folders_args(parser, args)
     if args.classes != 182 and args.name != "cocostuff164k":
         parser.error("--classes 171 applies to cocostuff164k only")
     if (args.sbd_root is not None) != (args.name == "voc"):
         parser.error("--sbd-root is required for voc and applies to voc only "
                      "(VOC without SBD: dataset/build_voc_lists.py)")
     return args
+
+
+def _add_folders_args(parser):
+    group = parser.add_argument_group("folders (your own dataset)")
+    group.add_argument("--images", default=None,
+                       help="folder of the images (any image format; sub-folders searched)")
+    group.add_argument("--labels", default=None,
+                       help="folder of the label PNGs (class index per pixel, 255 = ignore; "
+                            "colour-coded masks: dataset/convert_rgb_labels.py --classes "
+                            "first), paired with the images by file name")
+    group.add_argument("--name", dest="list_name", default="folders",
+                       help="the lists' name: NAME_train.txt, NAME_val.txt (default: folders)")
+    group.add_argument("--val-fraction", type=float, default=0.1,
+                       help="fraction of the pairs in the val list, 0 <= F < 1 (default: 0.1)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the split: the same files and seed give the same lists "
+                            "(default: 0)")
+
+
+def _check_folders_args(parser, args):
+    folders = args.name == "folders"
+    if folders and (args.images is None or args.labels is None):
+        parser.error("folders needs --images DIR and --labels DIR")
+    if not folders and args.root is None:
+        parser.error(f"{args.name} needs --root")
+    if folders and args.root is not None:
+        parser.error("--root is for the benchmarks; folders takes --images and --labels")
+    if not folders and (args.images is not None or args.labels is not None):
+        parser.error("--images and --labels are for folders")
+    if not 0 <= args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not args.list_name or any(c in args.list_name for c in "/\\ ") \
+            or args.list_name.startswith("."):
+        parser.error(f"--name '{args.list_name}': a plain file name is needed")
 
 
 def require_folders(root, folders, name):
@@ -326,7 +370,10 @@ def prepare_voc(root, sbd_root, list_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.name == "voc":
+    if args.name == "folders":
+        prepare_folders(args.images, args.labels, args.list_dir, args.list_name,
+                        args.val_fraction, args.seed)
+    elif args.name == "voc":
         prepare_voc(args.root, args.sbd_root, args.list_dir)
     else:
         prepare(args.name, resolve_root(args.name, args.root), args.list_dir, args.classes)

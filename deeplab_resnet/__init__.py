@@ -30,7 +30,7 @@ import sys
 from deeplab_resnet._moved import MovedFinder
 from deeplab_resnet.errors import BadFileError, DeepLabError, SettingError, WriteError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Silent unless the application configures logging: no "last resort" output on stderr.
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -80,6 +80,7 @@ LABEL_VALUE = Rule("an integer in [0, 255]", lambda v: _integer(v) and 0 <= v <=
 POSITIVE_NUMBER = Rule("a positive number", lambda v: _number(v) and v > 0)
 NON_NEGATIVE_NUMBER = Rule("0 or a positive number", lambda v: _number(v) and v >= 0)
 FRACTION = Rule("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+OHEM_FRACTION = Rule("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1)
 BOOLEAN = Rule("True or False", lambda v: isinstance(v, bool))
 PATH = Rule("a path", lambda v: isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
 SCALES = Rule("positive numbers (one or more)",

@@ -250,7 +250,7 @@ def test_convert_sbd_rgb_voc_label_is_refused(tree, run_script):
     name = VOC_TRAIN[0]
     Image.fromarray(colorize(voc_label(0))).save(voc / "SegmentationClass" / f"{name}.png")
     result = run_script("convert_sbd.py", "--voc-root", voc, "--sbd-root", sbd)
-    assert_one_line_error(result, f"{name}.png", "convert_rgb_labels.py")
+    assert_one_line_error(result, f"{name}.png", "classes file")
 
 
 # ---- convert_rgb_labels.py ----

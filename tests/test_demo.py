@@ -15,7 +15,7 @@ from deeplab_resnet.data.datasets import VOC_PALETTE
 from deeplab_resnet.data.images import read_image
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.data import shapes
-from deeplab_resnet.cli import demo
+from deeplab_resnet.cli import demo, pictures
 from deeplab_resnet.errors import DeepLabError
 from deeplab_resnet.training import run_record
 
@@ -26,8 +26,8 @@ def test_picture_has_column_titles_and_a_colour_legend():
     rows = [[rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(3)]
             for h, w in sizes]
     names = ["background", "square", "disc", "triangle"]
-    picture = demo.picture(rows, demo.COLUMN_TITLES, list(enumerate(names)))
-    gap = demo.GAP
+    picture = pictures.picture(rows, demo.COLUMN_TITLES, list(enumerate(names)))
+    gap = pictures.GAP
     width = gap + 3 * 52 + 2 * gap + gap
     assert picture.shape[1] == width and picture.dtype == np.uint8
     body = 30 + gap + 20
@@ -47,12 +47,12 @@ def test_picture_has_column_titles_and_a_colour_legend():
         assert (band[:, x:x + 52].max(axis=-1) < 100).any(), demo.COLUMN_TITLES[c]
     # A legend band below the panels: every class's colour swatch and dark text.
     legend = picture[top + body:]
-    assert legend.shape[0] >= demo.SWATCH + gap
+    assert legend.shape[0] >= pictures.SWATCH + gap
     for index in range(len(names)):
         colour = VOC_PALETTE[index]
-        assert (legend == colour).all(axis=-1).sum() >= (demo.SWATCH - 2) ** 2, names[index]
+        assert (legend == colour).all(axis=-1).sum() >= (pictures.SWATCH - 2) ** 2, names[index]
     # Class names: more dark pixels than the black swatch of class 0 and every outline.
-    swatches = demo.SWATCH ** 2 + 4 * demo.SWATCH * (len(names) - 1)
+    swatches = pictures.SWATCH ** 2 + 4 * pictures.SWATCH * (len(names) - 1)
     assert (legend.max(axis=-1) < 100).sum() > swatches + 100
 
 
@@ -64,8 +64,8 @@ def demo_run(tmp_path_factory):
     legends, printed = [], io.StringIO()
     drawn = demo.picture
     with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
-        monkeypatch.setattr(demo, "picture", lambda rows, titles, legend: (
-            legends.append(legend), drawn(rows, titles, legend))[1])
+        monkeypatch.setattr(demo, "picture", lambda rows, titles, legend, palette: (
+            legends.append(legend), drawn(rows, titles, legend, palette))[1])
         status = demo.main(["--output-dir", str(out), "--num-steps", "2"])
     return out, status, printed.getvalue(), legends
 

@@ -14,7 +14,7 @@ from deeplab_resnet.data import shapes
 from deeplab_resnet.errors import BadFileError
 from deeplab_resnet.data.pipeline import ImageReader
 
-CONVERTER = "python dataset/convert_rgb_labels.py"
+CONVERTER = "the colours of its classes file ('classes'"
 SWAPPED = "the list's columns may be swapped (each line is 'IMAGE_PATH LABEL_PATH')"
 
 

@@ -31,7 +31,8 @@ from deeplab_resnet.files import writable_dir
 
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
-              "npz_path": "--data-output-path", "code_path": "--code-output-path"}
+              "npz_path": "--data-output-path", "code_path": "--code-output-path",
+              "config_file": "--config"}
 
 
 # Settings that name a place: when one that was not given fails, the message says that the
@@ -158,6 +159,7 @@ positive_float = flag_type(float, settings.POSITIVE_NUMBER, "a number")
 non_negative_float = flag_type(float, settings.NON_NEGATIVE_NUMBER, "a number")
 unit_interval = flag_type(float, settings.FRACTION, "a number")
 label_value = flag_type(int, settings.LABEL_VALUE, "an integer")
+fraction = flag_type(float, settings.OHEM_FRACTION, "a number")
 
 
 def typed(value):
@@ -172,7 +174,8 @@ WEIGHTS_HELP = ("checkpoint prefix or folder of checkpoints, .caffemodel, .npz (
 
 
 def add_model_args(parser):
-    """--model and --num-classes; both default to what the checkpoint records."""
+    """--model, --num-classes (both default to what the checkpoint records), --prototxt and
+    --classes."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=sorted(VARIANTS), default=None,
                        help=f"network variant (default: the checkpoint's, else {defaults.VARIANT})")
@@ -182,7 +185,17 @@ def add_model_args(parser):
     group.add_argument("--prototxt", default=None,
                        help="deploy prototxt for a .caffemodel "
                             "(default: the project's own for --model)")
+    add_classes_arg(group)
     return group
+
+
+CLASSES_HELP = ("classes file: one 'R G B name' line per class, in class order ('#' "
+                "comments); --num-classes follows from it")
+
+
+def add_classes_arg(parser, help=CLASSES_HELP):
+    """--classes FILE: the classes' names and colours."""
+    parser.add_argument("--classes", metavar="FILE", default=None, help=help)
 
 
 def add_data_args(parser, data_dir=None, data_list=None):

@@ -34,7 +34,8 @@ def rewrite(args):
     if not (args.ckpt_path or args.data_output_path):
         raise DeepLabError("nothing to do: give --ckpt-path or --data-output-path")
     variant, num_classes, count = checkpoint.rewrite(args.def_path, args.ckpt_path,
-                                                     args.data_output_path, args.class_names)
+                                                     args.data_output_path, args.class_names,
+                                                     classes=args.classes)
     what = (f"DeepLab {variant}, {num_classes} classes" if variant else
             "no DeepLab head: variant and class count not recorded")
     read = checkpoint.source_path(args.def_path)
@@ -47,7 +48,7 @@ def convert_caffe(args):
     from deeplab_resnet.weights.conversion import convert
     done = convert(args.def_path, args.caffemodel, ckpt_path=args.ckpt_path,
                    npz_path=args.data_output_path, code_path=args.code_output_path,
-                   class_names=args.class_names)
+                   class_names=args.class_names, classes=args.classes)
     what = (f"DeepLab {done.variant}, {done.num_classes} classes" if done.variant
             else "not a DeepLab net: no variant or class count recorded")
     if done.ckpt_path:
@@ -77,6 +78,9 @@ def main(argv=None):
                         help="comma-separated names of the classes, in class order, recorded "
                              "in the checkpoint: evaluation and inference show them "
                              "(default: none recorded, or the source checkpoint's)")
+    cli.add_classes_arg(parser, help="classes file (one 'R G B name' line per class, in class "
+                                     "order): names and colours recorded in the checkpoint; "
+                                     "masks and overlays are drawn in its colours")
     parser.add_argument("-p", "--phase", choices=["test"], default="test",
                         help="accepted for the 2017 port's commands: the deploy (test) phase is "
                              "the one converted (default: %(default)s)")

@@ -27,9 +27,8 @@ import sys
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from deeplab_resnet.data.datasets import VOC_PALETTE
+from deeplab_resnet.data.classes import palette_of
 from deeplab_resnet.data.images import read_image
 from deeplab_resnet.data.labels import read_label
 from deeplab_resnet.data.lists import read_list
@@ -39,6 +38,7 @@ from deeplab_resnet import cli, defaults
 from deeplab_resnet.weights import caffe
 from deeplab_resnet.data import shapes
 from deeplab_resnet.cli import convert, evaluate, inference, train
+from deeplab_resnet.cli.pictures import picture
 from deeplab_resnet.errors import DeepLabError
 
 NUM_CLASSES = len(shapes.CLASSES)
@@ -49,61 +49,7 @@ def _banner(number, text):
     print(f"\n[{number}/5] {text}", flush=True)
 
 
-GAP = 4
 COLUMN_TITLES = ("image", "ground truth", "prediction")
-SWATCH = 12
-
-
-def _text_size(draw, text, font):
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom
-
-
-def picture(rows, titles, legend):
-    """Rows of RGB panels in aligned columns, a title over each column and a colour legend.
-
-    Args:
-        rows: lists of HxWx3 uint8 panels, one per column (a row's panels equally tall).
-        titles: one title per column.
-        legend: [(label value, name)]: swatches in the VOC colour of each value.
-    Returns:
-        HxWx3 uint8: title band, the rows, the legend band, on white.
-    """
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line = max(_text_size(measure, t, font)[1] for t in (*titles, *(n for _, n in legend)))
-    widths = [max(row[c].shape[1] for row in rows) for c in range(len(titles))]
-    xs = [GAP + sum(widths[:c]) + GAP * c for c in range(len(titles))]
-    width = xs[-1] + widths[-1] + GAP
-    # The legend: swatch + name entries, wrapped to the width of the panels.
-    entries, x, y = [], GAP, 0
-    for index, name in legend:
-        size = SWATCH + GAP + _text_size(measure, name, font)[0]
-        if x > GAP and x + size > width - GAP:
-            x, y = GAP, y + max(line, SWATCH) + GAP
-        entries.append((x, y, index, name))
-        x += size + 3 * GAP
-    title_band = line + 2 * GAP
-    body = sum(row[0].shape[0] for row in rows) + GAP * (len(rows) - 1)
-    legend_band = y + max(line, SWATCH) + 2 * GAP
-    canvas = np.full((title_band + body + legend_band, width, 3), 255, np.uint8)
-    y = title_band
-    for row in rows:
-        for x, panel in zip(xs, row):
-            canvas[y:y + panel.shape[0], x:x + panel.shape[1]] = panel
-        y += row[0].shape[0] + GAP
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    for x, column_width, title in zip(xs, widths, titles):
-        text_width = _text_size(draw, title, font)[0]
-        draw.text((x + (column_width - text_width) // 2, GAP), title, fill=(0, 0, 0), font=font)
-    top = title_band + body + GAP
-    for x, y, index, name in entries:
-        colour = tuple(int(v) for v in VOC_PALETTE[index])
-        draw.rectangle((x, top + y, x + SWATCH - 1, top + y + SWATCH - 1), fill=colour,
-                       outline=(0, 0, 0))
-        draw.text((x + SWATCH + GAP, top + y), name, fill=(0, 0, 0), font=font)
-    return np.asarray(image)
 
 
 def train_step(data, out, num_steps, seed):
@@ -152,17 +98,19 @@ def picture_step(data, out, snapshots):
     for image_path, _ in pairs:
         shutil.copyfile(image_path, os.path.join(grid_images, os.path.basename(image_path)))
     inference.main([grid_images, snapshots, "--save-dir", masks])
+    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
+    recorded = checkpoint.describe(snapshots)  # the names and colours training recorded
+    names = recorded.class_names or shapes.CLASSES
+    palette = None if recorded.class_colours is None else palette_of(recorded.class_colours)
     rows = []
     for image_path, label_path in pairs:
         stem = os.path.splitext(os.path.basename(image_path))[0]
         predicted = read_label(os.path.join(masks, f"{stem}_mask.png"))
-        rows.append([read_image(image_path), colorize(read_label(label_path)),
-                     colorize(predicted)])
-    from deeplab_resnet.weights import checkpoint  # TensorFlow: after cli.run quieted it
+        rows.append([read_image(image_path), colorize(read_label(label_path), palette),
+                     colorize(predicted, palette)])
     grid = os.path.join(out, "predictions_grid.png")
-    names = checkpoint.describe(snapshots).class_names or shapes.CLASSES  # as training recorded
     legend = [*enumerate(names), (defaults.IGNORE_LABEL, "ignored")]
-    save_rgb_png(picture(rows, COLUMN_TITLES, legend), grid)
+    save_rgb_png(picture(rows, COLUMN_TITLES, legend, palette), grid)
     return grid, masks
 
 

@@ -1,10 +1,10 @@
 """Evaluate a DeepLab-ResNet on a labelled list: per-class IoU and mean IoU.
 
     python evaluate.py --data-dir DIR --data-list LIST --restore-from CKPT
-        [--model M] [--num-classes N] [--ignore-label 255] [--num-steps N]
+        [--model M] [--num-classes N] [--classes FILE] [--ignore-label 255] [--num-steps N]
         [--scales 1.0,0.75,0.5] [--flip] [--deeplab-protocol] [--crf]
         [--precision fp32|bf16|fp16]
-        [--save-dir DIR] [--json-output FILE] [--voc-submission DIR]
+        [--save-dir DIR] [--json-output FILE] [--voc-submission DIR] [--config FILE.toml]
 
 Each image is predicted at full resolution, one at a time (any size), the
 logits resized bilinearly to the image, argmax; one confusion matrix is counted
@@ -27,7 +27,7 @@ from deeplab_resnet.data.lists import read_list
 from deeplab_resnet.files import atomic_path
 from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
-from deeplab_resnet.cli import predict_flags, progress
+from deeplab_resnet.cli import config_file, predict_flags, progress
 from deeplab_resnet.errors import DeepLabError, counted
 
 
@@ -56,7 +56,8 @@ def get_arguments(argv=None):
                              "as JSON to this file")
     predict_flags.add_dataset_arg(parser)
     predict_flags.add_prediction_args(parser)
-    args = parser.parse_args(argv)
+    config_file.add_config_arg(parser)
+    args = config_file.parse_args(parser, argv)
     if args.data_list is None:
         parser.error("--data-list is required")
     return args
@@ -134,11 +135,14 @@ def write_json(args, segmenter, crf, scores, num_images):
     """--json-output: every score, then the settings, then the confusion matrix."""
     settings = {"restore_from": segmenter.weights, "model": segmenter.model,
                 "num_classes": segmenter.num_classes, "dataset": args.dataset,
+                "classes": None if args.classes is None else os.path.abspath(args.classes),
+                "class_names": segmenter.class_names,
                 "ignore_label": args.ignore_label,
                 "images": num_images, "scales": list(args.scales), "flip": args.flip,
                 "deeplab_protocol": args.deeplab_protocol, "precision": segmenter.precision,
                 "pad_size": args.pad_size if args.deeplab_protocol else None,
-                "crf": dataclasses.asdict(crf) if crf is not None else None}
+                "crf": dataclasses.asdict(crf) if crf is not None else None,
+                "config": config_file.shown(args.config)}
     document = scores.as_dict()
     confusion = document.pop("confusion_matrix")
     document.update(settings=settings, confusion_matrix=confusion)

@@ -1,13 +1,15 @@
 """Segment one image, or every image of a folder, with a trained DeepLab-ResNet.
 
     python inference.py IMG_PATH MODEL_WEIGHTS [--save-dir ./output/] [--save-logits]
-        [--voc-submission DIR]
-        [--model M] [--num-classes N] [--scales 1.0,0.75,0.5] [--flip] [--crf]
+        [--voc-submission DIR] [--legend]
+        [--model M] [--num-classes N] [--classes FILE] [--scales 1.0,0.75,0.5] [--flip] [--crf]
         [--precision fp32|bf16|fp16] ...
 
 Writes, per image, into --save-dir:
-    <stem>_mask.png     palette PNG, pixel value = class index, the colours of --dataset
+    <stem>_mask.png     palette PNG, pixel value = class index, in the classes' colours
+                        (--classes, else those the checkpoint records, else --dataset's)
     <stem>_overlay.png  the mask colours blended over the image
+    legend.png          with --legend (once): each class's colour beside its name
     <stem>_logits.npy   with --save-logits: float32 (h', w', num_classes), the
                         network's raw output before any resizing
 With --voc-submission DIR, the VOC test server's layout instead (--save-dir only
@@ -46,6 +48,9 @@ def get_arguments(argv=None):
     parser.add_argument("--save-logits", action="store_true",
                         help="also write <stem>_logits.npy: the raw network output, float32 "
                              "(h', w', num_classes)")
+    parser.add_argument("--legend", action="store_true",
+                        help="also write legend.png into --save-dir: each class's colour "
+                             "beside its name, to read the masks and overlays by")
     parser.add_argument("--keep-going", action="store_true",
                         help="skip images that cannot be read and go on; every skipped file "
                              "is listed at the end and the exit status is 1 (default: stop at "
@@ -74,6 +79,8 @@ def main(argv=None):
     # is written leaves none of them behind, empty.
     with cli.new_folders_removed_on_failure(save_dir, args.voc_submission):
         outputs = _Outputs(args, segmenter, save_dir)
+        if args.legend:
+            outputs.write_legend(segmenter)
         skipped = _segment_all(segmenter, outputs, paths, args)
     return _summary(outputs, paths, skipped, args)
 
@@ -105,6 +112,15 @@ class _Outputs:
             if self.logits:
                 files.append(stem + "_logits.npy")
         return files
+
+    def write_legend(self, segmenter):
+        """legend.png in --save-dir: the classes' colours and names."""
+        from deeplab_resnet.cli.pictures import legend_picture
+        if self.save_dir is None:
+            raise DeepLabError("--legend is written into --save-dir: give --save-dir")
+        path = os.path.join(self.save_dir, "legend.png")
+        save_rgb_png(legend_picture(segmenter.class_names, self.palette), path)
+        print(f"legend of the {len(segmenter.class_names)} classes -> {path}")
 
     def write(self, path, image, prediction):
         """Writes the outputs of one image; returns the label PNGs written."""

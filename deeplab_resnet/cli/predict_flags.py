@@ -99,13 +99,14 @@ def load_segmenter(args, weights, crf_settings=None, class_names=None, dataset=N
         crf_settings: `crf_params(args)`.
         class_names: --class-names, or None.
         dataset: --dataset, or None.
+    The classes file (--classes) wins over the names and colours the weights record.
     """
     from deeplab_resnet.predict.segmenter import Segmenter
     return Segmenter.load(weights, model=args.model, num_classes=args.num_classes,
                           prototxt=args.prototxt, precision=args.precision, scales=args.scales,
                           flip=args.flip, deeplab_protocol=args.deeplab_protocol,
                           crf=crf_settings, pad_size=args.pad_size, class_names=class_names,
-                          dataset=dataset)
+                          dataset=dataset, classes=args.classes)
 
 
 def protocol(args, crf_settings=None):

@@ -17,7 +17,7 @@ import time
 from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults, settings
-from deeplab_resnet.cli import progress, tf_quiet
+from deeplab_resnet.cli import config_file, progress, tf_quiet
 from deeplab_resnet.errors import progress_line
 from deeplab_resnet.training import Callback, TrainConfig
 from deeplab_resnet.training.config import get_recipe
@@ -82,8 +82,45 @@ def build_parser(recipe, description=None):
                             f"(default: {cli.typed(d['scales'])})")
     _add_start_args(g, recipe, d)
     _add_output_args(g, d)
+    _add_loss_args(parser.add_argument_group("loss"))
+    _add_validation_args(parser.add_argument_group("validation while training"), d)
     cli.add_device_args(parser)
+    config_file.add_config_arg(parser)
     return parser
+
+
+def _add_loss_args(g):
+    """Class weights and OHEM (default: Caffe's loss, every valid pixel counting once)."""
+    g.add_argument("--class-weights", metavar="auto|FILE", default=None,
+                   help="weight each class's pixels in the loss: 'auto' computes median-"
+                        "frequency weights from the --data-list labels before the first update "
+                        "(recorded, so that a resume uses the same), FILE holds one weight per "
+                        "line in class order; the loss is the weighted mean (default: none, "
+                        "Caffe's loss)")
+    g.add_argument("--ohem-fraction", type=cli.fraction, default=None, metavar="F",
+                   help="bootstrapped cross-entropy (OHEM): only the hardest F (0 < F <= 1) of "
+                        "the valid pixels of each global batch count (default: all)")
+
+
+def _add_validation_args(g, d):
+    """--val-*: score a labelled list on the chief while training, keep the best checkpoint."""
+    g.add_argument("--val-list", default=None, metavar="FILE",
+                   help="labelled list ('IMAGE LABEL' lines) to score as evaluate.py does, "
+                        "every --val-every updates and at the end; the mean IoU is shown and "
+                        "written to TensorBoard (val/mean_iou), and the best checkpoint is kept "
+                        "in SNAPSHOT_DIR/best/ with best.json (default: no validation)")
+    g.add_argument("--val-data-dir", default=None,
+                   help="folder the --val-list paths are relative to (default: --data-dir)")
+    g.add_argument("--val-every", type=cli.positive_int, default=None, metavar="N",
+                   help="validate every N updates (a checkpoint is saved then too; default: "
+                        "at every checkpoint, --save-pred-every)")
+    g.add_argument("--val-scales", type=cli.scales, default=d["val_scales"],
+                   help="evaluate.py's --scales for the validation (default: 1.0)")
+    g.add_argument("--val-flip", action="store_true", help="evaluate.py's --flip for it")
+    g.add_argument("--val-deeplab-protocol", action="store_true",
+                   help="evaluate.py's --deeplab-protocol for it")
+    g.add_argument("--val-pad-size", type=cli.positive_int, default=d["val_pad_size"],
+                   help="evaluate.py's --pad-size for it (default: %(default)s)")
 
 
 def _add_start_args(g, recipe, d):
@@ -265,7 +302,7 @@ def main(recipe, argv=None, description=None):
         description: the script's help text.
     """
     recipe = get_recipe(recipe)
-    args = build_parser(recipe, description).parse_args(argv)
+    args = config_file.parse_args(build_parser(recipe, description), argv)
     config = config_from_args(args)
     tf_quiet.import_tensorflow()
     from deeplab_resnet.runtime import distribute

@@ -2,6 +2,7 @@
 
 `lists` (list files), `images` and `labels` (decoding and checking files), `palette` (label
 colours, overlays, palette PNGs), `datasets` (class names and colours of the benchmarks),
+`classes` (classes files: your own dataset's class names and colours),
 `pipeline` (the tf.data training input) and `shapes` (a synthetic dataset for tests and demos).
 May import `model` (preprocessing), `runtime` and the base modules.
 """

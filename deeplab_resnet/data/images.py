@@ -1,10 +1,11 @@
-"""Image files: decoding any image to RGB (size-checked first), finding the images of a folder."""
+"""Image files: decoding any image to RGB (size-checked first, turned upright by its EXIF
+orientation), finding the images of a folder."""
 
 import os
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deeplab_resnet.errors import BadFileError, DeepLabError
 
@@ -51,10 +52,56 @@ def open_image(path):
     return image
 
 
+# The EXIF tag of how the stored pixels are turned for display (1: as stored; 2..8:
+# mirrored and/or rotated; 5..8 swap width and height).
+ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(image):
+    """The EXIF orientation (1..8) of a PIL image; 1 (as stored) when it has none or a
+    value outside 1..8."""
+    try:
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 (a damaged EXIF block: PIL trips on it in many ways)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def file_orientation(path):
+    """The EXIF orientation of an image file, from its header (1 when it has none, or
+    cannot be read: the decoder names such a file)."""
+    try:
+        with Image.open(path) as image:
+            return exif_orientation(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
+
+
+def upright(image):
+    """A PIL image as viewers show it: its EXIF orientation applied (the same image when
+    there is none)."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
 def to_rgb(image):
-    """A PIL image of any mode (grayscale, CMYK, RGBA, palette, ...) -> HxWx3 uint8 RGB,
-    converted as the commands convert the images they read."""
-    return np.asarray(image.convert("RGB"))
+    """A PIL image of any mode (grayscale, CMYK, RGBA, palette, ...) -> HxWx3 uint8 RGB in
+    the orientation viewers show (EXIF applied), converted as the commands convert the
+    images they read."""
+    return np.asarray(upright(image).convert("RGB"))
+
+
+def size_mismatch(label_path, label_shape, image_path, image_shape):
+    """The message of a label whose HxW differs from its image's (as shown): when the image
+    is stored in the label's size but shown rotated (EXIF orientation 5..8), it says so."""
+    message = (f"{label_path}: label is {label_shape[1]}x{label_shape[0]} but image "
+               f"{image_path} is {image_shape[1]}x{image_shape[0]} (width x height)")
+    orientation = file_orientation(image_path)
+    if orientation >= 5 and tuple(image_shape[:2][::-1]) == tuple(label_shape[:2]):
+        message += (f" as displayed: its EXIF orientation {orientation} turns its stored "
+                    f"{image_shape[0]}x{image_shape[1]}, the label's size, by 90 degrees "
+                    "(images are read as viewers show them, labels as stored: save the label "
+                    "in the image's displayed orientation)")
+    return message
 
 
 def read_image(path):

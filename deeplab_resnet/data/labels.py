@@ -46,7 +46,9 @@ _LABEL_COLOURS = 256
 _SWAPPED = "the list's columns may be swapped (each line is 'IMAGE_PATH LABEL_PATH')"
 
 
-_CONVERTER = "python dataset/convert_rgb_labels.py"
+# How a colour-coded label becomes class indices: by the colours of its classes file.
+_CONVERTER = ("the colours of its classes file ('classes': one 'R G B name' line per class, "
+              "in class order)")
 
 
 def label_trouble(path, image):
@@ -54,8 +56,8 @@ def label_trouble(path, image):
 
     A JPEG is lossy: its values are smeared between classes at every edge. A
     colour image in the label column is most often the photo (the list's
-    columns swapped); else a colour-coded label, which the RGB-label converter
-    turns into class indices.
+    columns swapped); else a colour-coded label, which converts to class indices
+    by the colours of its classes file (`deeplab_resnet.data.classes`).
     """
     colours = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
     photo = colours > _LABEL_COLOURS
@@ -67,10 +69,10 @@ def label_trouble(path, image):
     if photo:
         return (f"{path}: label image is '{image.mode}' with {colours} colours, like a photo, "
                 f"not class indices: {_SWAPPED} (a colour-coded label converts to class "
-                f"indices with {_CONVERTER})")
+                f"indices by {_CONVERTER})")
     return (f"{path}: label image is '{image.mode}' ({colours} colours), not a palette or "
             f"grayscale PNG of class indices: if it is the photo, {_SWAPPED}; if it is a "
-            f"colour-coded label, convert it to class indices first ({_CONVERTER})")
+            f"colour-coded label, convert it to class indices first, by {_CONVERTER}")
 
 
 

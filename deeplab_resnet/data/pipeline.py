@@ -13,8 +13,10 @@ pixels), 8-bit RGB PNGs, 8-bit grayscale PNG labels and palette PNG labels
 (VOC's: tf.io.decode_png returns a palette's colours, so each file's
 palette is swapped for the gray ramp (i, i, i) in memory and the gray decode
 is the class indices). The label check runs in
-the graph too. Every other encoding the README promises (16-bit, LA/PA, CMYK
-or grayscale JPEG, BMP, ...) is decoded by `deeplab_resnet.utils` (PIL) in a
+the graph too. Images with an EXIF orientation (phone photos) are decoded by
+PIL and turned upright, as every viewer shows them; labels are read as
+stored. Every other encoding the README promises (16-bit, LA/PA, CMYK or
+grayscale JPEG, BMP, ...) is decoded by `deeplab_resnet.data.images` (PIL) in a
 `tf.numpy_function`, which also produces every error message: a pair whose
 sizes differ or whose labels fail the check is decoded again there, and a
 file TensorFlow cannot decode is looked up with PIL to name it.
@@ -28,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_resnet.data.images import MAX_IMAGE_PIXELS, read_image
+from deeplab_resnet.data.images import (MAX_IMAGE_PIXELS, exif_orientation, file_orientation,
+                                        read_image, size_mismatch)
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults, settings
@@ -86,22 +89,26 @@ def _small(width, height):
     return width * height <= MAX_IMAGE_PIXELS
 
 
-def _rgb_jpeg(path):
-    """Whether PIL reads this file as a 3-channel (YCbCr or RGB) JPEG, from its header."""
+def _fast_jpeg(path):
+    """Whether TensorFlow's JPEG decoder gives the pixels PIL reads, from the header: a
+    3-channel (YCbCr or RGB) JPEG without an EXIF orientation to apply."""
     try:
         with Image.open(path) as image:
-            return image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
+            return (image.format == "JPEG" and image.mode == "RGB" and _small(*image.size)
+                    and exif_orientation(image) == 1)
     except Exception:  # noqa: BLE001 - any unreadable file goes to PIL, which names the problem
         return False
 
 
 def image_kind(path):
-    """How an image file is decoded: JPEG, PNG_RGB, else PIL."""
+    """How an image file is decoded: JPEG, PNG_RGB, else PIL (which also turns an image with
+    an EXIF orientation upright: TensorFlow's decoders ignore it)."""
     header = png_header(path)
-    if header is not None:
-        width, height, depth, colour, _ = header
-        return PNG_RGB if (depth, colour) == (8, _PNG_RGB) and _small(width, height) else PIL
-    return JPEG if _rgb_jpeg(path) else PIL
+    if header is None:
+        return JPEG if _fast_jpeg(path) else PIL
+    width, height, depth, colour, _ = header
+    fast = (depth, colour) == (8, _PNG_RGB) and _small(width, height)
+    return PNG_RGB if fast and file_orientation(path) == 1 else PIL
 
 
 def label_kind(path):
@@ -187,10 +194,9 @@ class ImageReader:
             image = read_image(self.images[index])
             label = read_label(self.labels[index])
             if image.shape[:2] != label.shape:
-                raise BadFileError(
-                    f"{self.labels[index]}: label is {label.shape[1]}x{label.shape[0]} but image "
-                    f"{self.images[index]} is {image.shape[1]}x{image.shape[0]} (width x height)",
-                    path=self.labels[index])
+                raise BadFileError(size_mismatch(self.labels[index], label.shape,
+                                                 self.images[index], image.shape),
+                                   path=self.labels[index])
             if num_classes is not None:
                 # The values present (a histogram is faster than np.unique on every pixel).
                 present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))

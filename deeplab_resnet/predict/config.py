@@ -6,6 +6,7 @@ Imports no TensorFlow.
 import dataclasses
 
 from deeplab_resnet import defaults, settings as rules
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data.datasets import DATASETS
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.arch import VARIANTS
@@ -43,6 +44,11 @@ class PredictConfig:
             "cityscapes", "ade20k"; `deeplab_resnet.data.datasets`): its class
             names and colours (None: recognised by the class count; a count no
             dataset has gives class_<i> and VOC's colours).
+        classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`):
+            the classes' names and colours, which win over those the weights
+            record; `num_classes` and `class_names` follow from it (given too,
+            they must agree). Read when the config is made: the field then holds
+            the `Classes`.
 
     Example:
         >>> PredictConfig(scales=[1.0, 0.75, 0.5], flip=True).scales
@@ -59,6 +65,7 @@ class PredictConfig:
     crf: object = None
     class_names: tuple | None = None
     dataset: str | None = None
+    classes: object = None
 
     def __post_init__(self):
         for field in ("scales", "class_names"):
@@ -66,6 +73,7 @@ class PredictConfig:
             if isinstance(value, list):
                 object.__setattr__(self, field, tuple(value))
         rules.check_fields(self, _RULES)
+        classes_lib.fill_config(self)
 
     @property
     def crf_params(self):

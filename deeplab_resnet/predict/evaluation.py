@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from deeplab_resnet.data.images import read_image
+from deeplab_resnet.data.images import read_image, size_mismatch
 from deeplab_resnet.data.labels import check_labels, read_label
 from deeplab_resnet.data.palette import save_label_png
 from deeplab_resnet import defaults
@@ -29,8 +29,7 @@ def _read_pair(num_classes, ignore_label, pair):
     label = None if label_path is None else read_label(label_path)
     if label is not None:
         if label.shape != image.shape[:2]:
-            raise BadFileError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but "
-                               f"image {image_path} is {image.shape[1]}x{image.shape[0]}",
+            raise BadFileError(size_mismatch(label_path, label.shape, image_path, image.shape),
                                path=label_path)
         try:
             check_labels(label, num_classes, ignore_label)

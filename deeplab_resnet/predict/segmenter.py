@@ -13,6 +13,7 @@ from deeplab_resnet.data.lists import read_list
 from deeplab_resnet import defaults
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.predict import crf as crf_lib
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.data import datasets
 from deeplab_resnet.predict import evaluation
 from deeplab_resnet.predict import export as export_lib
@@ -54,6 +55,19 @@ def as_rgb(image):
                        f"{image.dtype} {image.shape}", "image")
 
 
+def _names_and_colours(opened, num_classes, config):
+    """(names, 256x3 palette) of a loaded model: those of `config.classes`; else its
+    `class_names` or the recorded names, in the recorded colours or else its dataset's
+    (see `datasets.classes`)."""
+    if config.classes is not None:
+        return list(config.classes.names), config.classes.palette
+    names, palette = datasets.classes(config.dataset, num_classes,
+                                      config.class_names or opened.class_names)
+    if opened.class_colours is not None and config.dataset is None:
+        palette = classes_lib.palette_of(opened.class_colours)
+    return names, palette
+
+
 def _load_network(weights, config):
     """(the opened weights file, the DeepLabResNet filled from it) for `weights`."""
     opened = checkpoint.open_weights(weights, prototxt=config.prototxt, variant=config.variant)
@@ -72,11 +86,12 @@ class Segmenter:
     Attributes:
         model: the network variant ("resnet101", "resnet50", "resnet152", "tiny").
         num_classes: the number of classes.
-        class_names: one name per class: those given to `load`, else those the
-            weights record, else the dataset's (VOC's for 21 classes, ...; class_<i>
-            for a class count no dataset has).
-        palette: 256x3 uint8 colours of the classes (the dataset's), for label
-            PNGs and overlays (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
+        class_names: one name per class: those of the classes file or names given to
+            `load`, else those the weights record, else the dataset's (VOC's for
+            21 classes, ...; class_<i> for a class count no dataset has).
+        palette: 256x3 uint8 colours of the classes (the classes file's, else those
+            the weights record, else the dataset's), for label PNGs and overlays
+            (`deeplab_resnet.data.palette.save_label_png`, `overlay`).
         weights: the file actually read (for a folder of checkpoints, its latest).
         precision: the number format the network computes in ("fp32", "bf16",
             "fp16"): the one asked for, or fp32 where this hardware lacks it.
@@ -110,7 +125,8 @@ class Segmenter:
                 `model.ckpt-N` (V2).
             config: a `PredictConfig` (default: its defaults).
             **settings: `PredictConfig` fields to change, e.g. `scales=(1.0, 0.5)`,
-                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`;
+                `flip=True`, `precision="bf16"`, `crf=True`, `class_names=...`,
+                `classes="classes.txt"` (a classes file: names and colours);
                 `model=` names the variant (the field `variant`).
         Returns:
             a `Segmenter`.
@@ -129,8 +145,7 @@ class Segmenter:
         if config.crf_params is not None and not crf_lib.available():
             raise DeepLabError(crf_lib.INSTALL_HINT)
         opened, network = _load_network(weights, config)
-        names, palette = datasets.classes(config.dataset, network.num_classes,
-                                          config.class_names or opened.class_names)
+        names, palette = _names_and_colours(opened, network.num_classes, config)
         segmenter = cls(predict_lib.make_predictor(network, config), opened.path, names, palette)
         _log.debug("loaded %s: %s, %d classes, computing in %s", opened.path, segmenter.model,
                    segmenter.num_classes, segmenter.precision)
@@ -208,8 +223,9 @@ class Segmenter:
         Its `serving_default` signature takes `image` (uint8 [H, W, 3], any
         size) and returns `labels` (int32 [H, W]) and `probabilities` (float32
         [H, W, C]), computed as `predict` computes them (a dense CRF excepted:
-        it is not a TensorFlow op). Written to a temporary folder and renamed
-        into place.
+        it is not a TensorFlow op). The classes are recorded: the `classes` signature
+        (no inputs) returns `class_names` (string [C]) and `class_colours` (uint8
+        [C, 3]). Written to a temporary folder and renamed into place.
 
         Args:
             path: the folder to create; it must not exist or be empty.
@@ -226,7 +242,7 @@ class Segmenter:
             TensorShape([240, 320])
         """
         output_dir = export_lib.check_output_dir(path, "path")
-        export_lib.export(self.predictor, output_dir)
+        export_lib.export(self.predictor, output_dir, self.class_names, self.palette)
         return output_dir
 
     def __repr__(self):

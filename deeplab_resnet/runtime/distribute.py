@@ -119,6 +119,19 @@ def sum_over_replicas(value):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
+def gather_over_replicas(value):
+    """`value` of every replica, concatenated along its first axis in replica order.
+
+    Call in replica context (inside `strategy.run`); with one replica, or
+    outside any strategy, `value` itself. Every replica's `value` must have the
+    same shape.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_gather(value, axis=0)
+
+
 def barrier(strategy):
     """Returns once every replica of every worker has reached it (a sum over replicas).
 

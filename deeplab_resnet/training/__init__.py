@@ -11,7 +11,8 @@ It logs (`logging`), and prints nothing. Everything else is written once, in
 these modules:
 
     config      TrainConfig (to_dict / from_dict), Recipe and the three recipes
-    losses      cross-entropy at logit resolution; the (multi-scale) objective
+    losses      cross-entropy at logit resolution (class weights, OHEM); the objective
+    class_weights  the weights of a file, or median-frequency balancing ("auto")
     optim       Caffe SGD, Adam, DeepLab's learning-rate multipliers, poly schedule
     step        loss scaling and the compiled update (micro-batches, replicas)
     state       the model, optimizer, counters and checkpoint of a run
@@ -22,6 +23,7 @@ these modules:
     folder_lock one run per snapshot folder: the OS file lock `train` holds on it
     memory      the memory one update needs, checked against the machine's before the first
     callbacks   Callback and TrainResult (no TensorFlow: the commands' callbacks)
+    validation  scores on a validation list while training; the best checkpoint
     loop        train: startup checks and report, the updates, saving, stopping
 
 The room may import `predict`, `weights`, `data`, `model`, `runtime` and the base

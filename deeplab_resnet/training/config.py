@@ -5,10 +5,13 @@ that holds it imports the loop, and so TensorFlow.
 """
 
 import dataclasses
+import os
 
 from deeplab_resnet import defaults, settings as rules
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.arch import VARIANTS
+from deeplab_resnet.training import class_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,10 @@ class TrainConfig:
         class_names: one name per class (a tuple), recorded in the checkpoints for
             evaluation and inference to show (None: none; a resumed run keeps the
             names it recorded, and other names are another run).
+        classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`):
+            its names and colours are recorded in the checkpoints, and `num_classes`
+            and `class_names` follow from it (given too, they must agree). Read when
+            the config is made: the field then holds the `Classes`.
         prototxt: deploy prototxt for a `.caffemodel` in `restore_from`.
         batch_size: images per mini-batch on each replica.
         input_size: (height, width) of the crops.
@@ -64,6 +71,21 @@ class TrainConfig:
             or "fp16" (with dynamic loss scaling); weights, logits and loss stay
             float32.
         strategy: "default", "mirrored" or "multi-worker" (`deeplab_resnet.runtime.distribute`).
+        class_weights: loss weight of each class: "auto" (median-frequency balancing of
+            the training labels, counted before the first update and recorded, so that a
+            resume uses the same weights), a file of one weight per line in class order,
+            or a sequence of numbers; None: every class 1, Caffe's loss.
+        ohem_fraction: 0 < F <= 1: only the hardest F of the valid pixels of each
+            global batch count (bootstrapped cross-entropy); None: all.
+        val_list, val_data_dir: a labelled list to validate on while training, on
+            the chief, as evaluate.py scores (`val_data_dir` None: `data_dir`).
+        val_every: validate every N updates (None: at every checkpoint, every
+            `save_pred_every`); the best checkpoint is kept in `snapshot_dir`/best/.
+        val_scales, val_flip, val_deeplab_protocol, val_pad_size: the test protocol
+            of the validation (evaluate.py's --scales, --flip, --deeplab-protocol,
+            --pad-size).
+        config_file: the TOML file the settings were read from, recorded in the run
+            record (None: none).
 
     Example:
         >>> config = TrainConfig(data_dir="data", data_list="data/train.txt", variant="tiny",
@@ -77,6 +99,7 @@ class TrainConfig:
     variant: str | None = None
     num_classes: int | None = None
     class_names: tuple | None = None
+    classes: object = None
     prototxt: str | None = None
     batch_size: int = 10
     input_size: tuple = (defaults.INPUT_SIZE, defaults.INPUT_SIZE)
@@ -105,16 +128,38 @@ class TrainConfig:
     jit: bool = False
     precision: str = rules.DEFAULT_PRECISION
     strategy: str = "default"
+    class_weights: str | tuple | None = None
+    ohem_fraction: float | None = None
+    val_list: str | None = None
+    val_data_dir: str | None = None
+    val_every: int | None = None
+    val_scales: tuple = (1.0,)
+    val_flip: bool = False
+    val_deeplab_protocol: bool = False
+    val_pad_size: int = defaults.PAD_SIZE
+    config_file: str | None = None
 
     def __post_init__(self):
-        for field in ("class_names", "input_size", "scales"):
+        for field in ("class_names", "input_size", "scales", "val_scales"):
             value = getattr(self, field)
             if isinstance(value, list):
                 object.__setattr__(self, field, tuple(value))
         rules.check_fields(self, _RULES)
+        object.__setattr__(self, "class_weights", class_weights.check_setting(self.class_weights))
+        if self.val_list is None and (self.val_every is not None
+                                      or self.val_data_dir is not None):
+            raise SettingError("{val_every} and {val_data_dir} need {val_list}, the list "
+                               "to validate on", "val_every", "val_data_dir", "val_list")
+        classes_lib.fill_config(self)
+
+    @property
+    def class_colours(self):
+        """The (R, G, B) of each class, from `classes` (None without one)."""
+        return None if self.classes is None else self.classes.colours
 
     def to_dict(self):
-        """The settings as a JSON-safe dict ({field: value}; tuples as lists)."""
+        """The settings as a JSON-safe dict ({field: value}; tuples as lists; `classes` as
+        its file's path, or its lines when made in memory)."""
         return {field.name: _json_value(getattr(self, field.name))
                 for field in dataclasses.fields(self)}
 
@@ -134,11 +179,13 @@ class TrainConfig:
 
 
 def _json_value(value):
+    if isinstance(value, classes_lib.Classes):
+        return value.path if value.path and os.path.isfile(value.path) else value.lines()
     return list(value) if isinstance(value, tuple) else value
 
 
 _BOOLEANS = ("random_mirror", "random_scale", "from_scratch", "new_head", "train_bn",
-             "deterministic", "jit")
+             "deterministic", "jit", "val_flip", "val_deeplab_protocol")
 _POSITIVE = ("batch_size", "num_steps", "grad_update_every", "save_pred_every",
              "keep_checkpoints")
 # TrainConfig's fields and their rules, in the order of the fields.
@@ -154,6 +201,10 @@ _RULES = {
     "bn_momentum": rules.FRACTION, "save_num_images": rules.NON_NEGATIVE_INT,
     "snapshot_dir": rules.PATH, "stop_after": rules.POSITIVE_INT.or_none(),
     "precision": rules.one_of(rules.PRECISIONS), "strategy": rules.one_of(rules.STRATEGIES),
+    "ohem_fraction": rules.OHEM_FRACTION.or_none(), "val_list": rules.PATH.or_none(),
+    "val_data_dir": rules.PATH.or_none(), "val_every": rules.POSITIVE_INT.or_none(),
+    "val_scales": rules.SCALES, "val_pad_size": rules.POSITIVE_INT,
+    "config_file": rules.PATH.or_none(),
     **{field: rules.POSITIVE_INT for field in _POSITIVE},
     **{field: rules.BOOLEAN for field in _BOOLEANS},
 }

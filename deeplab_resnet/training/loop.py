@@ -18,7 +18,8 @@ from deeplab_resnet.errors import NamingSettings, SettingError, counted, progres
 from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
 from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
-from deeplab_resnet.training import folder_lock, memory, run_record, snapshots, summaries
+from deeplab_resnet.training import (folder_lock, memory, run_record, snapshots, summaries,
+                                     validation)
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
@@ -81,6 +82,7 @@ def _train(config, recipe, strategy, callbacks, stop):
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
                  f"{{num_steps}} {config.num_steps} updates: nothing to do (a larger "
                  "{num_steps} continues this run)", "num_steps", progress=True)
+            validation.for_run(run).catch_up(run.start, run.latest)  # saved, maybe not scored
         for callback in callbacks:
             callback.on_train_end()
         return TrainResult(run.latest, run.start, None)
@@ -235,7 +237,10 @@ class _Loop:
         self.writer = None
         objective = Objective(run.state.model, config.ignore_label,
                               scales=config.scales if run.recipe.multi_scale else None,
-                              compute_dtype=precision.resolve(config.precision))
+                              compute_dtype=precision.resolve(config.precision),
+                              class_weights=run.state.class_weights,
+                              ohem_fraction=config.ohem_fraction)
+        self.validation = validation.for_run(run)
         self.trainer = Trainer(objective, run.state.optimizer, run.state.variables,
                                jit=config.jit, strategy=run.strategy,
                                loss_scale=run.state.loss_scale)
@@ -252,14 +257,16 @@ class _Loop:
             self.manager = tf.train.CheckpointManager(
                 run.state.checkpoint, save_dir, max_to_keep=config.keep_checkpoints,
                 checkpoint_name=snapshots.CHECKPOINT_NAME)
+            self.writer = self.validation.catch_up(run.start, run.latest, self.writer)
             self.started = time.perf_counter()
             while self.update < self.end:
                 if agreement.poll():
                     return self._stopped()
                 images, labels = next(batches)
                 self._one_update(images, labels)
-                if self.update % config.save_pred_every == 0 or self.update == self.end:
-                    self._checkpoint(images, labels)
+                if self.update % config.save_pred_every == 0 or self.update == self.end \
+                        or validation.due(config, self.update):
+                    self.validation.run(self.update, self._checkpoint(images, labels), self.writer)
             return self._finished()
 
     @contextlib.contextmanager
@@ -315,17 +322,19 @@ class _Loop:
         if self.run.chief and config.save_num_images:
             with self.writer.as_default():
                 summaries.write_image_summary(self.trainer, images, labels,
-                                              config.save_num_images, done, config.ignore_label)
+                                              config.save_num_images, done, config.ignore_label,
+                                              self.run.state.palette)
         saved = self._save()
         if self.run.chief:
             rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)
-            images = (config.batch_size * config.grad_update_every
-                      * self.run.strategy.num_replicas_in_sync)
+            per_update = (config.batch_size * config.grad_update_every
+                          * self.run.strategy.num_replicas_in_sync)
             line = progress_line(self.run.recipe.name, "update", done, config.num_steps,
                                  [f"loss {self.last_loss:.4f}",
                                   f"pixel accuracy {self.last_accuracy:.3f}"],
-                                 rate * images, (config.num_steps - done) / rate)
+                                 rate * per_update, (config.num_steps - done) / rate)
             log.info(f"{line}; saved {saved}", extra=PROGRESS)
+        return saved
 
     def _save(self):
         """Saves a checkpoint of the current update; tells the callbacks; returns its prefix."""

@@ -30,6 +30,7 @@ import tensorflow as tf
 from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.files import unused_path
+from deeplab_resnet.training import class_weights
 
 # The checkpoint key of the record: tf.train.Checkpoint(meta={"run": <string variable>}).
 KEY = "meta/run/.ATTRIBUTES/VARIABLE_VALUE"
@@ -38,16 +39,17 @@ _MODEL_KEY = "meta/model/.ATTRIBUTES/VARIABLE_VALUE"
 _CLASSES_KEY = "meta/num_classes/.ATTRIBUTES/VARIABLE_VALUE"
 
 # Entries that are compared only when the rerun states them (None: not given).
-OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names")
+OPTIONAL = ("model", "num_classes", "restore_from", "not_restore_last", "class_names",
+            "class_colours", "class_weights_computed")
 # Entries shown but never compared: where things are, and the total (see the docstring).
-NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps")
+NOT_COMPARED = ("data_list", "data_dir", "batch_size", "replicas", "num_steps", "config_file")
 # How a difference is named in messages: a template naming settings by their `TrainConfig`
 # field as `{field}` (default: the key is the field, e.g. `{learning_rate}`).
 LABELS = {"script": "script", "list_sha256": "{data_list} contents", "images": "list lines",
           "global_batch": "global batch ({batch_size} x replicas)",
           "micro_batches": "{grad_update_every}", "model": "{variant}",
           "is_training": "{train_bn}", "not_restore_last": "{new_head}",
-          "mixed_precision": "{precision}"}
+          "mixed_precision": "{precision}", "class_colours": "{classes} colours"}
 # Values recorded under another name than the field's ("none": float32 before `precision`).
 _RECORDED = {"mixed_precision": {"fp32": "none"}}
 
@@ -56,7 +58,8 @@ _RECORDED = {"mixed_precision": {"fp32": "none"}}
 _RUN_SETTINGS = {"input_size": "input_size", "learning_rate": "learning_rate",
                  "random_mirror": "random_mirror", "random_scale": "random_scale",
                  "scale_mode": "scale_mode", "random_seed": "random_seed",
-                 "mixed_precision": "precision", "ignore_label": "ignore_label"}
+                 "mixed_precision": "precision", "ignore_label": "ignore_label",
+                 "ohem_fraction": "ohem_fraction"}
 _SGD_SETTINGS = {"momentum": "momentum", "power": "power", "weight_decay": "weight_decay"}
 _BN_SETTINGS = {"is_training": "train_bn", "bn_momentum": "bn_momentum"}
 
@@ -85,8 +88,12 @@ def settings_of(config, recipe):
     settings = {key: getattr(config, field) for key, field in keys.items()}
     settings = {key: _RECORDED.get(key, {}).get(value, value) for key, value in settings.items()}
     given = config.restore_from is not None
-    return dict(settings, num_steps=config.num_steps, model=config.variant,
+    config_file = None if config.config_file is None else os.path.abspath(config.config_file)
+    return dict(settings, class_weights=class_weights.recorded(config.class_weights),
+                class_weights_computed=None, config_file=config_file,
+                num_steps=config.num_steps, model=config.variant,
                 num_classes=config.num_classes, class_names=config.class_names,
+                class_colours=config.class_colours,
                 restore_from=os.path.abspath(config.restore_from) if given else None,
                 not_restore_last=config.new_head if given else None)
 

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from deeplab_resnet.data.classes import palette_of
 from deeplab_resnet.weights import checkpoint as ckpt_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
@@ -12,7 +13,7 @@ from deeplab_resnet.runtime import distribute
 from deeplab_resnet.model.arch import is_head_variable
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model.network import DeepLabResNet
-from deeplab_resnet.training import run_record
+from deeplab_resnet.training import class_weights, run_record
 from deeplab_resnet.training.optim import Adam, CaffeSGD, sgd_params
 from deeplab_resnet.training.step import LossScale
 
@@ -66,6 +67,9 @@ class TrainState:
         checkpoint: what is saved: all of the above and the run record (`meta/run`).
         restorable: the same without the record, for resuming (which also
             resumes checkpoints written before records existed).
+        palette: 256x3 uint8 colours of the classes the run records (a classes file's,
+            given or resumed), None for VOC's: the summaries' label colours.
+        class_weights: the loss weight of each class, or None (`class_weights.resolve`).
     """
     model: object
     variables: dict
@@ -75,6 +79,8 @@ class TrainState:
     loss_scale: object
     checkpoint: tf.train.Checkpoint
     restorable: tf.train.Checkpoint
+    palette: object = None
+    class_weights: tuple | None = None
 
 
 def build_state(config, recipe, strategy, latest, record):
@@ -91,6 +97,7 @@ def build_state(config, recipe, strategy, latest, record):
     record = dict(record, model=model.variant, num_classes=model.num_classes)
     class_names = record.get("class_names")  # given, else those the resumed run recorded
     ckpt_lib.check_class_names(class_names, model.num_classes)
+    record, weights = class_weights.resolve(config, record, model.num_classes)
     distribute.replicate(strategy, model.params)
     distribute.replicate(strategy, model.meta)
     variables = {k: v for k, v in model.params.items()
@@ -108,8 +115,12 @@ def build_state(config, recipe, strategy, latest, record):
     scaling = {} if loss_scale is None else {"loss_scale": loss_scale}
     saved = dict(params=model.params, optimizer=optimizer, step=step, data_position=position,
                  **scaling)
-    meta = {**model.meta, **ckpt_lib.class_names_meta(class_names),
+    meta = {**model.meta,
+            **ckpt_lib.class_names_meta(class_names, record.get("class_colours")),
             "run": run_record.variable(record)}
+    colours = record.get("class_colours")
     return TrainState(model, variables, optimizer, step, position, loss_scale,
                       tf.train.Checkpoint(meta=meta, **saved),
-                      tf.train.Checkpoint(meta=model.meta, **saved))
+                      tf.train.Checkpoint(meta=model.meta, **saved),
+                      palette=None if colours is None else palette_of(colours),
+                      class_weights=weights)

@@ -9,14 +9,15 @@ from deeplab_resnet.model.network import IMG_MEAN
 from deeplab_resnet.data.palette import colorize
 
 
-def image_strips(images, labels, predictions, ignore_label, count):
-    """image | label | prediction strips as uint8 [count, H, 3W, 3]."""
+def image_strips(images, labels, predictions, ignore_label, count, palette=None):
+    """image | label | prediction strips as uint8 [count, H, 3W, 3], in `palette`'s colours
+    (256x3; default VOC's)."""
     rgb = np.clip(images[:count] + IMG_MEAN, 0, 255)[..., ::-1].astype(np.uint8)
 
     def paint(values):
         # Ignored pixels take the palette's last colour, as VOC draws its borders.
         values = np.where(values == ignore_label, 255, np.clip(values, 0, 255))
-        return colorize(values)
+        return colorize(values, palette)
 
     return np.concatenate([rgb, paint(labels[:count]), paint(predictions[:count])], axis=2)
 
@@ -49,12 +50,12 @@ def write_images(tag, images, step):
 
 
 def write_image_summary(trainer, images, labels, count, step,
-                        ignore_label=defaults.IGNORE_LABEL):
+                        ignore_label=defaults.IGNORE_LABEL, palette=None):
     """image | label | prediction strips of the first `count` crops of the first
-    micro-batch (of this worker's first replica)."""
+    micro-batch (of this worker's first replica), in `palette`'s colours."""
     images, labels = (trainer.strategy.experimental_local_results(t)[0][0]
                       for t in (images, labels))
     shown = images[:count]
     strips = image_strips(shown.numpy(), labels.numpy(), trainer.predict(shown).numpy(),
-                          ignore_label, count)
+                          ignore_label, count, palette)
     write_images("image_label_prediction", strips, step)

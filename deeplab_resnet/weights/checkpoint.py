@@ -2,7 +2,8 @@
 
 Every checkpoint of the project holds `params/<caffe name>` (see
 `deeplab_resnet.model.arch` for the naming scheme) and, for DeepLab networks,
-`meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names`,
+`meta/model` (variant name), `meta/num_classes` and optionally `meta/class_names` and
+`meta/class_colours` (int32 [num_classes, 3], RGB),
 so that loading needs no extra flags and a contradicting flag is an error. Weights
 that do not record them (the 2017 port's checkpoints, see `deeplab_resnet.weights.legacy`;
 `.npz` files of convert.py; converted ImageNet ResNets) get them from their
@@ -24,6 +25,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from deeplab_resnet.data import classes as classes_lib
 from deeplab_resnet.files import save_npz
 from deeplab_resnet import defaults
 from deeplab_resnet.model import arch
@@ -186,18 +188,19 @@ def _read_npz(path):
 
 
 def _recorded(reader, prefix):
-    """(variant, num_classes, class_names) a checkpoint records (`weights.recorded_meta`),
-    None when it records none."""
+    """(variant, num_classes, class_names, class_colours) a checkpoint records
+    (`weights.recorded_meta`), None when it records none."""
     if not reader.has_tensor(_META_KEY.format("model")):
         return None
     if not reader.has_tensor(_META_KEY.format("num_classes")):
         raise BadFileError(f"{prefix}: records meta/model but no meta/num_classes: corrupt "
                            "checkpoint?", path=prefix)
-    names = None
-    if reader.has_tensor(_META_KEY.format("class_names")):
-        names = _tensor(reader, prefix, _META_KEY.format("class_names"))
+    names, colours = (_tensor(reader, prefix, _META_KEY.format(key))
+                      if reader.has_tensor(_META_KEY.format(key)) else None
+                      for key in ("class_names", "class_colours"))
     return weights.recorded_meta(prefix, _tensor(reader, prefix, _META_KEY.format("model")),
-                                 _tensor(reader, prefix, _META_KEY.format("num_classes")), names)
+                                 _tensor(reader, prefix, _META_KEY.format("num_classes")), names,
+                                 colours)
 
 
 def _open_checkpoint(prefix):
@@ -284,14 +287,19 @@ def read_params(path):
     return open_weights(path).read_all()
 
 
-def class_names_meta(class_names):
-    """The `meta` entries that record class names in a checkpoint: {} for None, else
-    {"class_names": a string variable}; e.g. tf.train.Checkpoint(meta={**model.meta,
-    **class_names_meta(names)})."""
-    if class_names is None:
-        return {}
-    return {"class_names": tf.Variable(tf.constant([str(n) for n in class_names], tf.string),
-                                       trainable=False, name="class_names")}
+def class_names_meta(class_names, class_colours=None):
+    """The `meta` entries that record the classes in a checkpoint: {"class_names": a string
+    variable} when names are given, {"class_colours": an int32 [C, 3] variable} when colours
+    are; e.g. tf.train.Checkpoint(meta={**model.meta, **class_names_meta(names, colours)})."""
+    meta = {}
+    if class_names is not None:
+        meta["class_names"] = tf.Variable(tf.constant([str(n) for n in class_names], tf.string),
+                                          trainable=False, name="class_names")
+    if class_colours is not None:
+        meta["class_colours"] = tf.Variable(
+            tf.constant(np.asarray(class_colours, np.int32).reshape(-1, 3)), trainable=False,
+            name="class_colours")
+    return meta
 
 
 def check_class_names(class_names, num_classes):
@@ -311,7 +319,23 @@ def check_class_names(class_names, num_classes):
                            "classes: give one name per class, in class order", "class_names")
 
 
-def save_params(params, prefix, variant=None, num_classes=None, class_names=None):
+def recorded_classes(classes, class_names, num_classes):
+    """(names, colours) to record for a head of `num_classes` classes (None: no head):
+    those of `classes` (a classes file's path or a `Classes`), else `class_names` and no
+    colours; each checked against the class count (a SettingError naming the setting)."""
+    classes = classes_lib.as_classes(classes)
+    if classes is None:
+        check_class_names(class_names, num_classes)
+        return class_names, None
+    if num_classes is None:
+        raise SettingError("{classes}: the weights hold no DeepLab head whose classes "
+                           "they could name", "classes")
+    classes_lib.settle(classes, num_classes, class_names)
+    return classes.names, classes.colours
+
+
+def save_params(params, prefix, variant=None, num_classes=None, class_names=None,
+                class_colours=None):
     """Writes {name: array} as a checkpoint at `prefix`, atomically.
 
     Args:
@@ -319,6 +343,7 @@ def save_params(params, prefix, variant=None, num_classes=None, class_names=None
         prefix: the checkpoint prefix to write.
         variant, num_classes: recorded as `meta/model`, `meta/num_classes` (DeepLab nets).
         class_names: recorded as `meta/class_names` when given (one per class).
+        class_colours: recorded as `meta/class_colours` when given ((R, G, B) per class).
     Returns:
         the absolute prefix.
 
@@ -339,7 +364,7 @@ def save_params(params, prefix, variant=None, num_classes=None, class_names=None
         if variant is not None:
             root["meta"] = {"model": tf.Variable(variant),
                             "num_classes": tf.Variable(int(num_classes)),
-                            **class_names_meta(class_names)}
+                            **class_names_meta(class_names, class_colours)}
         with writing(prefix):
             tf.train.Checkpoint(**root).write(os.path.join(tmp_dir, "ckpt"))
         files = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
@@ -350,7 +375,7 @@ def save_params(params, prefix, variant=None, num_classes=None, class_names=None
     return prefix
 
 
-def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
+def rewrite(source, ckpt_path=None, npz_path=None, class_names=None, classes=None):
     """Writes a weights file's parameters in this project's formats (convert.py SOURCE).
 
     Args:
@@ -361,6 +386,8 @@ def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
             and the class names the source records.
         npz_path: `.npz` to write (same names and values).
         class_names: names to record instead of the source's (one per class).
+        classes: a classes file (path or `data.classes.Classes`) whose names and colours
+            are recorded instead of the source's.
     Returns:
         (variant, num_classes, number of tensors); the first two None when not recorded.
     Raises:
@@ -373,14 +400,16 @@ def rewrite(source, ckpt_path=None, npz_path=None, class_names=None):
         opened.check(arch.architecture(variant, num_classes or 1), new_head=num_classes is None)
     if variant is None or num_classes is None:
         variant = num_classes = None
-    check_class_names(class_names, num_classes)
+    names, colours = recorded_classes(classes, class_names, num_classes)
     params = opened.read_all()
     if not params:
         raise BadFileError(f"{opened.path}: holds no model parameters to convert",
                            path=opened.path)
     if ckpt_path:
+        keep = variant is not None and names is None
         save_params(params, ckpt_path, variant, num_classes,
-                    class_names or (opened.class_names if variant is not None else None))
+                    opened.class_names if keep else names,
+                    opened.class_colours if keep else colours)
     if npz_path:
         save_npz(params, npz_path)
     return variant, num_classes, len(params)

@@ -56,7 +56,7 @@ def _check_request(ckpt_path, npz_path, code_path, caffemodel):
 
 
 def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_path=None,
-            class_names=None):
+            class_names=None, classes=None):
     """Converts a Caffe net (no Caffe installation needed).
 
     Everything is read and checked before anything is written; each file is
@@ -71,6 +71,9 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
         code_path: `.py` file to write: TF2 code of the net.
         class_names: one name per class, recorded in the checkpoint (a DeepLab net's);
             evaluation and inference show them.
+        classes: a classes file (path, or a `deeplab_resnet.data.classes.Classes`): its
+            names and colours are recorded in the checkpoint (masks and overlays are
+            drawn in them); its class count must be the net's.
     Returns:
         a `Conversion`.
     Raises:
@@ -89,13 +92,13 @@ def convert(prototxt, caffemodel=None, *, ckpt_path=None, npz_path=None, code_pa
     params = caffe.read_weights(net, caffemodel) if caffemodel else None
     code = caffe.emit_code(net) if code_path else None
     variant, num_classes = net.deeplab or (None, None)
-    checkpoint.check_class_names(class_names, num_classes)
+    names, colours = checkpoint.recorded_classes(classes, class_names, num_classes)
     # Everything is read and checked: only now create folders and write.
     for path, field in zip((ckpt_path, npz_path, code_path), _OUTPUTS):
         if path:
             _make_parent(path, field)
     if ckpt_path:
-        checkpoint.save_params(params, ckpt_path, variant, num_classes, class_names)
+        checkpoint.save_params(params, ckpt_path, variant, num_classes, names, colours)
     if npz_path:
         save_npz(params, npz_path)
     if code_path:

@@ -46,17 +46,19 @@ def infer_meta(names):
     return variant, (int(head[-1]) if head is not None else None)
 
 
-def recorded_meta(path, variant, num_classes, class_names):
-    """The checked (variant, num_classes, class_names) a file records.
+def recorded_meta(path, variant, num_classes, class_names, class_colours=None):
+    """The checked (variant, num_classes, class_names, class_colours) a file records.
 
     Args:
         path: the file, for messages.
         variant: `meta/model` as stored (bytes, or anything else a corrupt file holds).
         num_classes: `meta/num_classes` as stored.
         class_names: `meta/class_names` as stored, None when absent.
+        class_colours: `meta/class_colours` as stored (Cx3 integers 0..255), None when absent.
     Raises:
         BadFileError: an unknown variant, a class count that is not an integer in
-            1..MAX_CLASSES, or class names that are not that many strings.
+            1..MAX_CLASSES, class names that are not that many strings, or class
+            colours that are not that many RGB triples.
     """
     name = variant.decode("utf-8", "replace") if isinstance(variant, bytes) else None
     if name not in arch_lib.VARIANTS:
@@ -68,14 +70,31 @@ def recorded_meta(path, variant, num_classes, class_names):
         raise BadFileError(f"{path}: meta/num_classes {str(num_classes)[:40]} is not a class "
                            f"count (an integer in 1..{MAX_CLASSES}): corrupt checkpoint?",
                            path=path)
+    return (name, int(count), _recorded_names(path, class_names, int(count)),
+            _recorded_colours(path, class_colours, int(count)))
+
+
+def _recorded_names(path, class_names, count):
     if class_names is None:
-        return name, int(count), None
+        return None
     names = np.asarray(class_names)
-    if names.ndim != 1 or names.dtype.kind not in "SO" or len(names) != int(count):
+    if names.ndim != 1 or names.dtype.kind not in "SO" or len(names) != count:
         raise BadFileError(f"{path}: meta/class_names holds {names.size} names of dtype "
-                           f"{names.dtype} for {int(count)} classes: corrupt checkpoint?",
+                           f"{names.dtype} for {count} classes: corrupt checkpoint?",
                            path=path)
-    return name, int(count), tuple(bytes(n).decode("utf-8", "replace") for n in names)
+    return tuple(bytes(n).decode("utf-8", "replace") for n in names)
+
+
+def _recorded_colours(path, class_colours, count):
+    if class_colours is None:
+        return None
+    colours = np.asarray(class_colours)
+    if (colours.shape != (count, 3) or colours.dtype.kind not in "iu"
+            or colours.min(initial=0) < 0 or colours.max(initial=0) > 255):
+        raise BadFileError(f"{path}: meta/class_colours holds {colours.dtype} "
+                           f"{colours.shape} for {count} classes, not one RGB colour (0..255) "
+                           "per class: corrupt checkpoint?", path=path)
+    return tuple(tuple(int(v) for v in colour) for colour in colours)
 
 
 def check_finite(path, name, value):
@@ -114,6 +133,7 @@ class WeightsFile:
         variant, num_classes: what the file records (`recorded`), else what its
             tensors imply; None when unknown (num_classes: no DeepLab head).
         class_names: the class names the file records, None when not recorded.
+        class_colours: the (R, G, B) of each class the file records, None when not recorded.
         recorded: whether variant and class count were recorded in the file.
         strict: whether a file holding the DeepLab head may hold nothing else
             (True for checkpoints and `.npz`; caffemodels keep other layers).
@@ -126,6 +146,7 @@ class WeightsFile:
     variant: object = None
     num_classes: object = None
     class_names: object = None
+    class_colours: object = None
     recorded: bool = False
     strict: bool = True
     index: object = dataclasses.field(default=dict, repr=False)
@@ -262,7 +283,8 @@ def opened(path, format, tensors=None, index=None, recorded=None, strict=True):
         path, format, strict: as in `WeightsFile`.
         tensors: {name: (shape, read)}, when known now (checkpoints, `.npz`).
         index: instead of `tensors`, a callable giving them later (caffemodels).
-        recorded: (variant, num_classes, class_names) the file records (`recorded_meta`),
+        recorded: (variant, num_classes, class_names, class_colours) the file records
+            (`recorded_meta`),
             None when it records none: then they are inferred from the tensors.
         strict: see `WeightsFile`.
     Raises:
@@ -277,7 +299,7 @@ def opened(path, format, tensors=None, index=None, recorded=None, strict=True):
         if tensors is not None:
             weights.variant, weights.num_classes = infer_meta(weights.shapes)
         return weights
-    weights.variant, weights.num_classes, weights.class_names = recorded
+    weights.variant, weights.num_classes, weights.class_names, weights.class_colours = recorded
     weights.recorded = True
     weights.check_head()
     weights.check(arch_lib.architecture(weights.variant, weights.num_classes))
