@@ -1,4 +1,5 @@
-"""The library's typed errors: each message is one complete line, as raised.
+"""The library's typed errors: each message is one complete line, as raised; and the text
+helpers of every message and progress line (`shown`, `counted`, `progress_line`).
 
     DeepLabError            anything the caller did or gave that cannot be used
     ├── BadFileError        a file that is missing, unreadable or holds the wrong thing (`.path`)
@@ -15,7 +16,8 @@ import re
 
 
 class DeepLabError(Exception):
-    """Base of the library's errors; its message is one line that names what is wrong.
+    """Base of the library's errors; its message is one line that names what is wrong
+    (unprintable characters escaped, at most `MESSAGE_LENGTH` characters: `shown`).
 
     Args:
         message: the complete message.
@@ -23,7 +25,7 @@ class DeepLabError(Exception):
     """
 
     def __init__(self, message, path=None):
-        super().__init__(message)
+        super().__init__(shown(message, limit=MESSAGE_LENGTH))
         self.path = None if path is None else str(path)
 
 
@@ -74,7 +76,7 @@ def name_fields(template, fields, name_of=str):
     """
     for field in fields:
         template = template.replace("{" + field + "}", name_of(field))
-    return template
+    return shown(template, limit=MESSAGE_LENGTH)
 
 
 class NamingSettings:
@@ -116,10 +118,63 @@ class WriteError(DeepLabError, OSError):
     __str__ = DeepLabError.__str__  # "<path>: <reason>", not OSError's "[Errno None] ..."
 
 
+SHOWN_LENGTH = 160  # characters of a name or a file's contents that a message shows
+MESSAGE_LENGTH = 1000  # characters of a whole message (its names and contents cut before)
+
+
+def shown(value, limit=SHOWN_LENGTH):
+    """`value` as a message shows it: control characters, NUL and other unprintable
+    characters escaped (`\\x00`, `\\n`), and cut to `limit` characters.
+
+    For every name or content from outside (paths, a file's text, a value read from a
+    file) that a message echoes: a message stays one readable line.
+    """
+    text = str(value)
+    escaped = "".join(char if char.isprintable() else char.encode("unicode_escape", "replace")
+                      .decode("ascii") for char in text)
+    if len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}... ({len(text)} characters)"
+
+
+def counted(number, noun, plural=None):
+    """'1 image', '2 images' (`plural`: for nouns that do not take an s)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def duration(seconds):
+    """A duration to show: '42 s', '3.5 min' or '2.1 h'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def progress_line(name, noun, done, total, details=(), images_per_second=None,
+                  seconds_left=None):
+    """A progress line, in the one format of every command and of the training's log:
+    'train.py: update 4/10, loss 0.1250, learning rate 0.001, 0.16 images/s, ETA 2.5 min'.
+
+    Args:
+        name: the script ("train.py", "evaluate.py").
+        noun: what is counted ("update", "image").
+        done, total: how many are done, of how many.
+        details: further "name value" parts.
+        images_per_second, seconds_left: the rate and the time left (None: not shown).
+    """
+    parts = [f"{name}: {noun} {done}/{total}", *details]
+    if images_per_second is not None:
+        parts.append(f"{images_per_second:.2f} images/s")
+    if seconds_left is not None:
+        parts.append(f"ETA {duration(seconds_left)}")
+    return ", ".join(parts)
+
+
 def first_line(exc):
     """The first line of an exception's message (its type name when empty), for one-line errors."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return shown(lines[0], limit=400) if lines else type(exc).__name__
 
 
 def tensorflow_reason(exc):

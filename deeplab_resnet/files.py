@@ -13,7 +13,7 @@ import secrets
 
 import numpy as np
 
-from deeplab_resnet.errors import DeepLabError, SettingError
+from deeplab_resnet.errors import DeepLabError, SettingError, shown
 
 
 def _new_temporary(folder, prefix, suffix, create):
@@ -96,3 +96,49 @@ def unused_path(path):
     while os.path.lexists(f"{base}_{number}"):
         number += 1
     return f"{base}_{number}"
+
+
+_SNIFFED_BYTES = 4096  # how much of a file `disguise` reads
+
+
+def disguise(path):
+    """What a file that should hold binary data (weights) holds instead, when it is plainly
+    something else: 'an HTML page', 'a Git LFS pointer', 'a text file', 'a file of NUL bytes'
+    or 'an empty file'; None when it is none of these (or cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFFED_BYTES)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    if not head.strip(b"\0"):
+        return "a file of NUL bytes"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not only a character cut at the end of the head
+            return None
+        text = head[:exc.start].decode("utf-8")
+    text = text.removeprefix("\ufeff")  # a byte-order mark
+    if not all(char.isprintable() or char in "\t\n\r\f" for char in text):
+        return None
+    start = text.lstrip(" \t\r\n").lower()
+    if start.startswith(("<!doctype html", "<html", "<head", "<?xml")) or "<html" in start:
+        return "an HTML page"
+    if start.startswith("version https://git-lfs"):
+        return "a Git LFS pointer"
+    return "a text file"
+
+
+def not_a(path, kind, text=False):
+    """The message for a file that is plainly not `kind` ("a caffemodel", "a checkpoint"):
+    '<path>: an HTML page, not a caffemodel: was the download complete?'; None when
+    `disguise` recognises nothing (`text`: a text file is what `kind` is, e.g. a prototxt)."""
+    what = disguise(path)
+    if what is None or (text and what == "a text file"):
+        return None
+    hint = {"a file of NUL bytes": "was it ever written out completely?",
+            "a Git LFS pointer": "fetch the file itself (git lfs pull)"}.get(
+                what, "was the download complete?")
+    return f"{shown(path)}: {what}, not {kind}: {hint}"

@@ -121,7 +121,26 @@ def appended(data, rng):
     return data + extra, f"{len(extra)} bytes appended"
 
 
-BLIND = (bit_flips, truncation, byte_run, appended)
+# What a failed download, an unfetched Git LFS file or a lost write leaves in a file's place.
+REPLACEMENTS = {
+    "html": b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+            b"<body><h1>Not Found</h1></body></html>\n",
+    "text": b"Access denied: please sign in to download this file.\n",
+    "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:0123abcd\nsize 1234\n",
+    "nul": b"\0" * 4096,
+}
+# What each replacement is called in the error line (issue 26 item 5).
+REPLACED_AS = {"html": "an HTML page", "text": "a text file", "lfs": "a Git LFS pointer",
+               "nul": "a file of NUL bytes"}
+
+
+def replaced(data, rng):
+    """The whole file replaced by one of `REPLACEMENTS`."""
+    name = sorted(REPLACEMENTS)[int(rng.integers(0, len(REPLACEMENTS)))]
+    return REPLACEMENTS[name], f"replaced by {name} ({len(REPLACEMENTS[name])} bytes)"
+
+
+BLIND = (bit_flips, truncation, byte_run, appended, replaced)
 
 _EXTREMES = (0, 1, 2, 3, 127, 128, 255, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 40, 2 ** 62,
              2 ** 63 - 1, -1, -2 ** 62, -2 ** 63)

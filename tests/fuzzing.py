@@ -3,8 +3,9 @@ files, seeded cases (one mutated file through the command that reads it) and the
 every case must keep.
 
 A case passes when the command either succeeds with the expected output, or exits 2
-(1 for a failed write) with exactly one stderr line, `error: ...`, no traceback, and
-leaves no output file behind.
+(1 for a failed write) with exactly one stderr line, `error: ...` (printable: no raw bytes
+echoed, at most `MAX_ERROR_LENGTH` characters), no traceback, and leaves no output file
+behind.
 """
 
 import contextlib
@@ -45,6 +46,7 @@ KINDS = {
 # Weights whose values are checksummed (V2 data, zip members): if accepted, they must be
 # the good ones. A caffemodel or V1 file with other valid values is another model.
 CHECKSUMMED = ("index", "data", "npz")
+MAX_ERROR_LENGTH = 1200  # characters of an error line a person can still read
 TRAIN_ARGS = ["--model", "tiny", "--num-classes", str(NUM_CLASSES), "--input-size", "33,33",
               "--batch-size", "1", "--num-steps", "1", "--save-pred-every", "1",
               "--save-num-images", "0"]
@@ -104,6 +106,19 @@ def make_case(corpus, seed, index, folder):
     kind = list(KINDS)[int(rng.integers(0, len(KINDS)))]
     name, mutators = KINDS[kind]
     mutator = mutators[int(rng.integers(0, len(mutators)))]
+    mutated, what = mutator((corpus / name).read_bytes(), rng)
+    return _case(corpus, kind, mutated, f"{mutator.__name__}: {what}", folder)
+
+
+def replaced_case(corpus, kind, replacement, folder):
+    """The corpus file of `kind` replaced whole by `fuzz_files.REPLACEMENTS[replacement]`."""
+    return _case(corpus, kind, ff.REPLACEMENTS[replacement], f"replaced by {replacement}",
+                 folder)
+
+
+def _case(corpus, kind, content, what, folder):
+    """A case whose copy of the corpus file of `kind` holds `content`."""
+    name = KINDS[kind][0]
     top = name.split("/")[0]
     source = corpus / top
     if source.is_dir():
@@ -111,10 +126,8 @@ def make_case(corpus, seed, index, folder):
     else:
         for sibling in corpus.glob(top + "*"):  # a checkpoint's .index with its .data
             shutil.copy(sibling, folder / sibling.name)
-    data = (corpus / name).read_bytes()
-    mutated, what = mutator(data, rng)
-    (folder / name).write_bytes(mutated)
-    return Case(kind, f"{kind} {name}: {mutator.__name__}: {what}", folder, folder / "out")
+    (folder / name).write_bytes(content)
+    return Case(kind, f"{kind} {name}: {what}", folder, folder / "out")
 
 
 def command(case, corpus):
@@ -151,6 +164,9 @@ def problems(case, corpus, code, out, err):
     if code != 0:
         if len(lines) != 1 or not lines[0].startswith("error: "):
             found.append("not exactly one stderr line `error: ...`")
+        elif not lines[0].isprintable() or len(lines[0]) > MAX_ERROR_LENGTH:
+            found.append(f"an unreadable error line ({len(lines[0])} characters, raw bytes "
+                         "echoed?)")
         if case.out.exists() and any(p.is_file() for p in case.out.rglob("*")):
             found.append(f"output left behind: {sorted(p.name for p in case.out.rglob('*'))}")
         if case.kind.startswith("snapshot"):
@@ -185,9 +201,9 @@ def _wrong_output(case, corpus, printed):
     return []
 
 
-def run_case(corpus, seed, index, folder):
-    """Makes and runs one case in `folder`; returns (case, problems, stderr)."""
-    case = make_case(corpus, seed, index, folder)
+def run_case(corpus, seed, index, folder, case=None):
+    """Makes and runs one case in `folder` (or runs `case`); returns (case, problems, stderr)."""
+    case = case or make_case(corpus, seed, index, folder)
     main, argv = command(case, corpus)
     code, out, err = run(main, argv)
     return case, problems(case, corpus, code, out, err), err

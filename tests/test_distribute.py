@@ -125,8 +125,8 @@ def test_two_workers_equal_one_process_with_their_global_batch(data, tmp_path):
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err
-    # The chief reports, once per run.
-    assert outputs[0][1].count("finished:") == 2 and "finished:" not in outputs[1][1]
+    # The chief reports, once per run (on stdout, with the progress: issue 26).
+    assert outputs[0][0].count("finished:") == 2 and "finished:" not in outputs[1][0]
 
     start = DeepLabResNet("tiny", len(shapes.CLASSES), seed=SEED).params
     for mode, reference in references.items():

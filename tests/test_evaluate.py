@@ -268,6 +268,6 @@ def test_progress_lines_off_a_terminal_show_the_running_mean_iou(dataset, ckpt, 
         clock=lambda: next(ticks))
     segmenter.evaluate(str(dataset), str(dataset / "val.txt"), progress=lines)
     first_two = segmenter.evaluate(str(dataset), str(dataset / "val.txt"), num_images=2)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"evaluate: 2/3 images, running mean IoU {first_two.mean_iou:.4f}, "
+    out = capsys.readouterr().out.strip().splitlines()  # progress goes to stdout (issue 26)
+    assert out == [f"evaluate.py: image 2/3, running mean IoU {first_two.mean_iou:.4f}, "
                    "0.03 images/s, ETA 30 s"]

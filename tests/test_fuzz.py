@@ -18,6 +18,7 @@ import os
 
 import pytest
 
+import fuzz_files as ff
 import fuzzing
 
 CASES = int(os.environ.get("FUZZ_CASES", "120"))
@@ -46,3 +47,23 @@ def corpus(tmp_path_factory):
 def test_fuzz_case_keeps_the_error_contract(corpus, index, tmp_path):
     case, problems, err = fuzzing.run_case(corpus, SEED, index, tmp_path)
     assert problems == [], f"case {index} (seed {SEED}): {case.what}: {problems}\n{err}"
+
+
+# Issue 26: a weights file (and the prototxt) replaced whole, as a failed download or a lost
+# write leaves it, is called what it is, in one readable line.
+WEIGHTS_KINDS = ("index", "snapshot_index", "v1", "npz", "caffemodel", "prototxt")
+
+
+@pytest.mark.parametrize("replacement", sorted(ff.REPLACEMENTS))
+@pytest.mark.parametrize("kind", WEIGHTS_KINDS)
+def test_a_replaced_weights_file_is_called_what_it_is(corpus, kind, replacement, tmp_path):
+    case = fuzzing.replaced_case(corpus, kind, replacement, tmp_path)
+    case, problems, err = fuzzing.run_case(corpus, SEED, None, tmp_path, case=case)
+    assert problems == [], f"{case.what}: {problems}\n{err}"
+    [line] = err.strip().splitlines()
+    if kind == "prototxt" and replacement == "text":  # a prototxt is text: judged by its syntax
+        assert "prototxt syntax error" in line, line
+        return
+    what = "a checkpoint" if kind in ("index", "snapshot_index", "v1") else {
+        "npz": "an .npz of weights", "caffemodel": "a caffemodel", "prototxt": "a prototxt"}[kind]
+    assert f": {ff.REPLACED_AS[replacement]}, not {what}: " in line, line

@@ -153,7 +153,7 @@ def test_keep_going_skips_unreadable_images_and_lists_them(ckpt, tmp_path, capsy
     assert sorted(os.listdir(out)) == ["a_mask.png", "a_overlay.png", "c_mask.png",
                                        "c_overlay.png"]
     lines = err.strip().splitlines()
-    assert lines[0] == "1 unreadable images skipped (--keep-going):"
+    assert lines[0] == "1 unreadable image skipped (--keep-going):"
     assert lines[1].startswith(f"  {folder / 'b.jpg'}: ") and len(lines) == 2
     assert f"2 of 3 images segmented; masks, overlays in {out}" in stdout
 
@@ -183,7 +183,7 @@ def test_first_lines_say_what_was_loaded(ckpt, image_file, tmp_path, capsys):
     assert code == 0 and lines[0].startswith("devices: ")
     assert lines[1] == f"weights: {ckpt} (tiny, {NUM_CLASSES} classes)"
     assert lines[2] == "prediction: fp32, scales 1.0,0.5, flip; 1 image"
-    assert lines[-1] == f"1 of 1 images segmented; masks, overlays in {tmp_path}"
+    assert lines[-1] == f"1 of 1 image segmented; masks, overlays in {tmp_path}"
 
 
 def test_output_folder_not_writable(ckpt, image_file, tmp_path, capsys):

@@ -96,8 +96,8 @@ def test_the_record_says_what_the_run_is(data, tmp_path, capsys):
                         "loss usually diverges): add --is-training to train it")
     assert lines[1] == (f"train.py: model: tiny, {CLASSES} classes (given); data: 4 images "
                         f"({data['train']})")
-    assert lines[2].startswith("train.py: batch: 1 per replica x 1 replica(s) x 1 mini-batch(es) "
-                               "= 1 images per update; updates: 0 done of 1")
+    assert lines[2].startswith("train.py: batch: 1 per replica x 1 replica x 1 mini-batch "
+                               "= 1 image per update; updates: 0 done of 1")
     assert lines[3].startswith(f"train.py: checkpoints: {snapshots} ")
     record, step = saved_record(snapshots)
     assert step == 1
@@ -211,9 +211,9 @@ def test_what_may_change_on_a_resume(data, one_update, tmp_path, capsys, change,
         record, step = saved_record(snapshots)
         expected = 2 if "--num-steps" in change else 1
         assert step == expected and record["num_steps"] == expected
-        if "--num-steps" in change:  # told once the first update of the resume worked
+        if "--num-steps" in change:  # told (a note: stdout) once the first update worked
             assert ("--num-steps 1 -> 2: the learning-rate schedule now ends at update 2"
-                    in capsys.readouterr().err)
+                    in capsys.readouterr().out)
     else:
         flag = str(change[0])
         label = "global batch" if flag == "--batch-size" else flag

@@ -306,7 +306,7 @@ def test_precision_flag_and_its_old_name(capsys):
     for old, new in (("none", "fp32"), ("fp16", "fp16")):
         config = train_flags.config_from_args(parser.parse_args(["--mixed-precision", old]))
         assert config.precision == new
-        assert capsys.readouterr().err == (f"note: --mixed-precision is now --precision: "
+        assert capsys.readouterr().err == (f"warning: --mixed-precision is now --precision: "
                                            f"reading --mixed-precision {old} as --precision "
                                            f"{new}\n")
     for recipe in (training.TRAIN_MSC, training.FINE_TUNE):

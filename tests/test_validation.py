@@ -186,6 +186,6 @@ def test_the_command_shows_the_scores(data, tmp_path, capfd):
     for update in (1, 2):
         line = (f"validation at update {update}: mean IoU {history[str(update)]:.4f} on 3 "
                 "images (")
-        assert line in err, err
-    assert f"(the best so far, kept in {snap / 'best'})" in err
+        assert line in out, out  # progress: stdout (issue 26)
+    assert f"(the best so far, kept in {snap / 'best'})" in out
     assert best["mean_iou"] == max(history.values())

@@ -226,7 +226,7 @@ def test_unreadable_npz_and_convert_misuse_are_one_line_errors(files, tmp_path, 
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     code, _, err = run_command(convert.main, [bad, "--ckpt-path", tmp_path / "c"], capfd)
-    assert code == 2 and "bad.npz: not a readable .npz" in err
+    assert code == 2 and "bad.npz: a text file, not an .npz of weights" in err  # issue 26
     code, _, err = run_command(
         convert.main, [files["v1"], "--code-output-path", tmp_path / "n.py"], capfd)
     assert code == 2 and "is a checkpoint, not a prototxt" in err

@@ -15,22 +15,32 @@ turns flags into its arguments, prints, and exits.
 
 import argparse
 import contextlib
+import difflib
 import functools
 import logging
 import os
+import re
 import sys
 
 from deeplab_resnet import defaults, settings
 from deeplab_resnet.model.arch import VARIANTS
 from deeplab_resnet.cli import tf_quiet
 from deeplab_resnet.cli.reporting import reporting
-from deeplab_resnet.errors import DeepLabError, SettingError, WriteError
+from deeplab_resnet.errors import DeepLabError, SettingError, WriteError, shown
 from deeplab_resnet.files import writable_dir
 
 # Config fields whose flag is not `--` + the field name with dashes.
 FLAG_NAMES = {"variant": "--model", "new_head": "--not-restore-last", "train_bn": "--is-training",
               "npz_path": "--data-output-path", "code_path": "--code-output-path",
               "config_file": "--config"}
+
+
+# Settings that name a place: when one that was not given fails, the message says that the
+# place is the flag's default (a user may not know that there is one).
+PLACES = ("data_dir", "data_list", "snapshot_dir")
+# {flag: default} of the `PLACES` flags that the last parse (`ArgumentParser`) of this
+# command (`run` forgets them first) took as not typed, for `flag_message`.
+_untyped_places = {}
 
 
 class Stopped(Exception):
@@ -47,14 +57,74 @@ def flag_name(field):
     return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
+def flag_message(exc):
+    """A `SettingError`'s message with its settings shown as flags; one that starts with a
+    place (`PLACES`) whose flag was not typed says that it is the default:
+    '--data-dir /home/VOCdevkit: no such folder (the default, as --data-dir was not given;
+    give --data-dir)'."""
+    message = exc.naming(flag_name)
+    field = exc.field
+    default = _untyped_places.get(flag_name(field))
+    if field in PLACES and exc.template.startswith("{" + field + "}") and default is not None \
+            and message.startswith(f"{flag_name(field)} {default}"):
+        message += f" (the default, as {flag_name(field)} was not given; give {flag_name(field)})"
+    return message
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's error format: one line `error: ...`, exit status 2.
 
-    (argparse's own prints the usage block first; `--help` still shows it.)
+    (argparse's own prints the usage block first; `--help` still shows it.) Flags are
+    never abbreviated (`--restore` is not `--restore-from`); an unknown flag is told the
+    closest known one; a value that starts with a minus sign (`--input-size -5,64`) is read
+    as the flag's value, so that its own check explains what is wrong with it.
     """
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
-        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+        unknown = "unrecognized arguments: "
+        if message.startswith(unknown):
+            message += self._did_you_mean(message[len(unknown):].split())
+        self.exit(2, f"error: {self.prog}: {shown(message, limit=400)} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = self._negative_values_joined(sys.argv[1:] if args is None else list(args))
+        typed = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+        _untyped_places.clear()
+        _untyped_places.update(
+            (action.option_strings[0], action.default) for action in self._actions
+            if action.dest in PLACES and action.option_strings and action.default is not None
+            and not typed & set(action.option_strings))
+        return super().parse_known_args(args, namespace)
+
+    def _negative_values_joined(self, args):
+        """`--flag -5,64` as `--flag=-5,64` for flags that take one value (argparse would read
+        the value as a flag and say "expected one argument")."""
+        joined, i = [], 0
+        while i < len(args):
+            action = self._option_string_actions.get(args[i])
+            following = args[i + 1] if i + 1 < len(args) else ""
+            if (action is not None and action.nargs is None and action.option_strings
+                    and re.match(r"-[\d.]", following)):
+                joined.append(f"{args[i]}={following}")
+                i += 2
+                continue
+            joined.append(args[i])
+            i += 1
+        return joined
+
+    def _did_you_mean(self, unknown):
+        """' (did you mean --num-classes?)' for the first unknown flag close to a known one."""
+        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        for arg in unknown:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def flag_type(parse, rule, syntax):
@@ -176,7 +246,7 @@ def flag_errors(function):
         try:
             return function(*args, **kwargs)
         except SettingError as exc:
-            raise DeepLabError(exc.naming(flag_name)) from None
+            raise DeepLabError(flag_message(exc)) from None
     return wrapper
 
 
@@ -215,6 +285,16 @@ def exit_status(exc):
     return exc.code if isinstance(exc.code, int) else 1
 
 
+def asks_for_help(argv):
+    """Whether the arguments hold -h or --help (before a `--`): the command only prints."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg in ("-h", "--help"):
+            return True
+    return False
+
+
 def run_and_exit(main):
     """A network command's process: `run(main)`, then leave at once with its exit status.
 
@@ -242,20 +322,22 @@ def run(main, argv=None, tensorflow=True):
     """Runs `main(argv)`; bad input and environment failures become one line on stderr.
 
     With `tensorflow` (commands that use the network) TensorFlow is loaded
-    first, quietly (`tf_quiet`); light tools pass False and start fast. The library's
+    first, quietly (`tf_quiet`), unless the arguments ask for `--help` (the parsers are
+    built without TensorFlow); light tools pass False and start fast. The library's
     log records are shown while `main` runs (`reporting`).
     DeepLabError (bad input): `error: ...`, exit 2. Operating-system errors (disk
     full, permissions) and running out of host or device memory: `error: ...`,
     exit 1. A run stopped by a signal after saving (`Stopped`): `error: ...`,
     exit 128 + the signal number. Anything else is a bug and keeps its traceback.
     """
+    _untyped_places.clear()
     try:
-        if tensorflow:
+        if tensorflow and not asks_for_help(sys.argv[1:] if argv is None else argv):
             tf_quiet.import_tensorflow()
         with reporting(name_of=flag_name):
             status = main(argv)
     except SettingError as exc:
-        print(f"error: {exc.naming(flag_name)}", file=sys.stderr)
+        print(f"error: {flag_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except WriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -268,7 +350,7 @@ def run(main, argv=None, tensorflow=True):
         sys.exit(exc.exit_status)
     except OSError as exc:  # disk full, permissions, ... met while reading or writing
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {shown(f'{where}{exc.strerror or exc}', limit=1000)}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:
         tf = sys.modules.get("tensorflow")  # only when the script loaded it

@@ -30,7 +30,7 @@ from deeplab_resnet.files import atomic_path
 from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
 from deeplab_resnet.cli import config_file, predict_flags, progress
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import DeepLabError, counted
 
 
 def get_arguments(argv=None):
@@ -109,7 +109,7 @@ def _evaluate(args):
             "--voc-submission"))
     predict_flags.print_setup(segmenter, args, crf, len(pairs))
     # A bar on a terminal; elsewhere (nohup, a pipe) a line at least every minute.
-    with tqdm(total=len(pairs), desc="evaluate", unit="img", file=sys.stderr,
+    with tqdm(total=len(pairs), desc="evaluate.py", unit="image", file=sys.stdout,
               dynamic_ncols=True, disable=None) as bar:
         lines = progress.EvaluationLines(
             len(pairs), lambda confusion: evaluation.Scores.from_confusion(confusion).mean_iou)
@@ -118,16 +118,16 @@ def _evaluate(args):
             progress=lines if bar.disable else lambda done, confusion: bar.update(1),
             palette=segmenter.palette, batch_size=args.batch_size)
     if not labels:
-        print(f"{len(pairs)} images predicted, not scored (the list names no labels); "
+        print(f"{counted(len(pairs), 'image')} predicted, not scored (the list names no labels); "
               f"label PNGs in: {', '.join(save_dirs)}")
         return 0
     if args.voc_submission is not None:
-        print(f"VOC test-server results: {save_dirs[-1]} ({len(pairs)} PNGs)")
+        print(f"VOC test-server results: {save_dirs[-1]} ({counted(len(pairs), 'PNG')})")
     scores = evaluation.Scores.from_confusion(confusion, segmenter.class_names)
     if args.json_output is not None:
         write_json(args, segmenter, crf, scores, len(pairs))
     if args.save_dir is not None:
-        print(f"Predicted labels ({len(pairs)} PNGs) written to {args.save_dir}")
+        print(f"Predicted labels ({counted(len(pairs), 'PNG')}) written to {args.save_dir}")
     if args.json_output is not None:
         print(f"Scores, confusion matrix and settings (JSON) written to {args.json_output}")
     print(scores.report())

@@ -28,7 +28,7 @@ from deeplab_resnet.files import save_npy
 from deeplab_resnet.predict.voc_submission import voc_submission_folder
 from deeplab_resnet import cli
 from deeplab_resnet.cli import predict_flags
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import DeepLabError, counted, progress_line, shown
 
 DEFAULT_SAVE_DIR = "./output/"
 
@@ -159,14 +159,14 @@ def _read(path):
 def _segment_all(segmenter, outputs, paths, args):
     """Segments every image (the next ones decoded while the network runs); returns
     {"broken": [(path, error)], "existing": [path]}: the images skipped."""
-    from deeplab_resnet.predict import host, prediction as predict
+    from deeplab_resnet.predict import host
+    from deeplab_resnet.predict.prediction import PREFETCH_DEPTH, prefetch
     skipped = {"broken": [], "existing": []}
     if args.skip_existing:
         skipped["existing"] = [path for path in paths
                                if all(os.path.exists(f) for f in outputs.files(path))]
         paths = [path for path in paths if path not in skipped["existing"]]
-    decoded = zip(paths, predict.prefetch(_read, paths, max(predict.PREFETCH_DEPTH,
-                                                            args.batch_size)))
+    decoded = zip(paths, prefetch(_read, paths, max(PREFETCH_DEPTH, args.batch_size)))
     for batch in host.batches(decoded, args.batch_size,
                               lambda item: None if item[1][1] is not None else item[1][0].shape):
         path, (image, error) = batch[0]
@@ -180,7 +180,9 @@ def _segment_all(segmenter, outputs, paths, args):
             continue
         images = [image for _, (image, _) in batch]
         for (path, (image, _)), prediction in zip(batch, _predict(segmenter, images, args)):
-            print(f"{path} -> {', '.join(outputs.write(path, image, prediction))}")
+            written = outputs.write(path, image, prediction)
+            print(progress_line("inference.py", "image", outputs.written, len(paths),
+                                [f"{shown(path)} -> {', '.join(shown(f) for f in written)}"]))
     return skipped
 
 
@@ -195,7 +197,7 @@ def _predict(segmenter, images, args):
 
 def _summary(outputs, paths, skipped, args):
     """The closing lines: what was written where, what was skipped; the exit status."""
-    done = [f"{outputs.written} of {len(paths)} images segmented"]
+    done = [f"{outputs.written} of {counted(len(paths), 'image')} segmented"]
     if outputs.save_dir is not None:
         kinds = "masks, overlays" + (" and logits" if args.save_logits else "")
         done.append(f"{kinds} in {outputs.save_dir}")
@@ -204,10 +206,10 @@ def _summary(outputs, paths, skipped, args):
                     "(--skip-existing)")
     print("; ".join(done))
     if outputs.submission is not None:
-        print(f"VOC test-server results: {outputs.submission} ({outputs.written} PNGs); "
+        print(f"VOC test-server results: {outputs.submission} ({counted(outputs.written, 'PNG')}); "
               f"archive the 'results' folder of {args.voc_submission} and upload it")
     if skipped["broken"]:
-        print(f"{len(skipped['broken'])} unreadable images skipped (--keep-going):",
+        print(f"{counted(len(skipped['broken']), 'unreadable image')} skipped (--keep-going):",
               file=sys.stderr)
         for error in skipped["broken"]:
             print(f"  {error}", file=sys.stderr)

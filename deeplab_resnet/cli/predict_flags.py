@@ -6,7 +6,7 @@ Building the parser imports `deeplab_resnet.runtime.precision` (and so TensorFlo
 
 from deeplab_resnet import cli, defaults, settings
 from deeplab_resnet.predict import crf
-from deeplab_resnet.errors import DeepLabError
+from deeplab_resnet.errors import DeepLabError, counted
 
 
 def add_prediction_args(parser, with_crf=True):
@@ -149,4 +149,4 @@ def print_setup(segmenter, args, crf_settings, images):
     it predicts, and how many images."""
     print(f"weights: {segmenter.weights} ({segmenter.model}, {segmenter.num_classes} classes)")
     print(f"prediction: {segmenter.precision}, {protocol(args, crf_settings)}; "
-          f"{images} image{'s' if images != 1 else ''}")
+          f"{counted(images, 'image')}")

@@ -1,11 +1,14 @@
 """Progress lines for output that is not a terminal (nohup, a scheduler, a pipe): where a
-progress bar would be drawn, a plain line on stderr at least every minute instead.
+progress bar would be drawn, a plain line on stdout at least every minute instead (in the
+one format of `errors.progress_line`).
 
 Imports no TensorFlow; the clock is a parameter, so that tests need not wait.
 """
 
 import sys
 import time
+
+from deeplab_resnet.errors import duration, progress_line
 
 INTERVAL = 60.0  # seconds between progress lines
 
@@ -31,18 +34,12 @@ class Throttle:
         return True
 
 
-def minutes(seconds):
-    """A duration to show: '42 s', '3.5 min' or '2.1 h'."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+minutes = duration  # a duration to show: '42 s', '3.5 min' or '2.1 h'
 
 
 def write(line):
-    """Writes one progress line to stderr, at once."""
-    print(line, file=sys.stderr, flush=True)
+    """Writes one progress line to stdout, at once."""
+    print(line, file=sys.stdout, flush=True)
 
 
 class EvaluationLines:
@@ -67,5 +64,5 @@ class EvaluationLines:
         score = self.mean_iou(confusion)
         shown = "n/a" if score is None else f"{score:.4f}"
         rate = done / max(self.throttle.last - self.started, 1e-9)
-        write(f"evaluate: {done}/{self.total} images, running mean IoU {shown}, "
-              f"{rate:.2f} images/s, ETA {minutes((self.total - done) / rate)}")
+        write(progress_line("evaluate.py", "image", done, self.total,
+                            [f"running mean IoU {shown}"], rate, (self.total - done) / rate))

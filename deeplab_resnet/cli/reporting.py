@@ -2,10 +2,10 @@
 
 The library logs through `logging.getLogger("deeplab_resnet")` and its children and never
 prints. A command installs `reporting()` around its work: INFO records are its report on
-stdout (what was loaded, what was written); WARNING and above, and records logged with
-`extra={"progress": True}` (periodic progress, notices along the way), go to stderr, written
-through tqdm so that they do not break a progress bar. Messages are shown as they are, with no
-level or logger prefix, so the output reads as before; a message that names settings
+stdout (what was loaded, what was written), and so are the records logged with
+`extra={"progress": True}` (periodic progress, notices along the way); WARNING and above go to
+stderr. Both are written through tqdm, so that they do not break a progress bar (on stdout).
+Messages are shown as they are, with no level or logger prefix; a message that names settings
 (`errors.NamingSettings`, as a `SettingError` does) is shown with the command's flags.
 """
 
@@ -21,7 +21,7 @@ LIBRARY_LOGGER = "deeplab_resnet"
 
 
 class _CommandHandler(logging.Handler):
-    """Writes each record's message to stdout (report) or stderr (progress, warnings)."""
+    """Writes each record's message to stdout (report, progress) or stderr (warnings)."""
 
     def __init__(self, name_of):
         super().__init__()
@@ -33,11 +33,9 @@ class _CommandHandler(logging.Handler):
                 message = record.msg.naming(self.name_of)
             else:
                 message = self.format(record)
-            if record.levelno >= logging.WARNING or getattr(record, "progress", False):
-                tqdm.write(message, file=sys.stderr)
-                sys.stderr.flush()
-            else:
-                print(message, flush=True)
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            tqdm.write(message, file=stream)
+            stream.flush()
         except Exception:  # noqa: BLE001 - logging must never raise into the work
             self.handleError(record)
 

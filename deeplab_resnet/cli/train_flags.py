@@ -2,8 +2,8 @@
 SIGTERM/SIGINT wired to its `StopRequest`, a progress bar on terminals, the exit status
 of a stopped run (train, train_msc, fine_tune).
 
-Imports the library (and TensorFlow): the command modules import it after
-`cli.run` has quieted TensorFlow's start-up.
+Imports no TensorFlow: the flags are parsed (and `--help` answers) first; `main` loads
+TensorFlow quietly (`tf_quiet`) and the library's training after.
 """
 
 import argparse
@@ -17,9 +17,9 @@ import time
 from tqdm import tqdm
 
 from deeplab_resnet import cli, defaults, settings
-from deeplab_resnet.runtime import distribute
 from deeplab_resnet.cli import config_file, progress, tf_quiet
-from deeplab_resnet.training import Callback, StopRequest, TrainConfig, train
+from deeplab_resnet.errors import progress_line
+from deeplab_resnet.training import Callback, TrainConfig
 from deeplab_resnet.training.config import get_recipe
 
 # Flags whose config field has another name (argparse's dest -> field).
@@ -30,11 +30,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _MixedPrecision(argparse.Action):
-    """--mixed-precision none|bf16|fp16: sets --precision, with a notice."""
+    """--mixed-precision none|bf16|fp16: sets --precision, with a warning (stderr)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         precision = _MIXED_PRECISION[value]
-        print(f"note: --mixed-precision is now --precision: reading --mixed-precision {value} "
+        print(f"warning: --mixed-precision is now --precision: reading --mixed-precision {value} "
               f"as --precision {precision}", file=sys.stderr)
         setattr(namespace, self.dest, precision)
 
@@ -235,7 +235,7 @@ def stop_on_signals(stop):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar on stderr: updates done of the total, loss and learning rate."""
+    """A tqdm bar on stdout: updates done of the total, loss and learning rate."""
 
     def __init__(self, name, total):
         self.name, self.total, self.bar = name, total, None
@@ -243,7 +243,7 @@ class ProgressBar(Callback):
     def on_update(self, update, loss, learning_rate):
         if self.bar is None:  # the first update tells where a resumed run starts
             self.bar = tqdm(total=self.total, initial=update - 1, unit="step",
-                            dynamic_ncols=True, desc=self.name)
+                            dynamic_ncols=True, desc=self.name, file=sys.stdout)
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.3g}", refresh=False)
         self.bar.update(1)
 
@@ -253,7 +253,7 @@ class ProgressBar(Callback):
 
 
 class ProgressLines(Callback):
-    """Progress off a terminal: a line on stderr at least every `interval` seconds with the
+    """Progress off a terminal: a line on stdout at least every `interval` seconds with the
     update of the total, loss, learning rate, images/s and the time left.
 
     Args:
@@ -277,9 +277,10 @@ class ProgressLines(Callback):
         if not self.throttle.due() or update == self.total:
             return
         rate = (update - self.start[1]) / max(self.throttle.last - self.start[0], 1e-9)
-        progress.write(f"{self.name}: update {update}/{self.total}, loss {loss:.4f}, "
-                       f"learning rate {learning_rate:.3g}, {rate * self.images:.2f} images/s, "
-                       f"ETA {progress.minutes((self.total - update) / rate)}")
+        progress.write(progress_line(
+            self.name, "update", update, self.total,
+            [f"loss {loss:.4f}", f"learning rate {learning_rate:.3g}"], rate * self.images,
+            (self.total - update) / rate))
 
 
 class NativeLogClosedAtTheEnd(Callback):
@@ -313,20 +314,34 @@ def main(recipe, argv=None, description=None):
     """
     recipe = get_recipe(recipe)
     args = config_file.parse_args(build_parser(recipe, description), argv)
+    config = config_from_args(args)
+    tf_quiet.import_tensorflow()
+    from deeplab_resnet.runtime import distribute
+    from deeplab_resnet.training import StopRequest
     cli.use_devices(args)
-    config, stop = config_from_args(args), StopRequest()
+    stop = StopRequest()
     # Made before the signal handlers: a multi-worker strategy takes SIGTERM when it starts.
     strategy = distribute.make_strategy(config.strategy)
     bar = ProgressBar(recipe.name, config.num_steps)
     images_per_update = (config.batch_size * strategy.num_replicas_in_sync
                          * config.grad_update_every)
-    callbacks = [bar if sys.stderr.isatty()
+    callbacks = [bar if sys.stdout.isatty()
                  else ProgressLines(recipe.name, config.num_steps, images_per_update)]
     if config.strategy == "multi-worker":
         callbacks.append(NativeLogClosedAtTheEnd())
     with cli.new_folders_removed_on_failure(args.snapshot_dir), stop_on_signals(stop), \
             contextlib.closing(bar):
-        result = train(config, recipe, callbacks=callbacks, stop=stop, strategy=strategy)
+        result = sys.modules[__name__].train(config, recipe, callbacks=callbacks, stop=stop,
+                                             strategy=strategy)
         if result.stopped_early:
             raise stopped(result, stop, config)
     return 0
+
+
+def __getattr__(name):
+    """`train`, the library's, loaded (with TensorFlow) on first use (PEP 562); `main` reads
+    it as this module's attribute, so that a test may replace it."""
+    if name == "train":
+        from deeplab_resnet.training import train
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 import codecs
 import os
 
-from deeplab_resnet.errors import BadFileError, SettingError
+from deeplab_resnet.errors import BadFileError, SettingError, shown
 
 
 def data_path(data_dir, path):
@@ -70,8 +70,8 @@ def read_list(data_dir, data_list, with_labels=True):
         if not fields:
             continue
         if len(fields) not in allowed:
-            raise BadFileError(f"{data_list}:{number}: expected {form}, got '{line.strip()}'",
-                               path=data_list)
+            raise BadFileError(f"{data_list}:{number}: expected {form}, got "
+                               f"'{shown(line.strip(), 80)}'", path=data_list)
         if images and (len(fields) == 2) != bool(labels):
             raise BadFileError(f"{data_list}:{number}: "
                                f"{'names a label' if labels == [] else 'names no label'} unlike "

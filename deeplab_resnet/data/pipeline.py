@@ -310,6 +310,8 @@ class ImageReader:
         while True:
             try:
                 yield next(iterator)
+            except tf.errors.ResourceExhaustedError:
+                raise  # the batch does not fit in memory: not the files' fault
             except tf.errors.OpError as exc:
                 if self.error is not None:
                     raise self.error from None

@@ -147,5 +147,10 @@ def barrier(strategy):
     At the end of training, so that the chief, which hosts the cluster's
     coordination service, does not exit while other workers still talk to it.
     """
-    ones = strategy.run(tf.function(lambda: tf.constant(1.0), autograph=False))
+    ones = strategy.run(_one)
     strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+
+# One function for every barrier: a new one per call would be traced each time, and
+# TensorFlow warns of "retracing" once a process has run a few trainings.
+_one = tf.function(lambda: tf.constant(1.0), autograph=False)

@@ -20,6 +20,9 @@ these modules:
     snapshots   checkpoint saving (finite-weights guard), the chief's save folder,
                 removing unfinished saves, resuming a snapshot folder (values checked first)
     run_record  what a run is, so that a snapshot folder only resumes that run
+    folder_lock one run per snapshot folder: the OS file lock `train` holds on it
+    memory      the memory one update needs, checked against the machine's before the first
+    callbacks   Callback and TrainResult (no TensorFlow: the commands' callbacks)
     validation  scores on a validation list while training; the best checkpoint
     loop        train: startup checks and report, the updates, saving, stopping
 
@@ -57,16 +60,32 @@ Example:
     >>> result = train(config, recipe="train")  # doctest: +SKIP
 """
 
+import importlib
 import logging
 
-from deeplab_resnet.runtime.stop import StopRequest
+from deeplab_resnet.training.callbacks import Callback, TrainResult
 from deeplab_resnet.training.config import (FINE_TUNE, RECIPES, TRAIN, TRAIN_MSC, Recipe,
                                             TrainConfig)
-from deeplab_resnet.training.loop import Callback, TrainResult, train
-from deeplab_resnet.training.state import build_model
 
 # Silent unless the application configures logging (no "last resort" output on stderr).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# What needs TensorFlow loads on first use (PEP 562), so that the settings, the recipes and
+# the callbacks (the commands' flags) load without it.
+_LAZY = {"StopRequest": "deeplab_resnet.runtime.stop", "train": "deeplab_resnet.training.loop",
+         "build_model": "deeplab_resnet.training.state"}
+
 __all__ = ["FINE_TUNE", "RECIPES", "TRAIN", "TRAIN_MSC", "Callback", "Recipe", "StopRequest",
            "TrainConfig", "TrainResult", "build_model", "train"]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

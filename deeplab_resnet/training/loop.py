@@ -14,10 +14,12 @@ from deeplab_resnet.runtime import devices
 from deeplab_resnet.runtime import distribute
 from deeplab_resnet.runtime import precision
 from deeplab_resnet.model.arch import HEAD_PREFIX
-from deeplab_resnet.errors import NamingSettings, SettingError
+from deeplab_resnet.errors import NamingSettings, SettingError, counted, progress_line
 from deeplab_resnet.data.pipeline import ImageReader
 from deeplab_resnet.runtime.stop import StopAgreement, StopRequest
-from deeplab_resnet.training import run_record, snapshots, summaries, validation
+from deeplab_resnet.training.callbacks import Callback, TrainResult  # noqa: F401 (API)
+from deeplab_resnet.training import (folder_lock, memory, run_record, snapshots, summaries,
+                                     validation)
 from deeplab_resnet.training.config import get_recipe
 from deeplab_resnet.training.losses import Objective
 from deeplab_resnet.training.optim import poly_learning_rate
@@ -28,53 +30,6 @@ from deeplab_resnet.files import writable_dir
 
 log = logging.getLogger(__name__)
 PROGRESS = {"progress": True}  # `extra` of records that are progress, not the report
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """What a `train` call did.
-
-    Attributes:
-        checkpoint: prefix of the run's latest checkpoint in `snapshot_dir`
-            (None when there is none).
-        updates: updates the run has done in all (the checkpoint's update
-            number); below `num_steps` when `stop_after` or a stop request ended it.
-        last_loss: loss of the last update of this call (None: no update ran).
-        stopped_early: whether a `StopRequest` ended the call before it was done.
-        stop_reason: the request's reason (None when not stopped early).
-    """
-    checkpoint: str | None
-    updates: int
-    last_loss: float | None
-    stopped_early: bool = False
-    stop_reason: str | None = None
-
-
-class Callback:
-    """Called by `train` as the run goes; override the methods you need (they do nothing here).
-
-    Every worker of a multi-worker run calls its callbacks, with the same values.
-
-    Example:
-        >>> class Losses(Callback):
-        ...     def __init__(self):
-        ...         self.losses = []
-        ...     def on_update(self, update, loss, learning_rate):
-        ...         self.losses.append(loss)
-    """
-
-    def on_update(self, update, loss, learning_rate):
-        """After each update: its number (1-based, counting the whole run), its mean loss
-        over the global batch and the learning rate it was made with (Python floats)."""
-
-    def on_checkpoint(self, update, path):
-        """After each checkpoint saved: the update it holds and the prefix this process wrote
-        (on a worker other than the chief: a temporary one, removed when `train` returns)."""
-
-    def on_train_end(self):
-        """Once per `train` call, when the work is done (finished, stopped, or nothing to do;
-        the last checkpoint saved), before the workers of a multi-worker run wait for each
-        other one last time: after that wait each may leave while the others still run."""
 
 
 def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
@@ -102,7 +57,9 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
         a `TrainResult`.
     Raises:
         SettingError, BadFileError: bad settings, data or weights (nothing is trained);
-            a loss or weights that became inf or nan (the last good checkpoint stays).
+            a loss or weights that became inf or nan (the last good checkpoint stays);
+            a `snapshot_dir` another run holds (`folder_lock`: one run per folder, held
+            for the whole call, by the chief in a multi-worker run).
         WriteError: a checkpoint could not be written.
 
     Example:
@@ -115,7 +72,14 @@ def train(config, recipe="train", *, callbacks=(), stop=None, strategy=None):
     """
     recipe = get_recipe(recipe)
     devices.use_tf32(config.tf32)
-    run = _start(config, recipe, strategy or distribute.make_strategy(config.strategy))
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    with folder_lock.holding(config.snapshot_dir, lock=distribute.is_chief(strategy)):
+        return _train(config, recipe, strategy, callbacks, stop)
+
+
+def _train(config, recipe, strategy, callbacks, stop):
+    """`train` in its snapshot folder, once the folder is this run's."""
+    run = _start(config, recipe, strategy)
     if run.start >= config.num_steps:
         if run.chief:
             _log(logging.INFO, f"{run.snapshot_dir}: already trained for {run.start} of "
@@ -186,6 +150,8 @@ def _start(config, recipe, strategy):
     # Decided once, after any fallback to fp32: the network and the loss scaling follow it.
     compute_dtype = precision.resolve(config.precision)
     state = build_state(config, recipe, strategy, resumed, record, start, compute_dtype)
+    memory.check(config, state.model.variant, state.model.num_classes,
+                 on_gpu=bool(tf.config.list_logical_devices("GPU")))
     if resumed is not None:
         snapshots.resume(state.restorable, resumed, snapshot_dir)
     run = _Run(config, recipe, strategy, distribute.is_chief(strategy), snapshot_dir, reader,
@@ -195,6 +161,7 @@ def _start(config, recipe, strategy):
                compute_dtype=compute_dtype)
     if run.chief:
         _log_report(run)
+        memory.warn_if_larger_than_the_list(config, len(reader))
     return run
 
 
@@ -232,11 +199,12 @@ def _log_report(run):
     classes = ("from the checkpoint resumed" if run.latest is not None
                else _classes_source(config, model))
     _log(logging.INFO, f"{name}: model: {model.variant}, {model.num_classes} classes "
-         f"({classes}); data: {len(run.reader)} images ({config.data_list})",
+         f"({classes}); data: {counted(len(run.reader), 'image')} ({config.data_list})",
          *(("num_classes",) if "{num_classes}" in classes else ()))
-    log.info(f"{name}: batch: {config.batch_size} per replica x {replicas} replica(s) x "
-             f"{micro} mini-batch(es) = {config.batch_size * replicas * micro} images per "
-             f"update; updates: {run.start} done of {config.num_steps}{stop}")
+    log.info(f"{name}: batch: {config.batch_size} per replica x {counted(replicas, 'replica')} x "
+             f"{counted(micro, 'mini-batch', 'mini-batches')} = "
+             f"{counted(config.batch_size * replicas * micro, 'image')} per update; updates: "
+             f"{run.start} done of {config.num_steps}{stop}")
     log.info(f"{name}: checkpoints: {run.snapshot_dir} (every {config.save_pred_every} "
              f"updates, the last {config.keep_checkpoints} kept)")
 
@@ -359,10 +327,13 @@ class _Loop:
         saved = self._save()
         if self.run.chief:
             rate = (done - self.run.start) / max(time.perf_counter() - self.started, 1e-9)
-            log.info(f"update {done}/{config.num_steps}: loss {self.last_loss:.4f}, pixel "
-                     f"accuracy {self.last_accuracy:.3f}, {rate:.2f} updates/s, "
-                     f"ETA {(config.num_steps - done) / rate / 60:.1f} min; saved {saved}",
-                     extra=PROGRESS)
+            per_update = (config.batch_size * config.grad_update_every
+                          * self.run.strategy.num_replicas_in_sync)
+            line = progress_line(self.run.recipe.name, "update", done, config.num_steps,
+                                 [f"loss {self.last_loss:.4f}",
+                                  f"pixel accuracy {self.last_accuracy:.3f}"],
+                                 rate * per_update, (config.num_steps - done) / rate)
+            log.info(f"{line}; saved {saved}", extra=PROGRESS)
         return saved
 
     def _save(self):

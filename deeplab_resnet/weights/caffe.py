@@ -32,7 +32,8 @@ import numpy as np
 from deeplab_resnet.model import arch as arch_lib
 from deeplab_resnet import defaults
 from deeplab_resnet.weights import weights_file as weights
-from deeplab_resnet.errors import BadFileError, SettingError
+from deeplab_resnet import files
+from deeplab_resnet.errors import BadFileError, SettingError, shown
 from deeplab_resnet.files import atomic_path
 from kaffe import convert as kaffe_convert
 from kaffe import emit, reader, transforms, writer
@@ -42,12 +43,15 @@ HEAD_LAYER = weights.HEAD_LAYER
 
 
 @contextlib.contextmanager
-def _bad_file(path):
-    """Re-raises the converter's errors as the project's one-line `BadFileError` for `path`."""
+def _bad_file(path, kind=None, text=False):
+    """Re-raises the converter's errors as the project's one-line `BadFileError` for `path`
+    (shown escaped and cut: `errors.shown`); with `kind` ("a caffemodel", ...), a file
+    that is plainly something else (an HTML page, ...) is called that (`files.not_a`)."""
     try:
         yield
     except KaffeError as exc:
-        raise BadFileError(str(exc), path=path) from None
+        disguised = kind is not None and path is not None and files.not_a(path, kind, text)
+        raise BadFileError(disguised or shown(str(exc), limit=400), path=path) from None
 
 
 # -- the deploy prototxt -----------------------------------------------------------------------
@@ -145,7 +149,8 @@ def load_net(def_path=None, text=None, source=None):
         def_path: prototxt file.
         text: prototxt text (instead of a file); `source` names it in messages.
     """
-    with _bad_file(def_path if text is None else source):
+    with _bad_file(def_path if text is None else source, "a prototxt" if text is None else None,
+                   text=True):
         net = kaffe_convert.load_net(def_path, text, source)
     return CaffeNet(net.graph, net.steps, deeplab=match(net.graph, net.param_shapes()))
 
@@ -218,7 +223,7 @@ def open_caffemodel(path, variant=None, prototxt=None, net=None):
         SettingError (suggesting `prototxt`, when the tensors are first needed): a
             caffemodel whose layers do not fit DeepLab's (e.g. an ImageNet ResNet's).
     """
-    with _bad_file(path):
+    with _bad_file(path, "a caffemodel"):
         parsed = reader.read_caffemodel(path)
     if prototxt is not None or net is not None:
         # Weights that go into a DeepLabResNet, which runs BatchNorm with eps 1e-5, get any

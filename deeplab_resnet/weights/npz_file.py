@@ -24,6 +24,7 @@ import zlib
 import numpy as np
 
 from deeplab_resnet.errors import BadFileError
+from deeplab_resnet.files import not_a
 
 NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER_SIZE = 65536
@@ -51,7 +52,8 @@ def read(path):
     except IsADirectoryError:
         raise BadFileError(f"{path}: is a folder, not an .npz", path=path) from None
     except _ZIP_ERRORS as exc:
-        raise BadFileError(f"{path}: not a readable .npz of weights ({_reason(exc)})",
+        raise BadFileError(not_a(path, "an .npz of weights")
+                           or f"{path}: not a readable .npz of weights ({_reason(exc)})",
                            path=path) from None
     arrays = {}
     with archive:

@@ -39,7 +39,8 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import tensor_bundle_pb2
 from tensorflow.core.util import saved_tensor_slice_pb2
 
-from deeplab_resnet.errors import BadFileError
+from deeplab_resnet.errors import BadFileError, shown
+from deeplab_resnet.files import not_a
 
 FOOTER_SIZE = 48
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -184,7 +185,12 @@ def check(prefix):
 
 
 def _corrupt(prefix, detail):
-    return BadFileError(f"{prefix}: corrupt or truncated checkpoint ({detail})", path=prefix)
+    """The error for a checkpoint that cannot be read; one whose index (a V1 checkpoint: its
+    one file) is plainly something else, an HTML page say, is called that."""
+    index = prefix + ".index" if os.path.exists(prefix + ".index") else prefix
+    return BadFileError(not_a(index, "a checkpoint")
+                        or f"{prefix}: corrupt or truncated checkpoint ({shown(detail)})",
+                        path=prefix)
 
 
 def _entries(prefix, path):
