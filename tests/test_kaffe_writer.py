@@ -7,7 +7,7 @@ import pytest
 from deeplab_resnet import cli
 from deeplab_resnet.weights import caffe
 from deeplab_resnet.errors import SettingError
-from deeplab_resnet.weights.caffe import load_net, read_weights, write_caffemodel
+from deeplab_resnet.weights.caffe import load_net, open_caffemodel, write_caffemodel
 from deeplab_resnet.model.network import DeepLabResNet
 
 
@@ -23,7 +23,7 @@ def test_deeplab_round_trip(tmp_path, bn_factor):
     params.update(random_like({k: v.shape for k, v in params.items() if k.endswith("/variance")}))
     path = write_caffemodel(None, params, tmp_path / "tiny.caffemodel", bn_factor=bn_factor,
                             text=text)
-    back = read_weights(load_net(text=text), path)
+    back = open_caffemodel(path, net=load_net(text=text)).read_all()
     assert sorted(back) == sorted(params)
     for name, value in params.items():
         np.testing.assert_allclose(back[name], value, rtol=1e-6, err_msg=name)
@@ -33,7 +33,7 @@ def test_inner_product_round_trip(tmp_path, resnet50_deploy_prototxt):
     converted = load_net(resnet50_deploy_prototxt)
     params = random_like(converted.param_shapes(), seed=1)
     path = write_caffemodel(resnet50_deploy_prototxt, params, tmp_path / "r50.caffemodel")
-    back = read_weights(converted, path)
+    back = open_caffemodel(path, net=converted).read_all()
     for name in ("fc1000/weights", "fc1000/biases", "conv1/weights", "conv1/biases",
                  "bn_conv1/scale", "res5c_branch2c/weights"):
         np.testing.assert_allclose(back[name], params[name], rtol=1e-6, err_msg=name)

@@ -170,7 +170,7 @@ def test_evaluation_and_inference_on_the_split_cpu_equal_one_device(split, data,
 def test_each_replica_predicts_what_one_device_predicts(split):
     model = checkpoint.load_weights(split["ckpt"])
     predictor = prediction.make_predictor(model, prediction.PredictConfig())
-    with np.load(split["predicted"]) as saved:
+    with np.load(split["predicted"], allow_pickle=False) as saved:
         on_replicas = [saved[name] for name in saved.files]
     assert len(on_replicas) == REPLICAS
     for path, labels in zip(split["images"], on_replicas):

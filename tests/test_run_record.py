@@ -189,6 +189,10 @@ def test_the_ways_out_of_a_refusal_lead_out(data, one_update, tmp_path, monkeypa
 
     key = run_record.KEY
     monkeypatch.setattr(run_record, "KEY", "no/such/key")  # as written before records
+    # fp16 (a loss scale in the checkpoint) where the CPU has it; elsewhere it falls back to fp32.
+    from deeplab_resnet.runtime import precision
+    monkeypatch.setattr(precision, "detect",
+                        lambda: precision.Hardware(frozenset({"avx512_fp16"})))
     args = tiny(data, "snapshots/", "--mixed-precision", "fp16")
     with pytest.raises(DeepLabError, match="written by another kind of training") as refusal:
         train_flags.main(training.TRAIN, args)
