@@ -53,6 +53,18 @@ def with_trained_statistics(model, seed):
     return out
 
 
+def trained_bn_config(data, snapshot_dir, **settings):
+    """A train.py `TrainConfig` of the tiny net on a shapes dataset, BatchNorm trained (so that
+    a few updates from random weights learn), small crops; `settings` change it."""
+    from deeplab_resnet import training
+    from deeplab_resnet.data import shapes
+    return training.TRAIN.config(**{
+        "variant": "tiny", "num_classes": len(shapes.CLASSES), "data_dir": data["root"],
+        "data_list": data["train"], "input_size": (32, 32), "batch_size": 2,
+        "snapshot_dir": str(snapshot_dir), "save_num_images": 0, "train_bn": True,
+        "bn_momentum": 0.9, "learning_rate": 0.003, **settings})
+
+
 def run_command(main, argv, capfd):
     """(exit status, stdout, stderr) of a command's `main` run in-process as its script runs
     it (`cli.run`). `capfd` captures the file descriptors, so TensorFlow's native log lines

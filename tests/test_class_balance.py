@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT, run_command
+from conftest import ROOT, run_command, trained_bn_config
 from deeplab_resnet import training
 from deeplab_resnet.cli import train as train_command
 from deeplab_resnet.data import shapes
@@ -31,14 +31,6 @@ CLASSES = len(shapes.CLASSES)
 def data(tmp_path_factory):
     return shapes.make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8,
                                       num_val=2, seed=3)
-
-
-def tiny_config(data, snapshot_dir, **settings):
-    return training.TRAIN.config(**{
-        "variant": "tiny", "num_classes": CLASSES, "data_dir": data["root"],
-        "data_list": data["train"], "input_size": (32, 32), "batch_size": 2,
-        "snapshot_dir": str(snapshot_dir), "save_num_images": 0, "train_bn": True,
-        "bn_momentum": 0.9, "learning_rate": 0.003, **settings})
 
 
 def batch(seed, size=4, height=33, width=41, ignore_share=0.2):
@@ -197,10 +189,11 @@ def test_large_lists_say_how_far_the_count_is(tmp_path, monkeypatch, caplog):
 
 def test_auto_weights_are_recorded_and_a_resume_does_not_count_again(data, tmp_path,
                                                                       monkeypatch):
-    config = tiny_config(data, tmp_path / "snap", num_steps=4, save_pred_every=2,
-                         class_weights="auto", ohem_fraction=0.5)
-    first = training.train(tiny_config(data, tmp_path / "snap", num_steps=4, save_pred_every=2,
-                                       class_weights="auto", ohem_fraction=0.5, stop_after=2))
+    config = trained_bn_config(data, tmp_path / "snap", num_steps=4, save_pred_every=2,
+                               class_weights="auto", ohem_fraction=0.5)
+    first = training.train(trained_bn_config(data, tmp_path / "snap", num_steps=4,
+                                             save_pred_every=2, class_weights="auto",
+                                             ohem_fraction=0.5, stop_after=2))
     record, _ = run_record.read(first.checkpoint)
     counted = class_weights.median_frequency(*class_weights.pixel_counts(
         data["root"], data["train"], CLASSES, 255))
@@ -221,7 +214,7 @@ def test_auto_weights_are_recorded_and_a_resume_does_not_count_again(data, tmp_p
 def test_weights_file_is_read_and_recorded(data, tmp_path):
     path = tmp_path / "weights.txt"
     path.write_text("# background is common\n0.5\n\n1\n2  # rare\n1.5\n")
-    config = tiny_config(data, tmp_path / "snap", num_steps=1, class_weights=str(path))
+    config = trained_bn_config(data, tmp_path / "snap", num_steps=1, class_weights=str(path))
     result = training.train(config)
     record, _ = run_record.read(result.checkpoint)
     assert record["class_weights"] == [0.5, 1.0, 2.0, 1.5]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import process_state_kept, run_command
+from conftest import process_state_kept, run_command, trained_bn_config
 from deeplab_resnet import training
 from deeplab_resnet.cli import evaluate
 from deeplab_resnet.cli import train as train_command
@@ -27,12 +27,9 @@ def data(tmp_path_factory):
 
 
 def config(data, snapshot_dir, **settings):
-    return training.TRAIN.config(**{
-        "variant": "tiny", "num_classes": CLASSES, "data_dir": data["root"],
-        "data_list": data["train"], "input_size": (32, 32), "batch_size": 2,
-        "snapshot_dir": str(snapshot_dir), "save_num_images": 0, "train_bn": True,
-        "bn_momentum": 0.9, "learning_rate": 0.003, "num_steps": 6, "save_pred_every": 2,
-        "val_list": data["val"], "deterministic": True, **settings})
+    return trained_bn_config(data, snapshot_dir, **{
+        "num_steps": 6, "save_pred_every": 2, "val_list": data["val"], "deterministic": True,
+        **settings})
 
 
 def read_json(path):

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.model import geometry
-from deeplab_resnet.model import network as model_lib
+from deeplab_resnet.predict.prediction import network_input
 
 STRIDE = geometry.OUTPUT_STRIDE
 
@@ -133,12 +133,7 @@ class PortableGraph(tf.Module):
 
     def _resized(self, values):
         """(network logits, logits resized to the image) for 0-255 RGB NHWC values."""
-        images = model_lib.preprocess(values)
-        h, w = tf.shape(values)[1], tf.shape(values)[2]
-        if self.deeplab_protocol:
-            from deeplab_resnet.predict.prediction import padded_size
-            ph, pw = padded_size(h, self.pad_size), padded_size(w, self.pad_size)
-            images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+        images, h, w = network_input(values, self.deeplab_protocol, self.pad_size)
         logits = self._logits(images)
         return logits, logits_to_image(logits, [h, w])
 

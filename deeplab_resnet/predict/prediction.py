@@ -65,6 +65,18 @@ def padded_size(size, pad_size):
     return (target - 1 + stride - 1) // stride * stride + 1
 
 
+def network_input(values, deeplab_protocol, pad_size):
+    """(the network's input, image height, image width) for 0-255 RGB NHWC `values`:
+    preprocessed and, under DeepLab's protocol, padded to `padded_size` at the bottom/right."""
+    images = model_lib.preprocess(values)
+    h, w = tf.shape(values)[1], tf.shape(values)[2]
+    if deeplab_protocol:
+        ph, pw = padded_size(h, pad_size), padded_size(w, pad_size)
+        # Zero after preprocessing is the mean colour, DeepLab's padding value.
+        images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+    return images, h, w
+
+
 class Predictor(HostSide, tf.Module):
     """Image -> probabilities/labels for one model and one test protocol.
 
@@ -105,12 +117,7 @@ class Predictor(HostSide, tf.Module):
 
     def _probabilities(self, batch):
         """(raw logits [N,h',w',C], probabilities [N,H,W,C]) for uint8 NxHxWx3 images."""
-        images = model_lib.preprocess(batch)
-        h, w = tf.shape(batch)[1], tf.shape(batch)[2]
-        if self.deeplab_protocol:
-            ph, pw = padded_size(h, self.pad_size), padded_size(w, self.pad_size)
-            # Zero after preprocessing is the mean colour, DeepLab's padding value.
-            images = tf.pad(images, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+        images, h, w = network_input(batch, self.deeplab_protocol, self.pad_size)
         logits = self._network(images)
         resized = geometry.logits_to_image(logits, [h, w])
         return logits, tf.nn.softmax(tf.cast(resized, tf.float32), axis=-1)
