@@ -14,7 +14,7 @@ import tensorflow as tf
 from deeplab_resnet import cli, training
 from deeplab_resnet.weights import checkpoint
 from deeplab_resnet.weights import legacy
-from deeplab_resnet.model.arch import architecture, infer_variant
+from deeplab_resnet.model.arch import architecture, infer_meta, infer_variant
 from deeplab_resnet.errors import SettingError
 from deeplab_resnet.cli import convert, evaluate, export, inference, train_flags
 
@@ -185,7 +185,7 @@ def test_resnet101_port_names_map_onto_every_model_variable():
     mapped = legacy.name_map(port_keys)
     assert set(mapped) == ours and len(ours) == 4 * 104 + 104 + 8  # 104 BN'd convs, 4-conv head
     shapes = {n: (3, 3, 2048, 21) if n.startswith("fc1_voc12") else (1,) for n in mapped}
-    assert checkpoint.infer_meta(shapes) == ("resnet101", 21)
+    assert infer_meta(shapes) == ("resnet101", 21)
     assert infer_variant(["conv1", "res2a_branch1"]) is None
 
 

@@ -34,12 +34,11 @@ from deeplab_resnet.weights import paths
 from deeplab_resnet.weights import tf_bundle
 from deeplab_resnet.weights import tf_reader
 from deeplab_resnet.weights import weights_file as weights
-from deeplab_resnet.weights.paths import (READ_ERRORS, is_caffemodel, latest_in,  # noqa: F401
+from deeplab_resnet.weights.paths import (READ_ERRORS, latest_in,  # noqa: F401
                                           resolve, source_path)
 from deeplab_resnet.weights.saving import (check_class_names, class_names_meta,  # noqa: F401
                                            recorded_classes, save_params, writing)
 from deeplab_resnet.weights.tf_reader import corrupt  # noqa: F401
-from deeplab_resnet.model.arch import infer_meta  # noqa: F401
 from deeplab_resnet.weights.weights_file import fold_stem_bias
 
 

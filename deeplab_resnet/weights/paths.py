@@ -21,10 +21,6 @@ READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
 CAFFEMODEL, NPZ, NPY, CHECKPOINT = "caffemodel", "npz", "npy", "checkpoint"
 
 
-def is_caffemodel(path):
-    return str(path).endswith(".caffemodel")
-
-
 def kind_of(path):
     """The kind of weights file `path` names by its name: CAFFEMODEL, NPZ, NPY or CHECKPOINT."""
     path = str(path)
