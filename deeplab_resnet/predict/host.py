@@ -26,7 +26,7 @@ Example:
 """
 
 
-def _checked(image):
+def checked_image(image):
     """`image` as an array; a ValueError unless it is HxWx3 uint8."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -98,7 +98,7 @@ class HostSide:
 
     def labels_many(self, images):
         """`predict_labels` of several HxWx3 uint8 images of one size, run together."""
-        images = [_checked(image) for image in images]
+        images = [checked_image(image) for image in images]
         if self.crf is not None:
             return [prediction.labels for prediction in self.predict_many(images)]
         if self._tiled(images[0]):
@@ -118,7 +118,7 @@ class HostSide:
     def predict_many(self, images):
         """Predictions of several HxWx3 uint8 images of one size, run through the network
         together (equal to predicting them one at a time)."""
-        images = [_checked(image) for image in images]
+        images = [checked_image(image) for image in images]
         if self._tiled(images[0]):
             outputs = [(None, self.tiler.probabilities(image)) for image in images]
         else:
@@ -153,7 +153,7 @@ class HostSide:
 
     def labels_later_many(self, images):
         """`labels_later` of several images of one size, run through the network together."""
-        images = [_checked(image) for image in images]
+        images = [checked_image(image) for image in images]
         if self.crf is None:
             return [lambda labels=labels: labels for labels in self.labels_many(images)]
         if self._tiled(images[0]):

@@ -29,7 +29,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from deeplab_resnet.predict.host import HostSide, Prediction, _checked  # noqa: F401
+# Prediction is this module's too: the one prediction path's result (see the README).
+from deeplab_resnet.predict.host import HostSide, Prediction, checked_image  # noqa: F401
 from deeplab_resnet import defaults
 from deeplab_resnet.model import geometry
 from deeplab_resnet.model import network as model_lib
@@ -158,10 +159,10 @@ class Predictor(HostSide, tf.Module):
         """[(logits, probabilities)] (numpy, no CRF) of HxWx3 uint8 images of one size, run
         through the network together."""
         if len(images) == 1:
-            logits, probabilities = self.forward(tf.constant(_checked(images[0])))
+            logits, probabilities = self.forward(tf.constant(checked_image(images[0])))
             return [(logits.numpy(), probabilities.numpy())]
         logits, probabilities = self.forward_batch(
-            tf.constant(np.stack([_checked(image) for image in images])))
+            tf.constant(np.stack([checked_image(image) for image in images])))
         return list(zip(logits.numpy(), probabilities.numpy()))
 
     @tf.function(input_signature=[IMAGE_SPEC], autograph=AUTOGRAPH)
@@ -192,7 +193,7 @@ class Predictor(HostSide, tf.Module):
 
     def _labels_many(self, images):
         if len(images) == 1:  # the argmax where the network ran: only labels reach the host
-            return [self.labels(tf.constant(_checked(images[0]))).numpy()]
+            return [self.labels(tf.constant(checked_image(images[0]))).numpy()]
         return super()._labels_many(images)
 
 
